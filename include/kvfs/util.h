@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Small helpers shared by every kvfs component: clocks, human sizes,
+ * HOST:PORT parsing.  All functions are thread-safe and allocation-free.
+ */
+#ifndef KVFS_UTIL_H
+#define KVFS_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KV_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define KV_MIN(a, b)     ((a) < (b) ? (a) : (b))
+#define KV_MAX(a, b)     ((a) > (b) ? (a) : (b))
+
+#define KV_KIB (1024ULL)
+#define KV_MIB (1024ULL * 1024)
+#define KV_GIB (1024ULL * 1024 * 1024)
+
+/* CLOCK_MONOTONIC in nanoseconds / milliseconds. */
+uint64_t kv_now_ns(void);
+uint64_t kv_now_ms(void);
+
+/*
+ * Parse "4096", "64K", "1.5M", "4G", "1T" (powers of 1024, optional "iB"/"B").
+ * Returns 0 and sets *ret_bytes, or -EINVAL (garbage) / -ERANGE (overflow).
+ */
+int kv_parse_size(const char *s, uint64_t *ret_bytes);
+
+/* Format @bytes as "1.5 GiB" into @buf; returns @buf. */
+char *kv_fmt_size(uint64_t bytes, char *buf, size_t len);
+
+/*
+ * Split "HOST:PORT" or "[V6]:PORT" into @host (NUL-terminated, at most
+ * @hostlen bytes) and *ret_port.  A missing port uses @default_port.
+ * Returns 0 or -EINVAL.
+ */
+int kv_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t default_port,
+                      uint16_t *ret_port);
+
+#endif /* KVFS_UTIL_H */
