@@ -220,6 +220,15 @@ int xfer_cq_fd(const struct xfer_cq *cq);
 /* Move up to @max completions into @comps; returns how many (0 when empty). */
 int xfer_cq_poll(struct xfer_cq *cq, struct xfer_comp *comps, int max);
 
+/*
+ * Tell the engine that a peer is about to RMA into (or out of) our memory,
+ * e.g. a GET request is outstanding: @delta +1 before, -1 after.  Some
+ * providers (shm) move data only while the target side is progressed; while
+ * the balance is positive the progress thread polls eagerly instead of
+ * sleeping up to a millisecond between polls.  Harmless on other providers.
+ */
+void xfer_expect(struct xfer_engine *engine, int delta);
+
 /* Counters, for STATS and benchmarks. */
 struct xfer_stats {
 	uint64_t ops_done;     /* completed operations, success */

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kv-server storage core: a key -> value index over one caller-provided
+ * memory arena.  No networking, no threads: a pure data structure.
+ *
+ * Threads
+ * -------
+ * A store is used from ONE thread (the server's event loop).  No function
+ * here locks anything; calling into the same store from two threads is a bug.
+ *
+ * Memory
+ * ------
+ * The caller owns the arena (allocates and RDMA-registers it, frees it after
+ * store_destroy()).  The store only carves it: value bytes live at offsets
+ * inside it, counted from @arena_base as passed to store_create().  Nothing
+ * else is ever written into the arena by the store.  Item metadata (key,
+ * size, version, LRU and hash links) lives in malloc'd memory.
+ *
+ * Values
+ * ------
+ * Values of 1..STORE_SMALL_MAX bytes are 64-byte aligned, larger ones
+ * STORE_PAGE_SIZE aligned (alignment of the absolute address, not only of the
+ * offset).  Zero-length values take no arena space (offset 0).
+ *
+ * Versions
+ * --------
+ * One store-global counter, starting at 1, bumped by every commit and every
+ * rename: a version is never reused, not even by a deleted and recreated key.
+ * Version 0 never names an item and means "no condition" in the APIs below.
+ * store_setattr() does not bump it (the version names the bytes and the key
+ * they are bound to, not the attributes).
+ *
+ * Pins
+ * ----
+ * store_get() pins an item: until store_item_unpin() its arena range is not
+ * freed, reused or evicted, so an RDMA-WRITE can read from it.  An item
+ * overwritten, deleted or renamed while pinned disappears from the index at
+ * once (new lookups do not see it); its range is freed at the last unpin.
+ * The struct store_item pointer of a pinned item stays valid until the unpin.
+ */
+#ifndef KVFS_SERVER_STORE_H
+#define KVFS_SERVER_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_KEY_MAX   1024        /* longest key, bytes */
+#define STORE_PAGE_SIZE 4096        /* granule and alignment of large values */
+#define STORE_SMALL_MAX (16 * 1024) /* values up to this come from slab classes */
+
+struct store;
+struct store_item; /* a published (or once published) value */
+struct store_resv; /* an arena range reserved by store_put_begin() */
+
+enum store_evict {
+	STORE_EVICT_LRU = 0,  /* make room by evicting least recently used unpinned items */
+	STORE_EVICT_NONE = 1, /* never evict: a full store answers -ENOSPC */
+};
+
+struct store_opts {
+	enum store_evict evict;
+	uint64_t max_value; /* largest value accepted; 0 or > usable arena = usable arena */
+};
+
+/*
+ * Create a store over [@arena_base, @arena_base + @arena_len).  The part of
+ * the arena before the first and after the last STORE_PAGE_SIZE boundary is
+ * not used (see store_stats.arena_usable).  @opts may be NULL (LRU, values
+ * up to the arena size).
+ * Returns 0, -EINVAL (no arena, or less than one page usable) or -ENOMEM.
+ */
+int store_create(void *arena_base, size_t arena_len, const struct store_opts *opts,
+                 struct store **ret);
+
+/* Free all metadata.  Accepts NULL.  Outstanding pins and reservations are
+ * the caller's bug: their pointers die with the store.  The arena is
+ * untouched and stays the caller's. */
+void store_destroy(struct store *s);
+
+/* Base address passed to store_create(); offsets below are relative to it. */
+void *store_arena_base(const struct store *s);
+
+/* Arena bytes a value of @size is charged (0, a slab class size or a page
+ * multiple); what store_stats.arena_free accounts in. */
+uint64_t store_alloc_size(const struct store *s, uint64_t size);
+
+/*
+ * Two-phase PUT.
+ *
+ * store_put_begin() validates the key, reserves @size bytes of arena and
+ * returns a reservation whose range (store_resv_offset(), store_resv_size())
+ * the caller fills, typically by RDMA-READ from the client.  Nothing is
+ * visible to lookups until commit.  With STORE_EVICT_LRU, unpinned items are
+ * evicted, least recently used first, until the range fits; when it cannot
+ * fit even after that (everything pinned, or evictable bytes too few) the
+ * answer is -ENOSPC and nothing was evicted -- except in the rare case where
+ * enough bytes are evictable but not contiguous after eviction, which evicts
+ * and still fails.  The current item of the same key is a candidate like
+ * any other (a commit may then find the key absent).  With STORE_EVICT_NONE,
+ * -ENOSPC and nothing changes.
+ * Returns 0, -EINVAL (empty key, key with NUL), -ENAMETOOLONG (key longer
+ * than STORE_KEY_MAX), -EFBIG (@size > max value), -ENOSPC or -ENOMEM.
+ *
+ * store_put_commit() publishes the reservation under its key, replacing any
+ * current item, in one step: readers see the old value or the new one.  The
+ * conditions are checked here, not at begin:
+ *   cond->if_absent:  -EEXIST if the key exists;
+ *   cond->if_version: (when non-zero) -ENOENT if the key is absent, -ESTALE
+ *                     if its version differs.
+ * @cond may be NULL.  On success the reservation is consumed, *ret_version
+ * (may be NULL) is the new version, and the item is the most recently used.
+ * On failure the reservation is still held: retry or store_put_abort() it.
+ *
+ * store_put_abort() releases the reservation and its range.  Accepts NULL.
+ */
+struct store_put_cond {
+	bool if_absent;      /* fail with -EEXIST when the key exists */
+	uint64_t if_version; /* non-zero: fail unless the key has this version */
+};
+
+int store_put_begin(struct store *s, const char *key, size_t keylen, uint64_t size,
+                    struct store_resv **ret);
+uint64_t store_resv_offset(const struct store_resv *r);
+uint64_t store_resv_size(const struct store_resv *r);
+int store_put_commit(struct store *s, struct store_resv *r, const struct store_put_cond *cond,
+                     uint32_t mode, uint64_t mtime_ns, uint64_t *ret_version);
+void store_put_abort(struct store *s, struct store_resv *r);
+
+/*
+ * Look up @key, make it the most recently used and pin it (see "Pins").
+ * Returns 0, -ENOENT, or the key errors of store_put_begin().  Every
+ * successful store_get() needs exactly one store_item_unpin().
+ */
+int store_get(struct store *s, const char *key, size_t keylen, struct store_item **ret);
+void store_item_unpin(struct store *s, struct store_item *it);
+
+/*
+ * Look up @key without pinning or touching the LRU (for STAT).  The pointer
+ * is valid until the next call that modifies the store.
+ * Returns 0, -ENOENT or a key error.
+ */
+int store_lookup(struct store *s, const char *key, size_t keylen, const struct store_item **ret);
+
+/* Accessors; valid on a pinned item or a fresh store_lookup() result. */
+uint64_t store_item_offset(const struct store_item *it); /* relative to arena base */
+uint64_t store_item_size(const struct store_item *it);
+uint64_t store_item_version(const struct store_item *it);
+uint64_t store_item_mtime(const struct store_item *it); /* ns, as given at commit */
+uint32_t store_item_mode(const struct store_item *it);
+const char *store_item_key(const struct store_item *it, size_t *ret_len); /* not NUL-terminated */
+
+/*
+ * Delete @key; with @if_version non-zero only if it has that version.
+ * Returns 0, -ENOENT, -ESTALE or a key error.
+ */
+int store_delete(struct store *s, const char *key, size_t keylen, uint64_t if_version);
+
+/*
+ * Atomically move @src to @dst, replacing @dst unless @no_overwrite
+ * (-EEXIST then).  The moved item gets a fresh version (anything conditioned
+ * on the old version of either key fails afterwards) and keeps size, mode,
+ * mtime and its LRU position.  @src == @dst is a successful no-op when it
+ * exists.  Returns 0, -ENOENT (no @src), -EEXIST, -ENOMEM or a key error;
+ * nothing changes on failure.
+ */
+int store_rename(struct store *s, const char *src, size_t srclen, const char *dst, size_t dstlen,
+                 bool no_overwrite);
+
+#define STORE_SET_MODE  0x1u
+#define STORE_SET_MTIME 0x2u
+/* Set the fields named in @which.  Returns 0, -ENOENT or a key error. */
+int store_setattr(struct store *s, const char *key, size_t keylen, unsigned which, uint32_t mode,
+                  uint64_t mtime_ns);
+
+/*
+ * List keys (S3 ListObjectsV2 semantics), in memcmp order.
+ *
+ * Only keys starting with @prefix (may be empty) are considered.  With a
+ * @delimiter (0 = none), a key holding @delimiter after the prefix is
+ * collapsed into one common prefix ending at that delimiter, listed once.
+ * An entry (key or common prefix) is listed only if it sorts strictly after
+ * @start_after (empty = from the start), so paging with start_after = last
+ * entry of the previous page lists every entry exactly once.
+ *
+ * At most @limit entries are passed to @cb, in order; *ret_truncated (may be
+ * NULL) says whether more entries follow.  @cb gets the entry name (not
+ * NUL-terminated), and the item for keys or NULL for common prefixes; it
+ * must not modify the store; a negative return stops the listing and is
+ * returned.  Cost: one scan of the index, O(N log limit).
+ * Returns 0, a negative return of @cb or -ENOMEM.
+ */
+typedef int (*store_list_cb)(void *arg, const char *name, size_t namelen,
+                             const struct store_item *it);
+
+struct store_list_req {
+	const char *prefix;
+	size_t prefixlen;
+	char delimiter; /* 0 = no collapsing */
+	const char *start_after;
+	size_t start_after_len; /* 0 = from the start */
+	size_t limit;           /* most entries returned */
+};
+
+int store_list(struct store *s, const struct store_list_req *req, store_list_cb cb, void *arg,
+               bool *ret_truncated);
+
+struct store_stats {
+	uint64_t keys;             /* items reachable by key */
+	uint64_t value_bytes;      /* sum of their sizes */
+	uint64_t arena_usable;     /* page-aligned part of the arena the store carves */
+	uint64_t arena_free;       /* usable bytes not charged to any item or reservation */
+	uint64_t arena_free_pages; /* of which in free page extents (not in slabs) */
+	uint64_t largest_free;     /* largest free contiguous extent */
+	uint64_t evictions;        /* items evicted since creation */
+	uint64_t evicted_bytes;    /* their value bytes */
+	uint64_t pinned_items;     /* items (indexed or not) with pins outstanding */
+	uint64_t pinned_bytes;     /* their value bytes */
+	uint64_t resv_count;       /* reservations outstanding */
+	uint64_t resv_bytes;       /* their sizes */
+	uint64_t meta_bytes;       /* malloc_usable_size() of all store metadata */
+	uint64_t overhead_bytes;   /* meta_bytes minus the key bytes stored in it */
+};
+
+void store_get_stats(const struct store *s, struct store_stats *ret);
+
+/* overhead_bytes / keys (0 when empty): metadata cost of one key beyond its
+ * key and value bytes. */
+double store_overhead_per_key(const struct store *s);
+
+#endif /* KVFS_SERVER_STORE_H */

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Transfer engine internals: the generic layer (xfer.c: submission, chunking,
+ * deadlines, completion delivery, progress thread) and the back-end ops table
+ * it drives.  The libfabric back-end is xfer_ofi.c; a raw-verbs back-end
+ * would fill the same table.
+ */
+#ifndef KVFS_XFER_I_H
+#define KVFS_XFER_I_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "kvfs/xfer.h"
+
+struct xfer_req;
+
+/* One provider operation: a contiguous local range <-> a contiguous remote
+ * range, at most chunk_size bytes. */
+struct xfer_seg {
+	struct xfer_mr *mr; /* local region */
+	uint64_t loff;      /* offset in mr */
+	uint64_t raddr;     /* remote address (desc.addr + off) */
+	uint64_t rkey;
+	uint64_t len;
+};
+
+/*
+ * Context of one posted segment.  The back-end hands it to the provider and
+ * gives it back through xfer_seg_done().  Must start with room for the
+ * provider's own context (FI_CONTEXT2).
+ */
+struct xfer_post {
+	void *prov_ctx[8];    /* struct fi_context2, owned by the provider while posted */
+	struct xfer_req *req; /* operation this segment belongs to */
+	struct xfer_post *next_free;
+	uint64_t len;
+};
+
+struct xfer_backend_ops {
+	const char *name;
+	/* Open the provider for @opts; fills engine->prov_name/domain_name. */
+	int (*open)(struct xfer_engine *e, const struct xfer_opts *opts);
+	void (*close)(struct xfer_engine *e);
+	int (*addr)(const struct xfer_engine *e, void *buf, size_t *len);
+	int (*peer_insert)(struct xfer_engine *e, const void *addr, size_t len, uint64_t *ret);
+	void (*peer_remove)(struct xfer_engine *e, uint64_t prov_addr);
+	/* Register; sets mr->desc (addr, len, key) and mr->prov. */
+	int (*mr_reg)(struct xfer_engine *e, struct xfer_mr *mr, unsigned access);
+	void (*mr_dereg)(struct xfer_engine *e, struct xfer_mr *mr);
+	/* Post one segment.  0, -EAGAIN (queue full: retry after progress), or error. */
+	int (*post)(struct xfer_engine *e, enum xfer_opcode op, uint64_t peer,
+	            const struct xfer_seg *seg, bool has_imm, uint32_t imm, struct xfer_post *ctx);
+	/* Reap provider completions; calls xfer_seg_done()/xfer_imm_arrived().
+	 * Returns how many were reaped. */
+	int (*progress)(struct xfer_engine *e);
+	/* fd readable when progress has work, or -1 (then the engine polls). */
+	int (*wait_fd)(struct xfer_engine *e);
+	/* Must the target side be progressed for peers' RMA to complete (shm)? */
+	bool (*needs_target_progress)(struct xfer_engine *e);
+};
+
+extern const struct xfer_backend_ops xfer_ofi_ops;
+
+struct xfer_mr {
+	struct xfer_engine *engine;
+	void *buf;
+	size_t len;
+	struct xfer_desc desc; /* what peers get */
+	void *prov;            /* back-end handle (struct fid_mr *) */
+	void *prov_desc;       /* local descriptor for posts (fi_mr_desc) */
+	size_t alloc_len;      /* > 0 when the engine allocated buf (xfer_buf_alloc) */
+	bool huge;             /* buf is backed by huge pages (mmap) */
+	bool numa;             /* buf came from numa_alloc_onnode */
+};
+
+/* Called by back-ends from progress(): a posted segment finished. */
+void xfer_seg_done(struct xfer_engine *e, struct xfer_post *ctx, int status);
+/* Called by back-ends from progress(): a peer's write with immediate landed. */
+void xfer_imm_arrived(struct xfer_engine *e, uint32_t imm);
+
+struct xfer_engine {
+	const struct xfer_backend_ops *ops;
+	void *be; /* back-end state */
+	struct xfer_opts opts;
+	char prov_name[64];
+	char domain_name[64];
+	int numa_node; /* of the NIC, -1 unknown */
+	int cpu;       /* progress thread CPU, -1 unpinned */
+	size_t chunk;
+	unsigned max_inflight;
+	int timeout_ms;
+
+	pthread_t thread;
+	pthread_mutex_t lock; /* submitq, peers, stopping */
+	struct xfer_req *submit_head, *submit_tail;
+	int wake_fd; /* eventfd: submissions, close */
+	bool stopping;
+	atomic_int expect; /* xfer_expect() balance */
+
+	/* Peers: index is the xfer_peer_t handle.  Guarded by lock. */
+	struct xfer_peer_ent *peers;
+	size_t npeers, peers_cap;
+
+	/* Progress-thread only. */
+	struct xfer_req *active_head, *active_tail; /* FIFO of operations with work */
+	struct xfer_post *post_pool, *free_posts;
+	unsigned posted; /* segments at the provider */
+
+	struct {
+		atomic_uint_fast64_t ops_done, ops_failed, ops_timedout;
+		atomic_uint_fast64_t bytes_written, bytes_read, imm_received, inflight;
+	} st;
+};
+
+struct xfer_peer_ent {
+	uint8_t addr[XFER_ADDR_MAX];
+	size_t addrlen;
+	uint64_t prov_addr; /* fi_addr_t */
+	bool valid;         /* inserted in the provider */
+	bool failed;        /* an operation to it failed: refuse new ones */
+};
+
+#endif /* KVFS_XFER_I_H */

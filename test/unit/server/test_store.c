@@ -1,0 +1,1034 @@
+/* SPDX-License-Identifier: MIT */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvfs/util.h"
+#include "store.h"
+
+#define ARENA_LEN (64u << 20)
+#define MIB       (1u << 20)
+
+static char *arena;
+static struct store *st;
+
+static void make_store(size_t len, enum store_evict ev, uint64_t max_value)
+{
+	struct store_opts o = {.evict = ev, .max_value = max_value};
+
+	arena = aligned_alloc(STORE_PAGE_SIZE, len);
+	cr_assert_not_null(arena);
+	cr_assert_eq(store_create(arena, len, &o, &st), 0);
+}
+
+static void teardown(void)
+{
+	store_destroy(st);
+	st = NULL;
+	free(arena);
+	arena = NULL;
+}
+
+static void setup_lru(void)
+{
+	make_store(ARENA_LEN, STORE_EVICT_LRU, 0);
+}
+
+static void setup_none(void)
+{
+	make_store(ARENA_LEN, STORE_EVICT_NONE, 0);
+}
+
+/* Deterministic fill pattern from a seed (key id + version). */
+static uint64_t pat_word(uint64_t seed, uint64_t i)
+{
+	uint64_t x = seed * 0x9E3779B97F4A7C15ULL + i * 0xD6E8FEB86659FD93ULL;
+
+	x ^= x >> 32;
+	return x * 0xD6E8FEB86659FD93ULL;
+}
+
+static void fill(void *p, uint64_t size, uint64_t seed)
+{
+	uint64_t i, w;
+
+	for (i = 0; i + 8 <= size; i += 8) {
+		w = pat_word(seed, i);
+		memcpy((char *)p + i, &w, 8);
+	}
+	w = pat_word(seed, i);
+	memcpy((char *)p + i, &w, size - i);
+}
+
+static bool check(const void *p, uint64_t size, uint64_t seed)
+{
+	uint64_t i, w;
+
+	for (i = 0; i + 8 <= size; i += 8) {
+		w = pat_word(seed, i);
+		if (memcmp((const char *)p + i, &w, 8))
+			return false;
+	}
+	w = pat_word(seed, i);
+	return !memcmp((const char *)p + i, &w, size - i);
+}
+
+static uint64_t seed_of(const char *key, uint64_t version)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *key; key++)
+		h = (h ^ (unsigned char)*key) * 1099511628211ULL;
+	return h ^ (version << 1);
+}
+
+/* put with the bytes written into the reserved range; returns errno. */
+static int put_v(const char *key, uint64_t size, const struct store_put_cond *cond,
+                 uint64_t *ret_version)
+{
+	struct store_resv *r;
+	uint64_t v;
+	int err;
+
+	err = store_put_begin(st, key, strlen(key), size, &r);
+	if (err)
+		return err;
+	/* Land the bytes before commit, as an RDMA-READ would. */
+	fill(arena + store_resv_offset(r), size, seed_of(key, 0));
+	err = store_put_commit(st, r, cond, 0644, 42, &v);
+	if (err) {
+		store_put_abort(st, r);
+		return err;
+	}
+	if (ret_version)
+		*ret_version = v;
+	return 0;
+}
+
+static int put(const char *key, uint64_t size)
+{
+	return put_v(key, size, NULL, NULL);
+}
+
+static struct store_stats stats(void)
+{
+	struct store_stats s;
+
+	store_get_stats(st, &s);
+	return s;
+}
+
+static bool exists(const char *key)
+{
+	const struct store_item *it;
+
+	return store_lookup(st, key, strlen(key), &it) == 0;
+}
+
+TestSuite(store, .fini = teardown);
+
+Test(store, create_args)
+{
+	char *a = aligned_alloc(STORE_PAGE_SIZE, 8 * STORE_PAGE_SIZE);
+	struct store *s = (struct store *)0x1;
+	struct store_opts bad = {.evict = 7};
+
+	cr_assert_eq(store_create(NULL, 4096, NULL, &s), -EINVAL);
+	cr_assert_eq(store_create(a + 1, STORE_PAGE_SIZE, NULL, &s), -EINVAL);
+	cr_assert_eq(store_create(a, 8 * STORE_PAGE_SIZE, &bad, &s), -EINVAL);
+	cr_assert_eq(s, (struct store *)0x1, "ret untouched on failure");
+	/* Unaligned base: the store trims to page boundaries. */
+	cr_assert_eq(store_create(a + 100, 8 * STORE_PAGE_SIZE - 100, NULL, &s), 0);
+	{
+		struct store_stats x;
+
+		store_get_stats(s, &x);
+		cr_assert_eq(x.arena_usable, 7 * STORE_PAGE_SIZE);
+		cr_assert_eq(x.arena_free, 7 * STORE_PAGE_SIZE);
+	}
+	cr_assert_eq(store_arena_base(s), a + 100);
+	store_destroy(s);
+	store_destroy(NULL);
+	free(a);
+}
+
+Test(store, roundtrip, .init = setup_lru)
+{
+	static const uint64_t sizes[] = {0,    1,    7,     63,    64,      65,
+	                                 1000, 4096, 16384, 16385, 1 << 20, 3333333};
+	struct store_item *it;
+	char key[32];
+	size_t i, klen;
+	uint64_t v, prev = 0;
+
+	for (i = 0; i < KV_ARRAY_SIZE(sizes); i++) {
+		struct store_resv *r;
+
+		snprintf(key, sizeof(key), "k%zu", i);
+		cr_assert_eq(store_put_begin(st, key, strlen(key), sizes[i], &r), 0);
+		cr_assert_eq(store_resv_size(r), sizes[i]);
+		cr_assert(!exists(key), "reservation invisible before commit");
+		fill(arena + store_resv_offset(r), sizes[i], i);
+		cr_assert_eq(store_put_commit(st, r, NULL, 0600 + i, 1000 + i, &v), 0);
+		cr_assert_gt(v, prev);
+		prev = v;
+	}
+	for (i = 0; i < KV_ARRAY_SIZE(sizes); i++) {
+		uint64_t off;
+
+		snprintf(key, sizeof(key), "k%zu", i);
+		cr_assert_eq(store_get(st, key, strlen(key), &it), 0);
+		off = store_item_offset(it);
+		cr_assert_eq(store_item_size(it), sizes[i]);
+		cr_assert_eq(store_item_mode(it), 0600 + i);
+		cr_assert_eq(store_item_mtime(it), 1000 + i);
+		cr_assert(check(arena + off, sizes[i], i), "bytes of %s", key);
+		if (sizes[i] > STORE_SMALL_MAX)
+			cr_assert_eq((uintptr_t)(arena + off) % STORE_PAGE_SIZE, 0);
+		else if (sizes[i])
+			cr_assert_eq((uintptr_t)(arena + off) % 64, 0);
+		cr_assert_eq(memcmp(store_item_key(it, &klen), key, strlen(key)), 0);
+		cr_assert_eq(klen, strlen(key));
+		store_item_unpin(st, it);
+	}
+	cr_assert_eq(store_get(st, "nope", 4, &it), -ENOENT);
+	cr_assert_eq(stats().keys, KV_ARRAY_SIZE(sizes));
+	cr_assert_eq(stats().pinned_items, 0);
+}
+
+Test(store, key_rules, .init = setup_lru)
+{
+	char key[STORE_KEY_MAX + 1];
+	struct store_resv *r = (struct store_resv *)0x1;
+	struct store_item *it;
+
+	memset(key, 'a', sizeof(key));
+	cr_assert_eq(store_put_begin(st, key, STORE_KEY_MAX, 10, &r), 0);
+	cr_assert_eq(store_put_commit(st, r, NULL, 0, 0, NULL), 0);
+	cr_assert_eq(store_get(st, key, STORE_KEY_MAX, &it), 0);
+	store_item_unpin(st, it);
+	r = (struct store_resv *)0x1;
+	cr_assert_eq(store_put_begin(st, key, STORE_KEY_MAX + 1, 10, &r), -ENAMETOOLONG);
+	cr_assert_eq(store_put_begin(st, key, 0, 10, &r), -EINVAL);
+	cr_assert_eq(store_put_begin(st, "a\0b", 3, 10, &r), -EINVAL);
+	cr_assert_eq(r, (struct store_resv *)0x1, "ret untouched");
+	cr_assert_eq(store_get(st, key, STORE_KEY_MAX + 1, &it), -ENAMETOOLONG);
+	cr_assert_eq(store_delete(st, "", 0, 0), -EINVAL);
+	cr_assert_eq(store_rename(st, key, STORE_KEY_MAX, "x\0", 2, false), -EINVAL);
+	cr_assert_eq(stats().keys, 1);
+	cr_assert_eq(stats().resv_count, 0);
+}
+
+Test(store, too_big)
+{
+	struct store_resv *r;
+
+	make_store(ARENA_LEN, STORE_EVICT_LRU, 1 * MIB);
+	cr_assert_eq(store_put_begin(st, "a", 1, MIB, &r), 0);
+	store_put_abort(st, r);
+	cr_assert_eq(store_put_begin(st, "a", 1, MIB + 1, &r), -EFBIG);
+	store_destroy(st);
+	free(arena);
+	make_store(ARENA_LEN, STORE_EVICT_LRU, 0);
+	cr_assert_eq(store_put_begin(st, "a", 1, ARENA_LEN + 1ULL, &r), -EFBIG);
+	/* The whole arena is one value. */
+	cr_assert_eq(put("all", ARENA_LEN), 0);
+	cr_assert_eq(stats().arena_free, 0);
+	cr_assert_eq(store_delete(st, "all", 3, 0), 0);
+	cr_assert_eq(stats().arena_free, ARENA_LEN);
+}
+
+Test(store, overwrite_while_pinned, .init = setup_none)
+{
+	struct store_item *old, *nw;
+	uint64_t v1, v2, off_old;
+
+	cr_assert_eq(put_v("k", 100000, NULL, &v1), 0);
+	cr_assert_eq(store_get(st, "k", 1, &old), 0);
+	off_old = store_item_offset(old);
+	cr_assert_eq(stats().pinned_items, 1);
+	cr_assert_eq(stats().pinned_bytes, 100000);
+
+	cr_assert_eq(put_v("k", 5000, NULL, &v2), 0);
+	cr_assert_gt(v2, v1);
+	cr_assert_eq(store_get(st, "k", 1, &nw), 0);
+	cr_assert_neq(nw, old);
+	cr_assert_eq(store_item_version(nw), v2);
+	cr_assert_eq(store_item_size(nw), 5000);
+	cr_assert_eq(store_item_version(old), v1, "old item still readable");
+	cr_assert(check(arena + off_old, 100000, seed_of("k", 0)), "old bytes intact");
+	cr_assert_eq(stats().keys, 1);
+	cr_assert_eq(stats().pinned_items, 2);
+
+	/* Fill the arena so that the old range would be reused if freed. */
+	for (int i = 0;; i++) {
+		char key[16];
+		struct store_resv *r;
+
+		snprintf(key, sizeof(key), "f%d", i);
+		if (store_put_begin(st, key, strlen(key), 1 << 16, &r))
+			break;
+		cr_assert(store_resv_offset(r) + (1 << 16) <= off_old ||
+		          store_resv_offset(r) >= off_old + 100000);
+		memset(arena + store_resv_offset(r), 0xee, 1 << 16);
+		cr_assert_eq(store_put_commit(st, r, NULL, 0, 0, NULL), 0);
+	}
+	cr_assert(check(arena + off_old, 100000, seed_of("k", 0)), "old bytes intact");
+	store_item_unpin(st, old);
+	store_item_unpin(st, nw);
+	cr_assert_eq(stats().pinned_items, 0);
+	cr_assert_eq(stats().pinned_bytes, 0);
+}
+
+Test(store, delete_while_pinned, .init = setup_none)
+{
+	struct store_item *it;
+	struct store_stats s0;
+	uint64_t v;
+
+	s0 = stats();
+	cr_assert_eq(put_v("k", 200000, NULL, &v), 0);
+	cr_assert_eq(store_get(st, "k", 1, &it), 0);
+	cr_assert_eq(store_delete(st, "k", 1, v + 1), -ESTALE);
+	cr_assert_eq(store_delete(st, "k", 1, v), 0);
+	cr_assert_eq(store_delete(st, "k", 1, 0), -ENOENT);
+	cr_assert(!exists("k"));
+	cr_assert_eq(stats().keys, 0);
+	cr_assert_eq(stats().arena_free, s0.arena_free - 200704, "range held while pinned");
+	cr_assert(check(arena + store_item_offset(it), 200000, seed_of("k", 0)));
+	/* Recreate: a fresh version, never the deleted one. */
+	cr_assert_eq(put("k", 10), 0);
+	{
+		const struct store_item *n;
+
+		cr_assert_eq(store_lookup(st, "k", 1, &n), 0);
+		cr_assert_gt(store_item_version(n), v);
+	}
+	store_item_unpin(st, it);
+	cr_assert_eq(stats().arena_free, s0.arena_free - 64);
+	cr_assert_eq(stats().pinned_items, 0);
+}
+
+Test(store, lru_eviction, .init = setup_lru)
+{
+	struct store_item *it;
+	char key[16];
+	int i;
+
+	/* 64 MiB arena, 1 MiB values: exactly 64 fit. */
+	for (i = 0; i < 64; i++) {
+		snprintf(key, sizeof(key), "k%02d", i);
+		cr_assert_eq(put(key, MIB), 0);
+	}
+	cr_assert_eq(stats().arena_free, 0);
+	cr_assert_eq(stats().evictions, 0);
+	/* Touch k00 (the oldest). */
+	cr_assert_eq(store_get(st, "k00", 3, &it), 0);
+	store_item_unpin(st, it);
+	/* A lookup (STAT) does not touch. */
+	cr_assert(exists("k01"));
+
+	cr_assert_eq(put("new1", MIB), 0);
+	cr_assert(!exists("k01"), "oldest untouched goes first");
+	cr_assert(exists("k00"), "touched survives");
+	cr_assert_eq(stats().evictions, 1);
+	cr_assert_eq(stats().evicted_bytes, MIB);
+
+	cr_assert_eq(put("new2", 3 * MIB), 0); /* k02..k04 are contiguous */
+	cr_assert(!exists("k02") && !exists("k03") && !exists("k04"));
+	cr_assert(exists("k05") && exists("k00"));
+	cr_assert_eq(stats().evictions, 4);
+	cr_assert_eq(stats().evicted_bytes, 4 * MIB);
+
+	/* A pinned item is never evicted. */
+	cr_assert_eq(store_get(st, "k05", 3, &it), 0);
+	cr_assert_eq(put("new3", MIB), 0);
+	cr_assert(exists("k05"));
+	cr_assert(!exists("k06"));
+	store_item_unpin(st, it);
+	cr_assert_eq(stats().keys, 64 - 5 + 3);
+}
+
+Test(store, policy_none_enospc, .init = setup_none)
+{
+	struct store_resv *r = (struct store_resv *)0x1;
+	struct store_stats a, b;
+	char key[16];
+	int i;
+
+	for (i = 0; i < 64; i++) {
+		snprintf(key, sizeof(key), "k%02d", i);
+		cr_assert_eq(put(key, MIB), 0);
+	}
+	a = stats();
+	cr_assert_eq(store_put_begin(st, "x", 1, 1, &r), -ENOSPC);
+	cr_assert_eq(store_put_begin(st, "x", 1, MIB, &r), -ENOSPC);
+	cr_assert_eq(r, (struct store_resv *)0x1);
+	b = stats();
+	cr_assert_eq(memcmp(&a, &b, sizeof(a)), 0, "nothing changed");
+	cr_assert_eq(b.keys, 64);
+	cr_assert_eq(b.evictions, 0);
+	/* Zero-length values need no space. */
+	cr_assert_eq(put("empty", 0), 0);
+}
+
+Test(store, all_pinned_enospc, .init = setup_lru)
+{
+	struct store_item *pins[64];
+	struct store_stats a, b;
+	struct store_resv *r;
+	char key[16];
+	int i;
+
+	for (i = 0; i < 64; i++) {
+		snprintf(key, sizeof(key), "k%02d", i);
+		cr_assert_eq(put(key, MIB), 0);
+		cr_assert_eq(store_get(st, key, strlen(key), &pins[i]), 0);
+	}
+	a = stats();
+	cr_assert_eq(a.pinned_items, 64);
+	cr_assert_eq(a.pinned_bytes, 64ULL * MIB);
+	cr_assert_eq(store_put_begin(st, "x", 1, MIB, &r), -ENOSPC);
+	cr_assert_eq(store_put_begin(st, "x", 1, 100, &r), -ENOSPC);
+	b = stats();
+	cr_assert_eq(memcmp(&a, &b, sizeof(a)), 0, "nothing changed");
+
+	/* Not enough evictable bytes: still nothing evicted. */
+	store_item_unpin(st, pins[0]);
+	a = stats();
+	cr_assert_eq(store_put_begin(st, "x", 1, 2 * MIB, &r), -ENOSPC);
+	b = stats();
+	cr_assert_eq(memcmp(&a, &b, sizeof(a)), 0, "nothing changed");
+	cr_assert_eq(store_put_begin(st, "x", 1, MIB, &r), 0);
+	cr_assert_eq(stats().evictions, 1);
+	store_put_abort(st, r);
+	for (i = 1; i < 64; i++)
+		store_item_unpin(st, pins[i]);
+}
+
+Test(store, cas, .init = setup_lru)
+{
+	struct store_put_cond c = {0};
+	const struct store_item *it;
+	uint64_t v1, v2, v3 = 0;
+
+	c.if_absent = true;
+	cr_assert_eq(put_v("k", 10, &c, &v1), 0);
+	cr_assert_eq(put_v("k", 10, &c, &v3), -EEXIST);
+	cr_assert_eq(v3, 0, "ret_version untouched");
+	c.if_absent = false;
+	c.if_version = v1 + 100;
+	cr_assert_eq(put_v("k", 20, &c, NULL), -ESTALE);
+	c.if_version = v1;
+	cr_assert_eq(put_v("k", 20, &c, &v2), 0);
+	cr_assert_gt(v2, v1);
+	cr_assert_eq(put_v("k", 30, &c, NULL), -ESTALE, "old version no longer matches");
+	cr_assert_eq(put_v("other", 30, &c, NULL), -ENOENT);
+	cr_assert_eq(store_lookup(st, "k", 1, &it), 0);
+	cr_assert_eq(store_item_size(it), 20);
+	cr_assert_eq(store_item_version(it), v2);
+	cr_assert_eq(stats().resv_count, 0);
+
+	/* A failed commit keeps the reservation: it can be retried. */
+	{
+		struct store_resv *r;
+		struct store_put_cond bad = {.if_version = 1};
+
+		cr_assert_eq(store_put_begin(st, "k", 1, 40, &r), 0);
+		cr_assert_eq(store_put_commit(st, r, &bad, 0, 0, NULL), -ESTALE);
+		cr_assert_eq(stats().resv_count, 1);
+		cr_assert_eq(store_put_commit(st, r, NULL, 0, 0, &v3), 0);
+		cr_assert_gt(v3, v2);
+	}
+	/* Race between two writers: condition checked at commit. */
+	{
+		struct store_resv *a, *b;
+		struct store_put_cond ca = {.if_version = v3};
+
+		cr_assert_eq(store_put_begin(st, "k", 1, 1, &a), 0);
+		cr_assert_eq(store_put_begin(st, "k", 1, 2, &b), 0);
+		cr_assert_eq(store_put_commit(st, b, &ca, 0, 0, NULL), 0);
+		cr_assert_eq(store_put_commit(st, a, &ca, 0, 0, NULL), -ESTALE);
+		store_put_abort(st, a);
+	}
+}
+
+Test(store, abort_frees, .init = setup_none)
+{
+	struct store_resv *r, *r2;
+	struct store_stats s0 = stats(), s1;
+
+	cr_assert_eq(store_put_begin(st, "a", 1, ARENA_LEN, &r), 0);
+	s1 = stats();
+	cr_assert_eq(s1.arena_free, 0);
+	cr_assert_eq(s1.resv_count, 1);
+	cr_assert_eq(s1.resv_bytes, ARENA_LEN);
+	cr_assert_eq(store_put_begin(st, "b", 1, 1, &r2), -ENOSPC);
+	store_put_abort(st, r);
+	store_put_abort(st, NULL);
+	s1 = stats();
+	cr_assert_eq(s1.arena_free, s0.arena_free);
+	cr_assert_eq(s1.largest_free, ARENA_LEN);
+	cr_assert_eq(s1.resv_count, 0);
+	cr_assert_eq(s1.keys, 0);
+	cr_assert_eq(store_put_begin(st, "b", 1, 100, &r2), 0);
+	store_put_abort(st, r2);
+	cr_assert_eq(stats().arena_free, ARENA_LEN);
+	cr_assert_eq(stats().arena_free_pages, ARENA_LEN, "empty slab returned");
+}
+
+Test(store, rename, .init = setup_lru)
+{
+	const struct store_item *it;
+	struct store_item *pin;
+	uint64_t va, vb, off;
+
+	cr_assert_eq(put_v("a", 5000, NULL, &va), 0);
+	cr_assert_eq(put_v("b", 7000, NULL, &vb), 0);
+	cr_assert_eq(store_rename(st, "zz", 2, "c", 1, false), -ENOENT);
+	cr_assert_eq(store_rename(st, "a", 1, "b", 1, true), -EEXIST);
+	cr_assert(exists("a") && exists("b"));
+	cr_assert_eq(store_rename(st, "a", 1, "a", 1, false), 0, "onto itself");
+	cr_assert_eq(store_lookup(st, "a", 1, &it), 0);
+	cr_assert_eq(store_item_version(it), va);
+	off = store_item_offset(it);
+
+	cr_assert_eq(store_rename(st, "a", 1, "b", 1, false), 0);
+	cr_assert(!exists("a"));
+	cr_assert_eq(store_lookup(st, "b", 1, &it), 0);
+	cr_assert_eq(store_item_size(it), 5000);
+	cr_assert_eq(store_item_offset(it), off);
+	cr_assert_gt(store_item_version(it), vb);
+	cr_assert(check(arena + off, 5000, seed_of("a", 0)));
+	cr_assert_eq(stats().keys, 1);
+	cr_assert_eq(stats().value_bytes, 5000);
+	cr_assert_eq(stats().arena_free, ARENA_LEN - store_alloc_size(st, 5000));
+
+	/* Rename of a pinned item, twice, then delete: the range lives until
+	 * the last unpin of the original pointer. */
+	cr_assert_eq(store_get(st, "b", 1, &pin), 0);
+	cr_assert_eq(store_rename(st, "b", 1, "a-much-longer-name", 18, true), 0);
+	cr_assert_eq(store_rename(st, "a-much-longer-name", 18, "d", 1, true), 0);
+	cr_assert_eq(stats().pinned_items, 1);
+	cr_assert_eq(store_delete(st, "d", 1, 0), 0);
+	cr_assert_eq(stats().keys, 0);
+	cr_assert_eq(stats().arena_free, ARENA_LEN - store_alloc_size(st, 5000));
+	cr_assert_eq(store_item_size(pin), 5000);
+	store_item_unpin(st, pin);
+	cr_assert_eq(stats().arena_free, ARENA_LEN);
+	cr_assert_eq(stats().pinned_items, 0);
+}
+
+Test(store, setattr, .init = setup_lru)
+{
+	const struct store_item *it;
+	uint64_t v;
+
+	cr_assert_eq(put_v("k", 1, NULL, &v), 0);
+	cr_assert_eq(store_setattr(st, "k", 1, STORE_SET_MODE, 0755, 0), 0);
+	cr_assert_eq(store_lookup(st, "k", 1, &it), 0);
+	cr_assert_eq(store_item_mode(it), 0755);
+	cr_assert_eq(store_item_mtime(it), 42);
+	cr_assert_eq(store_setattr(st, "k", 1, STORE_SET_MTIME, 0, 99), 0);
+	cr_assert_eq(store_item_mode(it), 0755);
+	cr_assert_eq(store_item_mtime(it), 99);
+	cr_assert_eq(store_item_version(it), v, "setattr keeps the version");
+	cr_assert_eq(store_setattr(st, "x", 1, STORE_SET_MODE, 0, 0), -ENOENT);
+}
+
+/* ---- list ------------------------------------------------------------------ */
+
+struct collect {
+	char names[2048][64];
+	bool is_prefix[2048];
+	int n;
+};
+
+static int collect_cb(void *arg, const char *name, size_t len, const struct store_item *it)
+{
+	struct collect *c = arg;
+
+	cr_assert_lt(len, 64);
+	memcpy(c->names[c->n], name, len);
+	c->names[c->n][len] = 0;
+	c->is_prefix[c->n] = it == NULL;
+	if (it)
+		cr_assert_eq(store_item_size(it), 3);
+	c->n++;
+	return 0;
+}
+
+static int list(struct collect *c, const char *prefix, char delim, const char *after, size_t limit,
+                bool *trunc)
+{
+	struct store_list_req req = {
+	        .prefix = prefix,
+	        .prefixlen = strlen(prefix),
+	        .delimiter = delim,
+	        .start_after = after,
+	        .start_after_len = strlen(after),
+	        .limit = limit,
+	};
+
+	c->n = 0;
+	return store_list(st, &req, collect_cb, c, trunc);
+}
+
+Test(store, list_small, .init = setup_lru)
+{
+	static const char *keys[] = {"a/b/c", "a/b/d", "a/c", "a/d/e", "ab", "b", "a/"};
+	static struct collect c;
+	bool t;
+
+	for (size_t i = 0; i < KV_ARRAY_SIZE(keys); i++)
+		cr_assert_eq(put(keys[i], 3), 0);
+
+	cr_assert_eq(list(&c, "", 0, "", 100, &t), 0);
+	cr_assert_eq(c.n, 7);
+	cr_assert(!t);
+	cr_assert_str_eq(c.names[0], "a/");
+	cr_assert_str_eq(c.names[1], "a/b/c");
+	cr_assert_str_eq(c.names[6], "b");
+
+	cr_assert_eq(list(&c, "", '/', "", 100, &t), 0);
+	cr_assert_eq(c.n, 3);
+	cr_assert_str_eq(c.names[0], "a/");
+	cr_assert(c.is_prefix[0]);
+	cr_assert_str_eq(c.names[1], "ab");
+	cr_assert(!c.is_prefix[1]);
+	cr_assert_str_eq(c.names[2], "b");
+
+	cr_assert_eq(list(&c, "a/", '/', "", 100, &t), 0);
+	cr_assert_eq(c.n, 4);
+	cr_assert_str_eq(c.names[0], "a/"); /* the key "a/" itself */
+	cr_assert(!c.is_prefix[0]);
+	cr_assert_str_eq(c.names[1], "a/b/");
+	cr_assert(c.is_prefix[1]);
+	cr_assert_str_eq(c.names[2], "a/c");
+	cr_assert_str_eq(c.names[3], "a/d/");
+
+	/* Paging by start_after = last entry, common prefixes once. */
+	cr_assert_eq(list(&c, "a/", '/', "", 2, &t), 0);
+	cr_assert_eq(c.n, 2);
+	cr_assert(t);
+	cr_assert_str_eq(c.names[1], "a/b/");
+	cr_assert_eq(list(&c, "a/", '/', "a/b/", 2, &t), 0);
+	cr_assert_eq(c.n, 2);
+	cr_assert(!t);
+	cr_assert_str_eq(c.names[0], "a/c");
+	cr_assert_str_eq(c.names[1], "a/d/");
+
+	cr_assert_eq(list(&c, "a/b", 0, "a/b/c", 10, &t), 0);
+	cr_assert_eq(c.n, 1);
+	cr_assert_str_eq(c.names[0], "a/b/d");
+	cr_assert_eq(list(&c, "zzz", 0, "", 10, &t), 0);
+	cr_assert_eq(c.n, 0);
+	cr_assert(!t);
+	cr_assert_eq(list(&c, "", 0, "", 0, &t), 0);
+	cr_assert_eq(c.n, 0);
+	cr_assert(t);
+}
+
+static int stop_cb(void *arg, const char *name, size_t len, const struct store_item *it)
+{
+	int *n = arg;
+
+	return ++*n == 2 ? -EINTR : 0;
+}
+
+Test(store, list_cb_stops, .init = setup_lru)
+{
+	struct store_list_req req = {.limit = 10};
+	int n = 0;
+
+	cr_assert_eq(put("a", 3), 0);
+	cr_assert_eq(put("b", 3), 0);
+	cr_assert_eq(put("c", 3), 0);
+	cr_assert_eq(store_list(st, &req, stop_cb, &n, NULL), -EINTR);
+	cr_assert_eq(n, 2);
+}
+
+Test(store, list_100k_paged, .init = setup_lru)
+{
+	static struct collect c;
+	enum { N = 100000, PAGE = 1000 };
+	char key[32], last[64] = "";
+	int i, total = 0, pages = 0;
+	bool t = true;
+
+	/* Insert in scrambled order. */
+	for (i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "key/%08d", (int)((uint64_t)i * 7919 % N));
+		cr_assert_eq(put(key, 3), 0);
+	}
+	cr_assert_eq(put("other", 3), 0);
+	while (t) {
+		cr_assert_eq(list(&c, "key/", 0, last, PAGE, &t), 0);
+		for (i = 0; i < c.n; i++) {
+			snprintf(key, sizeof(key), "key/%08d", total + i);
+			cr_assert_str_eq(c.names[i], key, "every key once, in order");
+		}
+		total += c.n;
+		pages++;
+		if (c.n)
+			strcpy(last, c.names[c.n - 1]);
+	}
+	cr_assert_eq(total, N);
+	cr_assert_eq(pages, N / PAGE);
+
+	/* Delimiter collapses all into one prefix. */
+	cr_assert_eq(list(&c, "", '/', "", 10, &t), 0);
+	cr_assert_eq(c.n, 2);
+	cr_assert_str_eq(c.names[0], "key/");
+	cr_assert_str_eq(c.names[1], "other");
+}
+
+/* ---- accounting -------------------------------------------------------- */
+
+Test(store, overhead_per_key, .init = setup_lru)
+{
+	enum { N = 100000 };
+	struct store_stats s;
+	char key[33];
+	double ov;
+	int i;
+
+	for (i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "%032d", i);
+		cr_assert_eq(put(key, 100), 0);
+	}
+	s = stats();
+	ov = store_overhead_per_key(st);
+	cr_log_info("per-key overhead, %d keys of 32 bytes, 100-byte values: %.1f bytes "
+	            "(meta %llu, overhead %llu)",
+	            N, ov, (unsigned long long)s.meta_bytes, (unsigned long long)s.overhead_bytes);
+	fprintf(stderr, "store: per-key overhead %.1f bytes (%d keys of 32 B)\n", ov, N);
+	cr_assert_eq(s.keys, N);
+	cr_assert_gt(ov, 0);
+	cr_assert_leq(ov, 100.0);
+	cr_assert_eq(s.arena_free, ARENA_LEN - (uint64_t)N * store_alloc_size(st, 100));
+	for (i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "%032d", i);
+		cr_assert_eq(store_delete(st, key, 32, 0), 0);
+	}
+	s = stats();
+	cr_assert_eq(s.arena_free, ARENA_LEN);
+	cr_assert_eq(s.arena_free_pages, ARENA_LEN);
+	cr_assert_eq(s.largest_free, ARENA_LEN);
+}
+
+Test(store, fragmentation, .init = setup_none)
+{
+	enum { N = 3000 };
+	static uint64_t size[N];
+	static bool live[N];
+	uint64_t used = 0, rng = 12345;
+	struct store_stats s;
+	char key[16];
+	int i, n;
+
+	for (n = 0; n < N; n++) {
+		uint64_t r;
+
+		rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+		r = rng >> 33;
+		size[n] = r % 4 == 0 ? r % (256 * 1024) : r % 20000;
+		snprintf(key, sizeof(key), "f%d", n);
+		if (put(key, size[n]))
+			break;
+		live[n] = true;
+		used += store_alloc_size(st, size[n]);
+	}
+	cr_assert_gt(n, 200);
+	cr_assert_eq(stats().arena_free, ARENA_LEN - used);
+	for (i = 0; i < n; i++) {
+		rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+		if ((rng >> 40) & 1)
+			continue;
+		snprintf(key, sizeof(key), "f%d", i);
+		cr_assert_eq(store_delete(st, key, strlen(key), 0), 0);
+		live[i] = false;
+		used -= store_alloc_size(st, size[i]);
+	}
+	s = stats();
+	cr_assert_eq(s.arena_free, ARENA_LEN - used, "exact accounting");
+	cr_assert_leq(s.arena_free_pages, s.arena_free);
+	/* The largest free run is allocatable, one byte more is not (policy none). */
+	cr_assert_gt(s.largest_free, STORE_SMALL_MAX);
+	cr_assert_eq(put("big", s.largest_free), 0);
+	cr_assert_eq(store_delete(st, "big", 3, 0), 0);
+	for (i = 0; i < n; i++) {
+		if (!live[i])
+			continue;
+		snprintf(key, sizeof(key), "f%d", i);
+		cr_assert_eq(store_delete(st, key, strlen(key), 0), 0);
+	}
+	s = stats();
+	cr_assert_eq(s.arena_free, ARENA_LEN);
+	cr_assert_eq(s.largest_free, ARENA_LEN, "all runs coalesced");
+	cr_assert_eq(put("all", ARENA_LEN), 0);
+}
+
+Test(store, coalesce_neighbours, .init = setup_none)
+{
+	char key[16];
+	int i;
+
+	for (i = 0; i < 64; i++) {
+		snprintf(key, sizeof(key), "k%02d", i);
+		cr_assert_eq(put(key, MIB), 0);
+	}
+	/* Free k10, k12, then k11: one 3 MiB run. */
+	cr_assert_eq(store_delete(st, "k10", 3, 0), 0);
+	cr_assert_eq(store_delete(st, "k12", 3, 0), 0);
+	cr_assert_eq(stats().largest_free, MIB);
+	cr_assert_eq(put("x", 2 * MIB), -ENOSPC);
+	cr_assert_eq(store_delete(st, "k11", 3, 0), 0);
+	cr_assert_eq(stats().largest_free, 3 * MIB);
+	cr_assert_eq(put("x", 3 * MIB), 0);
+	cr_assert_eq(stats().arena_free, 0);
+}
+
+/* ---- randomized model check ------------------------------------------- */
+
+#define MKEYS 1000
+#define MPINS 8
+
+struct model {
+	bool present;
+	uint64_t size, version, seed;
+	uint32_t mode;
+};
+
+struct heldpin {
+	struct store_item *it;
+	uint64_t size, seed;
+};
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static uint64_t rnd_size(uint64_t *r)
+{
+	uint64_t x = rnd(r) % 100;
+
+	if (x < 5)
+		return 0;
+	if (x < 50)
+		return rnd(r) % 1024;
+	if (x < 90)
+		return rnd(r) % 20000;
+	return rnd(r) % 300000;
+}
+
+static void model_run(enum store_evict ev, int ops)
+{
+	static struct model m[MKEYS];
+	struct heldpin pins[MPINS] = {0};
+	uint64_t r = 0x1234567ULL, used_lo;
+	bool lru = ev == STORE_EVICT_LRU;
+	char key[32], key2[32];
+	int i, k, enospc = 0, missing = 0, nput = 0;
+	uint64_t putbytes = 0;
+
+	memset(m, 0, sizeof(m));
+	make_store(10 * MIB, ev, 0);
+	for (i = 0; i < ops; i++) {
+		int op = (int)(rnd(&r) % 100);
+		struct store_item *it;
+		const struct store_item *cit;
+
+		k = (int)(rnd(&r) % MKEYS);
+		snprintf(key, sizeof(key), "m/%d", k);
+		if (op < 35) { /* put, maybe conditional */
+			struct store_put_cond c = {0};
+			struct store_resv *rv;
+			uint64_t sz = rnd_size(&r), v;
+			int err, cond = (int)(rnd(&r) % 4);
+
+			err = store_put_begin(st, key, strlen(key), sz, &rv);
+			if (err == -ENOSPC) {
+				enospc++;
+				continue;
+			}
+			cr_assert_eq(err, 0);
+			if (rnd(&r) % 20 == 0) {
+				store_put_abort(st, rv);
+				continue;
+			}
+			if (cond == 1)
+				c.if_absent = true;
+			else if (cond == 2)
+				c.if_version = m[k].present ? m[k].version : 12345678;
+			else if (cond == 3)
+				c.if_version = m[k].version + 1;
+			/* Learn about evictions before judging the condition. */
+			if (lru && m[k].present && !exists(key))
+				m[k].present = false, missing++;
+			err = store_put_commit(st, rv, &c, (uint32_t)i, (uint64_t)i, &v);
+			if (cond == 1 && m[k].present) {
+				cr_assert_eq(err, -EEXIST);
+			} else if (cond >= 2 && !m[k].present && c.if_version) {
+				cr_assert_eq(err, -ENOENT);
+			} else if (cond == 3 || (cond == 2 && c.if_version != m[k].version)) {
+				cr_assert_eq(err, -ESTALE);
+			} else {
+				cr_assert_eq(err, 0, "op %d cond %d", i, cond);
+				cr_assert_gt(v, m[k].version);
+				m[k] = (struct model){true, sz, v, seed_of(key, v), (uint32_t)i};
+				fill(arena + store_resv_offset(rv), sz, m[k].seed);
+				nput++;
+				putbytes += sz;
+				continue;
+			}
+			store_put_abort(st, rv);
+		} else if (op < 65) { /* get + verify, sometimes keep the pin */
+			int err = store_get(st, key, strlen(key), &it);
+
+			if (err == -ENOENT && lru && m[k].present) {
+				m[k].present = false;
+				missing++;
+			}
+			if (!m[k].present) {
+				cr_assert_eq(err, -ENOENT, "op %d key %s", i, key);
+				continue;
+			}
+			cr_assert_eq(err, 0);
+			cr_assert_eq(store_item_version(it), m[k].version);
+			cr_assert_eq(store_item_size(it), m[k].size);
+			cr_assert_eq(store_item_mode(it), m[k].mode);
+			cr_assert(check(arena + store_item_offset(it), m[k].size, m[k].seed),
+			          "value bytes of %s op %d", key, i);
+			int slot = (int)(rnd(&r) % (MPINS * 2));
+			if (slot < MPINS) {
+				if (pins[slot].it) {
+					cr_assert(check(arena + store_item_offset(pins[slot].it),
+					                pins[slot].size, pins[slot].seed),
+					          "pinned bytes intact");
+					store_item_unpin(st, pins[slot].it);
+				}
+				pins[slot] = (struct heldpin){it, m[k].size, m[k].seed};
+			} else {
+				store_item_unpin(st, it);
+			}
+		} else if (op < 80) { /* delete */
+			uint64_t iv = rnd(&r) % 3 == 0 ? m[k].version + (rnd(&r) % 2) : 0;
+			int err = store_delete(st, key, strlen(key), iv);
+
+			if (err == -ENOENT && lru && m[k].present) {
+				m[k].present = false;
+				missing++;
+			}
+			if (!m[k].present) {
+				cr_assert_eq(err, -ENOENT);
+			} else if (iv && iv != m[k].version) {
+				cr_assert_eq(err, -ESTALE);
+			} else {
+				cr_assert_eq(err, 0);
+				m[k].present = false;
+			}
+		} else if (op < 90) { /* rename */
+			int k2 = (int)(rnd(&r) % MKEYS), err;
+			bool nover = rnd(&r) % 2;
+
+			snprintf(key2, sizeof(key2), "m/%d", k2);
+			if (lru && m[k].present && !exists(key))
+				m[k].present = false, missing++;
+			if (lru && m[k2].present && !exists(key2))
+				m[k2].present = false, missing++;
+			err = store_rename(st, key, strlen(key), key2, strlen(key2), nover);
+			if (!m[k].present) {
+				cr_assert_eq(err, -ENOENT);
+			} else if (k == k2) {
+				cr_assert_eq(err, 0);
+			} else if (nover && m[k2].present) {
+				cr_assert_eq(err, -EEXIST);
+			} else {
+				cr_assert_eq(err, 0);
+				cr_assert_eq(store_lookup(st, key2, strlen(key2), &cit), 0);
+				cr_assert_gt(store_item_version(cit), m[k].version);
+				m[k2] = m[k];
+				m[k2].version = store_item_version(cit);
+				m[k].present = false;
+			}
+		} else if (op < 95) { /* setattr */
+			int err = store_setattr(st, key, strlen(key), STORE_SET_MODE, 0777, 0);
+
+			if (err == -ENOENT && lru && m[k].present)
+				m[k].present = false, missing++;
+			cr_assert_eq(err, m[k].present ? 0 : -ENOENT);
+			if (!err)
+				m[k].mode = 0777;
+		} else { /* release a held pin */
+			int slot = (int)(rnd(&r) % MPINS);
+
+			if (pins[slot].it) {
+				cr_assert(check(arena + store_item_offset(pins[slot].it),
+				                pins[slot].size, pins[slot].seed),
+				          "pinned bytes intact");
+				store_item_unpin(st, pins[slot].it);
+				pins[slot].it = NULL;
+			}
+		}
+	}
+	for (i = 0; i < MPINS; i++) {
+		if (pins[i].it)
+			store_item_unpin(st, pins[i].it);
+	}
+
+	/* Final sweep: store matches the model, accounting exact. */
+	used_lo = 0;
+	for (k = 0; k < MKEYS; k++) {
+		const struct store_item *cit;
+		int err;
+
+		snprintf(key, sizeof(key), "m/%d", k);
+		err = store_lookup(st, key, strlen(key), &cit);
+		if (err && lru && m[k].present)
+			m[k].present = false, missing++;
+		cr_assert_eq(err, m[k].present ? 0 : -ENOENT, "final %s", key);
+		if (err)
+			continue;
+		cr_assert_eq(store_item_version(cit), m[k].version);
+		cr_assert(check(arena + store_item_offset(cit), m[k].size, m[k].seed));
+		used_lo += store_alloc_size(st, m[k].size);
+	}
+	{
+		struct store_stats s = stats();
+
+		cr_assert_eq(s.pinned_items, 0);
+		cr_assert_eq(s.resv_count, 0);
+		cr_assert_eq(s.arena_free, s.arena_usable - used_lo);
+		if (!lru)
+			cr_assert_eq(s.evictions, 0);
+		else
+			cr_assert_geq(s.evictions, (uint64_t)missing);
+		cr_log_info("model %s: %d ops, %d puts (%llu bytes), %d ENOSPC, %d evicted seen, "
+		            "%llu evictions",
+		            lru ? "lru" : "none", ops, nput, (unsigned long long)putbytes, enospc,
+		            missing, (unsigned long long)s.evictions);
+	}
+	for (k = 0; k < MKEYS; k++) {
+		snprintf(key, sizeof(key), "m/%d", k);
+		(void)store_delete(st, key, strlen(key), 0);
+	}
+	cr_assert_eq(stats().arena_free, stats().arena_usable);
+	cr_assert_eq(stats().largest_free, stats().arena_usable);
+}
+
+Test(store, model_none)
+{
+	model_run(STORE_EVICT_NONE, 100000);
+}
+
+Test(store, model_lru)
+{
+	model_run(STORE_EVICT_LRU, 100000);
+}

@@ -1,0 +1,507 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Transfer engine over real libfabric providers (tcp;ofi_rxm and shm):
+ * within one process (two engines), between two processes (xfer_peer), and
+ * between two hosts (xfer_peer inside a network namespace behind a veth).
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kvfs/log.h"
+#include "kvfs/util.h"
+#include "xfer_test.h"
+
+#define ACC_ALL (XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ | XFER_ACCESS_REMOTE_WRITE)
+
+static atomic_uint imm_seen;
+static atomic_uint imm_value;
+static atomic_int imm_bytes_ok;
+static struct xfer_mr *imm_check_mr; /* target buffer checked when the imm lands */
+static size_t imm_check_len;
+static uint64_t imm_check_seed;
+
+static void on_imm(void *arg, uint32_t imm)
+{
+	(void)arg;
+	if (imm_check_mr)
+		atomic_store(&imm_bytes_ok, pat_check(xfer_mr_addr(imm_check_mr), imm_check_len,
+		                                      imm_check_seed) < 0);
+	atomic_store(&imm_value, imm);
+	atomic_fetch_add(&imm_seen, 1);
+}
+
+struct pair {
+	struct xfer_engine *a, *b;
+	xfer_peer_t b_from_a; /* handle of b in a */
+};
+
+static void pair_open(struct pair *p, const char *prov)
+{
+	struct xfer_opts o;
+	uint8_t addr[XFER_ADDR_MAX];
+	size_t len = sizeof(addr);
+	int r;
+
+	kv_log_level = KV_LOG_WARN;
+	xfer_opts_init(&o);
+	o.provider = prov;
+	o.timeout_ms = 5000;
+	r = xfer_open(&o, &p->a);
+	cr_assert_eq(r, 0, "xfer_open(%s) a: %s", prov, strerror(-r));
+	o.on_imm = on_imm;
+	r = xfer_open(&o, &p->b);
+	cr_assert_eq(r, 0, "xfer_open(%s) b: %s", prov, strerror(-r));
+	cr_assert_eq(xfer_addr(p->b, addr, &len), 0);
+	cr_assert_eq(xfer_peer_add(p->a, addr, len, &p->b_from_a), 0);
+}
+
+static void pair_close(struct pair *p)
+{
+	xfer_close(p->a);
+	xfer_close(p->b);
+}
+
+static int rw(struct pair *p, enum xfer_opcode opc, struct xfer_mr *l, uint64_t loff,
+              struct xfer_mr *r, uint64_t roff, uint64_t len)
+{
+	struct xfer_sge s = {.mr = l, .off = loff, .len = len};
+	struct xfer_rsge rs = {.off = roff, .len = len};
+	struct xfer_op op = {.opcode = opc,
+	                     .peer = p->b_from_a,
+	                     .local = &s,
+	                     .nlocal = 1,
+	                     .remote = &rs,
+	                     .nremote = 1};
+
+	xfer_mr_desc(r, &rs.desc);
+	return xfer_submit_wait(p->a, &op);
+}
+
+static void roundtrip(const char *prov, size_t size)
+{
+	struct pair p;
+	struct xfer_mr *src, *dst, *back;
+	int r;
+
+	pair_open(&p, prov);
+	cr_assert_eq(xfer_buf_alloc(p.a, size, ACC_ALL, &src), 0);
+	cr_assert_eq(xfer_buf_alloc(p.b, size, ACC_ALL, &dst), 0);
+	cr_assert_eq(xfer_buf_alloc(p.a, size, ACC_ALL, &back), 0);
+	pat_fill(xfer_mr_addr(src), size, size);
+
+	r = rw(&p, XFER_WRITE, src, 0, dst, 0, size);
+	cr_assert_eq(r, 0, "%s write %zu: %s", prov, size, strerror(-r));
+	cr_assert_eq(pat_check(xfer_mr_addr(dst), size, size), -1, "%s write %zu: bytes differ",
+	             prov, size);
+	r = rw(&p, XFER_READ, back, 0, dst, 0, size);
+	cr_assert_eq(r, 0, "%s read %zu: %s", prov, size, strerror(-r));
+	cr_assert_eq(pat_check(xfer_mr_addr(back), size, size), -1, "%s read %zu: bytes differ",
+	             prov, size);
+
+	struct xfer_stats st;
+	xfer_get_stats(p.a, &st);
+	cr_assert_eq(st.bytes_written, size);
+	cr_assert_eq(st.bytes_read, size);
+	cr_assert_eq(st.inflight, 0);
+	xfer_mr_dereg(src);
+	xfer_mr_dereg(dst);
+	xfer_mr_dereg(back);
+	pair_close(&p);
+}
+
+static const size_t sizes[] = {1, 4096, 1024 * 1024 + 1, 64ULL * 1024 * 1024 + 7};
+
+Test(xfer_tcp, roundtrip_sizes, .timeout = 120)
+{
+	for (size_t i = 0; i < KV_ARRAY_SIZE(sizes); i++)
+		roundtrip("tcp", sizes[i]);
+}
+
+Test(xfer_shm, roundtrip_sizes, .timeout = 120)
+{
+	for (size_t i = 0; i < KV_ARRAY_SIZE(sizes); i++)
+		roundtrip("shm", sizes[i]);
+}
+
+Test(xfer_tcp, roundtrip_1gib, .timeout = 300)
+{
+	roundtrip("tcp", KV_GIB);
+}
+
+Test(xfer_shm, roundtrip_1gib, .timeout = 300)
+{
+	roundtrip("shm", KV_GIB);
+}
+
+/* A KV block table: 64 scattered local pages to 64 remote pages in another
+ * order, in one operation. */
+static void scatter_gather(const char *prov)
+{
+	enum { PG = 4096, N = 64 };
+	struct xfer_sge l[N];
+	struct xfer_rsge rs[N];
+	struct xfer_desc d;
+	struct pair p;
+	struct xfer_mr *src, *dst;
+	uint8_t *s, *t;
+
+	pair_open(&p, prov);
+	cr_assert_eq(xfer_buf_alloc(p.a, 2 * N * PG, ACC_ALL, &src), 0);
+	cr_assert_eq(xfer_buf_alloc(p.b, N * PG, ACC_ALL, &dst), 0);
+	s = xfer_mr_addr(src);
+	t = xfer_mr_addr(dst);
+	pat_fill(s, 2 * N * PG, 77);
+	xfer_mr_desc(dst, &d);
+	for (int i = 0; i < N; i++) {
+		l[i] = (struct xfer_sge){.mr = src, .off = (uint64_t)(2 * i) * PG, .len = PG};
+		rs[i] = (struct xfer_rsge){
+		        .desc = d, .off = (uint64_t)((i * 37) % N) * PG, .len = PG};
+	}
+	struct xfer_op op = {.opcode = XFER_WRITE,
+	                     .peer = p.b_from_a,
+	                     .local = l,
+	                     .nlocal = N,
+	                     .remote = rs,
+	                     .nremote = N};
+	cr_assert_eq(xfer_submit_wait(p.a, &op), 0);
+	for (int i = 0; i < N; i++)
+		cr_assert_eq(memcmp(t + ((i * 37) % N) * PG, s + 2 * i * PG, PG), 0,
+		             "page %d landed wrong", i);
+
+	/* And back with uneven pieces: 3 local pieces vs 64 remote pages. */
+	struct xfer_mr *back;
+	cr_assert_eq(xfer_buf_alloc(p.a, N * PG, ACC_ALL, &back), 0);
+	struct xfer_sge l3[3] = {
+	        {back, 0, 1000}, {back, 1000, 200000}, {back, 201000, N * PG - 201000}};
+	for (int i = 0; i < N; i++)
+		rs[i] = (struct xfer_rsge){.desc = d, .off = (uint64_t)i * PG, .len = PG};
+	op = (struct xfer_op){.opcode = XFER_READ,
+	                      .peer = p.b_from_a,
+	                      .local = l3,
+	                      .nlocal = 3,
+	                      .remote = rs,
+	                      .nremote = N};
+	cr_assert_eq(xfer_submit_wait(p.a, &op), 0);
+	cr_assert_eq(memcmp(xfer_mr_addr(back), t, N * PG), 0);
+	xfer_mr_dereg(back);
+	xfer_mr_dereg(src);
+	xfer_mr_dereg(dst);
+	pair_close(&p);
+}
+
+Test(xfer_tcp, scatter_gather)
+{
+	scatter_gather("tcp");
+}
+
+Test(xfer_shm, scatter_gather)
+{
+	scatter_gather("shm");
+}
+
+/* The immediate arrives after every byte of a multi-chunk write landed. */
+static void immediate(const char *prov)
+{
+	const size_t size = 8 * 1024 * 1024 + 3; /* several chunks */
+	struct pair p;
+	struct xfer_mr *src, *dst;
+	struct xfer_sge s;
+	struct xfer_rsge rs;
+
+	pair_open(&p, prov);
+	cr_assert_eq(xfer_buf_alloc(p.a, size, ACC_ALL, &src), 0);
+	cr_assert_eq(xfer_buf_alloc(p.b, size, ACC_ALL, &dst), 0);
+	pat_fill(xfer_mr_addr(src), size, 5);
+	imm_check_mr = dst;
+	imm_check_len = size;
+	imm_check_seed = 5;
+	atomic_store(&imm_seen, 0);
+	s = (struct xfer_sge){src, 0, size};
+	rs = (struct xfer_rsge){.off = 0, .len = size};
+	xfer_mr_desc(dst, &rs.desc);
+	struct xfer_op op = {.opcode = XFER_WRITE,
+	                     .peer = p.b_from_a,
+	                     .local = &s,
+	                     .nlocal = 1,
+	                     .remote = &rs,
+	                     .nremote = 1,
+	                     .has_imm = true,
+	                     .imm = 0xC0FFEE};
+	cr_assert_eq(xfer_submit_wait(p.a, &op), 0);
+	for (int i = 0; i < 5000 && atomic_load(&imm_seen) == 0; i++)
+		usleep(1000);
+	cr_assert_eq(atomic_load(&imm_seen), 1, "immediate not delivered");
+	cr_assert_eq(atomic_load(&imm_value), 0xC0FFEE);
+	cr_assert(atomic_load(&imm_bytes_ok), "immediate arrived before the bytes");
+
+	/* Immediate only: zero bytes, the peer's region still authorizes it. */
+	imm_check_mr = NULL;
+	op.nlocal = 0;
+	rs.len = 0;
+	op.imm = 42;
+	if (!strcmp(prov, "shm")) {
+		cr_assert_eq(xfer_submit_wait(p.a, &op), -ENOTSUP, "shm: no zero-length writes");
+		goto out;
+	}
+	cr_assert_eq(xfer_submit_wait(p.a, &op), 0);
+	for (int i = 0; i < 5000 && atomic_load(&imm_seen) == 1; i++)
+		usleep(1000);
+	cr_assert_eq(atomic_load(&imm_seen), 2);
+	cr_assert_eq(atomic_load(&imm_value), 42);
+	struct xfer_stats st;
+	xfer_get_stats(p.b, &st);
+	cr_assert_eq(st.imm_received, 2);
+out:
+	xfer_mr_dereg(src);
+	xfer_mr_dereg(dst);
+	pair_close(&p);
+}
+
+Test(xfer_tcp, immediate)
+{
+	immediate("tcp");
+}
+
+Test(xfer_shm, immediate)
+{
+	immediate("shm");
+}
+
+/* Bad ranges never reach the provider. */
+Test(xfer_tcp, out_of_range_rejected)
+{
+	struct pair p;
+	struct xfer_mr *l, *r;
+	struct xfer_sge s;
+	struct xfer_rsge rs;
+	struct xfer_op op;
+
+	pair_open(&p, "tcp");
+	cr_assert_eq(xfer_buf_alloc(p.a, 4096, ACC_ALL, &l), 0);
+	cr_assert_eq(xfer_buf_alloc(p.b, 4096, ACC_ALL, &r), 0);
+	cr_assert_eq(rw(&p, XFER_WRITE, l, 1, r, 0, 4096), -EINVAL, "local past end");
+	cr_assert_eq(rw(&p, XFER_WRITE, l, 0, r, 1, 4096), -EINVAL, "remote past end");
+	cr_assert_eq(rw(&p, XFER_READ, l, 4097, r, 0, 0), -EINVAL, "offset past end");
+	cr_assert_eq(rw(&p, XFER_READ, l, UINT64_MAX, r, 0, 2), -EINVAL, "overflow");
+
+	s = (struct xfer_sge){l, 0, 100};
+	rs = (struct xfer_rsge){.off = 0, .len = 99};
+	xfer_mr_desc(r, &rs.desc);
+	op = (struct xfer_op){.opcode = XFER_WRITE,
+	                      .peer = p.b_from_a,
+	                      .local = &s,
+	                      .nlocal = 1,
+	                      .remote = &rs,
+	                      .nremote = 1};
+	cr_assert_eq(xfer_submit_wait(p.a, &op), -EINVAL, "lengths differ");
+	rs.len = 100;
+	rs.desc.addr = UINT64_MAX - 10;
+	cr_assert_eq(xfer_submit_wait(p.a, &op), -EINVAL, "remote address wraps");
+	xfer_mr_desc(r, &rs.desc);
+	op.opcode = XFER_READ;
+	op.has_imm = true;
+	cr_assert_eq(xfer_submit_wait(p.a, &op), -EINVAL, "immediate on a read");
+	op.has_imm = false;
+	op.peer = 99;
+	cr_assert_eq(xfer_submit_wait(p.a, &op), -ECONNRESET, "unknown peer");
+	op.peer = p.b_from_a;
+	op.opcode = 7;
+	cr_assert_eq(xfer_submit_wait(p.a, &op), -EINVAL, "bad opcode");
+
+	/* Memory of another engine is not ours to post from. */
+	op.opcode = XFER_WRITE;
+	s.mr = r;
+	cr_assert_eq(xfer_submit_wait(p.a, &op), -EINVAL, "foreign local region");
+	cr_assert_eq(xfer_mr_reg(p.a, NULL, 10, ACC_ALL, &l), -EINVAL);
+	xfer_mr_dereg(l);
+	xfer_mr_dereg(r);
+	pair_close(&p);
+}
+
+/* A forged key is refused by the peer's provider: an error completion. */
+Test(xfer_tcp, forged_key_fails)
+{
+	struct pair p;
+	struct xfer_mr *l, *r;
+	struct xfer_sge s;
+	struct xfer_rsge rs;
+
+	pair_open(&p, "tcp");
+	cr_assert_eq(xfer_buf_alloc(p.a, 4096, ACC_ALL, &l), 0);
+	cr_assert_eq(xfer_buf_alloc(p.b, 4096, XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ, &r), 0);
+	memset(xfer_mr_addr(r), 0x5a, 4096);
+	s = (struct xfer_sge){l, 0, 4096};
+	rs = (struct xfer_rsge){.off = 0, .len = 4096};
+	xfer_mr_desc(r, &rs.desc);
+	rs.desc.key ^= 0x1234567;
+	struct xfer_op op = {.opcode = XFER_WRITE,
+	                     .peer = p.b_from_a,
+	                     .local = &s,
+	                     .nlocal = 1,
+	                     .remote = &rs,
+	                     .nremote = 1,
+	                     .timeout_ms = 3000};
+	cr_assert_lt(xfer_submit_wait(p.a, &op), 0, "write with a forged key succeeded");
+	for (int i = 0; i < 4096; i++)
+		cr_assert_eq(((uint8_t *)xfer_mr_addr(r))[i], 0x5a, "target changed");
+	xfer_mr_dereg(l);
+	xfer_mr_dereg(r);
+	pair_close(&p);
+}
+
+/* Many operations in flight with a cq reaped through its eventfd. */
+static void many_inflight(const char *prov)
+{
+	enum { N = 256, SZ = 65536 };
+	struct pair p;
+	struct xfer_mr *src, *dst;
+	struct xfer_cq *cq;
+	struct xfer_comp c[32];
+	int done = 0;
+
+	pair_open(&p, prov);
+	cr_assert_eq(xfer_cq_create(&cq), 0);
+	cr_assert_eq(xfer_buf_alloc(p.a, (size_t)N * SZ, ACC_ALL, &src), 0);
+	cr_assert_eq(xfer_buf_alloc(p.b, (size_t)N * SZ, ACC_ALL, &dst), 0);
+	pat_fill(xfer_mr_addr(src), (size_t)N * SZ, 9);
+	for (int i = 0; i < N; i++) {
+		struct xfer_sge s = {src, (uint64_t)i * SZ, SZ};
+		struct xfer_rsge rs = {.off = (uint64_t)(N - 1 - i) * SZ, .len = SZ};
+		xfer_mr_desc(dst, &rs.desc);
+		struct xfer_op op = {.opcode = XFER_WRITE,
+		                     .peer = p.b_from_a,
+		                     .local = &s,
+		                     .nlocal = 1,
+		                     .remote = &rs,
+		                     .nremote = 1,
+		                     .cookie = (uint64_t)i,
+		                     .cq = cq};
+		cr_assert_eq(xfer_submit(p.a, &op), 0);
+	}
+	uint8_t seen[N] = {0};
+	while (done < N) {
+		struct pollfd pfd = {.fd = xfer_cq_fd(cq), .events = POLLIN};
+		cr_assert_gt(poll(&pfd, 1, 10000), 0, "completions stopped at %d of %d", done, N);
+		int n = xfer_cq_poll(cq, c, 32);
+		for (int i = 0; i < n; i++) {
+			cr_assert_eq(c[i].status, 0);
+			cr_assert_lt(c[i].cookie, N);
+			cr_assert_eq(seen[c[i].cookie]++, 0, "two completions for one op");
+			cr_assert_eq(c[i].bytes, SZ);
+		}
+		done += n;
+	}
+	for (int i = 0; i < N; i++)
+		cr_assert_eq(memcmp((uint8_t *)xfer_mr_addr(dst) + (size_t)(N - 1 - i) * SZ,
+		                    (uint8_t *)xfer_mr_addr(src) + (size_t)i * SZ, SZ),
+		             0);
+	xfer_mr_dereg(src);
+	xfer_mr_dereg(dst);
+	xfer_cq_destroy(cq);
+	pair_close(&p);
+}
+
+Test(xfer_tcp, many_inflight_cq)
+{
+	many_inflight("tcp");
+}
+
+Test(xfer_shm, many_inflight_cq)
+{
+	many_inflight("shm");
+}
+
+Test(xfer, unknown_provider)
+{
+	struct xfer_opts o;
+	struct xfer_engine *e = NULL;
+
+	kv_log_level = KV_LOG_ERR;
+	xfer_opts_init(&o);
+	o.provider = "carrier-pigeon";
+	cr_assert_eq(xfer_open(&o, &e), -EINVAL);
+	o.provider = "efa";
+	cr_assert_eq(xfer_open(&o, &e), -ENODEV, "no EFA device here");
+	cr_assert_null(e);
+	o.provider = "auto";
+	cr_assert_eq(xfer_open(&o, &e), 0);
+	cr_assert_str_eq(xfer_provider(e), "tcp;ofi_rxm", "auto falls back to tcp without NICs");
+	xfer_close(e);
+}
+
+/* ------------------------------------------------------------------ */
+/* Two processes                                                       */
+
+#include "xfer_child.h"
+
+/* The peer is SIGKILLed in the middle of a stream of transfers: every
+ * operation completes, the ones after the kill with an error, and none later
+ * than its deadline (plus slack for a loaded machine). */
+static void peer_killed(const char *prov)
+{
+	const size_t size = 64 * 1024 * 1024;
+	const int tmo = 3000;
+	struct xfer_opts o;
+	struct xfer_engine *e;
+	struct xfer_mr *buf;
+	struct child c;
+	xfer_peer_t peer;
+	int failed = 0, r = 0;
+
+	kv_log_level = KV_LOG_ERR;
+	child_start(&c, NULL, prov, "-", size, 1);
+	xfer_opts_init(&o);
+	o.provider = prov;
+	cr_assert_eq(xfer_open(&o, &e), 0);
+	cr_assert_eq(xfer_peer_add(e, c.addr, c.alen, &peer), 0);
+	cr_assert_eq(xfer_buf_alloc(e, size, ACC_ALL, &buf), 0);
+	struct xfer_sge s = {buf, 0, size};
+	struct xfer_rsge rs = {.desc = c.desc, .off = 0, .len = size};
+	struct xfer_op op = {.opcode = XFER_WRITE,
+	                     .peer = peer,
+	                     .local = &s,
+	                     .nlocal = 1,
+	                     .remote = &rs,
+	                     .nremote = 1,
+	                     .timeout_ms = tmo};
+	for (int i = 0; i < 40; i++) {
+		uint64_t t0 = kv_now_ms();
+
+		if (i == 2)
+			kill(c.pid, SIGKILL);
+		r = xfer_submit_wait(e, &op);
+		cr_assert_lt(kv_now_ms() - t0, (uint64_t)tmo + 2000,
+		             "op %d took %llu ms, deadline %d ms", i,
+		             (unsigned long long)(kv_now_ms() - t0), tmo);
+		if (r < 0 && ++failed >= 2)
+			break;
+	}
+	cr_assert_lt(r, 0, "writes to a killed peer kept succeeding");
+	/* Once failed, the peer is refused at once until re-added. */
+	cr_assert_eq(xfer_submit_wait(e, &op), -ECONNRESET);
+	waitpid(c.pid, NULL, 0);
+	fclose(c.in);
+	fclose(c.out);
+	xfer_mr_dereg(buf);
+	xfer_close(e);
+}
+
+Test(xfer_tcp, peer_killed_mid_transfer, .timeout = 120)
+{
+	peer_killed("tcp");
+}
+
+Test(xfer_shm, peer_killed_mid_transfer, .timeout = 120)
+{
+	peer_killed("shm");
+}
