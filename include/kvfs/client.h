@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvfs client library: talks to kv-server over the protobuf control channel
+ * (docs/protocol.md) and moves value bytes with the transfer engine.
+ * kvfs (the FUSE daemon), kvctl and kv-bench are built on it.
+ *
+ * Threads
+ * -------
+ * A struct kvc owns one TCP connection, one transfer engine (unless the
+ * provider is "none") and one I/O thread that sends requests, matches
+ * responses to requests by id (many in flight, answered in any order) and
+ * enforces deadlines.  Every function may be called from any thread.
+ * Completion callbacks of the *_async calls run on the I/O thread: they must
+ * not block and must not call kvc_close().
+ *
+ * Errors
+ * ------
+ * Every call returns 0 (or a count) or a negative errno, and sets a
+ * thread-local message readable with kvc_strerror() (server text or local
+ * reason).  Server status codes map to errno as in wire.h:
+ * -ENOENT, -EEXIST, -ESTALE (version mismatch), -ENOSPC, -EFBIG,
+ * -ENAMETOOLONG, -EINVAL, -EACCES (auth), -ENOTSUP, -EIO, -ETIMEDOUT.
+ * A call never waits longer than its deadline (opts.timeout_ms): a dead or
+ * unreachable server gives -ETIMEDOUT, -ECONNREFUSED or -ECONNRESET.
+ *
+ * Reconnect
+ * ---------
+ * When the connection breaks, calls in flight fail with -ECONNRESET; the
+ * next call reconnects (engine address, Hello, auth) with exponential backoff
+ * (100 ms doubling to 2 s) bounded by that call's deadline, so a restarted
+ * server is picked up without recreating the struct kvc.
+ */
+#ifndef KVFS_CLIENT_H
+#define KVFS_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvfs/xfer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct kvc;
+
+#define KVC_DEFAULT_PORT 7070
+
+struct kvc_opts {
+	const char *server;          /* "HOST:PORT", "HOST" (port 7070), "[V6]:PORT" */
+	const char *provider;        /* "auto" (default), "tcp", "shm", "verbs", "efa", or
+				      * "none": no RDMA, values travel inline on the socket */
+	const char *bind;            /* engine bind address; NULL = the local address of the
+				      * control connection (the interface that reaches the server) */
+	const char *auth_token_file; /* file holding the shared token, NULL = no auth */
+	int timeout_ms;              /* per-call deadline, 0 = 10000 */
+	int connect_timeout_ms;      /* first connect, 0 = timeout_ms */
+	size_t bounce_size;          /* registered bounce buffer for kvc_put/kvc_get with plain
+				      * memory, 0 = 8 MiB; larger values are moved in pieces */
+	const char *client_id;       /* free text for the server's logs, NULL = "kvfs-client" */
+};
+
+void kvc_opts_init(struct kvc_opts *opts);
+
+/* Connect and handshake.  Fails with the connect or Hello error (-ECONNREFUSED,
+ * -ETIMEDOUT, -EACCES for a refused token, -ENOTSUP for no common protocol
+ * version); the message says what to do. */
+int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc);
+void kvc_close(struct kvc *kvc); /* fails calls in flight with -ECANCELED; accepts NULL */
+
+/* Thread-local text of the last error of this thread's last kvc call. */
+const char *kvc_strerror(void);
+
+/* The engine, to register buffers for the zero-copy calls; NULL with
+ * provider "none" or when the server does not do RDMA. */
+struct xfer_engine *kvc_engine(struct kvc *kvc);
+
+/* Limits the server announced in its Hello. */
+struct kvc_limits {
+	uint64_t max_value;
+	uint64_t max_inline; /* values up to this travel inline (0: never) */
+	uint64_t chunk_size;
+	bool rdma;           /* RDMA descriptors are honoured */
+	char server_provider[64];
+	char provider[64];   /* ours ("none" when inline only) */
+};
+void kvc_limits(struct kvc *kvc, struct kvc_limits *ret_limits);
+
+/* Metadata of one key. */
+struct kvc_entry {
+	uint64_t size;
+	uint64_t version; /* never 0 for an existing key */
+	int64_t mtime_ns;
+	uint32_t mode;
+};
+
+struct kvc_put_opts {
+	uint32_t mode;       /* 0 = 0644 */
+	int64_t mtime_ns;    /* 0 = server's clock */
+	bool if_absent;      /* -EEXIST if the key exists */
+	uint64_t if_version; /* != 0: compare-and-swap, -ESTALE on mismatch */
+	int timeout_ms;      /* 0 = connection default */
+};
+
+struct kvc_get_opts {
+	uint64_t if_version; /* != 0: -ESTALE unless the value has this version */
+	int timeout_ms;
+};
+
+/*
+ * Store @len bytes from plain memory.  Small values go inline, larger ones
+ * through the registered bounce buffer (server RDMA-READs it).  Values
+ * larger than the bounce buffer are sent in one PUT over a temporary
+ * registration of @val itself.  Atomic: readers see the old or new value.
+ * On success fills *ret (may be NULL).
+ */
+int kvc_put(struct kvc *kvc, const void *key, size_t keylen, const void *val, size_t len,
+	    const struct kvc_put_opts *opts, struct kvc_entry *ret);
+
+/* Zero copy: the value is @len bytes at @off in @mr (registered with
+ * XFER_ACCESS_REMOTE_READ on kvc_engine()); the server RDMA-READs it. */
+int kvc_put_mr(struct kvc *kvc, const void *key, size_t keylen, struct xfer_mr *mr, uint64_t off,
+	       uint64_t len, const struct kvc_put_opts *opts, struct kvc_entry *ret);
+
+/*
+ * Read up to @len bytes of the value from @off into plain memory @buf.
+ * Returns the number of bytes read (short at the end of the value, 0 past
+ * it) and fills *ret (may be NULL) with the value's metadata.
+ */
+ssize_t kvc_get(struct kvc *kvc, const void *key, size_t keylen, uint64_t off, void *buf,
+		size_t len, const struct kvc_get_opts *opts, struct kvc_entry *ret);
+
+/* Zero copy: the server RDMA-WRITEs into @dst (regions registered with
+ * XFER_ACCESS_REMOTE_WRITE on kvc_engine()).  Returns bytes written. */
+ssize_t kvc_get_mr(struct kvc *kvc, const void *key, size_t keylen, uint64_t off,
+		   const struct xfer_sge *dst, size_t ndst, const struct kvc_get_opts *opts,
+		   struct kvc_entry *ret);
+
+int kvc_stat(struct kvc *kvc, const void *key, size_t keylen, struct kvc_entry *ret);
+int kvc_delete(struct kvc *kvc, const void *key, size_t keylen, uint64_t if_version);
+int kvc_rename(struct kvc *kvc, const void *src, size_t srclen, const void *dst, size_t dstlen,
+	       bool no_overwrite, uint64_t *ret_version);
+/* mode < 0 / mtime_ns < 0: leave unchanged. */
+int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen, int64_t mode, int64_t mtime_ns,
+		struct kvc_entry *ret);
+
+/* One LIST page.  Entries and prefixes are malloc'd; free with kvc_list_free(). */
+struct kvc_list_entry {
+	char *key; /* NUL-terminated copy (keys contain no NUL) */
+	size_t keylen;
+	struct kvc_entry e;
+};
+struct kvc_list {
+	struct kvc_list_entry *entries;
+	size_t n_entries;
+	char **prefixes; /* common prefixes, each ending with the delimiter */
+	size_t n_prefixes;
+	bool truncated;
+	char *next_start_after; /* pass as start_after for the next page, or NULL */
+};
+int kvc_list(struct kvc *kvc, const char *prefix, const char *delimiter, const char *start_after,
+	     uint32_t limit, struct kvc_list *ret);
+void kvc_list_free(struct kvc_list *l);
+
+/* Server counters as name/value pairs; calls @fn once per counter. */
+int kvc_stats(struct kvc *kvc, void (*fn)(void *arg, const char *name, uint64_t value),
+	      void *arg);
+
+/* Asynchronous zero-copy calls: many may be in flight.  @done runs once on
+ * the I/O thread with the result (bytes for GET, 0 for PUT, or -errno) and
+ * the entry (valid only on success). */
+typedef void (*kvc_done_t)(void *arg, ssize_t result, const struct kvc_entry *entry);
+int kvc_get_mr_async(struct kvc *kvc, const void *key, size_t keylen, uint64_t off,
+		     const struct xfer_sge *dst, size_t ndst, const struct kvc_get_opts *opts,
+		     kvc_done_t done, void *arg);
+int kvc_put_mr_async(struct kvc *kvc, const void *key, size_t keylen, struct xfer_mr *mr,
+		     uint64_t off, uint64_t len, const struct kvc_put_opts *opts, kvc_done_t done,
+		     void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KVFS_CLIENT_H */

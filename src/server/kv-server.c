@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/* kv-server: command line, then srv_create()/srv_run(). */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvfs/log.h"
+#include "kvfs/util.h"
+#include "server.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "Usage: kv-server [OPTIONS]\n"
+	        "Serve keys and values from RDMA-registered memory to kvfs, kvctl and kv-bench.\n"
+	        "\n"
+	        "  -l, --listen HOST:PORT     control channel address (default 127.0.0.1:7070)\n"
+	        "  -m, --memory SIZE          value memory, e.g. 512M, 4G (default 1G)\n"
+	        "  -p, --provider NAME        auto|tcp|shm|verbs|efa|none (default auto: efa, "
+	        "verbs,\n"
+	        "                             then tcp; none = values travel inline on TCP)\n"
+	        "      --engine-bind ADDR     address the transfer engine binds (default: the\n"
+	        "                             listen host; needed with --listen 0.0.0.0)\n"
+	        "  -e, --eviction POLICY      lru (default) or none (a full server refuses PUTs)\n"
+	        "      --max-value SIZE       largest value accepted (default: all of --memory)\n"
+	        "      --max-inline SIZE      largest value sent inline in a frame (default 64K)\n"
+	        "      --auth-token-file FILE clients must prove they hold this token\n"
+	        "      --max-conns N          connections at once (default 1024)\n"
+	        "      --max-inflight N       requests worked on per connection (default 64)\n"
+	        "      --timeout MS           RDMA transfer deadline (default 10000)\n"
+	        "  -v, --verbose              debug logging (or KVFS_LOG=debug)\n"
+	        "  -q, --quiet                warnings and errors only\n"
+	        "  -h, --help                 this text\n"
+	        "  -V, --version              print the version\n"
+	        "\n"
+	        "SIGTERM or SIGINT stops accepting, finishes in-flight transfers and exits 0.\n");
+}
+
+static int size_arg(const char *opt, const char *v, uint64_t *ret)
+{
+	if (kv_parse_size(v, ret) < 0) {
+		fprintf(stderr, "kv-server: %s: '%s' is not a size (use e.g. 4096, 64K, 1G)\n", opt,
+		        v);
+		return -1;
+	}
+	return 0;
+}
+
+static int uint_arg(const char *opt, const char *v, unsigned *ret)
+{
+	char *end;
+	unsigned long x = strtoul(v, &end, 10);
+
+	if (!*v || *end || x == 0 || x > 1000000) {
+		fprintf(stderr, "kv-server: %s: '%s' is not a positive number\n", opt, v);
+		return -1;
+	}
+	*ret = (unsigned)x;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_BIND = 256, O_MAXVAL, O_MAXINL, O_TOKEN, O_CONNS, O_INFL, O_TMO };
+	static const struct option lo[] = {
+	        {"listen", required_argument, NULL, 'l'},
+	        {"memory", required_argument, NULL, 'm'},
+	        {"provider", required_argument, NULL, 'p'},
+	        {"engine-bind", required_argument, NULL, O_BIND},
+	        {"eviction", required_argument, NULL, 'e'},
+	        {"max-value", required_argument, NULL, O_MAXVAL},
+	        {"max-inline", required_argument, NULL, O_MAXINL},
+	        {"auth-token-file", required_argument, NULL, O_TOKEN},
+	        {"max-conns", required_argument, NULL, O_CONNS},
+	        {"max-inflight", required_argument, NULL, O_INFL},
+	        {"timeout", required_argument, NULL, O_TMO},
+	        {"verbose", no_argument, NULL, 'v'},
+	        {"quiet", no_argument, NULL, 'q'},
+	        {"help", no_argument, NULL, 'h'},
+	        {"version", no_argument, NULL, 'V'},
+	        {0},
+	};
+	struct srv_opts o;
+	struct srv *s;
+	sigset_t mask;
+	unsigned tmo;
+	int c, r;
+
+	kv_log_init("kv-server");
+	srv_opts_init(&o);
+	while ((c = getopt_long(argc, argv, "l:m:p:e:vqhV", lo, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			o.listen = optarg;
+			break;
+		case 'm':
+			if (size_arg("--memory", optarg, &o.memory))
+				return 2;
+			if (o.memory < 1024 * 1024) {
+				fprintf(stderr, "kv-server: --memory must be at least 1M\n");
+				return 2;
+			}
+			break;
+		case 'p':
+			o.provider = optarg;
+			break;
+		case O_BIND:
+			o.engine_bind = optarg;
+			break;
+		case 'e':
+			if (!strcmp(optarg, "lru")) {
+				o.eviction = STORE_EVICT_LRU;
+			} else if (!strcmp(optarg, "none")) {
+				o.eviction = STORE_EVICT_NONE;
+			} else {
+				fprintf(stderr, "kv-server: --eviction: use lru or none\n");
+				return 2;
+			}
+			break;
+		case O_MAXVAL:
+			if (size_arg("--max-value", optarg, &o.max_value))
+				return 2;
+			break;
+		case O_MAXINL:
+			if (size_arg("--max-inline", optarg, &o.max_inline))
+				return 2;
+			if (o.max_inline > 1024 * 1024) {
+				fprintf(stderr,
+				        "kv-server: --max-inline is at most 1M (frame limit)\n");
+				return 2;
+			}
+			break;
+		case O_TOKEN:
+			o.auth_token_file = optarg;
+			break;
+		case O_CONNS:
+			if (uint_arg("--max-conns", optarg, &o.max_conns))
+				return 2;
+			break;
+		case O_INFL:
+			if (uint_arg("--max-inflight", optarg, &o.max_inflight))
+				return 2;
+			break;
+		case O_TMO:
+			if (uint_arg("--timeout", optarg, &tmo))
+				return 2;
+			o.timeout_ms = (int)tmo;
+			break;
+		case 'v':
+			kv_log_level = KV_LOG_DEBUG;
+			break;
+		case 'q':
+			kv_log_level = KV_LOG_WARN;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("kv-server %s\n", KVFS_VERSION);
+			return 0;
+		default:
+			fprintf(stderr, "Try 'kv-server --help'.\n");
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "kv-server: unexpected argument '%s'. Try 'kv-server --help'.\n",
+		        argv[optind]);
+		return 2;
+	}
+	/* Signals are read through a signalfd in the event loop; block them
+	 * before any thread (the engine's) starts so every thread inherits it. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	r = srv_create(&o, &s);
+	if (r < 0)
+		return 1;
+	r = srv_run(s);
+	srv_destroy(s);
+	return r < 0 ? 1 : 0;
+}

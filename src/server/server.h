@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kv-server core: one epoll loop serving the protobuf control channel
+ * (docs/protocol.md) over the store (store.h), moving value bytes with the
+ * transfer engine (kvfs/xfer.h).
+ *
+ * Threads: srv_run() runs the loop on the calling thread; every connection,
+ * the store and every engine completion are handled there.  The engine's own
+ * progress thread only hands completions over through an xfer_cq eventfd.
+ */
+#ifndef KVFS_SERVER_SERVER_H
+#define KVFS_SERVER_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+struct srv_opts {
+	const char *listen;      /* HOST:PORT, default 127.0.0.1:7070 */
+	uint64_t memory;         /* arena bytes */
+	const char *provider;    /* auto|tcp|shm|verbs|efa|none */
+	const char *engine_bind; /* engine address; NULL = the listen host */
+	enum store_evict eviction;
+	uint64_t max_value;          /* 0 = arena */
+	uint64_t max_inline;         /* inline PUT/GET limit */
+	const char *auth_token_file; /* NULL = no auth */
+	unsigned max_conns;          /* connections at once */
+	unsigned max_inflight;       /* requests being worked on per connection */
+	size_t max_outbuf;           /* bytes queued to one client before we stop reading it */
+	int timeout_ms;              /* transfer deadline */
+	int idle_timeout_ms;         /* close connections silent this long before HELLO */
+};
+
+void srv_opts_init(struct srv_opts *o);
+
+struct srv;
+
+/* Create: parse the listen address, read the token, open the engine,
+ * register the arena, create the store, listen.  Errors are printed with
+ * what to do; returns a negative errno. */
+int srv_create(const struct srv_opts *o, struct srv **ret);
+/* Serve until SIGTERM/SIGINT (blocked by the caller and read via signalfd)
+ * or srv_stop(); then stop accepting, finish in-flight requests (bounded by
+ * the transfer deadline) and return 0. */
+int srv_run(struct srv *s);
+void srv_destroy(struct srv *s); /* accepts NULL */
+
+#endif /* KVFS_SERVER_SERVER_H */
