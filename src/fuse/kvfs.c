@@ -1,0 +1,1563 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvfs: a FUSE file system whose files are kv-server keys.
+ *
+ *   kvfs [-f] [-d] [-o OPTIONS] HOST:PORT MOUNTPOINT
+ *
+ * libfuse low-level API, multi-threaded.  Reads ask the server to
+ * RDMA-WRITE the value straight into registered page buffers, and the FUSE
+ * reply is served from that buffer.  Writes are staged (memory, spilling to
+ * a temp file) and stored with one atomic PUT at flush/fsync/release, so a
+ * file is published whole at close.  Semantics: docs/semantics.md.
+ *
+ * Locking: `fs.lock` guards the inode table; each open file has its own
+ * mutex for its staging buffer.  No lock is held across a server call
+ * except a file's own mutex.
+ */
+#define FUSE_USE_VERSION 312
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvfs/client.h"
+#include "kvfs/log.h"
+#include "kvfs/util.h"
+#include "kvfs_i.h"
+
+#define TAG "kvfs"
+
+/* ------------------------------------------------------------------ */
+/* Inode table                                                         */
+
+struct node {
+	uint64_t ino;
+	char *path; /* key ("" for the root); owned */
+	bool dir;
+	uint64_t nlookup;       /* kernel references */
+	uint64_t cache_version; /* version whose pages the kernel may keep */
+	struct kfile *writer;   /* an open file with staged bytes, for getattr */
+	struct node *next_ino, *next_path;
+};
+
+struct kfile {
+	pthread_mutex_t lock;
+	uint64_t ino;
+	uint64_t version; /* version read at open (0 = new file) */
+	uint64_t size;    /* size at open */
+	uint32_t mode;
+	bool writable;
+	bool dirty;  /* staged bytes not yet stored */
+	bool loaded; /* stage holds the whole value */
+	/* staging */
+	uint8_t *buf;
+	size_t len, cap;
+	int spill_fd; /* >= 0 once spilled: bytes live in this file */
+	int err;      /* sticky error of a failed store, reported by flush */
+};
+
+struct dirent_snap {
+	char *name;
+	bool dir;
+	struct kvc_entry e;
+};
+
+struct kdir {
+	struct dirent_snap *ents;
+	size_t n;
+};
+
+static struct {
+	struct kvfs_config cfg;
+	struct kvc *kvc;
+	pthread_mutex_t lock;
+	struct node **by_ino, **by_path;
+	size_t nbuckets;
+	uint64_t next_ino;
+	uid_t uid;
+	gid_t gid;
+	time_t mount_time;
+	/* registered read buffers */
+	pthread_mutex_t pool_lock;
+	pthread_cond_t pool_cond;
+	struct xfer_mr *pool_mr;
+	uint8_t **pool_free;
+	unsigned pool_nfree;
+} fs;
+
+static uint64_t hash_str(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	while (*s)
+		h = (h ^ (uint8_t)*s++) * 1099511628211ULL;
+	return h;
+}
+
+static struct node *node_by_ino(uint64_t ino)
+{
+	struct node *n = fs.by_ino[ino % fs.nbuckets];
+
+	while (n && n->ino != ino)
+		n = n->next_ino;
+	return n;
+}
+
+static struct node *node_by_path(const char *path)
+{
+	struct node *n = fs.by_path[hash_str(path) % fs.nbuckets];
+
+	while (n && strcmp(n->path, path))
+		n = n->next_path;
+	return n;
+}
+
+static void node_unhash_path(struct node *n)
+{
+	struct node **pp = &fs.by_path[hash_str(n->path) % fs.nbuckets];
+
+	while (*pp && *pp != n)
+		pp = &(*pp)->next_path;
+	if (*pp)
+		*pp = n->next_path;
+}
+
+static void node_hash_path(struct node *n)
+{
+	size_t b = hash_str(n->path) % fs.nbuckets;
+
+	n->next_path = fs.by_path[b];
+	fs.by_path[b] = n;
+}
+
+/* Find or create the node for @path, taking one kernel reference.
+ * Called with fs.lock held.  NULL on ENOMEM. */
+static struct node *node_get(const char *path, bool dir)
+{
+	struct node *n = node_by_path(path);
+
+	if (n) {
+		n->dir = dir;
+		n->nlookup++;
+		return n;
+	}
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return NULL;
+	n->path = strdup(path);
+	if (!n->path) {
+		free(n);
+		return NULL;
+	}
+	n->ino = fs.next_ino++;
+	n->dir = dir;
+	n->nlookup = 1;
+	n->next_ino = fs.by_ino[n->ino % fs.nbuckets];
+	fs.by_ino[n->ino % fs.nbuckets] = n;
+	node_hash_path(n);
+	return n;
+}
+
+static void node_forget(uint64_t ino, uint64_t nlookup)
+{
+	struct node *n, **pp;
+
+	if (ino == FUSE_ROOT_ID)
+		return;
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(ino);
+	if (n && (n->nlookup -= KV_MIN(n->nlookup, nlookup)) == 0 && !n->writer) {
+		node_unhash_path(n);
+		pp = &fs.by_ino[ino % fs.nbuckets];
+		while (*pp != n)
+			pp = &(*pp)->next_ino;
+		*pp = n->next_ino;
+		free(n->path);
+		free(n);
+	}
+	pthread_mutex_unlock(&fs.lock);
+}
+
+/* Copy the key of @ino into @out.  0 or -ESTALE (unknown inode). */
+static int ino_path(uint64_t ino, char *out, size_t cap, bool *ret_dir)
+{
+	struct node *n;
+	int r = -ESTALE;
+
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(ino);
+	if (n && strlen(n->path) < cap) {
+		strcpy(out, n->path);
+		if (ret_dir)
+			*ret_dir = n->dir;
+		r = 0;
+	}
+	pthread_mutex_unlock(&fs.lock);
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Helpers                                                             */
+
+/* Server and transport errors as a file system reports them. */
+static int fs_err(int r)
+{
+	switch (-r) {
+	case ECONNRESET:
+	case ECONNREFUSED:
+	case ECONNABORTED:
+	case ETIMEDOUT:
+	case EPIPE:
+	case ENOTCONN:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case ECANCELED:
+	case EPROTO:
+	case EBADMSG:
+		KV_WARN_RL(TAG, "server %s: %s", fs.cfg.server, kvc_strerror());
+		return EIO;
+	case EACCES:
+		return EACCES;
+	default:
+		return r < 0 ? -r : EIO;
+	}
+}
+
+static void fill_file_attr(struct stat *st, uint64_t ino, const struct kvc_entry *e)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_mode = S_IFREG | (e->mode & 07777);
+	st->st_nlink = 1;
+	st->st_uid = fs.uid;
+	st->st_gid = fs.gid;
+	st->st_size = (off_t)e->size;
+	st->st_blksize = 1 << 20;
+	st->st_blocks = (blkcnt_t)((e->size + 511) / 512);
+	st->st_mtim.tv_sec = e->mtime_ns / 1000000000;
+	st->st_mtim.tv_nsec = e->mtime_ns % 1000000000;
+	st->st_atim = st->st_ctim = st->st_mtim;
+}
+
+static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry *marker)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_mode = S_IFDIR | (marker && marker->mode ? marker->mode & 07777 : 0755);
+	st->st_nlink = 2;
+	st->st_uid = fs.uid;
+	st->st_gid = fs.gid;
+	st->st_blksize = 4096;
+	if (marker && marker->mtime_ns) {
+		st->st_mtim.tv_sec = marker->mtime_ns / 1000000000;
+		st->st_mtim.tv_nsec = marker->mtime_ns % 1000000000;
+	} else {
+		st->st_mtim.tv_sec = fs.mount_time;
+	}
+	st->st_atim = st->st_ctim = st->st_mtim;
+}
+
+/*
+ * What is @key: a file (0, *e filled), a directory (1, *e the marker's
+ * metadata or zeroes), or nothing (-ENOENT).  Other negative errno on
+ * server errors.
+ */
+static int probe(const char *key, struct kvc_entry *e)
+{
+	char pfx[KVFS_KEY_MAX + 2];
+	struct kvc_list l;
+	int r;
+
+	if (!key[0]) {
+		memset(e, 0, sizeof(*e));
+		return 1;
+	}
+	r = kvc_stat(fs.kvc, key, strlen(key), e);
+	if (r == 0)
+		return 0;
+	if (r != -ENOENT)
+		return r;
+	r = kvfs_path_dir_marker(key, pfx, sizeof(pfx));
+	if (r < 0)
+		return -ENOENT; /* too long to be a directory */
+	r = kvc_list(fs.kvc, pfx, NULL, NULL, 1, &l);
+	if (r < 0)
+		return r;
+	memset(e, 0, sizeof(*e));
+	r = l.n_entries || l.n_prefixes ? 1 : -ENOENT;
+	if (r == 1 && l.n_entries && !strcmp(l.entries[0].key, pfx))
+		*e = l.entries[0].e;
+	kvc_list_free(&l);
+	return r;
+}
+
+static void reply_entry(fuse_req_t req, const char *key, bool dir, const struct kvc_entry *e)
+{
+	struct fuse_entry_param ep = {0};
+	struct node *n;
+
+	pthread_mutex_lock(&fs.lock);
+	n = node_get(key, dir);
+	pthread_mutex_unlock(&fs.lock);
+	if (!n) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ep.ino = n->ino;
+	ep.attr_timeout = fs.cfg.attr_timeout;
+	ep.entry_timeout = fs.cfg.entry_timeout;
+	if (dir)
+		fill_dir_attr(&ep.attr, n->ino, e);
+	else
+		fill_file_attr(&ep.attr, n->ino, e);
+	if (fuse_reply_entry(req, &ep))
+		node_forget(n->ino, 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* Read buffers                                                        */
+
+static uint8_t *pool_get(void)
+{
+	uint8_t *b = NULL;
+
+	pthread_mutex_lock(&fs.pool_lock);
+	while (fs.pool_mr && fs.pool_nfree == 0)
+		pthread_cond_wait(&fs.pool_cond, &fs.pool_lock);
+	if (fs.pool_mr)
+		b = fs.pool_free[--fs.pool_nfree];
+	pthread_mutex_unlock(&fs.pool_lock);
+	return b;
+}
+
+static void pool_put(uint8_t *b)
+{
+	pthread_mutex_lock(&fs.pool_lock);
+	fs.pool_free[fs.pool_nfree++] = b;
+	pthread_cond_signal(&fs.pool_cond);
+	pthread_mutex_unlock(&fs.pool_lock);
+}
+
+static int pool_init(void)
+{
+	struct xfer_engine *eng = kvc_engine(fs.kvc);
+	size_t total = (size_t)fs.cfg.buffers * fs.cfg.buf_size;
+	int r;
+
+	if (!eng) {
+		KV_INFO(TAG,
+		        "no RDMA with this server: reads travel inline on the control channel");
+		return 0;
+	}
+	r = xfer_buf_alloc(eng, total, XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_WRITE, &fs.pool_mr);
+	if (r < 0) {
+		KV_WARN(TAG, "cannot register %zu read buffers: %s; reads travel inline",
+		        (size_t)fs.cfg.buffers, strerror(-r));
+		return 0;
+	}
+	fs.pool_free = calloc(fs.cfg.buffers, sizeof(*fs.pool_free));
+	if (!fs.pool_free)
+		return -ENOMEM;
+	for (unsigned i = 0; i < fs.cfg.buffers; i++)
+		fs.pool_free[fs.pool_nfree++] =
+		        (uint8_t *)xfer_mr_addr(fs.pool_mr) + i * fs.cfg.buf_size;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Staging of writes                                                   */
+
+static uint8_t *stage_ptr(struct kfile *f)
+{
+	return f->buf;
+}
+
+/* Make room for @len bytes; spills to a temp file past the threshold. */
+static int stage_reserve(struct kfile *f, size_t len)
+{
+	size_t ncap;
+	uint8_t *n;
+
+	if (len <= f->cap)
+		return 0;
+	if (f->spill_fd < 0 && len > fs.cfg.spill_threshold) {
+		char tmpl[PATH_MAX];
+		int fd;
+
+		snprintf(tmpl, sizeof(tmpl), "%s/kvfs-spill-XXXXXX", fs.cfg.spill_dir);
+		fd = mkstemp(tmpl);
+		if (fd < 0)
+			return -errno;
+		unlink(tmpl);
+		if (f->len && pwrite(fd, f->buf, f->len, 0) != (ssize_t)f->len) {
+			close(fd);
+			return -EIO;
+		}
+		free(f->buf);
+		f->buf = NULL;
+		f->cap = 0;
+		f->spill_fd = fd;
+	}
+	if (f->spill_fd >= 0) {
+		/* Grow the file and map it: the PUT reads straight from it. */
+		ncap = KV_MAX(len, f->cap * 2);
+		if (ftruncate(f->spill_fd, (off_t)ncap) < 0)
+			return -errno;
+		if (f->buf)
+			munmap(f->buf, f->cap);
+		n = mmap(NULL, ncap, PROT_READ | PROT_WRITE, MAP_SHARED, f->spill_fd, 0);
+		if (n == MAP_FAILED) {
+			f->buf = NULL;
+			f->cap = 0;
+			return -errno;
+		}
+		f->buf = n;
+		f->cap = ncap;
+		return 0;
+	}
+	ncap = KV_MAX(len, KV_MAX(f->cap * 2, (size_t)64 * 1024));
+	n = realloc(f->buf, ncap);
+	if (!n)
+		return -ENOMEM;
+	f->buf = n;
+	f->cap = ncap;
+	return 0;
+}
+
+static void stage_free(struct kfile *f)
+{
+	if (f->spill_fd >= 0) {
+		if (f->buf)
+			munmap(f->buf, f->cap);
+		close(f->spill_fd);
+	} else {
+		free(f->buf);
+	}
+	f->buf = NULL;
+	f->cap = f->len = 0;
+	f->spill_fd = -1;
+}
+
+/* Read the whole current value into the stage (read-modify-write). */
+static int stage_load(struct kfile *f, const char *key)
+{
+	struct kvc_get_opts go = {.if_version = f->version};
+	struct kvc_entry e;
+	size_t got = 0;
+	int r;
+
+	if (f->loaded)
+		return 0;
+	if (f->version == 0) { /* new file: nothing to load */
+		f->loaded = true;
+		return 0;
+	}
+	r = stage_reserve(f, f->size);
+	if (r < 0)
+		return r;
+	while (got < f->size) {
+		ssize_t n = kvc_get(fs.kvc, key, strlen(key), got, stage_ptr(f) + got,
+		                    f->size - got, &go, &e);
+		if (n < 0)
+			return n == -ENOENT ? -ESTALE : (int)n;
+		if (n == 0)
+			return -ESTALE;
+		got += (size_t)n;
+	}
+	f->len = f->size;
+	f->loaded = true;
+	return 0;
+}
+
+/* Store the staged bytes with one PUT.  Called with f->lock held. */
+static int stage_store(struct kfile *f)
+{
+	char key[KVFS_KEY_MAX + 1];
+	struct kvc_put_opts po = {.mode = f->mode};
+	struct kvc_entry e;
+	struct node *n;
+	int r;
+
+	if (!f->dirty)
+		return -f->err;
+	r = ino_path(f->ino, key, sizeof(key), NULL);
+	if (r < 0)
+		return r;
+	r = kvc_put(fs.kvc, key, strlen(key), stage_ptr(f), f->len, &po, &e);
+	if (r < 0) {
+		KV_DEBUG(TAG, "PUT %s (%zu bytes): %s", key, f->len, kvc_strerror());
+		return r;
+	}
+	f->dirty = false;
+	f->err = 0;
+	f->version = e.version;
+	f->size = f->len;
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(f->ino);
+	if (n)
+		n->cache_version = e.version; /* our own bytes: the cache is current */
+	pthread_mutex_unlock(&fs.lock);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Operations                                                          */
+
+static void kvfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	conn->max_write = (unsigned)fs.cfg.buf_size;
+	conn->max_readahead = (unsigned)fs.cfg.buf_size;
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	char ppath[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2];
+	struct kvc_entry e;
+	int r;
+
+	r = ino_path(parent, ppath, sizeof(ppath), NULL);
+	if (r == 0)
+		r = kvfs_path_join(ppath, name, key, sizeof(key));
+	if (r < 0) {
+		fuse_reply_err(req, r == -EINVAL ? ENOENT : -r);
+		return;
+	}
+	r = probe(key, &e);
+	if (r < 0) {
+		if (r == -ENOENT) {
+			struct fuse_entry_param ep = {0}; /* negative entry, not cached */
+
+			fuse_reply_entry(req, &ep);
+			return;
+		}
+		fuse_reply_err(req, fs_err(r));
+		return;
+	}
+	reply_entry(req, key, r == 1, &e);
+}
+
+static void kvfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	node_forget(ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void kvfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f)
+{
+	for (size_t i = 0; i < count; i++)
+		node_forget(f[i].ino, f[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	char key[KVFS_KEY_MAX + 1];
+	struct kvc_entry e;
+	struct stat st;
+	struct node *n;
+	bool dir;
+	int r;
+
+	(void)fi;
+	r = ino_path(ino, key, sizeof(key), &dir);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	/* A file being written reports its staged size. */
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(ino);
+	if (n && n->writer) {
+		struct kfile *f = n->writer;
+
+		memset(&e, 0, sizeof(e));
+		e.size = f->len;
+		e.mode = f->mode;
+		e.mtime_ns = (int64_t)time(NULL) * 1000000000;
+		pthread_mutex_unlock(&fs.lock);
+		fill_file_attr(&st, ino, &e);
+		fuse_reply_attr(req, &st, 0);
+		return;
+	}
+	pthread_mutex_unlock(&fs.lock);
+	r = probe(key, &e);
+	if (r < 0) {
+		fuse_reply_err(req, r == -ENOENT ? ENOENT : fs_err(r));
+		return;
+	}
+	if (r == 1)
+		fill_dir_attr(&st, ino, &e);
+	else
+		fill_file_attr(&st, ino, &e);
+	fuse_reply_attr(req, &st, fs.cfg.attr_timeout);
+}
+
+static struct kfile *kfile_new(uint64_t ino, bool writable)
+{
+	struct kfile *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return NULL;
+	pthread_mutex_init(&f->lock, NULL);
+	f->ino = ino;
+	f->writable = writable;
+	f->spill_fd = -1;
+	f->mode = 0644;
+	return f;
+}
+
+static void kfile_set_writer(struct kfile *f, bool on)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(f->ino);
+	if (n) {
+		if (on)
+			n->writer = f;
+		else if (n->writer == f)
+			n->writer = NULL;
+	}
+	pthread_mutex_unlock(&fs.lock);
+}
+
+static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	char key[KVFS_KEY_MAX + 1];
+	struct kvc_entry e;
+	struct kfile *f;
+	struct node *n;
+	bool dir, wr = (fi->flags & O_ACCMODE) != O_RDONLY;
+	int r;
+
+	r = ino_path(ino, key, sizeof(key), &dir);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	if (dir) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	/* Close-to-open: revalidate against the server's version. */
+	r = kvc_stat(fs.kvc, key, strlen(key), &e);
+	if (r < 0) {
+		fuse_reply_err(req, fs_err(r));
+		return;
+	}
+	f = kfile_new(ino, wr);
+	if (!f) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	f->version = e.version;
+	f->size = e.size;
+	f->mode = e.mode;
+	if (wr && (fi->flags & O_TRUNC)) {
+		f->loaded = true; /* nothing of the old value is kept */
+		f->len = 0;
+		f->dirty = true;
+		kfile_set_writer(f, true);
+	}
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(ino);
+	fi->keep_cache = n && n->cache_version == e.version && !(fi->flags & O_TRUNC);
+	if (n)
+		n->cache_version = e.version;
+	pthread_mutex_unlock(&fs.lock);
+	fi->fh = (uint64_t)(uintptr_t)f;
+	if (fuse_reply_open(req, fi)) {
+		kfile_set_writer(f, false);
+		stage_free(f);
+		free(f);
+	}
+}
+
+static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                        struct fuse_file_info *fi)
+{
+	char ppath[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2];
+	struct fuse_entry_param ep = {0};
+	struct kvc_entry e = {0};
+	struct kfile *f;
+	struct node *n;
+	int r;
+
+	r = ino_path(parent, ppath, sizeof(ppath), NULL);
+	if (r == 0)
+		r = kvfs_path_join(ppath, name, key, sizeof(key));
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	pthread_mutex_lock(&fs.lock);
+	n = node_get(key, false);
+	pthread_mutex_unlock(&fs.lock);
+	f = n ? kfile_new(n->ino, true) : NULL;
+	if (!f) {
+		if (n)
+			node_forget(n->ino, 1);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	f->mode = mode & 07777;
+	f->loaded = true;
+	f->dirty = true; /* an empty file is stored at close even without writes */
+	kfile_set_writer(f, true);
+	e.mode = f->mode;
+	e.mtime_ns = (int64_t)time(NULL) * 1000000000;
+	ep.ino = n->ino;
+	ep.attr_timeout = fs.cfg.attr_timeout;
+	ep.entry_timeout = fs.cfg.entry_timeout;
+	fill_file_attr(&ep.attr, n->ino, &e);
+	fi->fh = (uint64_t)(uintptr_t)f;
+	if (fuse_reply_create(req, &ep, fi)) {
+		kfile_set_writer(f, false);
+		free(f);
+		node_forget(n->ino, 1);
+	}
+}
+
+static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                      struct fuse_file_info *fi)
+{
+	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
+	char key[KVFS_KEY_MAX + 1];
+	struct kvc_get_opts go = {0};
+	struct kvc_entry e;
+	uint8_t *buf;
+	ssize_t n;
+	int r;
+
+	pthread_mutex_lock(&f->lock);
+	if (f->dirty || f->loaded) {
+		/* Our own staged bytes. */
+		size_t o = (size_t)off < f->len ? (size_t)off : f->len;
+
+		fuse_reply_buf(req, (const char *)stage_ptr(f) + o, KV_MIN(size, f->len - o));
+		pthread_mutex_unlock(&f->lock);
+		return;
+	}
+	go.if_version = f->version;
+	pthread_mutex_unlock(&f->lock);
+	if ((uint64_t)off >= f->size) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	r = ino_path(ino, key, sizeof(key), NULL);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	size = KV_MIN(size, fs.cfg.buf_size);
+	buf = pool_get();
+	if (buf) {
+		struct xfer_sge sge = {.mr = fs.pool_mr,
+		                       .off = (uint64_t)(buf - (uint8_t *)xfer_mr_addr(fs.pool_mr)),
+		                       .len = size};
+
+		n = kvc_get_mr(fs.kvc, key, strlen(key), (uint64_t)off, &sge, 1, &go, &e);
+		if (n >= 0)
+			fuse_reply_buf(req, (const char *)buf, (size_t)n);
+		pool_put(buf);
+	} else {
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		n = kvc_get(fs.kvc, key, strlen(key), (uint64_t)off, buf, size, &go, &e);
+		if (n >= 0)
+			fuse_reply_buf(req, (const char *)buf, (size_t)n);
+		free(buf);
+	}
+	if (n < 0) {
+		/* Changed or evicted under an open file: never mix versions. */
+		fuse_reply_err(req, n == -ESTALE || n == -ENOENT ? ESTALE : fs_err((int)n));
+	}
+}
+
+static void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
+	char key[KVFS_KEY_MAX + 1];
+	size_t end;
+	int r;
+
+	if (off < 0 || (uint64_t)off > SIZE_MAX - size) {
+		fuse_reply_err(req, EFBIG);
+		return;
+	}
+	end = (size_t)off + size;
+	pthread_mutex_lock(&f->lock);
+	r = ino_path(ino, key, sizeof(key), NULL);
+	if (r == 0 && !f->loaded)
+		r = stage_load(f, key);
+	if (r == 0)
+		r = stage_reserve(f, end);
+	if (r < 0) {
+		pthread_mutex_unlock(&f->lock);
+		fuse_reply_err(req, r == -ESTALE ? ESTALE : fs_err(r));
+		return;
+	}
+	if ((size_t)off > f->len)
+		memset(stage_ptr(f) + f->len, 0, (size_t)off - f->len);
+	memcpy(stage_ptr(f) + off, data, size);
+	if (end > f->len)
+		f->len = end;
+	f->dirty = true;
+	pthread_mutex_unlock(&f->lock);
+	kfile_set_writer(f, true);
+	fuse_reply_write(req, size);
+}
+
+static void kvfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
+	int r;
+
+	(void)ino;
+	pthread_mutex_lock(&f->lock);
+	r = stage_store(f);
+	if (r < 0)
+		f->err = -r;
+	pthread_mutex_unlock(&f->lock);
+	if (r == 0)
+		kfile_set_writer(f, false);
+	fuse_reply_err(req, r < 0 ? (r == -ENOSPC || r == -EFBIG ? -r : fs_err(r)) : 0);
+}
+
+static void kvfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)datasync;
+	kvfs_flush(req, ino, fi);
+}
+
+static void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	pthread_mutex_lock(&f->lock);
+	if (f->dirty && stage_store(f) < 0)
+		KV_WARN(TAG, "release: could not store a written file: %s", kvc_strerror());
+	pthread_mutex_unlock(&f->lock);
+	kfile_set_writer(f, false);
+	stage_free(f);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+	fuse_reply_err(req, 0);
+}
+
+/* Truncate the value of @key to @size with no open file: read, cut, PUT. */
+static int truncate_key(const char *key, uint64_t size, uint64_t ino)
+{
+	struct kvc_entry e;
+	struct kfile *f;
+	int r;
+
+	r = kvc_stat(fs.kvc, key, strlen(key), &e);
+	if (r < 0)
+		return r;
+	if (e.size == size)
+		return 0;
+	f = kfile_new(ino, true);
+	if (!f)
+		return -ENOMEM;
+	f->version = e.version;
+	f->size = e.size;
+	f->mode = e.mode;
+	if (size > e.size || size > 0) {
+		r = stage_load(f, key);
+		if (r == 0)
+			r = stage_reserve(f, size);
+	}
+	if (r == 0) {
+		if (size > f->len)
+			memset(stage_ptr(f) + f->len, 0, size - f->len);
+		f->len = size;
+		f->loaded = f->dirty = true;
+		r = stage_store(f);
+	}
+	stage_free(f);
+	free(f);
+	return r;
+}
+
+static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                         struct fuse_file_info *fi)
+{
+	char key[KVFS_KEY_MAX + 1];
+	struct kvc_entry e;
+	bool dir;
+	int r;
+
+	r = ino_path(ino, key, sizeof(key), &dir);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	if (dir) { /* directories: accept and ignore (attributes are synthesized) */
+		kvfs_getattr(req, ino, NULL);
+		return;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		struct kfile *f = fi ? (struct kfile *)(uintptr_t)fi->fh : NULL;
+
+		if (f && f->writable) {
+			pthread_mutex_lock(&f->lock);
+			r = attr->st_size == 0 ? 0 : stage_load(f, key);
+			if (attr->st_size == 0)
+				f->loaded = true;
+			if (r == 0)
+				r = stage_reserve(f, (size_t)attr->st_size);
+			if (r == 0) {
+				if ((size_t)attr->st_size > f->len)
+					memset(stage_ptr(f) + f->len, 0,
+					       (size_t)attr->st_size - f->len);
+				f->len = (size_t)attr->st_size;
+				f->dirty = true;
+			}
+			pthread_mutex_unlock(&f->lock);
+			if (r == 0)
+				kfile_set_writer(f, true);
+		} else {
+			r = truncate_key(key, (uint64_t)attr->st_size, ino);
+		}
+		if (r < 0) {
+			fuse_reply_err(req, r == -ESTALE ? ESTALE : fs_err(r));
+			return;
+		}
+	}
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
+		int64_t mode =
+		        (to_set & FUSE_SET_ATTR_MODE) ? (int64_t)(attr->st_mode & 07777) : -1;
+		int64_t mt = -1;
+		struct node *n;
+
+		if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			mt = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+		} else if (to_set & FUSE_SET_ATTR_MTIME) {
+			mt = (int64_t)attr->st_mtim.tv_sec * 1000000000 + attr->st_mtim.tv_nsec;
+		}
+		pthread_mutex_lock(&fs.lock);
+		n = node_by_ino(ino);
+		if (n && n->writer && mode >= 0)
+			n->writer->mode = (uint32_t)mode; /* applies to the pending PUT too */
+		pthread_mutex_unlock(&fs.lock);
+		r = kvc_setattr(fs.kvc, key, strlen(key), mode, mt, &e);
+		if (r == -ENOENT && n && n->writer)
+			r = 0; /* not stored yet: the PUT at close carries the mode */
+		if (r < 0) {
+			fuse_reply_err(req, fs_err(r));
+			return;
+		}
+	}
+	kvfs_getattr(req, ino, NULL);
+}
+
+static void kvfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	char ppath[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2], marker[KVFS_KEY_MAX + 3];
+	struct kvc_put_opts po = {.mode = mode & 07777, .if_absent = true};
+	struct kvc_entry e;
+	int r;
+
+	r = ino_path(parent, ppath, sizeof(ppath), NULL);
+	if (r == 0)
+		r = kvfs_path_join(ppath, name, key, sizeof(key));
+	if (r >= 0)
+		r = kvfs_path_dir_marker(key, marker, sizeof(marker));
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	r = probe(key, &e);
+	if (r >= 0) {
+		fuse_reply_err(req, EEXIST);
+		return;
+	}
+	r = kvc_put(fs.kvc, marker, strlen(marker), "", 0, &po, &e);
+	if (r < 0 && r != -EEXIST) {
+		fuse_reply_err(req, fs_err(r));
+		return;
+	}
+	reply_entry(req, key, true, &e);
+}
+
+static void kvfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	char ppath[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2];
+	int r;
+
+	r = ino_path(parent, ppath, sizeof(ppath), NULL);
+	if (r == 0)
+		r = kvfs_path_join(ppath, name, key, sizeof(key));
+	if (r >= 0)
+		r = kvc_delete(fs.kvc, key, strlen(key), 0);
+	fuse_reply_err(req, r < 0 ? (r == -ENOENT || r == -ENAMETOOLONG ? -r : fs_err(r)) : 0);
+}
+
+/* Does directory @key hold anything besides its marker? 1 yes, 0 no. */
+static int dir_nonempty(const char *key)
+{
+	char pfx[KVFS_KEY_MAX + 3];
+	struct kvc_list l;
+	int r;
+
+	r = kvfs_path_dir_marker(key, pfx, sizeof(pfx));
+	if (r < 0)
+		return r;
+	r = kvc_list(fs.kvc, pfx, "/", NULL, 2, &l);
+	if (r < 0)
+		return r;
+	r = l.n_prefixes > 0;
+	for (size_t i = 0; i < l.n_entries; i++)
+		if (strcmp(l.entries[i].key, pfx))
+			r = 1;
+	kvc_list_free(&l);
+	return r;
+}
+
+static void kvfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	char ppath[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2], marker[KVFS_KEY_MAX + 3];
+	int r;
+
+	r = ino_path(parent, ppath, sizeof(ppath), NULL);
+	if (r == 0)
+		r = kvfs_path_join(ppath, name, key, sizeof(key));
+	if (r >= 0)
+		r = kvfs_path_dir_marker(key, marker, sizeof(marker));
+	if (r >= 0)
+		r = dir_nonempty(key);
+	if (r == 1) {
+		fuse_reply_err(req, ENOTEMPTY);
+		return;
+	}
+	if (r >= 0)
+		r = kvc_delete(fs.kvc, marker, strlen(marker), 0);
+	if (r == -ENOENT)
+		r = 0; /* an implicit directory with nothing left in it */
+	fuse_reply_err(req, r < 0 ? fs_err(r) : 0);
+}
+
+/* Rename every key under directory @src to the same place under @dst.
+ * Renamed keys leave the listed prefix, so each page starts afresh. */
+static int rename_dir(const char *src, const char *dst)
+{
+	char spfx[KVFS_KEY_MAX + 3], dkey[2 * KVFS_KEY_MAX + 4];
+	size_t sl;
+	int r;
+
+	r = kvfs_path_dir_marker(src, spfx, sizeof(spfx));
+	if (r < 0)
+		return r;
+	sl = (size_t)r;
+	for (;;) {
+		struct kvc_list l;
+		bool more;
+
+		r = kvc_list(fs.kvc, spfx, NULL, NULL, 1000, &l);
+		if (r < 0)
+			return r;
+		for (size_t i = 0; i < l.n_entries && r >= 0; i++) {
+			int n = snprintf(dkey, sizeof(dkey), "%s/%s", dst, l.entries[i].key + sl);
+
+			if (n > KVFS_KEY_MAX) {
+				r = -ENAMETOOLONG;
+				break;
+			}
+			r = kvc_rename(fs.kvc, l.entries[i].key, l.entries[i].keylen, dkey,
+			               (size_t)n, false, NULL);
+			if (r == -ENOENT)
+				r = 0; /* deleted meanwhile */
+		}
+		more = l.truncated && l.n_entries > 0;
+		kvc_list_free(&l);
+		if (r < 0 || !more)
+			return r < 0 ? r : 0;
+	}
+}
+
+static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                        const char *newname, unsigned int flags)
+{
+	char pp[KVFS_KEY_MAX + 1], np[KVFS_KEY_MAX + 1];
+	char src[KVFS_KEY_MAX + 2], dst[KVFS_KEY_MAX + 2];
+	struct kvc_entry se, de;
+	int r, sk, dk;
+
+	if (flags & ~(unsigned)RENAME_NOREPLACE) {
+		fuse_reply_err(req, EINVAL); /* RENAME_EXCHANGE, RENAME_WHITEOUT */
+		return;
+	}
+	r = ino_path(parent, pp, sizeof(pp), NULL);
+	if (r == 0)
+		r = ino_path(newparent, np, sizeof(np), NULL);
+	if (r == 0)
+		r = kvfs_path_join(pp, name, src, sizeof(src));
+	if (r >= 0)
+		r = kvfs_path_join(np, newname, dst, sizeof(dst));
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	sk = probe(src, &se);
+	if (sk < 0) {
+		fuse_reply_err(req, sk == -ENOENT ? ENOENT : fs_err(sk));
+		return;
+	}
+	dk = probe(dst, &de);
+	if (dk < 0 && dk != -ENOENT) {
+		fuse_reply_err(req, fs_err(dk));
+		return;
+	}
+	if (dk >= 0 && (flags & RENAME_NOREPLACE)) {
+		fuse_reply_err(req, EEXIST);
+		return;
+	}
+	if (sk == 0) { /* a file: one atomic RENAME on the server */
+		if (dk == 1) {
+			fuse_reply_err(req, EISDIR);
+			return;
+		}
+		r = kvc_rename(fs.kvc, src, strlen(src), dst, strlen(dst), false, NULL);
+	} else {
+		if (dk == 0) {
+			fuse_reply_err(req, ENOTDIR);
+			return;
+		}
+		if (dk == 1 && dir_nonempty(dst) == 1) {
+			fuse_reply_err(req, ENOTEMPTY);
+			return;
+		}
+		if (!strncmp(dst, src, strlen(src)) && dst[strlen(src)] == '/') {
+			fuse_reply_err(req, EINVAL); /* into itself */
+			return;
+		}
+		if (dk == 1) { /* drop the empty destination's marker */
+			char m[KVFS_KEY_MAX + 3];
+
+			if (kvfs_path_dir_marker(dst, m, sizeof(m)) >= 0)
+				kvc_delete(fs.kvc, m, strlen(m), 0);
+		}
+		r = rename_dir(src, dst);
+	}
+	if (r < 0) {
+		fuse_reply_err(req, fs_err(r));
+		return;
+	}
+	/* Move the inode table's paths: the node and everything under it. */
+	pthread_mutex_lock(&fs.lock);
+	{
+		size_t sl = strlen(src);
+		struct node *old = node_by_path(dst);
+
+		if (old) { /* the replaced file keeps its inode but loses its name */
+			node_unhash_path(old);
+			free(old->path);
+			old->path = strdup("\x01replaced");
+			node_hash_path(old);
+		}
+		for (size_t b = 0; b < fs.nbuckets; b++) {
+			for (struct node *n = fs.by_ino[b]; n; n = n->next_ino) {
+				if (strncmp(n->path, src, sl) ||
+				    (n->path[sl] && n->path[sl] != '/'))
+					continue;
+				char *p = malloc(strlen(dst) + strlen(n->path + sl) + 1);
+
+				if (!p)
+					continue;
+				strcpy(p, dst);
+				strcat(p, n->path + sl);
+				node_unhash_path(n);
+				free(n->path);
+				n->path = p;
+				node_hash_path(n);
+			}
+		}
+	}
+	pthread_mutex_unlock(&fs.lock);
+	fuse_reply_err(req, 0);
+}
+
+static void kdir_free(struct kdir *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		free(d->ents[i].name);
+	free(d->ents);
+	free(d);
+}
+
+static int kdir_add(struct kdir *d, size_t *cap, const char *name, size_t len, bool dir,
+                    const struct kvc_entry *e)
+{
+	if (d->n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 256;
+		void *p = realloc(d->ents, nc * sizeof(*d->ents));
+
+		if (!p)
+			return -ENOMEM;
+		d->ents = p;
+		*cap = nc;
+	}
+	d->ents[d->n].name = strndup(name, len);
+	if (!d->ents[d->n].name)
+		return -ENOMEM;
+	d->ents[d->n].dir = dir;
+	if (e)
+		d->ents[d->n].e = *e;
+	else
+		memset(&d->ents[d->n].e, 0, sizeof(*e));
+	d->n++;
+	return 0;
+}
+
+static void kvfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	char key[KVFS_KEY_MAX + 1], pfx[KVFS_KEY_MAX + 2];
+	struct kdir *d;
+	char *after = NULL;
+	size_t cap = 0, pl;
+	int r;
+
+	r = ino_path(ino, key, sizeof(key), NULL);
+	if (r == 0)
+		r = kvfs_path_dir_prefix(key, pfx, sizeof(pfx));
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	pl = (size_t)r;
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* Snapshot the listing, page by page: readdir serves from it. */
+	for (;;) {
+		struct kvc_list l;
+
+		r = kvc_list(fs.kvc, pfx, "/", after, 1000, &l);
+		free(after);
+		after = NULL;
+		if (r < 0)
+			break;
+		for (size_t i = 0; i < l.n_entries && r >= 0; i++) {
+			if (l.entries[i].keylen == pl)
+				continue; /* the directory's own marker */
+			r = kdir_add(d, &cap, l.entries[i].key + pl, l.entries[i].keylen - pl,
+			             false, &l.entries[i].e);
+		}
+		for (size_t i = 0; i < l.n_prefixes && r >= 0; i++) {
+			size_t len = strlen(l.prefixes[i]);
+
+			r = kdir_add(d, &cap, l.prefixes[i] + pl, len - pl - 1, true, NULL);
+		}
+		if (r >= 0 && l.truncated && l.next_start_after)
+			after = strdup(l.next_start_after);
+		kvc_list_free(&l);
+		if (r < 0 || !after)
+			break;
+	}
+	free(after);
+	if (r < 0) {
+		kdir_free(d);
+		fuse_reply_err(req, fs_err(r));
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)d;
+	fi->cache_readdir = 0;
+	if (fuse_reply_open(req, fi))
+		kdir_free(d);
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi, bool plus)
+{
+	struct kdir *d = (struct kdir *)(uintptr_t)fi->fh;
+	char dkey[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2];
+	char *buf = malloc(size), *p;
+	size_t rem = size;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (ino_path(ino, dkey, sizeof(dkey), NULL) < 0)
+		dkey[0] = '\0';
+	p = buf;
+	for (size_t i = (size_t)off; i < d->n + 2; i++) {
+		struct fuse_entry_param ep = {0};
+		const char *name;
+		size_t need;
+
+		if (i == 0 || i == 1) {
+			name = i == 0 ? "." : "..";
+			ep.attr.st_ino = ino;
+			ep.attr.st_mode = S_IFDIR;
+			if (plus)
+				need = fuse_add_direntry_plus(req, p, rem, name, &ep, (off_t)i + 1);
+			else
+				need = fuse_add_direntry(req, p, rem, name, &ep.attr, (off_t)i + 1);
+		} else {
+			struct dirent_snap *s = &d->ents[i - 2];
+			struct node *n = NULL;
+
+			name = s->name;
+			if (plus) {
+				if (kvfs_path_join(dkey, name, key, sizeof(key)) < 0)
+					continue;
+				pthread_mutex_lock(&fs.lock);
+				n = node_get(key, s->dir);
+				pthread_mutex_unlock(&fs.lock);
+				if (!n)
+					break;
+				ep.ino = n->ino;
+				ep.attr_timeout = fs.cfg.attr_timeout;
+				ep.entry_timeout = fs.cfg.entry_timeout;
+				if (s->dir)
+					fill_dir_attr(&ep.attr, n->ino, NULL);
+				else
+					fill_file_attr(&ep.attr, n->ino, &s->e);
+				need = fuse_add_direntry_plus(req, p, rem, name, &ep, (off_t)i + 1);
+			} else {
+				ep.attr.st_ino = 0;
+				ep.attr.st_mode = s->dir ? S_IFDIR : S_IFREG;
+				need = fuse_add_direntry(req, p, rem, name, &ep.attr, (off_t)i + 1);
+			}
+			if (need > rem) {
+				if (n)
+					node_forget(n->ino, 1); /* not handed to the kernel */
+				break;
+			}
+		}
+		if (need > rem)
+			break;
+		p += need;
+		rem -= need;
+	}
+	fuse_reply_buf(req, buf, size - rem);
+	free(buf);
+}
+
+static void kvfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                         struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, false);
+}
+
+static void kvfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                             struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, true);
+}
+
+static void kvfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	kdir_free((struct kdir *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+struct stats_acc {
+	uint64_t cap, free_b, keys;
+};
+
+static void stats_cb(void *arg, const char *name, uint64_t value)
+{
+	struct stats_acc *a = arg;
+
+	if (!strcmp(name, "capacity_bytes"))
+		a->cap = value;
+	else if (!strcmp(name, "free_bytes"))
+		a->free_b = value;
+	else if (!strcmp(name, "keys"))
+		a->keys = value;
+}
+
+static void kvfs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct stats_acc a = {0};
+	struct statvfs sv = {0};
+	int r;
+
+	(void)ino;
+	r = kvc_stats(fs.kvc, stats_cb, &a);
+	if (r < 0) {
+		fuse_reply_err(req, fs_err(r));
+		return;
+	}
+	sv.f_bsize = sv.f_frsize = 4096;
+	sv.f_blocks = a.cap / 4096;
+	sv.f_bfree = sv.f_bavail = a.free_b / 4096;
+	sv.f_files = a.keys + a.free_b / 4096;
+	sv.f_ffree = sv.f_favail = a.free_b / 4096;
+	sv.f_namemax = 255;
+	fuse_reply_statfs(req, &sv);
+}
+
+static void kvfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	(void)ino;
+	(void)newparent;
+	(void)newname;
+	fuse_reply_err(req, ENOTSUP); /* a key has one name */
+}
+
+static void kvfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	(void)link;
+	(void)parent;
+	(void)name;
+	fuse_reply_err(req, ENOTSUP);
+}
+
+static void kvfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)parent;
+	(void)name;
+	(void)mode;
+	(void)rdev;
+	fuse_reply_err(req, ENOTSUP);
+}
+
+static void kvfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                          size_t size, int flags)
+{
+	(void)ino;
+	(void)name;
+	(void)value;
+	(void)size;
+	(void)flags;
+	fuse_reply_err(req, ENOTSUP);
+}
+
+static void kvfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	(void)ino;
+	(void)name;
+	(void)size;
+	fuse_reply_err(req, ENOTSUP);
+}
+
+static void kvfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	(void)ino;
+	if (size == 0)
+		fuse_reply_xattr(req, 0);
+	else
+		fuse_reply_buf(req, NULL, 0);
+}
+
+const struct fuse_lowlevel_ops kvfs_ops = {
+        .init = kvfs_init,
+        .lookup = kvfs_lookup,
+        .forget = kvfs_forget,
+        .forget_multi = kvfs_forget_multi,
+        .getattr = kvfs_getattr,
+        .setattr = kvfs_setattr,
+        .open = kvfs_open,
+        .create = kvfs_create,
+        .read = kvfs_read,
+        .write = kvfs_write,
+        .flush = kvfs_flush,
+        .fsync = kvfs_fsync,
+        .release = kvfs_release,
+        .mkdir = kvfs_mkdir,
+        .unlink = kvfs_unlink,
+        .rmdir = kvfs_rmdir,
+        .rename = kvfs_rename,
+        .opendir = kvfs_opendir,
+        .readdir = kvfs_readdir,
+        .readdirplus = kvfs_readdirplus,
+        .releasedir = kvfs_releasedir,
+        .statfs = kvfs_statfs,
+        .link = kvfs_link,
+        .symlink = kvfs_symlink,
+        .mknod = kvfs_mknod,
+        .setxattr = kvfs_setxattr,
+        .getxattr = kvfs_getxattr,
+        .listxattr = kvfs_listxattr,
+};
+
+/* ------------------------------------------------------------------ */
+/* Setup (called from main in kvfs-main.c)                             */
+
+int kvfs_fs_init(const struct kvfs_config *cfg)
+{
+	struct kvc_opts ko;
+	struct node *root;
+	int r;
+
+	fs.cfg = *cfg;
+	fs.uid = getuid();
+	fs.gid = getgid();
+	fs.mount_time = time(NULL);
+	pthread_mutex_init(&fs.lock, NULL);
+	pthread_mutex_init(&fs.pool_lock, NULL);
+	pthread_cond_init(&fs.pool_cond, NULL);
+	fs.nbuckets = 1 << 16;
+	fs.by_ino = calloc(fs.nbuckets, sizeof(*fs.by_ino));
+	fs.by_path = calloc(fs.nbuckets, sizeof(*fs.by_path));
+	if (!fs.by_ino || !fs.by_path)
+		return -ENOMEM;
+	fs.next_ino = FUSE_ROOT_ID;
+	root = node_get("", true);
+	if (!root)
+		return -ENOMEM;
+
+	kvc_opts_init(&ko);
+	ko.server = cfg->server;
+	ko.provider = cfg->provider;
+	ko.auth_token_file = cfg->auth_token_file;
+	ko.timeout_ms = cfg->timeout_ms;
+	ko.client_id = "kvfs";
+	r = kvc_connect(&ko, &fs.kvc);
+	if (r < 0) {
+		fprintf(stderr, "kvfs: cannot connect to kv-server at %s: %s\n", cfg->server,
+		        kvc_strerror());
+		return r;
+	}
+	return pool_init();
+}
+
+void kvfs_fs_fini(void)
+{
+	/* Buffers first: the engine closes with no region registered. */
+	if (fs.pool_mr) {
+		xfer_mr_dereg(fs.pool_mr);
+		fs.pool_mr = NULL;
+	}
+	free(fs.pool_free);
+	fs.pool_free = NULL;
+	kvc_close(fs.kvc);
+	fs.kvc = NULL;
+}

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvfs internals: the FUSE low-level file system (kvfs.c) over the kvfs
+ * client library, and its path <-> key mapping (kvfs_path.c).
+ */
+#ifndef KVFS_FUSE_I_H
+#define KVFS_FUSE_I_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Longest key kv-server accepts (bytes). */
+#define KVFS_KEY_MAX 1024
+
+/*
+ * Key of @name inside directory @parent ("" is the root), written to @out
+ * (capacity @cap, NUL-terminated).  Returns the key length, -ENAMETOOLONG
+ * when it exceeds KVFS_KEY_MAX, -EINVAL for a name that cannot be a key
+ * component ("", ".", "..", containing '/').
+ */
+int kvfs_path_join(const char *parent, const char *name, char *out, size_t cap);
+
+/* Marker key that makes @dir (a key without trailing '/') an explicit
+ * directory: "dir/".  Same returns as kvfs_path_join(). */
+int kvfs_path_dir_marker(const char *dir, char *out, size_t cap);
+
+/* Prefix listing the children of @dir: "" for the root, else "dir/". */
+int kvfs_path_dir_prefix(const char *dir, char *out, size_t cap);
+
+/* Last component of @key (after the last '/'). */
+const char *kvfs_path_base(const char *key);
+
+/* Is @key (a listed key) a directory marker ("…/" ending)? */
+bool kvfs_path_is_marker(const char *key, size_t len);
+
+struct kvfs_config {
+	const char *server;   /* HOST:PORT */
+	const char *provider; /* transfer provider for kvc */
+	const char *auth_token_file;
+	double attr_timeout;    /* seconds the kernel caches attributes */
+	double entry_timeout;   /* seconds it caches names */
+	int timeout_ms;         /* per-call deadline */
+	unsigned buffers;       /* registered read buffers */
+	size_t buf_size;        /* each one: max_read */
+	unsigned readahead_kb;  /* set on the mount's bdi (0 = kernel default) */
+	size_t spill_threshold; /* staged writes above this go to a temp file */
+	const char *spill_dir;
+};
+
+/* kvfs.c: connect to the server and register the read buffers; then the
+ * operations table below serves the mount.  fini undoes init. */
+int kvfs_fs_init(const struct kvfs_config *cfg);
+void kvfs_fs_fini(void);
+struct fuse_lowlevel_ops;
+extern const struct fuse_lowlevel_ops kvfs_ops;
+
+#endif /* KVFS_FUSE_I_H */

@@ -1,0 +1,236 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Test fixture for real mounts: a kv-server process on a unique port and
+ * kvfs mounts of it in a temp directory.  Everything started is stopped by
+ * PID and every mount is unmounted in env_stop(), also when a test fails
+ * (Criterion runs each test in its own process; .fini runs env_stop).
+ */
+#ifndef KVFS_TEST_FUSE_ENV_H
+#define KVFS_TEST_FUSE_ENV_H
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ENV_MAX_MOUNTS 4
+
+struct env {
+	char dir[256];   /* temp dir holding mounts and scratch files */
+	char server[64]; /* 127.0.0.1:PORT */
+	int port;
+	pid_t srv_pid;
+	pid_t kvfs_pid[ENV_MAX_MOUNTS];
+	char mnt[ENV_MAX_MOUNTS][300];
+	int nmounts;
+	char srv_args[256];
+};
+
+static struct env E;
+
+static uint64_t env_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const char *env_bin(const char *var)
+{
+	const char *p = getenv(var);
+
+	cr_assert_not_null(p, "%s not set: run through meson test", var);
+	return p;
+}
+
+/* Run a shell command; returns its exit status (or -1). */
+static int sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Start kv-server with extra @args; waits for its "listening" line. */
+static void env_server_start(const char *args)
+{
+	char log[300], cmd[1024], line[512];
+	uint64_t t0 = env_ms();
+
+	snprintf(E.srv_args, sizeof(E.srv_args), "%s", args ? args : "");
+	snprintf(log, sizeof(log), "%s/server.log", E.dir);
+	snprintf(cmd, sizeof(cmd), "exec %s --listen %s --memory 1G --provider %s %s -q 2>>%s",
+	         env_bin("KV_SERVER"), E.server,
+	         getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp", E.srv_args, log);
+	E.srv_pid = fork();
+	cr_assert_geq(E.srv_pid, 0);
+	if (E.srv_pid == 0) {
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	for (;;) {
+		FILE *f = fopen(log, "r");
+		bool up = false;
+
+		while (f && fgets(line, sizeof(line), f))
+			if (strstr(line, "listening on"))
+				up = true;
+		if (f)
+			fclose(f);
+		if (up)
+			return;
+		cr_assert_eq(waitpid(E.srv_pid, NULL, WNOHANG), 0, "kv-server exited: see %s", log);
+		cr_assert_lt(env_ms() - t0, 20000, "kv-server did not start in 20 s");
+		usleep(20000);
+	}
+}
+
+static void env_server_kill(int sig)
+{
+	if (E.srv_pid > 0) {
+		kill(E.srv_pid, sig);
+		waitpid(E.srv_pid, NULL, 0);
+		E.srv_pid = 0;
+	}
+}
+
+static bool is_mounted(const char *mnt)
+{
+	char line[1024], needle[400];
+	FILE *f = fopen("/proc/self/mounts", "r");
+	bool found = false;
+
+	snprintf(needle, sizeof(needle), " %s fuse", mnt);
+	while (f && fgets(line, sizeof(line), f))
+		if (strstr(line, needle))
+			found = true;
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/* Mount kvfs (foreground process we own) on a new dir; returns its index. */
+static int env_mount(const char *opts)
+{
+	int i = E.nmounts++;
+	char log[400], cmd[2048];
+	uint64_t t0 = env_ms();
+
+	cr_assert_lt(i, ENV_MAX_MOUNTS);
+	snprintf(E.mnt[i], sizeof(E.mnt[i]), "%s/mnt%d", E.dir, i);
+	mkdir(E.mnt[i], 0755);
+	snprintf(log, sizeof(log), "%s/kvfs%d.log", E.dir, i);
+	snprintf(cmd, sizeof(cmd), "exec %s -f -o provider=%s,timeout=%s%s%s %s %s 2>>%s",
+	         env_bin("KVFS"), getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp",
+	         getenv("KVFS_TIMEOUT") ? getenv("KVFS_TIMEOUT") : "5000", opts ? "," : "",
+	         opts ? opts : "", E.server, E.mnt[i], log);
+	E.kvfs_pid[i] = fork();
+	cr_assert_geq(E.kvfs_pid[i], 0);
+	if (E.kvfs_pid[i] == 0) {
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	while (!is_mounted(E.mnt[i])) {
+		cr_assert_eq(waitpid(E.kvfs_pid[i], NULL, WNOHANG), 0, "kvfs exited: see %s", log);
+		cr_assert_lt(env_ms() - t0, 20000, "kvfs did not mount in 20 s");
+		usleep(20000);
+	}
+	return i;
+}
+
+static void env_umount(int i)
+{
+	sh("fusermount3 -u -z %s 2>/dev/null", E.mnt[i]);
+	if (E.kvfs_pid[i] <= 0)
+		return;
+	kill(E.kvfs_pid[i], SIGTERM);
+	for (int k = 0; k < 100 && waitpid(E.kvfs_pid[i], NULL, WNOHANG) == 0; k++)
+		usleep(50000);
+	kill(E.kvfs_pid[i], SIGKILL);
+	waitpid(E.kvfs_pid[i], NULL, 0);
+	E.kvfs_pid[i] = 0;
+}
+
+static void env_setup(void)
+{
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+
+	memset(&E, 0, sizeof(E));
+	snprintf(E.dir, sizeof(E.dir), "%s/kvfs-test-XXXXXX", tmp);
+	cr_assert_not_null(mkdtemp(E.dir));
+	E.port = 21000 + (int)(getpid() % 20000);
+	snprintf(E.server, sizeof(E.server), "127.0.0.1:%d", E.port);
+	env_server_start(NULL);
+	env_mount(NULL);
+}
+
+static void env_stop(void)
+{
+	for (int i = 0; i < E.nmounts; i++)
+		env_umount(i);
+	env_server_kill(SIGTERM);
+	if (E.dir[0])
+		sh("rm -rf %s", E.dir);
+}
+
+/* Path inside mount @i. */
+static const char *mp(int i, const char *rel)
+{
+	static __thread char buf[4][700];
+	static __thread int k;
+	char *b = buf[k++ & 3];
+
+	snprintf(b, 700, "%s/%s", E.mnt[i], rel);
+	return b;
+}
+
+/* Path in the scratch dir (outside any mount). */
+static const char *sp(const char *rel)
+{
+	static __thread char buf[4][700];
+	static __thread int k;
+	char *b = buf[k++ & 3];
+
+	snprintf(b, 700, "%s/%s", E.dir, rel);
+	return b;
+}
+
+/* Write @len pattern bytes (seeded) to @path on the local disk. */
+static void make_file(const char *path, size_t len, unsigned seed)
+{
+	FILE *f = fopen(path, "w");
+	uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
+	uint8_t blk[65536];
+
+	cr_assert_not_null(f, "cannot create %s", path);
+	while (len) {
+		size_t n = len < sizeof(blk) ? len : sizeof(blk);
+
+		for (size_t i = 0; i < n; i += 8) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			memcpy(blk + i, &x, n - i < 8 ? n - i : 8);
+		}
+		cr_assert_eq(fwrite(blk, 1, n, f), n);
+		len -= n;
+	}
+	cr_assert_eq(fclose(f), 0);
+}
+
+#endif

@@ -1,0 +1,317 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvfs on real mounts over a real kv-server: what a user of cp, cat, ls,
+ * mv, rm, rsync and tar observes, point by point of docs/semantics.md.
+ * Run through test/fuse-wrap, which exits 77 where FUSE cannot mount.
+ */
+#include <dirent.h>
+#include <pthread.h>
+#include <sys/statvfs.h>
+
+#include "fuse_env.h"
+
+TestSuite(kvfs, .init = env_setup, .fini = env_stop, .timeout = 300);
+
+static void roundtrip(size_t size)
+{
+	char name[64];
+
+	snprintf(name, sizeof(name), "f%zu", size);
+	make_file(sp("src"), size, (unsigned)size);
+	cr_assert_eq(sh("cp %s %s", sp("src"), mp(0, name)), 0, "cp in (%zu bytes)", size);
+	cr_assert_eq(sh("cp %s %s", mp(0, name), sp("back")), 0, "cp out");
+	cr_assert_eq(sh("cmp %s %s", sp("src"), sp("back")), 0, "%zu bytes differ after cp", size);
+	cr_assert_eq(sh("cat %s | cmp - %s", mp(0, name), sp("src")), 0, "cat differs");
+	struct stat st;
+	cr_assert_eq(stat(mp(0, name), &st), 0);
+	cr_assert_eq((size_t)st.st_size, size);
+	cr_assert(S_ISREG(st.st_mode));
+}
+
+Test(kvfs, roundtrip_small)
+{
+	roundtrip(0);
+	roundtrip(1);
+	roundtrip(4096);
+	roundtrip(1024 * 1024 + 1);
+}
+
+Test(kvfs, roundtrip_256mib)
+{
+	roundtrip(256 * 1024 * 1024);
+}
+
+Test(kvfs, directories)
+{
+	struct stat st;
+	DIR *d;
+	struct dirent *de;
+	int n = 0;
+
+	cr_assert_eq(mkdir(mp(0, "a"), 0755), 0);
+	cr_assert_eq(stat(mp(0, "a"), &st), 0);
+	cr_assert(S_ISDIR(st.st_mode));
+	cr_assert_eq(mkdir(mp(0, "a"), 0755), -1);
+	cr_assert_eq(errno, EEXIST);
+	cr_assert_eq(mkdir(mp(0, "a/b"), 0755), 0);
+	cr_assert_eq(sh("echo hello > %s", mp(0, "a/b/c.txt")), 0);
+	cr_assert_eq(sh("echo x > %s", mp(0, "a/top")), 0);
+	cr_assert_eq(rmdir(mp(0, "a")), -1);
+	cr_assert_eq(errno, ENOTEMPTY);
+	d = opendir(mp(0, "a"));
+	cr_assert_not_null(d);
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	closedir(d);
+	cr_assert_eq(n, 2, "a/ should list b and top");
+	cr_assert_eq(sh("ls -l %s | grep -q top", mp(0, "a")), 0);
+	/* implicit directory: a key with '/' and no marker */
+	cr_assert_eq(sh("mkdir -p %s && echo y > %s", mp(0, "p/q"), mp(0, "p/q/r")), 0);
+	cr_assert_eq(unlink(mp(0, "a/b/c.txt")), 0);
+	cr_assert_eq(rmdir(mp(0, "a/b")), 0);
+	cr_assert_eq(stat(mp(0, "a/b"), &st), -1);
+	cr_assert_eq(errno, ENOENT);
+	cr_assert_eq(unlink(mp(0, "a/top")), 0);
+	cr_assert_eq(rmdir(mp(0, "a")), 0);
+	cr_assert_eq(stat(mp(0, "a"), &st), -1);
+}
+
+Test(kvfs, rename_file_and_dir)
+{
+	struct stat st;
+
+	cr_assert_eq(sh("echo one > %s && echo two > %s", mp(0, "x"), mp(0, "y")), 0);
+	cr_assert_eq(rename(mp(0, "x"), mp(0, "z")), 0);
+	cr_assert_eq(stat(mp(0, "x"), &st), -1);
+	cr_assert_eq(sh("grep -qx one %s", mp(0, "z")), 0);
+	/* overwrite */
+	cr_assert_eq(sh("mv %s %s", mp(0, "z"), mp(0, "y")), 0);
+	cr_assert_eq(sh("grep -qx one %s", mp(0, "y")), 0);
+	/* directory with contents */
+	cr_assert_eq(sh("mkdir -p %s && echo 1 > %s && echo 2 > %s", mp(0, "d/e"), mp(0, "d/f"),
+	                mp(0, "d/e/g")),
+	             0);
+	cr_assert_eq(sh("mv %s %s", mp(0, "d"), mp(0, "d2")), 0);
+	cr_assert_eq(stat(mp(0, "d"), &st), -1);
+	cr_assert_eq(sh("grep -qx 1 %s && grep -qx 2 %s", mp(0, "d2/f"), mp(0, "d2/e/g")), 0);
+	/* rename(2) with RENAME_NOREPLACE via mv -n keeps the target */
+	cr_assert_eq(sh("echo keep > %s; mv -n %s %s; grep -qx keep %s", mp(0, "k"), mp(0, "y"),
+	                mp(0, "k"), mp(0, "k")),
+	             0);
+}
+
+Test(kvfs, overwrite_append_random_truncate)
+{
+	cr_assert_eq(sh("printf 'hello world' > %s", mp(0, "f")), 0);
+	cr_assert_eq(sh("printf 'HELLO' > %s && [ \"$(cat %s)\" = HELLO ]", mp(0, "f"), mp(0, "f")),
+	             0, "overwrite");
+	cr_assert_eq(sh("printf ' again' >> %s && [ \"$(cat %s)\" = 'HELLO again' ]", mp(0, "f"),
+	                mp(0, "f")),
+	             0, "append");
+	cr_assert_eq(sh("printf 'XY' | dd of=%s bs=1 seek=2 conv=notrunc status=none && "
+	                "[ \"$(cat %s)\" = 'HEXYO again' ]",
+	                mp(0, "f"), mp(0, "f")),
+	             0, "random write");
+	cr_assert_eq(sh("truncate -s 4 %s && [ \"$(cat %s)\" = 'HEXY' ]", mp(0, "f"), mp(0, "f")),
+	             0, "truncate shrink");
+	cr_assert_eq(sh("truncate -s 6 %s && [ $(stat -c %%s %s) = 6 ] && "
+	                "[ \"$(od -An -c %s | tr -d ' ')\" = 'HEXY\\0\\0' ]",
+	                mp(0, "f"), mp(0, "f"), mp(0, "f")),
+	             0, "truncate grow reads zeroes");
+	/* a large file rewritten in the middle keeps the rest */
+	make_file(sp("big"), 3 * 1024 * 1024, 7);
+	cr_assert_eq(sh("cp %s %s", sp("big"), mp(0, "big")), 0);
+	cr_assert_eq(sh("printf 'ZZZZ' | dd of=%s bs=1 seek=1048576 conv=notrunc status=none",
+	                mp(0, "big")),
+	             0);
+	cr_assert_eq(sh("printf 'ZZZZ' | dd of=%s bs=1 seek=1048576 conv=notrunc status=none",
+	                sp("big")),
+	             0);
+	cr_assert_eq(sh("cmp %s %s", sp("big"), mp(0, "big")), 0);
+}
+
+Test(kvfs, errors)
+{
+	char longname[300], path[1400];
+	int fd;
+
+	memset(longname, 'n', 255);
+	longname[255] = '\0';
+	/* a 255-byte name is fine; beyond 1024 bytes of path, the key is too long */
+	snprintf(path, sizeof(path), "%s", mp(0, longname));
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	cr_assert_geq(fd, 0, "255-byte name: %s", strerror(errno));
+	close(fd);
+	/* four nested long directories (1018 bytes of key) are fine ... */
+	cr_assert_eq(sh("mkdir -p %s/%s/%s/%s/%s", E.mnt[0], longname, longname + 1, longname + 2,
+	                longname + 3),
+	             0);
+	/* ... a file under them would make a key of 1274 bytes */
+	snprintf(path, sizeof(path), "%s/%s/%s/%s/%s/%s", E.mnt[0], longname, longname + 1,
+	         longname + 2, longname + 3, longname);
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	cr_assert_eq(fd, -1, "a key over 1024 bytes was created");
+	cr_assert_eq(errno, ENAMETOOLONG);
+	cr_assert_eq(sh("echo a > %s", mp(0, "h")), 0);
+	cr_assert_eq(link(mp(0, "h"), mp(0, "h2")), -1);
+	cr_assert(errno == ENOTSUP || errno == EOPNOTSUPP, "hard link: %s", strerror(errno));
+	cr_assert_eq(symlink("h", mp(0, "s")), -1);
+	cr_assert_eq(open(mp(0, "missing"), O_RDONLY), -1);
+	cr_assert_eq(errno, ENOENT);
+}
+
+Test(kvfs, statfs_reports_server_capacity)
+{
+	struct statvfs sv;
+
+	cr_assert_eq(statvfs(E.mnt[0], &sv), 0);
+	cr_assert_gt(sv.f_blocks, 0);
+	/* kv-server --memory 1G */
+	cr_assert_leq((uint64_t)sv.f_blocks * sv.f_frsize, 1ULL << 30);
+	cr_assert_gt((uint64_t)sv.f_blocks * sv.f_frsize, 1ULL << 29);
+}
+
+struct worker {
+	int id;
+	int fails;
+};
+
+static void *rw_worker(void *arg)
+{
+	struct worker *w = arg;
+	char src[64], dst[64], back[64];
+
+	snprintf(src, sizeof(src), "w%d.src", w->id);
+	snprintf(dst, sizeof(dst), "w%d", w->id);
+	snprintf(back, sizeof(back), "w%d.back", w->id);
+	for (int k = 0; k < 3; k++) {
+		w->fails += sh("cp %s %s && cp %s %s && cmp -s %s %s", sp(src), mp(0, dst),
+		               mp(0, dst), sp(back), sp(src), sp(back)) != 0;
+		w->fails += sh("cmp -s %s %s", mp(0, "shared"), sp("shared")) != 0;
+	}
+	return NULL;
+}
+
+Test(kvfs, sixteen_concurrent_readers_writers)
+{
+	pthread_t t[16];
+	struct worker w[16];
+	char src[64];
+
+	make_file(sp("shared"), 2 * 1024 * 1024 + 5, 99);
+	cr_assert_eq(sh("cp %s %s", sp("shared"), mp(0, "shared")), 0);
+	for (int i = 0; i < 16; i++) {
+		snprintf(src, sizeof(src), "w%d.src", i);
+		make_file(sp(src), (size_t)(i + 1) * 100003, (unsigned)i);
+		w[i] = (struct worker){.id = i};
+		pthread_create(&t[i], NULL, rw_worker, &w[i]);
+	}
+	for (int i = 0; i < 16; i++) {
+		pthread_join(t[i], NULL);
+		cr_assert_eq(w[i].fails, 0, "worker %d saw %d failures", i, w[i].fails);
+	}
+}
+
+Test(kvfs, two_mounts_see_each_other)
+{
+	int m1 = env_mount("attr_timeout=0,entry_timeout=0");
+
+	cr_assert_eq(sh("echo from-a > %s", mp(0, "shared.txt")), 0);
+	cr_assert_eq(sh("grep -qx from-a %s", mp(m1, "shared.txt")), 0);
+	cr_assert_eq(sh("echo from-b > %s", mp(m1, "shared.txt")), 0);
+	/* close-to-open: a new open on mount 0 sees mount 1's bytes */
+	sleep(2); /* mount 0's attribute cache: attr_timeout=1 */
+	cr_assert_eq(sh("grep -qx from-b %s", mp(0, "shared.txt")), 0);
+	cr_assert_eq(sh("ls %s | grep -qx shared.txt", E.mnt[m1]), 0);
+}
+
+Test(kvfs, changed_under_open_file_is_estale)
+{
+	int m1 = env_mount(NULL);
+	char buf[4096];
+	int fd;
+
+	make_file(sp("v1"), 4 * 1024 * 1024, 1);
+	make_file(sp("v2"), 4 * 1024 * 1024, 2);
+	cr_assert_eq(sh("cp %s %s", sp("v1"), mp(0, "val")), 0);
+	fd = open(mp(0, "val"), O_RDONLY | O_DIRECT);
+	if (fd < 0)
+		fd = open(mp(0, "val"), O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	cr_assert_eq(sh("cp %s %s", sp("v2"), mp(m1, "val")), 0);
+	/* a part the kernel has not cached yet: never bytes of the new version */
+	ssize_t n = pread(fd, buf, sizeof(buf), 3 * 1024 * 1024);
+	cr_assert_eq(n, -1, "read after the value changed returned %zd bytes", n);
+	cr_assert_eq(errno, ESTALE);
+	close(fd);
+	cr_assert_eq(sh("cmp %s %s", mp(0, "val"), sp("v2")), 0, "a new open sees the new value");
+}
+
+Test(kvfs, rsync_tree_and_tar)
+{
+	cr_assert_eq(sh("mkdir -p %s && cd %s && mkdir -p a/b c && echo 1 > a/one && "
+	                "head -c 300000 /dev/urandom > a/b/rand && echo 3 > c/three && "
+	                "chmod 600 c/three",
+	                sp("tree"), sp("tree")),
+	             0);
+	cr_assert_eq(sh("rsync -a %s/ %s/", sp("tree"), mp(0, "tree")), 0, "rsync -a in");
+	cr_assert_eq(sh("diff -r %s %s", sp("tree"), mp(0, "tree")), 0, "diff -r after rsync");
+	cr_assert_eq(sh("[ $(stat -c %%a %s) = 600 ]", mp(0, "tree/c/three")), 0, "mode kept");
+	cr_assert_eq(sh("rsync -a %s/ %s/", sp("tree"), mp(0, "tree")), 0, "rsync again");
+	cr_assert_eq(sh("tar -C %s -cf %s . && mkdir %s && tar -C %s -xf %s", sp("tree"),
+	                sp("t.tar"), mp(0, "untar"), mp(0, "untar"), sp("t.tar")),
+	             0, "tar x into the mount");
+	cr_assert_eq(sh("diff -r %s %s", sp("tree"), mp(0, "untar")), 0, "diff -r after tar");
+}
+
+Test(kvfs, server_killed_then_restarted)
+{
+	uint64_t t0;
+	int r;
+
+	make_file(sp("big"), 64 * 1024 * 1024, 3);
+	cr_assert_eq(sh("cp %s %s", sp("big"), mp(0, "big")), 0);
+	env_server_kill(SIGKILL);
+	t0 = env_ms();
+	r = sh("cat %s > /dev/null 2>&1", mp(0, "big2"));
+	cr_assert_neq(r, 0, "read with the server dead succeeded");
+	r = sh("cat %s > /dev/null 2>&1", mp(0, "big"));
+	cr_assert_neq(r, 0, "read with the server dead succeeded");
+	/* timeout=5000 per call: generous bound for a loaded machine */
+	cr_assert_lt(env_ms() - t0, 30000, "failing took %llu ms",
+	             (unsigned long long)(env_ms() - t0));
+	/* A fresh server on the same port: the mount works again. */
+	env_server_start(NULL);
+	cr_assert_eq(sh("cp %s %s", sp("big"), mp(0, "again")), 0, "write after restart");
+	cr_assert_eq(sh("cmp %s %s", sp("big"), mp(0, "again")), 0, "read after restart");
+}
+
+Test(kvfs, kvfs_killed_then_remounted)
+{
+	cr_assert_eq(sh("echo persist > %s", mp(0, "p")), 0);
+	kill(E.kvfs_pid[0], SIGKILL);
+	waitpid(E.kvfs_pid[0], NULL, 0);
+	E.kvfs_pid[0] = 0;
+	struct stat st;
+	cr_assert_eq(stat(E.mnt[0], &st), -1);
+	cr_assert_eq(errno, ENOTCONN, "a dead kvfs leaves ENOTCONN");
+	/* the same mount point again: kvfs clears the stale mount itself */
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd), "%s -o provider=%s %s %s", env_bin("KVFS"),
+	         getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp", E.server, E.mnt[0]);
+	cr_assert_eq(sh("%s", cmd), 0, "kvfs did not mount over the stale mount");
+	cr_assert_eq(sh("grep -qx persist %s", mp(0, "p")), 0);
+	sh("fusermount3 -u %s", E.mnt[0]);
+}
+
+Test(kvfs, ls_many_keys)
+{
+	/* 2,000 files through the mount, listed back exactly */
+	cr_assert_eq(sh("mkdir %s && cd %s && for i in $(seq 1 2000); do : > f$i; done",
+	                mp(0, "many"), mp(0, "many")),
+	             0);
+	cr_assert_eq(sh("[ $(ls %s | wc -l) = 2000 ]", mp(0, "many")), 0);
+	cr_assert_eq(sh("[ $(ls -l %s | grep -c '^-') = 2000 ]", mp(0, "many")), 0);
+}
