@@ -11,15 +11,17 @@
  * responses to requests by id (many in flight, answered in any order) and
  * enforces deadlines.  Every function may be called from any thread.
  * Completion callbacks of the *_async calls run on the I/O thread: they must
- * not block and must not call kvc_close().
+ * not block, must not call the synchronous kvc functions and must not call
+ * kvc_close() (they may submit more async calls).
  *
  * Errors
  * ------
  * Every call returns 0 (or a count) or a negative errno, and sets a
  * thread-local message readable with kvc_strerror() (server text or local
- * reason).  Server status codes map to errno as in wire.h:
- * -ENOENT, -EEXIST, -ESTALE (version mismatch), -ENOSPC, -EFBIG,
- * -ENAMETOOLONG, -EINVAL, -EACCES (auth), -ENOTSUP, -EIO, -ETIMEDOUT.
+ * reason; empty after a successful call).  Server status codes map to
+ * errno as in wire.h: -ENOENT, -EEXIST, -ESTALE (version mismatch),
+ * -ENOSPC, -EFBIG, -ENAMETOOLONG, -EINVAL, -EACCES (auth), -ENOTSUP, -EIO,
+ * -ETIMEDOUT.
  * A call never waits longer than its deadline (opts.timeout_ms): a dead or
  * unreachable server gives -ETIMEDOUT, -ECONNREFUSED or -ECONNRESET.
  *
@@ -28,7 +30,22 @@
  * When the connection breaks, calls in flight fail with -ECONNRESET; the
  * next call reconnects (engine address, Hello, auth) with exponential backoff
  * (100 ms doubling to 2 s) bounded by that call's deadline, so a restarted
- * server is picked up without recreating the struct kvc.
+ * server is picked up without recreating the struct kvc.  A call whose
+ * request never left (the connection broke first) is resent on the new
+ * connection within its deadline; one that was sent is not (it may have
+ * been applied).  A call that timed out with no byte received from the
+ * server during its whole deadline also drops the connection.
+ *
+ * Value transport
+ * ---------------
+ * Values up to the server's max_inline travel inline.  Larger ones use RDMA
+ * when both sides have the same provider family: the server RDMA-READs a PUT
+ * from, and RDMA-WRITEs a GET into, client memory (a bounce buffer, the
+ * caller's memory registered for the call, or the caller's regions for the
+ * _mr calls).  Without RDMA (provider "none", or the server has none) a GET
+ * of more than max_inline bytes is done in max_inline pieces that must all
+ * belong to one version (the read restarts if the value changes meanwhile),
+ * and a PUT above max_inline fails with -EFBIG (it could not be atomic).
  */
 #ifndef KVFS_CLIENT_H
 #define KVFS_CLIENT_H
@@ -36,6 +53,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h> /* ssize_t */
 
 #include "kvfs/xfer.h"
 
@@ -50,24 +68,34 @@ struct kvc;
 struct kvc_opts {
 	const char *server;          /* "HOST:PORT", "HOST" (port 7070), "[V6]:PORT" */
 	const char *provider;        /* "auto" (default), "tcp", "shm", "verbs", "efa", or
-				      * "none": no RDMA, values travel inline on the socket */
+	                              * "none": no RDMA, values travel inline on the socket */
 	const char *bind;            /* engine bind address; NULL = the local address of the
-				      * control connection (the interface that reaches the server) */
+	                              * control connection (the interface that reaches the server) */
 	const char *auth_token_file; /* file holding the shared token, NULL = no auth */
 	int timeout_ms;              /* per-call deadline, 0 = 10000 */
 	int connect_timeout_ms;      /* first connect, 0 = timeout_ms */
 	size_t bounce_size;          /* registered bounce buffer for kvc_put/kvc_get with plain
-				      * memory, 0 = 8 MiB; larger values are moved in pieces */
+	                              * memory, 0 = 8 MiB (up to 4 allocated on demand); larger
+	                              * values use a temporary registration of the caller's
+	                              * memory */
 	const char *client_id;       /* free text for the server's logs, NULL = "kvfs-client" */
 };
 
 void kvc_opts_init(struct kvc_opts *opts);
 
-/* Connect and handshake.  Fails with the connect or Hello error (-ECONNREFUSED,
- * -ETIMEDOUT, -EACCES for a refused token, -ENOTSUP for no common protocol
- * version); the message says what to do. */
+/* Connect and handshake: one attempt, bounded by connect_timeout_ms.  Fails
+ * with the connect or Hello error (-ECONNREFUSED, -ETIMEDOUT, -EACCES for a
+ * missing or refused token, -ENOTSUP for no common protocol version, -ENOENT
+ * etc. for an unreadable token file, -EINVAL for a bad address); the
+ * message says what to do.  The transfer engine is opened here unless the
+ * provider is "none", bound to the local address of the control connection
+ * (opts.bind overrides; shm binds nothing); with provider "auto" and no
+ * usable provider the client goes inline only. */
 int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc);
-void kvc_close(struct kvc *kvc); /* fails calls in flight with -ECANCELED; accepts NULL */
+/* Fail async calls in flight with -ECANCELED (their callbacks run before
+ * this returns) and free everything.  No other thread may be inside a
+ * synchronous kvc call.  Accepts NULL. */
+void kvc_close(struct kvc *kvc);
 
 /* Thread-local text of the last error of this thread's last kvc call. */
 const char *kvc_strerror(void);
@@ -81,9 +109,9 @@ struct kvc_limits {
 	uint64_t max_value;
 	uint64_t max_inline; /* values up to this travel inline (0: never) */
 	uint64_t chunk_size;
-	bool rdma;           /* RDMA descriptors are honoured */
+	bool rdma; /* RDMA descriptors are honoured */
 	char server_provider[64];
-	char provider[64];   /* ours ("none" when inline only) */
+	char provider[64]; /* ours ("none" when inline only) */
 };
 void kvc_limits(struct kvc *kvc, struct kvc_limits *ret_limits);
 
@@ -116,34 +144,41 @@ struct kvc_get_opts {
  * On success fills *ret (may be NULL).
  */
 int kvc_put(struct kvc *kvc, const void *key, size_t keylen, const void *val, size_t len,
-	    const struct kvc_put_opts *opts, struct kvc_entry *ret);
+            const struct kvc_put_opts *opts, struct kvc_entry *ret);
 
 /* Zero copy: the value is @len bytes at @off in @mr (registered with
- * XFER_ACCESS_REMOTE_READ on kvc_engine()); the server RDMA-READs it. */
+ * XFER_ACCESS_REMOTE_READ on kvc_engine()); the server RDMA-READs it.  Values
+ * up to max_inline are sent inline from the region's memory instead.
+ * -ENOTSUP when a larger value cannot use RDMA. */
 int kvc_put_mr(struct kvc *kvc, const void *key, size_t keylen, struct xfer_mr *mr, uint64_t off,
-	       uint64_t len, const struct kvc_put_opts *opts, struct kvc_entry *ret);
+               uint64_t len, const struct kvc_put_opts *opts, struct kvc_entry *ret);
 
 /*
  * Read up to @len bytes of the value from @off into plain memory @buf.
  * Returns the number of bytes read (short at the end of the value, 0 past
- * it) and fills *ret (may be NULL) with the value's metadata.
+ * it) and fills *ret (may be NULL) with the value's metadata.  Reads larger
+ * than the bounce buffer are written straight into @buf over a temporary
+ * registration; with @len 0 only the metadata is fetched.
  */
 ssize_t kvc_get(struct kvc *kvc, const void *key, size_t keylen, uint64_t off, void *buf,
-		size_t len, const struct kvc_get_opts *opts, struct kvc_entry *ret);
+                size_t len, const struct kvc_get_opts *opts, struct kvc_entry *ret);
 
 /* Zero copy: the server RDMA-WRITEs into @dst (regions registered with
- * XFER_ACCESS_REMOTE_WRITE on kvc_engine()).  Returns bytes written. */
+ * XFER_ACCESS_REMOTE_WRITE on kvc_engine(); at most 1024 pieces, filled in
+ * order).  Reads of up to max_inline bytes come inline and are copied in.
+ * Returns bytes written.  After a -ETIMEDOUT the server may still write
+ * into @dst until the connection is reset. */
 ssize_t kvc_get_mr(struct kvc *kvc, const void *key, size_t keylen, uint64_t off,
-		   const struct xfer_sge *dst, size_t ndst, const struct kvc_get_opts *opts,
-		   struct kvc_entry *ret);
+                   const struct xfer_sge *dst, size_t ndst, const struct kvc_get_opts *opts,
+                   struct kvc_entry *ret);
 
 int kvc_stat(struct kvc *kvc, const void *key, size_t keylen, struct kvc_entry *ret);
 int kvc_delete(struct kvc *kvc, const void *key, size_t keylen, uint64_t if_version);
 int kvc_rename(struct kvc *kvc, const void *src, size_t srclen, const void *dst, size_t dstlen,
-	       bool no_overwrite, uint64_t *ret_version);
+               bool no_overwrite, uint64_t *ret_version);
 /* mode < 0 / mtime_ns < 0: leave unchanged. */
 int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen, int64_t mode, int64_t mtime_ns,
-		struct kvc_entry *ret);
+                struct kvc_entry *ret);
 
 /* One LIST page.  Entries and prefixes are malloc'd; free with kvc_list_free(). */
 struct kvc_list_entry {
@@ -160,23 +195,26 @@ struct kvc_list {
 	char *next_start_after; /* pass as start_after for the next page, or NULL */
 };
 int kvc_list(struct kvc *kvc, const char *prefix, const char *delimiter, const char *start_after,
-	     uint32_t limit, struct kvc_list *ret);
+             uint32_t limit, struct kvc_list *ret);
 void kvc_list_free(struct kvc_list *l);
 
 /* Server counters as name/value pairs; calls @fn once per counter. */
-int kvc_stats(struct kvc *kvc, void (*fn)(void *arg, const char *name, uint64_t value),
-	      void *arg);
+int kvc_stats(struct kvc *kvc, void (*fn)(void *arg, const char *name, uint64_t value), void *arg);
 
 /* Asynchronous zero-copy calls: many may be in flight.  @done runs once on
  * the I/O thread with the result (bytes for GET, 0 for PUT, or -errno) and
- * the entry (valid only on success). */
+ * the entry (NULL on failure).  A nonzero return means @done will not run.
+ * The submitting thread may block (re)connecting, up to the deadline.
+ * Unlike the synchronous calls these are not resent after a reconnect;
+ * without RDMA an async GET returns at most max_inline bytes (short read).
+ * The piece list is copied; the regions must stay registered until @done. */
 typedef void (*kvc_done_t)(void *arg, ssize_t result, const struct kvc_entry *entry);
 int kvc_get_mr_async(struct kvc *kvc, const void *key, size_t keylen, uint64_t off,
-		     const struct xfer_sge *dst, size_t ndst, const struct kvc_get_opts *opts,
-		     kvc_done_t done, void *arg);
+                     const struct xfer_sge *dst, size_t ndst, const struct kvc_get_opts *opts,
+                     kvc_done_t done, void *arg);
 int kvc_put_mr_async(struct kvc *kvc, const void *key, size_t keylen, struct xfer_mr *mr,
-		     uint64_t off, uint64_t len, const struct kvc_put_opts *opts, kvc_done_t done,
-		     void *arg);
+                     uint64_t off, uint64_t len, const struct kvc_put_opts *opts, kvc_done_t done,
+                     void *arg);
 
 #ifdef __cplusplus
 }

@@ -517,6 +517,7 @@ static int stage_store(struct kfile *f)
 static void kvfs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
+	conn->max_read = (unsigned)fs.cfg.buf_size; /* must equal -o max_read */
 	conn->max_write = (unsigned)fs.cfg.buf_size;
 	conn->max_readahead = (unsigned)fs.cfg.buf_size;
 	conn->max_background = 64;

@@ -244,6 +244,7 @@ static int target_main(const char *provider, uint64_t bytes, uint64_t chunk, int
 	pid_t parent = getppid();
 	int n, r;
 
+	prctl(PR_SET_NAME, "xfer-bench-tgt"); /* exec'd as /proc/self/exe: name it */
 	xfer_opts_init(&o);
 	o.provider = provider;
 	o.chunk_size = chunk;

@@ -85,8 +85,9 @@ struct xfer_engine {
 	struct xfer_opts opts;
 	char prov_name[64];
 	char domain_name[64];
-	int numa_node; /* of the NIC, -1 unknown */
-	int cpu;       /* progress thread CPU, -1 unpinned */
+	int numa_node;      /* of the NIC, -1 unknown */
+	int cpu;            /* progress thread CPU asked for, -1 none */
+	char placement[64]; /* where the progress thread runs, for logs */
 	size_t chunk;
 	unsigned max_inflight;
 	int timeout_ms;

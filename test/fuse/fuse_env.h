@@ -13,9 +13,12 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -80,6 +83,7 @@ static void env_server_start(const char *args)
 	E.srv_pid = fork();
 	cr_assert_geq(E.srv_pid, 0);
 	if (E.srv_pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive a crashed test */
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}
@@ -132,7 +136,10 @@ static int env_mount(const char *opts)
 	uint64_t t0 = env_ms();
 
 	cr_assert_lt(i, ENV_MAX_MOUNTS);
-	snprintf(E.mnt[i], sizeof(E.mnt[i]), "%s/mnt%d", E.dir, i);
+	char dir[256];
+
+	memcpy(dir, E.dir, sizeof(dir));
+	snprintf(E.mnt[i], sizeof(E.mnt[i]), "%s/mnt%d", dir, i);
 	mkdir(E.mnt[i], 0755);
 	snprintf(log, sizeof(log), "%s/kvfs%d.log", E.dir, i);
 	snprintf(cmd, sizeof(cmd), "exec %s -f -o provider=%s,timeout=%s%s%s %s %s 2>>%s",
@@ -142,6 +149,7 @@ static int env_mount(const char *opts)
 	E.kvfs_pid[i] = fork();
 	cr_assert_geq(E.kvfs_pid[i], 0);
 	if (E.kvfs_pid[i] == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}

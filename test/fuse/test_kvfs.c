@@ -133,7 +133,7 @@ Test(kvfs, overwrite_append_random_truncate)
 
 Test(kvfs, errors)
 {
-	char longname[300], path[1400];
+	char longname[300], path[2048];
 	int fd;
 
 	memset(longname, 'n', 255);
@@ -143,13 +143,13 @@ Test(kvfs, errors)
 	fd = open(path, O_CREAT | O_WRONLY, 0644);
 	cr_assert_geq(fd, 0, "255-byte name: %s", strerror(errno));
 	close(fd);
-	/* four nested long directories (1018 bytes of key) are fine ... */
-	cr_assert_eq(sh("mkdir -p %s/%s/%s/%s/%s", E.mnt[0], longname, longname + 1, longname + 2,
-	                longname + 3),
+	/* four nested long directories (1014 bytes of key) are fine ... */
+	cr_assert_eq(sh("mkdir -p %s/%s/%s/%s/%s", E.mnt[0], longname + 1, longname + 2,
+	                longname + 3, longname + 4),
 	             0);
-	/* ... a file under them would make a key of 1274 bytes */
-	snprintf(path, sizeof(path), "%s/%s/%s/%s/%s/%s", E.mnt[0], longname, longname + 1,
-	         longname + 2, longname + 3, longname);
+	/* ... a file under them would make a key of 1270 bytes */
+	snprintf(path, sizeof(path), "%s/%s/%s/%s/%s/%s", E.mnt[0], longname + 1, longname + 2,
+	         longname + 3, longname + 4, longname);
 	fd = open(path, O_CREAT | O_WRONLY, 0644);
 	cr_assert_eq(fd, -1, "a key over 1024 bytes was created");
 	cr_assert_eq(errno, ENAMETOOLONG);

@@ -1,0 +1,1153 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Client library (src/client) against the real kv-server binary ($KV_SERVER),
+ * over the tcp and shm providers and inline only ("none").  Every test
+ * starts its own server on its own port (20000 + pid % 20000: criterion
+ * forks a process per test) and verifies values byte for byte.
+ *
+ * Tests in the "slow" suites (1 GiB values) run only with KVFS_SLOW=1.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kvfs/client.h"
+#include "kvfs/util.h"
+#include "kvfs/xfer.h"
+
+#define MIB (1024ULL * 1024)
+
+/* ------------------------------------------------------------------ */
+/* The server                                                          */
+/* ------------------------------------------------------------------ */
+
+struct srv {
+	pid_t pid;
+	uint16_t port;
+	char addr[32];     /* 127.0.0.1:PORT */
+	char log[96];      /* its stderr */
+	char provider[16]; /* --provider */
+};
+
+static void srv_dump_log(const struct srv *s)
+{
+	char buf[4096];
+	int fd = open(s->log, O_RDONLY);
+	off_t size = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return;
+	lseek(fd, size > (off_t)sizeof(buf) - 1 ? size - (off_t)sizeof(buf) + 1 : 0, SEEK_SET);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n > 0) {
+		buf[n] = '\0';
+		fprintf(stderr, "---- %s ----\n%s---- end ----\n", s->log, buf);
+	}
+}
+
+/* Start kv-server with @provider and extra arguments (NULL-terminated),
+ * on s->port if set (restart) or a fresh port; wait until it listens. */
+static void srv_start_args(struct srv *s, const char *provider, const char *memory,
+                           const char *const *extra)
+{
+	const char *bin = getenv("KV_SERVER");
+	const char *argv[32];
+	char listen[32];
+	int argc = 0, logfd;
+	off_t start;
+
+	if (!bin)
+		cr_skip_test("KV_SERVER is not set (run through meson test)");
+	if (!s->port)
+		s->port = (uint16_t)(20000 + getpid() % 20000);
+	snprintf(s->addr, sizeof(s->addr), "127.0.0.1:%u", s->port);
+	snprintf(s->log, sizeof(s->log), "/tmp/kvfs-test-client-%d-%u.log", (int)getpid(), s->port);
+	snprintf(s->provider, sizeof(s->provider), "%s", provider);
+	snprintf(listen, sizeof(listen), "%s", s->addr);
+	argv[argc++] = bin;
+	argv[argc++] = "--listen";
+	argv[argc++] = listen;
+	argv[argc++] = "--memory";
+	argv[argc++] = memory ? memory : "1G";
+	argv[argc++] = "--provider";
+	argv[argc++] = provider;
+	for (int i = 0; extra && extra[i] && argc < 30; i++)
+		argv[argc++] = extra[i];
+	argv[argc] = NULL;
+
+	logfd = open(s->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	cr_assert_geq(logfd, 0);
+	start = lseek(logfd, 0, SEEK_END);
+	s->pid = fork();
+	cr_assert_geq(s->pid, 0);
+	if (s->pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(logfd, 2);
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	close(logfd);
+	for (int i = 0; i < 3000; i++) { /* 30 s */
+		char buf[8192];
+		int fd = open(s->log, O_RDONLY);
+		ssize_t n = 0;
+		int status;
+
+		if (fd >= 0) {
+			n = pread(fd, buf, sizeof(buf) - 1, start);
+			close(fd);
+		}
+		if (n > 0) {
+			buf[n] = '\0';
+			if (strstr(buf, "kv-server: listening on"))
+				return;
+		}
+		if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+			srv_dump_log(s);
+			s->pid = 0;
+			cr_assert_fail("kv-server (%s) exited before listening (status 0x%x)",
+			               provider, status);
+		}
+		usleep(10000);
+	}
+	srv_dump_log(s);
+	cr_assert_fail("kv-server did not report listening within 30 s");
+}
+
+static void srv_start(struct srv *s, const char *provider)
+{
+	srv_start_args(s, provider, NULL, NULL);
+}
+
+/* SIGTERM: must exit 0 within 20 s. */
+static void srv_stop(struct srv *s)
+{
+	int status = 0;
+
+	if (s->pid <= 0)
+		return;
+	kill(s->pid, SIGTERM);
+	for (int i = 0; i < 2000; i++) {
+		if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+			s->pid = 0;
+			if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+				srv_dump_log(s);
+			cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			          "kv-server: SIGTERM should exit 0 (status 0x%x)", status);
+			return;
+		}
+		usleep(10000);
+	}
+	kill(s->pid, SIGKILL);
+	waitpid(s->pid, &status, 0);
+	s->pid = 0;
+	srv_dump_log(s);
+	cr_expect_fail("kv-server did not exit within 20 s of SIGTERM");
+}
+
+static void srv_kill(struct srv *s)
+{
+	if (s->pid <= 0)
+		return;
+	kill(s->pid, SIGKILL);
+	waitpid(s->pid, NULL, 0);
+	s->pid = 0;
+}
+
+static void srv_done(struct srv *s)
+{
+	srv_stop(s);
+	unlink(s->log);
+}
+
+/* ------------------------------------------------------------------ */
+/* Clients and data                                                    */
+/* ------------------------------------------------------------------ */
+
+static struct kvc *connect_opts(const struct srv *s, const char *provider, int timeout_ms,
+                                const char *token_file)
+{
+	struct kvc_opts o;
+	struct kvc *kvc = NULL;
+	int r;
+
+	kvc_opts_init(&o);
+	o.server = s->addr;
+	o.provider = provider;
+	o.timeout_ms = timeout_ms;
+	o.auth_token_file = token_file;
+	r = kvc_connect(&o, &kvc);
+	if (r)
+		srv_dump_log(s);
+	cr_assert_eq(r, 0, "kvc_connect(%s, %s): %s", s->addr, provider, kvc_strerror());
+	return kvc;
+}
+
+static struct kvc *connect_to(const struct srv *s, const char *provider)
+{
+	return connect_opts(s, provider, 60000, NULL);
+}
+
+/* Deterministic bytes: value @seed at offset @i. */
+static void fill(void *buf, size_t len, uint64_t seed)
+{
+	uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1, *p = buf;
+	size_t i;
+
+	for (i = 0; i + 8 <= len; i += 8) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		*p++ = x;
+	}
+	for (; i < len; i++)
+		((uint8_t *)buf)[i] = (uint8_t)(seed + i);
+}
+
+static void *xmalloc(size_t len)
+{
+	void *p = malloc(len ? len : 1);
+
+	cr_assert_not_null(p);
+	return p;
+}
+
+/* Compare and say where the first difference is. */
+static void check_bytes(const void *got, const void *want, size_t len, const char *what)
+{
+	if (memcmp(got, want, len) == 0)
+		return;
+	for (size_t i = 0; i < len; i++) {
+		if (((const uint8_t *)got)[i] != ((const uint8_t *)want)[i])
+			cr_assert_fail("%s: first difference at byte %zu of %zu", what, i, len);
+	}
+}
+
+static bool slow_enabled(void)
+{
+	const char *e = getenv("KVFS_SLOW");
+
+	return e && *e && strcmp(e, "0");
+}
+
+/* ------------------------------------------------------------------ */
+/* Every operation                                                     */
+/* ------------------------------------------------------------------ */
+
+static void stats_cb(void *arg, const char *name, uint64_t value)
+{
+	int *n = arg;
+
+	(void)value;
+	cr_assert_not_null(name);
+	(*n)++;
+}
+
+static void t_ops(const char *prov)
+{
+	struct srv s = {0};
+	struct kvc_entry e, e2;
+	struct kvc_list l;
+	struct kvc_limits lim;
+	struct kvc_put_opts po = {0};
+	char buf[64], longkey[1100];
+	uint64_t v;
+	int n = 0;
+	ssize_t got;
+
+	srv_start(&s, prov);
+	struct kvc *kvc = connect_to(&s, prov);
+
+	kvc_limits(kvc, &lim);
+	cr_assert(lim.rdma, "provider %s: RDMA expected (server %s)", prov, lim.server_provider);
+	cr_assert_not_null(kvc_engine(kvc));
+	cr_assert_gt(lim.max_value, 0);
+	cr_assert_str_neq(lim.provider, "none");
+
+	/* PUT / GET / STAT */
+	po.mode = 0600;
+	po.mtime_ns = 1234567890123LL;
+	cr_assert_eq(kvc_put(kvc, "a/1", 3, "hello", 5, &po, &e), 0, "%s", kvc_strerror());
+	cr_assert_eq(e.size, 5);
+	cr_assert_neq(e.version, 0);
+	got = kvc_get(kvc, "a/1", 3, 0, buf, sizeof(buf), NULL, &e2);
+	cr_assert_eq(got, 5, "%s", kvc_strerror());
+	cr_assert_eq(memcmp(buf, "hello", 5), 0);
+	cr_assert_eq(e2.version, e.version);
+	cr_assert_eq(e2.size, 5);
+	cr_assert_eq(e2.mode & 07777, 0600);
+	cr_assert_eq(e2.mtime_ns, 1234567890123LL);
+	cr_assert_eq(kvc_get(kvc, "a/1", 3, 1, buf, 3, NULL, NULL), 3);
+	cr_assert_eq(memcmp(buf, "ell", 3), 0, "offset read");
+	cr_assert_eq(kvc_get(kvc, "a/1", 3, 5, buf, 3, NULL, NULL), 0, "read at the end");
+	cr_assert_eq(kvc_get(kvc, "a/1", 3, 99, buf, 3, NULL, NULL), 0, "read past the end");
+	cr_assert_eq(kvc_stat(kvc, "a/1", 3, &e2), 0);
+	cr_assert_eq(e2.size, 5);
+	cr_assert_eq(e2.version, e.version);
+
+	/* Missing keys and bad keys */
+	cr_assert_eq(kvc_get(kvc, "nope", 4, 0, buf, 8, NULL, NULL), -ENOENT);
+	cr_assert_neq(strlen(kvc_strerror()), 0, "a message for ENOENT");
+	cr_assert_eq(kvc_stat(kvc, "nope", 4, &e2), -ENOENT);
+	cr_assert_eq(kvc_delete(kvc, "nope", 4, 0), -ENOENT);
+	cr_assert_eq(kvc_put(kvc, "", 0, "x", 1, NULL, NULL), -EINVAL);
+	cr_assert_eq(kvc_put(kvc, "a\0b", 3, "x", 1, NULL, NULL), -EINVAL);
+	memset(longkey, 'k', sizeof(longkey));
+	cr_assert_eq(kvc_put(kvc, longkey, sizeof(longkey), "x", 1, NULL, NULL), -ENAMETOOLONG);
+	cr_assert_eq(kvc_put(kvc, longkey, 1024, "x", 1, NULL, NULL), 0, "1024-byte key: %s",
+	             kvc_strerror());
+	cr_assert_eq(kvc_delete(kvc, longkey, 1024, 0), 0);
+
+	/* SETATTR: version unchanged */
+	cr_assert_eq(kvc_setattr(kvc, "a/1", 3, 0640, -1, &e2), 0, "%s", kvc_strerror());
+	cr_assert_eq(e2.mode & 07777, 0640);
+	cr_assert_eq(e2.mtime_ns, 1234567890123LL);
+	cr_assert_eq(e2.version, e.version);
+	cr_assert_eq(kvc_setattr(kvc, "a/1", 3, -1, 42, &e2), 0);
+	cr_assert_eq(e2.mode & 07777, 0640);
+	cr_assert_eq(e2.mtime_ns, 42);
+	cr_assert_eq(kvc_setattr(kvc, "nope", 4, 0600, -1, &e2), -ENOENT);
+
+	/* LIST: prefix, delimiter, pages */
+	cr_assert_eq(kvc_put(kvc, "a/2", 3, "2", 1, NULL, NULL), 0);
+	cr_assert_eq(kvc_put(kvc, "a/d/x", 5, "x", 1, NULL, NULL), 0);
+	cr_assert_eq(kvc_put(kvc, "b", 1, "b", 1, NULL, NULL), 0);
+	cr_assert_eq(kvc_list(kvc, "a/", "/", NULL, 0, &l), 0, "%s", kvc_strerror());
+	cr_assert_eq(l.n_entries, 2);
+	cr_assert_str_eq(l.entries[0].key, "a/1");
+	cr_assert_str_eq(l.entries[1].key, "a/2");
+	cr_assert_eq(l.entries[0].e.size, 5);
+	cr_assert_eq(l.n_prefixes, 1);
+	cr_assert_str_eq(l.prefixes[0], "a/d/");
+	cr_assert_not(l.truncated);
+	kvc_list_free(&l);
+	cr_assert_eq(kvc_list(kvc, NULL, NULL, NULL, 2, &l), 0);
+	cr_assert_eq(l.n_entries, 2);
+	cr_assert(l.truncated);
+	cr_assert_not_null(l.next_start_after);
+	char next[64];
+	snprintf(next, sizeof(next), "%s", l.next_start_after);
+	kvc_list_free(&l);
+	cr_assert_eq(kvc_list(kvc, NULL, NULL, next, 10, &l), 0);
+	cr_assert_eq(l.n_entries, 2, "the rest: a/d/x and b");
+	cr_assert_str_eq(l.entries[0].key, "a/d/x");
+	cr_assert_str_eq(l.entries[1].key, "b");
+	cr_assert_not(l.truncated);
+	kvc_list_free(&l);
+
+	/* RENAME */
+	cr_assert_eq(kvc_rename(kvc, "a/2", 3, "c", 1, false, &v), 0, "%s", kvc_strerror());
+	cr_assert_neq(v, 0);
+	cr_assert_eq(kvc_stat(kvc, "a/2", 3, &e2), -ENOENT);
+	cr_assert_eq(kvc_get(kvc, "c", 1, 0, buf, sizeof(buf), NULL, &e2), 1);
+	cr_assert_eq(buf[0], '2');
+	cr_assert_eq(e2.version, v);
+	cr_assert_eq(kvc_rename(kvc, "c", 1, "b", 1, true, &v), -EEXIST);
+	cr_assert_eq(kvc_rename(kvc, "zz", 2, "y", 1, false, &v), -ENOENT);
+
+	/* DELETE */
+	cr_assert_eq(kvc_delete(kvc, "c", 1, 0), 0);
+	cr_assert_eq(kvc_stat(kvc, "c", 1, &e2), -ENOENT);
+
+	/* STATS */
+	cr_assert_eq(kvc_stats(kvc, stats_cb, &n), 0, "%s", kvc_strerror());
+	cr_assert_gt(n, 0);
+
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
+Test(client_tcp, every_operation, .timeout = 120)
+{
+	t_ops("tcp");
+}
+
+Test(client_shm, every_operation, .timeout = 120)
+{
+	t_ops("shm");
+}
+
+/* ------------------------------------------------------------------ */
+/* Value sizes, plain memory and zero copy                             */
+/* ------------------------------------------------------------------ */
+
+static const uint64_t sizes[] = {
+        0, 1, 4096, 65536, 65537, MIB + 1, 9 * MIB + 3, 256 * MIB,
+};
+
+static void roundtrip_copy(struct kvc *kvc, uint64_t len, uint64_t seed)
+{
+	char key[64], what[96];
+	uint8_t *val = xmalloc(len), *out = xmalloc(len + 16);
+	struct kvc_entry e, e2;
+	ssize_t got;
+
+	snprintf(key, sizeof(key), "copy/%llu", (unsigned long long)len);
+	snprintf(what, sizeof(what), "kvc_put/kvc_get %llu bytes", (unsigned long long)len);
+	fill(val, len, seed);
+	cr_assert_eq(kvc_put(kvc, key, strlen(key), val, len, NULL, &e), 0, "%s: %s", what,
+	             kvc_strerror());
+	cr_assert_eq(e.size, len);
+	memset(out, 0xee, len + 16);
+	got = kvc_get(kvc, key, strlen(key), 0, out, len + 16, NULL, &e2);
+	cr_assert_eq(got, (ssize_t)len, "%s: got %zd: %s", what, got, kvc_strerror());
+	cr_assert_eq(e2.size, len);
+	cr_assert_eq(e2.version, e.version);
+	check_bytes(out, val, len, what);
+	cr_assert_eq(out[len], 0xee, "%s: wrote past the value", what);
+	if (len > 10) {
+		/* A piece in the middle. */
+		uint64_t off = len / 3, n = len / 2;
+
+		got = kvc_get(kvc, key, strlen(key), off, out, n, NULL, NULL);
+		cr_assert_eq(got, (ssize_t)n, "%s at %llu: %s", what, (unsigned long long)off,
+		             kvc_strerror());
+		check_bytes(out, val + off, n, what);
+	}
+	free(val);
+	free(out);
+}
+
+struct async_res {
+	atomic_int done;
+	ssize_t result;
+	struct kvc_entry e;
+};
+
+static void async_cb(void *arg, ssize_t result, const struct kvc_entry *e)
+{
+	struct async_res *a = arg;
+
+	a->result = result;
+	if (e)
+		a->e = *e;
+	atomic_store(&a->done, 1);
+}
+
+static void async_wait(struct async_res *a)
+{
+	for (int i = 0; i < 120000 && !atomic_load(&a->done); i++)
+		usleep(1000);
+	cr_assert(atomic_load(&a->done), "async call never completed");
+}
+
+static void roundtrip_mr(struct kvc *kvc, uint64_t len, uint64_t seed, bool async)
+{
+	struct xfer_engine *eng = kvc_engine(kvc);
+	struct xfer_mr *src, *dst;
+	struct kvc_entry e, e2;
+	char key[64], what[96];
+	uint64_t half;
+	ssize_t got;
+	int r;
+
+	cr_assert_not_null(eng);
+	snprintf(key, sizeof(key), "mr/%llu", (unsigned long long)len);
+	snprintf(what, sizeof(what), "%s %llu bytes", async ? "async _mr" : "_mr",
+	         (unsigned long long)len);
+	/* Registered at an offset of 8 to check that offsets are honoured. */
+	r = xfer_buf_alloc(eng, len + 8, XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ, &src);
+	cr_assert_eq(r, 0, "xfer_buf_alloc: %s", strerror(-r));
+	r = xfer_buf_alloc(eng, len + 16,
+	                   XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_WRITE | XFER_ACCESS_REMOTE_READ,
+	                   &dst);
+	cr_assert_eq(r, 0);
+	fill((uint8_t *)xfer_mr_addr(src) + 8, len, seed);
+	memset(xfer_mr_addr(dst), 0xee, len + 16);
+
+	if (async) {
+		struct async_res a = {0};
+
+		r = kvc_put_mr_async(kvc, key, strlen(key), src, 8, len, NULL, async_cb, &a);
+		cr_assert_eq(r, 0, "%s: %s", what, kvc_strerror());
+		async_wait(&a);
+		cr_assert_eq(a.result, 0, "%s: %zd", what, a.result);
+		e = a.e;
+	} else {
+		r = kvc_put_mr(kvc, key, strlen(key), src, 8, len, NULL, &e);
+		cr_assert_eq(r, 0, "%s: %s", what, kvc_strerror());
+	}
+	cr_assert_eq(e.size, len);
+
+	/* Two pieces: the first half at dst+0, the rest at dst+half+8. */
+	half = len / 2;
+	struct xfer_sge sg[2] = {
+	        {.mr = dst, .off = 0, .len = half},
+	        {.mr = dst, .off = half + 8, .len = len - half},
+	};
+	if (async) {
+		struct async_res a = {0};
+
+		r = kvc_get_mr_async(kvc, key, strlen(key), 0, sg, 2, NULL, async_cb, &a);
+		cr_assert_eq(r, 0, "%s: %s", what, kvc_strerror());
+		async_wait(&a);
+		got = a.result;
+		e2 = a.e;
+	} else {
+		got = kvc_get_mr(kvc, key, strlen(key), 0, sg, 2, NULL, &e2);
+	}
+	cr_assert_eq(got, (ssize_t)len, "%s: got %zd: %s", what, got, kvc_strerror());
+	cr_assert_eq(e2.version, e.version);
+	check_bytes(xfer_mr_addr(dst), (uint8_t *)xfer_mr_addr(src) + 8, half, what);
+	check_bytes((uint8_t *)xfer_mr_addr(dst) + half + 8,
+	            (uint8_t *)xfer_mr_addr(src) + 8 + half, len - half, what);
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(((uint8_t *)xfer_mr_addr(dst))[half + (uint64_t)i], 0xee,
+		             "%s: gap between pieces written", what);
+	xfer_mr_dereg(src);
+	xfer_mr_dereg(dst);
+}
+
+static void t_sizes(const char *prov, bool mr)
+{
+	struct srv s = {0};
+
+	srv_start_args(&s, prov, "1G", NULL);
+	struct kvc *kvc = connect_to(&s, prov);
+
+	for (size_t i = 0; i < KV_ARRAY_SIZE(sizes); i++) {
+		if (mr) {
+			roundtrip_mr(kvc, sizes[i], i + 100, false);
+			if (sizes[i] <= 9 * MIB)
+				roundtrip_mr(kvc, sizes[i], i + 200, true);
+		} else {
+			roundtrip_copy(kvc, sizes[i], i + 1);
+		}
+	}
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
+Test(client_tcp, sizes_copy, .timeout = 300)
+{
+	t_sizes("tcp", false);
+}
+
+Test(client_shm, sizes_copy, .timeout = 300)
+{
+	t_sizes("shm", false);
+}
+
+Test(client_tcp, sizes_zero_copy, .timeout = 300)
+{
+	t_sizes("tcp", true);
+}
+
+Test(client_shm, sizes_zero_copy, .timeout = 300)
+{
+	t_sizes("shm", true);
+}
+
+/* A small bounce buffer: values above it use a temporary registration. */
+Test(client_tcp, small_bounce_buffer, .timeout = 120)
+{
+	struct srv s = {0};
+	struct kvc_opts o;
+	struct kvc *kvc;
+
+	srv_start(&s, "tcp");
+	kvc_opts_init(&o);
+	o.server = s.addr;
+	o.provider = "tcp";
+	o.bounce_size = 128 * 1024;
+	cr_assert_eq(kvc_connect(&o, &kvc), 0, "%s", kvc_strerror());
+	roundtrip_copy(kvc, 100 * 1024, 7);
+	roundtrip_copy(kvc, 3 * MIB + 5, 8);
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
+static void t_slow(const char *prov)
+{
+	struct srv s = {0};
+
+	if (!slow_enabled())
+		cr_skip_test("1 GiB values: set KVFS_SLOW=1 (meson test --suite slow)");
+	srv_start_args(&s, prov, "3G", NULL);
+	struct kvc *kvc = connect_opts(&s, prov, 300000, NULL);
+
+	roundtrip_copy(kvc, KV_GIB, 5);
+	roundtrip_mr(kvc, KV_GIB, 6, false);
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
+Test(slow_tcp, one_gib, .timeout = 900)
+{
+	t_slow("tcp");
+}
+
+Test(slow_shm, one_gib, .timeout = 900)
+{
+	t_slow("shm");
+}
+
+/* ------------------------------------------------------------------ */
+/* Concurrency                                                         */
+/* ------------------------------------------------------------------ */
+
+struct worker {
+	struct kvc *kvc;
+	int id;
+	int iters;
+	int failures;
+	char err[256];
+};
+
+static const uint64_t worker_sizes[] = {100, 4096, 70000, MIB + 1, 3 * MIB, 9 * MIB + 1};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	uint8_t *val = malloc(10 * MIB), *out = malloc(10 * MIB);
+
+	for (int i = 0; i < w->iters && !w->failures; i++) {
+		uint64_t len = worker_sizes[(size_t)(i + w->id) % KV_ARRAY_SIZE(worker_sizes)];
+		uint64_t seed = (uint64_t)w->id * 1000 + (uint64_t)i;
+		char key[32];
+		ssize_t got;
+		int r;
+
+		snprintf(key, sizeof(key), "w%d/%d", w->id, i % 3);
+		fill(val, len, seed);
+		r = kvc_put(w->kvc, key, strlen(key), val, len, NULL, NULL);
+		if (r) {
+			snprintf(w->err, sizeof(w->err), "put %s %llu: %s", key,
+			         (unsigned long long)len, kvc_strerror());
+			w->failures++;
+			break;
+		}
+		got = kvc_get(w->kvc, key, strlen(key), 0, out, 10 * MIB, NULL, NULL);
+		if (got != (ssize_t)len || memcmp(out, val, len)) {
+			snprintf(w->err, sizeof(w->err), "get %s %llu: got %zd %s", key,
+			         (unsigned long long)len, got,
+			         got < 0 ? kvc_strerror() : "(bytes differ)");
+			w->failures++;
+		}
+	}
+	free(val);
+	free(out);
+	return NULL;
+}
+
+static void run_workers(struct kvc **kvcs, int nkvc, int nthreads, int iters)
+{
+	pthread_t th[32];
+	struct worker w[32];
+
+	for (int i = 0; i < nthreads; i++) {
+		w[i] = (struct worker){.kvc = kvcs[i % nkvc], .id = i, .iters = iters};
+		cr_assert_eq(pthread_create(&th[i], NULL, worker_main, &w[i]), 0);
+	}
+	for (int i = 0; i < nthreads; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < nthreads; i++)
+		cr_assert_eq(w[i].failures, 0, "worker %d: %s", i, w[i].err);
+}
+
+static void t_threads(const char *prov, int nkvc)
+{
+	struct srv s = {0};
+	struct kvc *kvcs[4];
+
+	srv_start_args(&s, prov, "2G", NULL);
+	for (int i = 0; i < nkvc; i++)
+		kvcs[i] = connect_to(&s, prov);
+	run_workers(kvcs, nkvc, 16, 12);
+	for (int i = 0; i < nkvc; i++)
+		kvc_close(kvcs[i]);
+	srv_done(&s);
+}
+
+Test(client_tcp, threads16_one_kvc, .timeout = 300)
+{
+	t_threads("tcp", 1);
+}
+
+Test(client_shm, threads16_one_kvc, .timeout = 300)
+{
+	t_threads("shm", 1);
+}
+
+Test(client_tcp, threads16_four_kvcs, .timeout = 300)
+{
+	t_threads("tcp", 4);
+}
+
+Test(client_shm, threads16_four_kvcs, .timeout = 300)
+{
+	t_threads("shm", 4);
+}
+
+/* ------------------------------------------------------------------ */
+/* Conditions: compare-and-swap, if_absent, rename                     */
+/* ------------------------------------------------------------------ */
+
+static void t_conditions(const char *prov)
+{
+	struct srv s = {0};
+	struct kvc_put_opts po = {0};
+	struct kvc_get_opts go = {0};
+	struct kvc_entry e1, e2, e3;
+	uint8_t *big = xmalloc(2 * MIB), buf[16];
+
+	srv_start(&s, prov);
+	struct kvc *kvc = connect_to(&s, prov);
+
+	cr_assert_eq(kvc_put(kvc, "k", 1, "v1", 2, NULL, &e1), 0);
+	po.if_absent = true;
+	cr_assert_eq(kvc_put(kvc, "k", 1, "v2", 2, &po, NULL), -EEXIST);
+	cr_assert_eq(kvc_put(kvc, "new", 3, "n", 1, &po, NULL), 0, "if_absent on a new key");
+	po.if_absent = false;
+
+	po.if_version = e1.version;
+	cr_assert_eq(kvc_put(kvc, "k", 1, "v2", 2, &po, &e2), 0, "CAS: %s", kvc_strerror());
+	cr_assert_neq(e2.version, e1.version);
+	cr_assert_eq(kvc_put(kvc, "k", 1, "v3", 2, &po, NULL), -ESTALE, "stale CAS");
+	/* CAS over RDMA too */
+	fill(big, 2 * MIB, 3);
+	cr_assert_eq(kvc_put(kvc, "k", 1, big, 2 * MIB, &po, NULL), -ESTALE, "stale CAS, RDMA");
+	po.if_version = e2.version;
+	cr_assert_eq(kvc_put(kvc, "k", 1, big, 2 * MIB, &po, &e3), 0, "CAS, RDMA: %s",
+	             kvc_strerror());
+	po.if_version = 12345;
+	cr_assert_eq(kvc_put(kvc, "absent", 6, "x", 1, &po, NULL), -ENOENT, "CAS on a missing key");
+	po.if_version = 0;
+	po.if_absent = true;
+	po.if_version = 1;
+	cr_assert_eq(kvc_put(kvc, "k", 1, "x", 1, &po, NULL), -EINVAL, "if_absent + if_version");
+
+	go.if_version = e1.version;
+	cr_assert_eq(kvc_get(kvc, "k", 1, 0, buf, sizeof(buf), &go, NULL), -ESTALE);
+	go.if_version = e3.version;
+	cr_assert_eq(kvc_get(kvc, "k", 1, 0, buf, sizeof(buf), &go, NULL), (ssize_t)sizeof(buf));
+	cr_assert_eq(memcmp(buf, big, sizeof(buf)), 0);
+	cr_assert_eq(kvc_delete(kvc, "k", 1, e1.version), -ESTALE);
+	cr_assert_eq(kvc_delete(kvc, "k", 1, e3.version), 0);
+	free(big);
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
+Test(client_tcp, conditions, .timeout = 120)
+{
+	t_conditions("tcp");
+}
+
+Test(client_shm, conditions, .timeout = 120)
+{
+	t_conditions("shm");
+}
+
+/* Readers of a key replaced by RENAME see a whole value, old or new. */
+struct renamer {
+	struct kvc *kvc;
+	atomic_int stop;
+	int renames;
+	int torn;
+	int reads;
+	char err[256];
+};
+
+#define RN_LEN (200 * 1024)
+
+static void *rename_reader(void *arg)
+{
+	struct renamer *rn = arg;
+	uint8_t *out = malloc(RN_LEN);
+
+	while (!atomic_load(&rn->stop)) {
+		ssize_t got = kvc_get(rn->kvc, "target", 6, 0, out, RN_LEN, NULL, NULL);
+
+		if (got == -ENOENT)
+			continue;
+		if (got != RN_LEN) {
+			snprintf(rn->err, sizeof(rn->err), "get: %zd %s", got, kvc_strerror());
+			rn->torn++;
+			break;
+		}
+		for (size_t i = 1; i < RN_LEN; i++) {
+			if (out[i] != out[0]) {
+				snprintf(rn->err, sizeof(rn->err), "torn value at byte %zu", i);
+				rn->torn++;
+				break;
+			}
+		}
+		rn->reads++;
+	}
+	free(out);
+	return NULL;
+}
+
+static void t_rename(const char *prov)
+{
+	struct srv s = {0};
+	struct renamer rn = {0};
+	uint8_t *val = xmalloc(RN_LEN);
+	pthread_t th;
+
+	srv_start(&s, prov);
+	rn.kvc = connect_to(&s, prov);
+	memset(val, 'a', RN_LEN);
+	cr_assert_eq(kvc_put(rn.kvc, "target", 6, val, RN_LEN, NULL, NULL), 0);
+	cr_assert_eq(pthread_create(&th, NULL, rename_reader, &rn), 0);
+	for (int i = 0; i < 60; i++) {
+		memset(val, 'b' + i % 20, RN_LEN);
+		cr_assert_eq(kvc_put(rn.kvc, "tmp", 3, val, RN_LEN, NULL, NULL), 0);
+		cr_assert_eq(kvc_rename(rn.kvc, "tmp", 3, "target", 6, false, NULL), 0, "%s",
+		             kvc_strerror());
+		rn.renames++;
+	}
+	atomic_store(&rn.stop, 1);
+	pthread_join(th, NULL);
+	cr_assert_eq(rn.torn, 0, "%s", rn.err);
+	cr_assert_gt(rn.reads, 0);
+
+	/* no_overwrite */
+	cr_assert_eq(kvc_put(rn.kvc, "tmp", 3, "x", 1, NULL, NULL), 0);
+	cr_assert_eq(kvc_rename(rn.kvc, "tmp", 3, "target", 6, true, NULL), -EEXIST);
+	cr_assert_eq(kvc_stat(rn.kvc, "tmp", 3, NULL), 0, "src kept after EEXIST");
+	cr_assert_eq(kvc_rename(rn.kvc, "tmp", 3, "fresh", 5, true, NULL), 0);
+	cr_assert_eq(kvc_stat(rn.kvc, "tmp", 3, NULL), -ENOENT);
+	free(val);
+	kvc_close(rn.kvc);
+	srv_done(&s);
+}
+
+Test(client_tcp, rename_atomic, .timeout = 120)
+{
+	t_rename("tcp");
+}
+
+Test(client_shm, rename_atomic, .timeout = 120)
+{
+	t_rename("shm");
+}
+
+/* ------------------------------------------------------------------ */
+/* Authentication                                                      */
+/* ------------------------------------------------------------------ */
+
+static void write_token(const char *path, const char *tok)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert_not_null(f);
+	fprintf(f, "%s\n", tok);
+	fclose(f);
+	chmod(path, 0600);
+}
+
+static void t_auth(const char *prov)
+{
+	struct srv s = {0};
+	char good[64], bad[64];
+	struct kvc_opts o;
+	struct kvc *kvc = NULL;
+	uint8_t buf[8];
+	int r;
+
+	snprintf(good, sizeof(good), "/tmp/kvfs-test-token-%d", (int)getpid());
+	snprintf(bad, sizeof(bad), "/tmp/kvfs-test-token-bad-%d", (int)getpid());
+	write_token(good, "correct horse battery staple");
+	write_token(bad, "wrong token");
+	const char *extra[] = {"--auth-token-file", good, NULL};
+	srv_start_args(&s, prov, NULL, extra);
+
+	kvc = connect_opts(&s, prov, 10000, good);
+	cr_assert_eq(kvc_put(kvc, "k", 1, "secret", 6, NULL, NULL), 0, "%s", kvc_strerror());
+	cr_assert_eq(kvc_get(kvc, "k", 1, 0, buf, sizeof(buf), NULL, NULL), 6);
+	kvc_close(kvc);
+
+	kvc_opts_init(&o);
+	o.server = s.addr;
+	o.provider = prov;
+	o.timeout_ms = 5000;
+	o.auth_token_file = bad;
+	kvc = NULL;
+	r = kvc_connect(&o, &kvc);
+	cr_assert_eq(r, -EACCES, "wrong token: %d %s", r, kvc_strerror());
+	cr_assert_null(kvc);
+	cr_assert_not_null(strstr(kvc_strerror(), "auth"), "message: %s", kvc_strerror());
+
+	o.auth_token_file = NULL;
+	r = kvc_connect(&o, &kvc);
+	cr_assert_eq(r, -EACCES, "no token: %d %s", r, kvc_strerror());
+	cr_assert_not_null(strstr(kvc_strerror(), "auth_token_file"), "message: %s",
+	                   kvc_strerror());
+
+	o.auth_token_file = "/nonexistent/kvfs-token";
+	r = kvc_connect(&o, &kvc);
+	cr_assert_eq(r, -ENOENT, "missing token file: %d %s", r, kvc_strerror());
+
+	unlink(good);
+	unlink(bad);
+	srv_done(&s);
+}
+
+Test(client_tcp, auth, .timeout = 60)
+{
+	t_auth("tcp");
+}
+
+Test(client_shm, auth, .timeout = 60)
+{
+	t_auth("shm");
+}
+
+/* ------------------------------------------------------------------ */
+/* Failures: killed server, restart, nothing listening                 */
+/* ------------------------------------------------------------------ */
+
+static void t_killed(const char *prov)
+{
+	struct srv s = {0};
+	uint8_t *big = xmalloc(4 * MIB), buf[8];
+	struct kvc_get_opts go = {.timeout_ms = 2000};
+	struct kvc_put_opts po = {.timeout_ms = 2000};
+	uint64_t t0, ms;
+	ssize_t r;
+
+	srv_start(&s, prov);
+	struct kvc *kvc = connect_opts(&s, prov, 2000, NULL);
+
+	fill(big, 4 * MIB, 1);
+	cr_assert_eq(kvc_put(kvc, "k", 1, big, 4 * MIB, NULL, NULL), 0, "%s", kvc_strerror());
+	srv_kill(&s);
+
+	t0 = kv_now_ms();
+	r = kvc_get(kvc, "k", 1, 0, buf, sizeof(buf), &go, NULL);
+	ms = kv_now_ms() - t0;
+	cr_assert_lt(r, 0, "GET against a killed server");
+	cr_assert_leq(ms, 2500, "GET took %llu ms, deadline 2000", (unsigned long long)ms);
+	cr_log_info("killed server, GET: %zd (%s) in %llu ms", r, kvc_strerror(),
+	            (unsigned long long)ms);
+
+	t0 = kv_now_ms();
+	r = kvc_put(kvc, "k", 1, big, 4 * MIB, &po, NULL);
+	ms = kv_now_ms() - t0;
+	cr_assert_lt(r, 0, "PUT against a killed server");
+	cr_assert_leq(ms, 2500, "PUT took %llu ms, deadline 2000", (unsigned long long)ms);
+	cr_assert_neq(strlen(kvc_strerror()), 0);
+	free(big);
+	kvc_close(kvc);
+	unlink(s.log);
+}
+
+Test(client_tcp, killed_server, .timeout = 60)
+{
+	t_killed("tcp");
+}
+
+Test(client_shm, killed_server, .timeout = 60)
+{
+	t_killed("shm");
+}
+
+static void t_restart(const char *prov, bool hard)
+{
+	struct srv s = {0};
+	uint8_t *big = xmalloc(4 * MIB), *out = xmalloc(4 * MIB), buf[8];
+	ssize_t got;
+
+	srv_start(&s, prov);
+	struct kvc *kvc = connect_opts(&s, prov, 15000, NULL);
+
+	fill(big, 4 * MIB, 2);
+	cr_assert_eq(kvc_put(kvc, "k", 1, big, 4 * MIB, NULL, NULL), 0, "%s", kvc_strerror());
+	if (hard)
+		srv_kill(&s);
+	else
+		srv_stop(&s);
+	srv_start(&s, prov); /* same port */
+
+	/* The store is new: the key is gone, and the same kvc works again. */
+	got = kvc_get(kvc, "k", 1, 0, buf, sizeof(buf), NULL, NULL);
+	cr_assert_eq(got, -ENOENT, "after restart: %zd %s", got, kvc_strerror());
+	cr_assert_eq(kvc_put(kvc, "k", 1, big, 4 * MIB, NULL, NULL), 0, "RDMA after restart: %s",
+	             kvc_strerror());
+	got = kvc_get(kvc, "k", 1, 0, out, 4 * MIB, NULL, NULL);
+	cr_assert_eq(got, (ssize_t)(4 * MIB), "%s", kvc_strerror());
+	check_bytes(out, big, 4 * MIB, "after restart");
+	free(big);
+	free(out);
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
+Test(client_tcp, restart_same_port, .timeout = 120)
+{
+	t_restart("tcp", false);
+}
+
+Test(client_shm, restart_same_port, .timeout = 120)
+{
+	t_restart("shm", false);
+}
+
+Test(client_tcp, restart_after_kill, .timeout = 120)
+{
+	t_restart("tcp", true);
+}
+
+Test(client_shm, restart_after_kill, .timeout = 120)
+{
+	t_restart("shm", true);
+}
+
+Test(client, nothing_listening, .timeout = 30)
+{
+	struct kvc_opts o;
+	struct kvc *kvc = NULL;
+	char addr[32];
+	int r;
+
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", 20000 + getpid() % 20000);
+	kvc_opts_init(&o);
+	o.server = addr;
+	o.provider = "none";
+	o.timeout_ms = 2000;
+	r = kvc_connect(&o, &kvc);
+	cr_assert_eq(r, -ECONNREFUSED, "%d %s", r, kvc_strerror());
+	cr_assert_null(kvc);
+	cr_assert_not_null(strstr(kvc_strerror(), addr), "message names the server: %s",
+	                   kvc_strerror());
+
+	o.server = "no-such-host.invalid:1";
+	r = kvc_connect(&o, &kvc);
+	cr_assert_lt(r, 0);
+	o.server = "127.0.0.1:notaport";
+	cr_assert_eq(kvc_connect(&o, &kvc), -EINVAL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Inline only                                                         */
+/* ------------------------------------------------------------------ */
+
+static void t_none(const char *srv_prov)
+{
+	struct srv s = {0};
+	const char *extra[] = {"--max-inline", "1M", NULL};
+	uint64_t big = 256 * MIB;
+	uint8_t *val = xmalloc(big), *out = xmalloc(big + 1);
+	struct kvc_limits lim;
+	struct kvc_entry e;
+	ssize_t got;
+	int r;
+
+	srv_start_args(&s, srv_prov, "1G", extra);
+	struct kvc *kvc = connect_to(&s, "none");
+	struct kvc *rdma = connect_to(&s, srv_prov);
+
+	kvc_limits(kvc, &lim);
+	cr_assert_not(lim.rdma);
+	cr_assert_str_eq(lim.provider, "none");
+	cr_assert_eq(lim.max_inline, MIB);
+	cr_assert_null(kvc_engine(kvc));
+
+	/* Up to max_inline both ways, inline. */
+	roundtrip_copy(kvc, 0, 1);
+	roundtrip_copy(kvc, 1, 2);
+	roundtrip_copy(kvc, 4096, 3);
+	roundtrip_copy(kvc, MIB, 4);
+
+	/* Larger values: written with RDMA by another client, read inline in
+	 * pieces, byte for byte. */
+	for (uint64_t len = MIB + 1; len <= big; len = len == MIB + 1 ? big : big + 1) {
+		fill(val, len, len);
+		cr_assert_eq(kvc_put(rdma, "big", 3, val, len, NULL, &e), 0, "%s", kvc_strerror());
+		memset(out, 0xee, len + 1);
+		got = kvc_get(kvc, "big", 3, 0, out, len + 1, NULL, NULL);
+		cr_assert_eq(got, (ssize_t)len, "inline-only GET of %llu: %zd %s",
+		             (unsigned long long)len, got, kvc_strerror());
+		check_bytes(out, val, len, "inline-only GET in pieces");
+		cr_assert_eq(out[len], 0xee);
+		got = kvc_get(kvc, "big", 3, 12345, out, 3 * MIB, NULL, NULL);
+		cr_assert_eq(got, (ssize_t)KV_MIN(3 * MIB, len - 12345));
+		check_bytes(out, val + 12345, (size_t)got, "inline-only GET at an offset");
+	}
+
+	/* A PUT above max_inline cannot be atomic without RDMA: refused, clearly. */
+	r = kvc_put(kvc, "big2", 4, val, MIB + 1, NULL, NULL);
+	cr_assert_eq(r, -EFBIG, "%d %s", r, kvc_strerror());
+	cr_assert_not_null(strstr(kvc_strerror(), "RDMA"), "%s", kvc_strerror());
+	kvc_close(rdma);
+	kvc_close(kvc);
+	free(val);
+	free(out);
+	srv_done(&s);
+}
+
+Test(client_tcp, provider_none, .timeout = 300)
+{
+	t_none("tcp");
+}
+
+Test(client_shm, provider_none, .timeout = 300)
+{
+	t_none("shm");
+}
+
+/* A server without RDMA: a tcp client falls back to inline values. */
+Test(client, server_provider_none, .timeout = 60)
+{
+	struct srv s = {0};
+	struct kvc_limits lim;
+	uint8_t val[4096], out[4096];
+
+	srv_start(&s, "none");
+	struct kvc *kvc = connect_to(&s, "tcp");
+
+	kvc_limits(kvc, &lim);
+	cr_assert_not(lim.rdma);
+	cr_assert_null(kvc_engine(kvc));
+	fill(val, sizeof(val), 9);
+	cr_assert_eq(kvc_put(kvc, "k", 1, val, sizeof(val), NULL, NULL), 0, "%s", kvc_strerror());
+	cr_assert_eq(kvc_get(kvc, "k", 1, 0, out, sizeof(out), NULL, NULL), (ssize_t)sizeof(out));
+	check_bytes(out, val, sizeof(val), "inline fallback");
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
+/* A client with a deadline shorter than a slow request: the call returns
+ * -ETIMEDOUT on time and the connection keeps working for the next call. */
+Test(client_tcp, deadline_while_server_stopped, .timeout = 60)
+{
+	struct srv s = {0};
+	struct kvc_get_opts go = {.timeout_ms = 500};
+	uint8_t buf[8];
+	uint64_t t0, ms;
+	ssize_t r;
+
+	srv_start(&s, "tcp");
+	struct kvc *kvc = connect_opts(&s, "tcp", 5000, NULL);
+
+	cr_assert_eq(kvc_put(kvc, "k", 1, "abc", 3, NULL, NULL), 0);
+	kill(s.pid, SIGSTOP);
+	t0 = kv_now_ms();
+	r = kvc_get(kvc, "k", 1, 0, buf, sizeof(buf), &go, NULL);
+	ms = kv_now_ms() - t0;
+	kill(s.pid, SIGCONT);
+	cr_assert_eq(r, -ETIMEDOUT, "%zd %s", r, kvc_strerror());
+	cr_assert_leq(ms, 1000, "took %llu ms for a 500 ms deadline", (unsigned long long)ms);
+	cr_assert_eq(kvc_get(kvc, "k", 1, 0, buf, sizeof(buf), NULL, NULL), 3, "%s",
+	             kvc_strerror());
+	kvc_close(kvc);
+	srv_done(&s);
+}
