@@ -169,6 +169,9 @@ static void set_readahead(const char *mnt, unsigned kb)
 			continue;
 		snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
 		fd = open(path, O_WRONLY);
+		if (fd < 0)
+			KV_DEBUG("kvfs", "cannot open %s: %s; read-ahead stays at the kernel's",
+				 path, strerror(errno));
 		if (fd >= 0) {
 			int n = snprintf(line, sizeof(line), "%u", kb);
 

@@ -1547,7 +1547,17 @@ int kvfs_fs_init(const struct kvfs_config *cfg)
 		        kvc_strerror());
 		return r;
 	}
-	return pool_init();
+	r = pool_init();
+	if (r == 0) {
+		struct kvc_limits lim;
+
+		kvc_limits(fs.kvc, &lim);
+		KV_INFO(TAG, "server %s: transfer provider %s (server: %s), %s", cfg->server,
+		        lim.provider, lim.server_provider,
+		        fs.pool_mr ? "reads by RDMA into registered buffers"
+		                   : "reads inline on the control channel");
+	}
+	return r;
 }
 
 void kvfs_fs_fini(void)

@@ -201,11 +201,11 @@ static int ofi_open(struct xfer_engine *e, const struct xfer_opts *o)
 			return -ENOMEM;
 		r = ofi_getinfo(prov, o, &b->info);
 		if (r < 0) {
-			KV_LOG(is_auto ? KV_LOG_INFO : KV_LOG_DEBUG, OFI_TAG,
-			       "provider %s%s%s%s: not available (%s)", prov,
-			       o->domain ? " domain " : "", o->domain ? o->domain : "",
-			       o->node ? " (bind address given)" : "",
-			       r == -ENODATA || r == -ENODEV ? "no matching device" : strerror(-r));
+			KV_DEBUG(OFI_TAG, "provider %s%s%s%s: not available (%s)", prov,
+			         o->domain ? " domain " : "", o->domain ? o->domain : "",
+			         o->node ? " (bind address given)" : "",
+			         r == -ENODATA || r == -ENODEV ? "no matching device"
+			                                       : strerror(-r));
 			free(b);
 			continue;
 		}
@@ -232,9 +232,8 @@ static int ofi_open(struct xfer_engine *e, const struct xfer_opts *o)
 			         b->info->tx_attr->size, b->wait_fd);
 			return 0;
 		}
-		KV_LOG(is_auto ? KV_LOG_INFO : KV_LOG_DEBUG, OFI_TAG,
-		       "provider %s domain %s: setup failed: %s", e->prov_name, e->domain_name,
-		       strerror(-r));
+		KV_DEBUG(OFI_TAG, "provider %s domain %s: setup failed: %s", e->prov_name,
+		         e->domain_name, strerror(-r));
 		e->be = NULL;
 		ofi_teardown(b);
 	}
