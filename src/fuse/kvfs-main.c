@@ -13,6 +13,7 @@
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,8 @@ static const struct fuse_opt kvfs_opts[] = {
         FUSE_OPT_END,
 };
 
+static int kvfs_main(int argc, char **argv);
+
 static void usage(const char *prog)
 {
 	printf("Usage: %s [OPTIONS] HOST:PORT MOUNTPOINT\n"
@@ -78,7 +81,8 @@ static void usage(const char *prog)
 	       "    spill_dir=DIR          where (default $TMPDIR or /tmp)\n"
 	       "    threads=N              FUSE worker threads (default 16)\n"
 	       "\n"
-	       "Mount with mount(8) or /etc/fstab (type fuse.kvfs, source HOST:PORT):\n"
+	       "Mount with mount(8) or /etc/fstab (type fuse.kvfs, source HOST:PORT) once\n"
+	       "kvfs is installed with its mount.fuse.kvfs link in /sbin:\n"
 	       "    mount -t fuse.kvfs 127.0.0.1:7070 /mnt/kv -o provider=tcp\n"
 	       "Unmount with: fusermount3 -u MOUNTPOINT\n"
 	       "\n"
@@ -171,7 +175,7 @@ static void set_readahead(const char *mnt, unsigned kb)
 		fd = open(path, O_WRONLY);
 		if (fd < 0)
 			KV_DEBUG("kvfs", "cannot open %s: %s; read-ahead stays at the kernel's",
-				 path, strerror(errno));
+			         path, strerror(errno));
 		if (fd >= 0) {
 			int n = snprintf(line, sizeof(line), "%u", kb);
 
@@ -183,7 +187,48 @@ static void set_readahead(const char *mnt, unsigned kb)
 	fclose(f);
 }
 
+/*
+ * Called as mount.fuse.kvfs by mount(8) / fstab:
+ *   mount.fuse.kvfs SOURCE DIR [-sfnv] [-N NS] [-o OPTIONS] [-t fuse.kvfs]
+ * Keep SOURCE, DIR and -o; drop what only mount(8) means.  Returns the new
+ * argc; -f (fake) makes kvfs exit 0 without mounting.
+ */
+static int mount_helper_args(int argc, char **argv, bool *fake)
+{
+	int n = 1;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "-t") || !strcmp(a, "-N")) {
+			i++;
+			continue;
+		}
+		if (a[0] == '-' && a[1] && a[1] != 'o' && strspn(a + 1, "sfnv") == strlen(a + 1)) {
+			if (strchr(a, 'f'))
+				*fake = true;
+			continue;
+		}
+		argv[n++] = argv[i];
+	}
+	argv[n] = NULL;
+	return n;
+}
+
 int main(int argc, char **argv)
+{
+	const char *base = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+	bool fake = false;
+
+	if (!strncmp(base, "mount.", 6)) {
+		argc = mount_helper_args(argc, argv, &fake);
+		if (fake)
+			return 0;
+	}
+	return kvfs_main(argc, argv);
+}
+
+static int kvfs_main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts o = {0};

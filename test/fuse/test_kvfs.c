@@ -315,3 +315,22 @@ Test(kvfs, ls_many_keys)
 	cr_assert_eq(sh("[ $(ls %s | wc -l) = 2000 ]", mp(0, "many")), 0);
 	cr_assert_eq(sh("[ $(ls -l %s | grep -c '^-') = 2000 ]", mp(0, "many")), 0);
 }
+
+/* mount(8) / fstab call kvfs as mount.fuse.kvfs SOURCE DIR [-n] -o OPTS -t TYPE */
+Test(kvfs, mount_helper_convention)
+{
+	char helper[400], mnt[400];
+
+	snprintf(helper, sizeof(helper), "%s/mount.fuse.kvfs", E.dir);
+	snprintf(mnt, sizeof(mnt), "%s/helper-mnt", E.dir);
+	cr_assert_eq(symlink(env_bin("KVFS"), helper), 0);
+	cr_assert_eq(mkdir(mnt, 0755), 0);
+	cr_assert_eq(sh("%s %s %s -n -o rw,provider=%s -t fuse.kvfs", helper, E.server, mnt,
+	                getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp"),
+	             0, "mount helper failed");
+	cr_assert(is_mounted(mnt));
+	cr_assert_eq(sh("echo via-helper > %s/h && grep -qx via-helper %s", mnt, mp(0, "h")), 0);
+	cr_assert_eq(sh("fusermount3 -u %s", mnt), 0);
+	cr_assert_eq(sh("%s %s %s -f -o provider=tcp", helper, E.server, mnt), 0, "fake mount");
+	cr_assert_not(is_mounted(mnt), "-f (fake) must not mount");
+}
