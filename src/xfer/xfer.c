@@ -265,11 +265,11 @@ int xfer_open(const struct xfer_opts *opts, struct xfer_engine **ret_engine)
 	if (r < 0)
 		goto out_free_pool;
 	pin_progress_thread(e);
-	KV_INFO(XFER_TAG,
-	        "engine up: provider %s, domain %s, NIC NUMA node %d, progress thread %s, "
-	        "chunk %zu KiB, %u in flight, deadline %d ms",
-	        e->prov_name, e->domain_name, e->numa_node, e->placement, e->chunk / 1024,
-	        e->max_inflight, e->timeout_ms);
+	KV_DEBUG(XFER_TAG,
+	         "engine up: provider %s, domain %s, NIC NUMA node %d, progress thread %s, "
+	         "chunk %zu KiB, %u in flight, deadline %d ms",
+	         e->prov_name, e->domain_name, e->numa_node, e->placement, e->chunk / 1024,
+	         e->max_inflight, e->timeout_ms);
 	*ret_engine = e;
 	return 0;
 
@@ -299,6 +299,10 @@ static void deliver(struct xfer_engine *e, struct xfer_req *rq, int status)
 	if (rq->completed)
 		return;
 	rq->completed = true;
+	/* Segments still at the provider become zombies: they no longer count
+	 * against max_inflight, so a dead peer that never returns them (shm)
+	 * cannot starve operations to other peers. */
+	e->posted -= rq->posted;
 	atomic_fetch_sub(&e->st.inflight, 1);
 	if (status == 0) {
 		atomic_fetch_add(&e->st.ops_done, 1);
@@ -340,6 +344,13 @@ void xfer_close(struct xfer_engine *e)
 		next = rq->next;
 		deliver(e, rq, -ECANCELED);
 		req_free(rq);
+	}
+	while (e->free_posts) {
+		struct xfer_post *ctx = e->free_posts;
+
+		e->free_posts = ctx->next_free;
+		if (ctx->heap)
+			free(ctx);
 	}
 	free(e->post_pool);
 	free(e->peers);
@@ -829,7 +840,8 @@ void xfer_seg_done(struct xfer_engine *e, struct xfer_post *ctx, int status)
 	struct xfer_req *rq = ctx->req;
 
 	rq->posted--;
-	e->posted--;
+	if (!rq->completed)
+		e->posted--;
 	ctx->req = NULL;
 	ctx->next_free = e->free_posts;
 	e->free_posts = ctx;
@@ -856,15 +868,32 @@ void xfer_imm_arrived(struct xfer_engine *e, uint32_t imm)
 		e->opts.on_imm(e->opts.imm_arg, imm);
 }
 
+/* A free segment context: from the pool, or a new one while zombies (posts
+ * of failed operations the provider still holds) have taken the pool's.
+ * Stays on the free list for reuse; freed at close. */
+static struct xfer_post *post_ctx_get(struct xfer_engine *e)
+{
+	struct xfer_post *ctx;
+
+	if (e->free_posts)
+		return e->free_posts;
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return NULL;
+	ctx->heap = true;
+	e->free_posts = ctx;
+	return ctx;
+}
+
 /* Post what can be posted.  Returns the number of segments posted. */
 static int post_ready(struct xfer_engine *e)
 {
 	struct xfer_req *rq, *next;
 	int did = 0;
 
-	for (rq = e->active_head; rq && e->free_posts; rq = next) {
+	for (rq = e->active_head; rq && e->posted < e->max_inflight; rq = next) {
 		next = rq->next;
-		while (!rq->completed && rq->next_seg < rq->nsegs && e->free_posts) {
+		while (!rq->completed && rq->next_seg < rq->nsegs && e->posted < e->max_inflight) {
 			bool last = rq->next_seg == rq->nsegs - 1;
 			bool imm = last && rq->has_imm;
 			struct xfer_post *ctx;
@@ -873,19 +902,22 @@ static int post_ready(struct xfer_engine *e)
 			/* The immediate goes last, after every byte has landed. */
 			if (imm && rq->posted)
 				break;
-			ctx = e->free_posts;
+			ctx = post_ctx_get(e);
+			if (!ctx)
+				return did; /* out of memory: retry on the next pass */
 			ctx->req = rq;
 			ctx->len = rq->segs[rq->next_seg].len;
 			r = e->ops->post(e, rq->opcode, rq->prov_addr, &rq->segs[rq->next_seg], imm,
 			                 rq->imm, ctx);
 			if (r == -EAGAIN)
-				return did; /* provider queue full: progress first */
+				break; /* this peer's queue is full: serve the others */
 			if (r < 0) {
 				ctx->req = NULL;
 				deliver(e, rq, r);
 				break;
 			}
 			e->free_posts = ctx->next_free;
+			ctx->next_free = NULL;
 			rq->next_seg++;
 			rq->posted++;
 			e->posted++;

@@ -35,6 +35,7 @@ struct xfer_post {
 	struct xfer_req *req; /* operation this segment belongs to */
 	struct xfer_post *next_free;
 	uint64_t len;
+	bool heap; /* allocated past the pool (see post_ctx_get) */
 };
 
 struct xfer_backend_ops {

@@ -1,0 +1,406 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kv-server under bad input and failure, as a client observes it: garbage,
+ * truncated and oversized frames close only the offender; a full server
+ * evicts least-recently-used values or refuses cleanly; a client that dies
+ * mid-PUT leaves the old value and no reservation behind; a GET racing an
+ * overwrite returns one whole value.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#include "srv_proc.h"
+
+static uint64_t counter(struct kvc *kvc, const char *name);
+
+struct cnt {
+	const char *name;
+	uint64_t value;
+	bool found;
+};
+
+static void cnt_cb(void *arg, const char *name, uint64_t value)
+{
+	struct cnt *c = arg;
+
+	if (!strcmp(name, c->name)) {
+		c->value = value;
+		c->found = true;
+	}
+}
+
+static uint64_t counter(struct kvc *kvc, const char *name)
+{
+	struct cnt c = {.name = name};
+
+	cr_assert_eq(kvc_stats(kvc, cnt_cb, &c), 0, "STATS: %s", kvc_strerror());
+	cr_assert(c.found, "no counter %s", name);
+	return c.value;
+}
+
+/* A raw TCP connection to the server; reads (and drops) its ServerHello. */
+static int raw_connect(const struct srv *s)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(s->port)};
+	uint8_t buf[256];
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	cr_assert_geq(fd, 0);
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	struct timeval tv = {.tv_sec = 10};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	cr_assert_gt(recv(fd, buf, sizeof(buf), 0), 0, "no ServerHello");
+	return fd;
+}
+
+/* The server closes @fd: recv returns 0 (or ECONNRESET) within 10 s. */
+static void expect_closed(int fd, const char *what)
+{
+	uint8_t buf[4096];
+	ssize_t n;
+
+	do {
+		n = recv(fd, buf, sizeof(buf), 0);
+	} while (n > 0);
+	cr_assert(n == 0 || errno == ECONNRESET, "%s: connection not closed (%s)", what,
+	          n < 0 ? strerror(errno) : "data");
+	close(fd);
+}
+
+static void put_bytes(struct kvc *kvc, const char *key, size_t len, uint64_t seed)
+{
+	void *b = xmalloc(len);
+
+	fill(b, len, seed);
+	cr_assert_eq(kvc_put(kvc, key, strlen(key), b, len, NULL, NULL), 0, "PUT %s: %s", key,
+	             kvc_strerror());
+	free(b);
+}
+
+static void check_value(struct kvc *kvc, const char *key, size_t len, uint64_t seed)
+{
+	void *want = xmalloc(len), *got = xmalloc(len);
+	ssize_t n;
+
+	fill(want, len, seed);
+	n = kvc_get(kvc, key, strlen(key), 0, got, len, NULL, NULL);
+	cr_assert_eq(n, (ssize_t)len, "GET %s: %zd (%s)", key, n, kvc_strerror());
+	check_bytes(got, want, len, key);
+	free(want);
+	free(got);
+}
+
+Test(server, bad_frames_close_only_the_offender, .timeout = 120)
+{
+	static const uint8_t garbage[] = {0,    0,    0,    9,    1,    0xff, 0xfe,
+	                                  0xfd, 0xfc, 0xfb, 0xfa, 0xf9, 0xf8};
+	static const uint8_t huge[] = {0xff, 0xff, 0xff, 0xff, 1};
+	static const uint8_t zero[] = {0, 0, 0, 0, 1};
+	static const uint8_t badtype[] = {0, 0, 0, 1, 9};
+	static const uint8_t truncated[] = {0, 0, 0, 100, 1, 8, 1};
+	struct srv s = {0};
+	struct kvc *good;
+	int fd;
+
+	srv_start(&s, "tcp");
+	good = connect_to(&s, "tcp");
+	put_bytes(good, "keep", 100000, 1);
+
+	fd = raw_connect(&s);
+	cr_assert_eq(send(fd, garbage, sizeof(garbage), 0), (ssize_t)sizeof(garbage));
+	expect_closed(fd, "garbage protobuf");
+	fd = raw_connect(&s);
+	cr_assert_eq(send(fd, huge, sizeof(huge), 0), (ssize_t)sizeof(huge));
+	expect_closed(fd, "4 GiB length");
+	fd = raw_connect(&s);
+	cr_assert_eq(send(fd, zero, sizeof(zero), 0), (ssize_t)sizeof(zero));
+	expect_closed(fd, "zero length");
+	fd = raw_connect(&s);
+	cr_assert_eq(send(fd, badtype, sizeof(badtype), 0), (ssize_t)sizeof(badtype));
+	expect_closed(fd, "unknown frame type");
+	/* a frame cut short by the client going away */
+	fd = raw_connect(&s);
+	cr_assert_eq(send(fd, truncated, sizeof(truncated), 0), (ssize_t)sizeof(truncated));
+	close(fd);
+	/* a connection that sends nothing at all does not block anyone */
+	int idle = raw_connect(&s);
+
+	/* the well-behaved client never noticed */
+	check_value(good, "keep", 100000, 1);
+	put_bytes(good, "after", 5000, 2);
+	check_value(good, "after", 5000, 2);
+	cr_assert_geq(counter(good, "bad_frames"), 4);
+	close(idle);
+	kvc_close(good);
+	srv_done(&s);
+}
+
+Test(server, request_before_hello_refused, .timeout = 60)
+{
+	/* Request{id=7, stat{key="k"}}: field 1 varint 7, field 13 (stat) len 3 {1: "k"} */
+	static const uint8_t req[] = {0, 0, 0, 8, 1, 0x08, 0x07, 0x6a, 0x03, 0x0a, 0x01, 'k'};
+	struct srv s = {0};
+	uint8_t buf[512];
+	ssize_t n, got = 0;
+	int fd;
+
+	srv_start(&s, "tcp");
+	fd = raw_connect(&s);
+	cr_assert_eq(send(fd, req, sizeof(req), 0), (ssize_t)sizeof(req));
+	while ((n = recv(fd, buf + got, sizeof(buf) - (size_t)got, 0)) > 0)
+		got += n;
+	/* an answer (a RESPONSE frame), then the close */
+	cr_assert_geq(got, 5, "no response before the close");
+	cr_assert_eq(buf[4], 2, "frame type %u, want RESPONSE", buf[4]);
+	close(fd);
+	srv_done(&s);
+}
+
+Test(server, lru_eviction_order_and_counts, .timeout = 120)
+{
+	const char *extra[] = {"--eviction", "lru", NULL};
+	struct srv s = {0};
+	struct kvc *kvc;
+	char key[32];
+	const size_t sz = 2 * MIB;
+
+	srv_start_args(&s, "tcp", "64M", extra);
+	kvc = connect_to(&s, "tcp");
+	for (int i = 0; i < 24; i++) { /* 48 MiB: fits */
+		snprintf(key, sizeof(key), "v%02d", i);
+		put_bytes(kvc, key, sz, (uint64_t)i);
+	}
+	cr_assert_eq(counter(kvc, "evictions"), 0);
+	check_value(kvc, "v00", sz, 0); /* v00 is now the most recently used */
+	for (int i = 24; i < 40; i++) { /* 32 MiB more: must evict */
+		snprintf(key, sizeof(key), "v%02d", i);
+		put_bytes(kvc, key, sz, (uint64_t)i);
+	}
+	uint64_t ev = counter(kvc, "evictions");
+	cr_assert_gt(ev, 0, "nothing was evicted");
+	struct kvc_entry e;
+	cr_assert_eq(kvc_stat(kvc, "v00", 3, &e), 0, "the recently read key was evicted");
+	cr_assert_eq(kvc_stat(kvc, "v01", 3, &e), -ENOENT, "the oldest key survived");
+	/* evicted keys are exactly the oldest ones, and every survivor is intact */
+	int gone = 0;
+	for (int i = 1; i < 40; i++) {
+		snprintf(key, sizeof(key), "v%02d", i);
+		if (kvc_stat(kvc, key, strlen(key), &e) == -ENOENT) {
+			cr_assert_eq(i, gone + 1, "%s evicted out of LRU order", key);
+			gone++;
+		} else {
+			check_value(kvc, key, sz, (uint64_t)i);
+		}
+	}
+	cr_assert_eq((uint64_t)gone, ev, "STATS evictions %llu, keys gone %d",
+	             (unsigned long long)ev, gone);
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
+Test(server, eviction_none_refuses_cleanly, .timeout = 120)
+{
+	const char *extra[] = {"--eviction", "none", NULL};
+	struct srv s = {0};
+	struct kvc *kvc;
+	char key[32];
+	int i, r = 0;
+
+	srv_start_args(&s, "tcp", "32M", extra);
+	kvc = connect_to(&s, "tcp");
+	for (i = 0; i < 100; i++) {
+		void *b = xmalloc(MIB);
+
+		snprintf(key, sizeof(key), "n%02d", i);
+		fill(b, MIB, (uint64_t)i);
+		r = kvc_put(kvc, key, strlen(key), b, MIB, NULL, NULL);
+		free(b);
+		if (r < 0)
+			break;
+	}
+	cr_assert_eq(r, -ENOSPC, "a full server answered %d (%s)", r, kvc_strerror());
+	cr_assert(strstr(kvc_strerror(), "full") || strstr(kvc_strerror(), "space"),
+	          "message does not say the server is full: %s", kvc_strerror());
+	cr_assert_eq(counter(kvc, "evictions"), 0);
+	cr_assert_eq(counter(kvc, "keys"), (uint64_t)i);
+	for (int k = 0; k < i; k++) {
+		snprintf(key, sizeof(key), "n%02d", k);
+		check_value(kvc, key, MIB, (uint64_t)k);
+	}
+	/* deleting makes room again */
+	cr_assert_eq(kvc_delete(kvc, "n00", 3, 0), 0);
+	put_bytes(kvc, "again", MIB, 77);
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
+/* A client dies while the server RDMA-READs its PUT: the old value stays,
+ * and the reservation is released. */
+static void client_dies_mid_put(const char *prov)
+{
+	const char *extra[] = {"--timeout", "3000", NULL};
+	const size_t big = 512 * MIB;
+	struct srv s = {0};
+	struct kvc *kvc;
+	pid_t pid;
+	int i;
+
+	srv_start_args(&s, prov, "2G", extra);
+	kvc = connect_to(&s, prov);
+	put_bytes(kvc, "victim", 3 * MIB + 1, 5);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct kvc_opts o;
+		struct kvc *c;
+		void *b = malloc(big);
+
+		kvc_opts_init(&o);
+		o.server = s.addr;
+		o.provider = prov;
+		o.timeout_ms = 60000;
+		if (!b || kvc_connect(&o, &c))
+			_exit(1);
+		memset(b, 0xab, big);
+		for (;;)
+			kvc_put(c, "victim", 6, b, big, NULL, NULL);
+	}
+	/* wait until a PUT is landing, then kill the writer */
+	for (i = 0; i < 3000 && counter(kvc, "reservations") == 0; i++)
+		usleep(2000);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	cr_assert_lt(i, 3000, "the dying client never started its PUT");
+	/* the reservation goes away within the transfer deadline */
+	for (i = 0; i < 200 && counter(kvc, "reservations") != 0; i++)
+		usleep(50000);
+	cr_assert_eq(counter(kvc, "reservations"), 0, "reservation leaked");
+	cr_assert_eq(counter(kvc, "pinned_items"), 0);
+	struct kvc_entry e;
+	cr_assert_eq(kvc_stat(kvc, "victim", 6, &e), 0);
+	if (e.size == 3 * MIB + 1)
+		check_value(kvc, "victim", 3 * MIB + 1, 5);
+	else
+		cr_assert_eq(e.size, big, "a torn value of %llu bytes", (unsigned long long)e.size);
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
+Test(server_tcp, client_dies_mid_put, .timeout = 120)
+{
+	client_dies_mid_put("tcp");
+}
+
+Test(server_shm, client_dies_mid_put, .timeout = 120)
+{
+	client_dies_mid_put("shm");
+}
+
+struct racer {
+	struct srv *s;
+	const char *prov;
+	atomic_bool stop;
+	atomic_int reads;
+	int torn, errors;
+};
+
+static void *race_reader(void *arg)
+{
+	struct racer *r = arg;
+	const size_t len = 8 * MIB;
+	uint8_t *a = xmalloc(len), *b = xmalloc(len), *got = xmalloc(len);
+	struct kvc *kvc = connect_to(r->s, r->prov);
+
+	fill(a, len, 100);
+	fill(b, len, 200);
+	while (!atomic_load(&r->stop)) {
+		ssize_t n = kvc_get(kvc, "race", 4, 0, got, len, NULL, NULL);
+
+		if (n != (ssize_t)len) {
+			r->errors++;
+			continue;
+		}
+		r->reads++;
+		if (memcmp(got, a, len) && memcmp(got, b, len))
+			r->torn++;
+	}
+	kvc_close(kvc);
+	free(a);
+	free(b);
+	free(got);
+	return NULL;
+}
+
+static void get_races_overwrite(const char *prov)
+{
+	const size_t len = 8 * MIB;
+	struct srv s = {0};
+	struct racer r = {.s = &s, .prov = prov};
+	struct kvc *kvc;
+	pthread_t t[2];
+	uint8_t *a = xmalloc(len), *b = xmalloc(len);
+
+	srv_start(&s, prov);
+	kvc = connect_to(&s, prov);
+	fill(a, len, 100);
+	fill(b, len, 200);
+	cr_assert_eq(kvc_put(kvc, "race", 4, a, len, NULL, NULL), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_create(&t[i], NULL, race_reader, &r);
+	/* overwrite until the readers have read 40 times (bounded: 2,000 PUTs) */
+	for (int i = 0; i < 2000 && (i < 20 || atomic_load(&r.reads) < 40); i++)
+		cr_assert_eq(kvc_put(kvc, "race", 4, i & 1 ? a : b, len, NULL, NULL), 0);
+	atomic_store(&r.stop, true);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	cr_assert_gt(r.reads, 0);
+	cr_assert_eq(r.torn, 0, "%d of %d reads mixed two versions", r.torn, r.reads);
+	cr_assert_eq(r.errors, 0);
+	free(a);
+	free(b);
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
+Test(server_tcp, get_races_overwrite, .timeout = 120)
+{
+	get_races_overwrite("tcp");
+}
+
+Test(server_shm, get_races_overwrite, .timeout = 120)
+{
+	get_races_overwrite("shm");
+}
+
+Test(server, max_conns_enforced, .timeout = 60)
+{
+	const char *extra[] = {"--max-conns", "2", NULL};
+	struct srv s = {0};
+	struct kvc *kvc;
+	int a, b;
+
+	srv_start_args(&s, "tcp", "64M", extra);
+	a = raw_connect(&s);
+	kvc = connect_to(&s, "tcp"); /* the second connection */
+	/* the third is refused: closed before any ServerHello */
+	{
+		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(s.port)};
+		uint8_t buf[64];
+
+		b = socket(AF_INET, SOCK_STREAM, 0);
+		inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+		cr_assert_eq(connect(b, (struct sockaddr *)&sa, sizeof(sa)), 0);
+		ssize_t n = recv(b, buf, sizeof(buf), 0);
+		cr_assert(n == 0 || (n < 0 && errno == ECONNRESET), "third connection served");
+		close(b);
+	}
+	put_bytes(kvc, "k", 10, 1);
+	cr_assert_geq(counter(kvc, "connections_refused"), 1);
+	close(a);
+	kvc_close(kvc);
+	srv_done(&s);
+}
