@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -59,6 +60,24 @@ static const struct fuse_opt kvfs_opts[] = {
 };
 
 static int kvfs_main(int argc, char **argv);
+
+struct ra_args {
+	const char *mnt;
+	unsigned kb;
+};
+
+static void set_readahead(const char *mnt, unsigned kb);
+
+/* Runs once the loop serves: the stat is answered by this very daemon. */
+static void *readahead_late(void *arg)
+{
+	struct ra_args *ra = arg;
+	struct stat st;
+
+	if (stat(ra->mnt, &st) == 0)
+		set_readahead(ra->mnt, ra->kb);
+	return NULL;
+}
 
 static void usage(const char *prog)
 {
@@ -324,6 +343,17 @@ static int kvfs_main(int argc, char **argv)
 		goto out_signals;
 	}
 	set_readahead(o.mountpoint, cfg.readahead_kb);
+	/* The kernel caps read-ahead at max_readahead when INIT is answered,
+	 * so set it again once the mount serves requests (values > 1 MiB). */
+	{
+		static struct ra_args ra;
+		pthread_t t;
+
+		ra.mnt = o.mountpoint;
+		ra.kb = cfg.readahead_kb;
+		if (cfg.readahead_kb > 1024 && pthread_create(&t, NULL, readahead_late, &ra) == 0)
+			pthread_detach(t);
+	}
 	KV_INFO("kvfs", "mounted %s on %s", c.server, o.mountpoint);
 	if (!o.foreground) {
 		int nul = open("/dev/null", O_RDWR);

@@ -1002,7 +1002,11 @@ static void *progress_main(void *arg)
 			spins = 0;
 			continue;
 		}
-		busy = e->active_head || atomic_load(&e->expect) > 0;
+		/* A peer's RMA into us needs our progress only on providers that
+		 * move data in the target (shm); on tcp the CQ's wait fd wakes us,
+		 * so an expected transfer is no reason to spin. */
+		busy = e->active_head ||
+		       (atomic_load(&e->expect) > 0 && e->ops->needs_target_progress(e));
 		if (busy && spins < XFER_SPIN_LIMIT) {
 			spins++;
 			sched_yield();
