@@ -1,0 +1,375 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fuse-null: the FUSE ceiling for kvfs's sequential reads.
+ *
+ * A libfuse low-level file system with one read-only file, "file", of a
+ * given size.  READ replies with a static 1 MiB pattern buffer, so a `cat`
+ * of the file measures only the kernel's FUSE path (page cache, read-ahead,
+ * /dev/fuse copies, libfuse's worker threads) and no transport.
+ *
+ * It negotiates exactly what kvfs does (src/fuse/kvfs.c kvfs_init and
+ * kvfs-main.c): -o max_read=1048576; conn->max_read, max_write and
+ * max_readahead 1 MiB; max_background 64, congestion_threshold 48; async
+ * read; a multi-threaded loop with 16 workers; and, after the mount, the
+ * same write of readahead_kb (default 1024) into the mount's
+ * /sys/class/bdi/<maj:min>/read_ahead_kb, done at the same moment (after
+ * fuse_session_mount, before the loop answers INIT).  Nothing of kvfs is
+ * linked: a difference between the two is kvfs's own cost.
+ */
+#define FUSE_USE_VERSION 312
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PROG      "fuse-null"
+#define FILE_NAME "file"
+#define FILE_INO  2
+#define BUF_SIZE  (1u << 20) /* max_read, max_write, max_readahead: as kvfs */
+
+struct cli {
+	char *size;         /* -o size=SIZE, the file's length (default 1G) */
+	char *readahead_kb; /* -o readahead_kb=KB written to the bdi (default 1024) */
+	int threads;        /* -o threads=N FUSE workers (default 16) */
+};
+
+#define NULL_OPT(t, p)                                                                             \
+	{                                                                                          \
+		t, offsetof(struct cli, p), 1                                                      \
+	}
+static const struct fuse_opt null_opts[] = {
+        NULL_OPT("size=%s", size),
+        NULL_OPT("readahead_kb=%s", readahead_kb),
+        NULL_OPT("threads=%d", threads),
+        FUSE_OPT_END,
+};
+
+static uint64_t file_size;              /* set once before the loop starts */
+static unsigned char pattern[BUF_SIZE]; /* what every READ returns */
+
+static void usage(const char *prog)
+{
+	printf("Usage: %s [OPTIONS] MOUNTPOINT\n"
+	       "A FUSE file system with one file, '" FILE_NAME "', whose READs return a static\n"
+	       "buffer: the FUSE ceiling for kvfs, mounted with kvfs's libfuse options.\n"
+	       "\n"
+	       "fuse-null options (-o name=value,...):\n"
+	       "    size=SIZE              length of the file, e.g. 1G (default 1G)\n"
+	       "    readahead_kb=KB        read-ahead set on the mount (default 1024; 0 keeps\n"
+	       "                           the kernel's 128), as kvfs does\n"
+	       "    threads=N              FUSE worker threads (default 16)\n"
+	       "\n"
+	       "Unmount with: fusermount3 -u MOUNTPOINT\n"
+	       "\n"
+	       "FUSE options:\n",
+	       prog);
+	fuse_cmdline_help();
+	fuse_lowlevel_help();
+}
+
+/* "1G", "512M", "4096": bytes into @ret; 0 or -EINVAL. */
+static int parse_size(const char *s, uint64_t *ret)
+{
+	unsigned long long v;
+	char *end;
+	int shift = 0;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'K':
+	case 'k':
+		shift = 10;
+		break;
+	case 'M':
+	case 'm':
+		shift = 20;
+		break;
+	case 'G':
+	case 'g':
+		shift = 30;
+		break;
+	case 'T':
+	case 't':
+		shift = 40;
+		break;
+	case '\0':
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (*end && end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*ret = (uint64_t)v << shift;
+	return 0;
+}
+
+static void fill_attr(fuse_ino_t ino, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	if (ino == FUSE_ROOT_ID) {
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = 2;
+	} else {
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = (off_t)file_size;
+		st->st_blksize = BUF_SIZE;
+		st->st_blocks = (blkcnt_t)((file_size + 511) / 512);
+	}
+}
+
+static void null_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	conn->max_read = BUF_SIZE; /* must equal -o max_read */
+	conn->max_write = BUF_SIZE;
+	conn->max_readahead = BUF_SIZE;
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static void null_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fuse_entry_param ep = {0};
+
+	if (parent != FUSE_ROOT_ID || strcmp(name, FILE_NAME)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	ep.ino = FILE_INO;
+	ep.attr_timeout = 1.0; /* kvfs's defaults */
+	ep.entry_timeout = 1.0;
+	fill_attr(FILE_INO, &ep.attr);
+	fuse_reply_entry(req, &ep);
+}
+
+static void null_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+
+	(void)fi;
+	if (ino != FUSE_ROOT_ID && ino != FILE_INO) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fill_attr(ino, &st);
+	fuse_reply_attr(req, &st, 1.0);
+}
+
+static void null_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	if (ino == FUSE_ROOT_ID) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	fuse_reply_open(req, fi);
+}
+
+static void null_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                      struct fuse_file_info *fi)
+{
+	uint64_t left;
+
+	(void)ino;
+	(void)fi;
+	if (off < 0 || (uint64_t)off >= file_size) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	left = file_size - (uint64_t)off;
+	if (size > BUF_SIZE)
+		size = BUF_SIZE;
+	if (size > left)
+		size = (size_t)left;
+	fuse_reply_buf(req, (const char *)pattern, size);
+}
+
+/* Add one directory entry to @buf; returns the new length or @len when it
+ * does not fit. */
+static size_t dirent_add(fuse_req_t req, char *buf, size_t len, size_t cap, const char *name,
+                         fuse_ino_t ino, off_t next)
+{
+	struct stat st;
+	size_t need;
+
+	memset(&st, 0, sizeof(st));
+	st.st_ino = ino;
+	st.st_mode = ino == FILE_INO ? S_IFREG : S_IFDIR;
+	need = fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+	if (len + need > cap)
+		return len;
+	fuse_add_direntry(req, buf + len, cap - len, name, &st, next);
+	return len + need;
+}
+
+static void null_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                         struct fuse_file_info *fi)
+{
+	char buf[512];
+	size_t cap = size < sizeof(buf) ? size : sizeof(buf), len = 0;
+
+	(void)fi;
+	if (ino != FUSE_ROOT_ID) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	if (off < 1)
+		len = dirent_add(req, buf, len, cap, ".", FUSE_ROOT_ID, 1);
+	if (off < 2)
+		len = dirent_add(req, buf, len, cap, "..", FUSE_ROOT_ID, 2);
+	if (off < 3)
+		len = dirent_add(req, buf, len, cap, FILE_NAME, FILE_INO, 3);
+	fuse_reply_buf(req, buf, len);
+}
+
+static const struct fuse_lowlevel_ops null_ops = {
+        .init = null_init,
+        .lookup = null_lookup,
+        .getattr = null_getattr,
+        .open = null_open,
+        .read = null_read,
+        .readdir = null_readdir,
+};
+
+/* Raise the mount's read-ahead, as kvfs-main.c does: the kernel only lowers
+ * what FUSE asks.  Returns 0 or a negative errno. */
+static int set_readahead(const char *mnt, unsigned kb)
+{
+	char line[4096], path[128], real[PATH_MAX];
+	FILE *f;
+	int r = -ENOENT;
+
+	if (!kb)
+		return 0;
+	if (!realpath(mnt, real))
+		return -errno;
+	f = fopen("/proc/self/mountinfo", "r");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char dev[32], mp[PATH_MAX];
+		int fd, n;
+
+		/* id parent maj:min root mountpoint ... */
+		if (sscanf(line, "%*s %*s %31s %*s %4095s", dev, mp) != 2 || strcmp(mp, real))
+			continue;
+		snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+		fd = open(path, O_WRONLY);
+		if (fd < 0) {
+			r = -errno;
+			continue;
+		}
+		n = snprintf(line, sizeof(line), "%u", kb);
+		r = write(fd, line, (size_t)n) == n ? 0 : -errno;
+		close(fd);
+	}
+	fclose(f);
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts o = {0};
+	struct fuse_loop_config *lc;
+	struct fuse_session *se;
+	struct cli c = {0};
+	uint64_t ra = 1024;
+	int r = 1;
+
+	if (fuse_opt_parse(&args, &c, null_opts, NULL) < 0)
+		return 2;
+	if (fuse_parse_cmdline(&args, &o) != 0)
+		return 2;
+	if (o.show_help) {
+		usage(argv[0]);
+		r = 0;
+		goto out_free;
+	}
+	if (o.show_version) {
+		printf(PROG ", libfuse %s\n", fuse_pkgversion());
+		r = 0;
+		goto out_free;
+	}
+	if (!o.mountpoint) {
+		fprintf(stderr, "usage: %s [-o size=SIZE] MOUNTPOINT (see --help)\n", argv[0]);
+		r = 2;
+		goto out_free;
+	}
+	file_size = 1ULL << 30;
+	if (c.size && parse_size(c.size, &file_size) < 0) {
+		fprintf(stderr, PROG ": -o size=%s: not a size (try 1G, 512M or a byte count)\n",
+		        c.size);
+		r = 2;
+		goto out_free;
+	}
+	if (c.readahead_kb && (parse_size(c.readahead_kb, &ra) < 0 || ra > UINT_MAX)) {
+		fprintf(stderr, PROG ": -o readahead_kb=%s: not a number of KiB\n", c.readahead_kb);
+		r = 2;
+		goto out_free;
+	}
+	for (size_t i = 0; i < sizeof(pattern); i++)
+		pattern[i] = (unsigned char)(i * 131u + 7u);
+
+	fuse_opt_add_arg(&args, "-omax_read=1048576");
+	fuse_opt_add_arg(&args, "-ofsname=fuse-null,subtype=fuse-null");
+	se = fuse_session_new(&args, &null_ops, sizeof(null_ops), NULL);
+	if (!se)
+		goto out_free;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_destroy;
+	if (fuse_session_mount(se, o.mountpoint) != 0) {
+		fprintf(stderr, PROG ": cannot mount on %s (does it exist? is /dev/fuse there?)\n",
+		        o.mountpoint);
+		goto out_signals;
+	}
+	/* Same moment as kvfs: after the mount, before INIT is answered. */
+	if (set_readahead(o.mountpoint, (unsigned)ra) < 0)
+		fprintf(stderr, PROG ": cannot set read_ahead_kb=%u on %s (kept the kernel's)\n",
+		        (unsigned)ra, o.mountpoint);
+	if (fuse_daemonize(o.foreground) != 0)
+		goto out_unmount;
+	lc = fuse_loop_cfg_create();
+	if (!lc)
+		goto out_unmount;
+	fuse_loop_cfg_set_max_threads(lc, c.threads > 0 ? (unsigned)c.threads : 16);
+	fuse_loop_cfg_set_clone_fd(lc, o.clone_fd);
+	r = o.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
+	r = r < 0 ? 1 : 0;
+	fuse_loop_cfg_destroy(lc);
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_destroy:
+	fuse_session_destroy(se);
+out_free:
+	free(o.mountpoint);
+	free(c.size);
+	free(c.readahead_kb);
+	fuse_opt_free_args(&args);
+	return r;
+}
