@@ -460,26 +460,35 @@ static void io_set_out(struct kvc *kvc, bool want)
 {
 	struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.u32 = EV_SOCK};
 
-	if (kvc->sock < 0 || want == kvc->io_want_out)
+	if (kvc->io_parked || kvc->sock < 0 || want == kvc->io_want_out)
 		return;
 	if (epoll_ctl(kvc->epfd, EPOLL_CTL_MOD, kvc->sock, &ev) == 0)
 		kvc->io_want_out = want;
 }
 
-/* Tear the connection down: every call on it fails with @err (unless
- * already notified) and is resolved. */
-static void io_reset(struct kvc *kvc, int err, const char *why)
+/* The connection of generation @gen is gone: the next call reconnects.
+ * Takes kvc->lock. */
+static void conn_lost(struct kvc *kvc, uint64_t gen, int err, const char *why)
+{
+	pthread_mutex_lock(&kvc->lock);
+	if (kvc->state == KVC_UP && kvc->gen == gen) {
+		kvc->state = KVC_DOWN;
+		kvc->next_try_ms = 0;
+		kvc->backoff_ms = KVC_BACKOFF_MIN_MS;
+		fmt_msg(kvc->last_msg, sizeof(kvc->last_msg), "kvc: connection to %s lost: %s",
+		        kvc->server, why);
+		kvc->last_err = err;
+	}
+	pthread_cond_broadcast(&kvc->cond);
+	pthread_mutex_unlock(&kvc->lock);
+}
+
+/* Fail every call in the table with @err (unless already notified) and
+ * resolve it.  @why is the reason shown to the caller. */
+static void io_fail_all(struct kvc *kvc, int err, const char *why)
 {
 	struct kvc_call *c, *next;
 
-	if (kvc->sock < 0)
-		return;
-	KV_DEBUG(KVC_TAG, "connection to %s dropped: %s", kvc->server, why);
-	epoll_ctl(kvc->epfd, EPOLL_CTL_DEL, kvc->sock, NULL);
-	close(kvc->sock);
-	kvc->sock = -1;
-	kvc->io_want_out = false;
-	wire_reader_fini(&kvc->reader);
 	for (c = kvc->table; c; c = next) {
 		next = c->next;
 		if (!c->notified) {
@@ -495,17 +504,22 @@ static void io_reset(struct kvc *kvc, int err, const char *why)
 	}
 	kvc->send_head = kvc->send_tail = NULL;
 	kvc->io_counted = 0;
-	pthread_mutex_lock(&kvc->lock);
-	if (kvc->state == KVC_UP && kvc->gen == kvc->io_gen) {
-		kvc->state = KVC_DOWN;
-		kvc->next_try_ms = 0;
-		kvc->backoff_ms = KVC_BACKOFF_MIN_MS;
-		fmt_msg(kvc->last_msg, sizeof(kvc->last_msg), "kvc: connection to %s lost: %s",
-		        kvc->server, why);
-		kvc->last_err = err;
-	}
-	pthread_cond_broadcast(&kvc->cond);
-	pthread_mutex_unlock(&kvc->lock);
+}
+
+/* Tear the connection down: every call on it fails with @err (unless
+ * already notified) and is resolved. */
+static void io_reset(struct kvc *kvc, int err, const char *why)
+{
+	if (kvc->io_parked || kvc->sock < 0)
+		return;
+	KV_DEBUG(KVC_TAG, "connection to %s dropped: %s", kvc->server, why);
+	epoll_ctl(kvc->epfd, EPOLL_CTL_DEL, kvc->sock, NULL);
+	close(kvc->sock);
+	kvc->sock = -1;
+	kvc->io_want_out = false;
+	wire_reader_fini(&kvc->reader);
+	io_fail_all(kvc, err, why);
+	conn_lost(kvc, kvc->io_gen, err, why);
 }
 
 /* Write queued frames while the socket takes them and the server's
@@ -514,7 +528,7 @@ static void io_flush(struct kvc *kvc)
 {
 	char why[160];
 
-	while (kvc->sock >= 0 && kvc->send_head) {
+	while (!kvc->io_parked && kvc->sock >= 0 && kvc->send_head) {
 		struct kvc_call *c = kvc->send_head;
 		ssize_t n;
 
@@ -628,6 +642,10 @@ static void io_read(struct kvc *kvc)
 			if (r == 1)
 				io_dispatch(kvc, &msg);
 		}
+		/* Short read: the socket is drained (epoll is level-triggered and
+		 * reports anything that arrives later), so skip the EAGAIN recv. */
+		if ((size_t)n < KVC_RBUF_LEN)
+			return;
 	}
 }
 
@@ -667,7 +685,10 @@ static void io_arm_timer(struct kvc *kvc)
 		if (!c->notified && (!first || c->deadline_ms < first))
 			first = c->deadline_ms;
 	}
-	if (first == kvc->io_timer_ms)
+	/* Only move the timer earlier: a timer that fires for a call already
+	 * answered costs one wakeup per deadline, re-arming it for every call
+	 * costs two syscalls per call. */
+	if (!first || (kvc->io_timer_ms && kvc->io_timer_ms <= first))
 		return;
 	kvc->io_timer_ms = first;
 	if (first) {
@@ -677,14 +698,67 @@ static void io_arm_timer(struct kvc *kvc)
 	timerfd_settime(kvc->tfd, TFD_TIMER_ABSTIME, &its, NULL);
 }
 
+/* Take the parked socket back, with kvc->lock held and no direct caller.
+ * Returns false when a direct caller reset it meanwhile. */
+static bool io_unpark(struct kvc *kvc)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.u32 = EV_SOCK};
+
+	kvc->parked = false;
+	kvc->parked_gen = 0;
+	kvc->io_parked = false;
+	kvc->io_wants_sock = false;
+	kvc->io_want_out = false;
+	if (kvc->sock < 0)
+		return false; /* closed, so already out of the epoll set */
+	epoll_ctl(kvc->epfd, EPOLL_CTL_MOD, kvc->sock, &ev);
+	return true;
+}
+
+/* Nothing in flight: park the socket so that a synchronous caller can use
+ * it directly (see "Direct calls" in kvc_i.h).  It stays in the epoll set
+ * for one report of the peer closing or an error (so that an idle
+ * connection that breaks is still noticed and reset before the next call),
+ * but not for incoming data. */
+static void io_maybe_park(struct kvc *kvc)
+{
+	struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLONESHOT, .data.u32 = EV_SOCK};
+
+	if (kvc->io_parked || kvc->sock < 0 || kvc->table || kvc->send_head)
+		return;
+	pthread_mutex_lock(&kvc->lock);
+	if (!kvc->sub_head && !kvc->handback && kvc->handover_sock < 0 && !kvc->stop &&
+	    kvc->state == KVC_UP && kvc->gen == kvc->io_gen) {
+		epoll_ctl(kvc->epfd, EPOLL_CTL_MOD, kvc->sock, &ev);
+		kvc->io_parked = true;
+		kvc->parked = true;
+		kvc->parked_gen = kvc->io_gen;
+		kvc->io_want_out = false;
+	}
+	pthread_mutex_unlock(&kvc->lock);
+}
+
 /* Adopt a freshly handed-over connection and take new submissions. */
 static bool io_take(struct kvc *kvc)
 {
-	struct kvc_call *list, *c, *next;
-	bool stop;
+	struct kvc_call *list, *c, *next, *back = NULL;
+	bool stop, lost = false;
 
 	pthread_mutex_lock(&kvc->lock);
-	if (kvc->handover_sock >= 0 && kvc->sock < 0) {
+	if (kvc->io_parked) {
+		bool work = kvc->sub_head || kvc->table || kvc->handback || kvc->stop ||
+		            kvc->handover_sock >= 0 || kvc->io_wants_sock;
+
+		if (kvc->direct_busy)
+			kvc->io_wants_sock = work; /* the direct caller kicks us when done */
+		else if (work)
+			lost = !io_unpark(kvc);
+	}
+	if (!kvc->io_parked) {
+		back = kvc->handback;
+		kvc->handback = NULL;
+	}
+	if (!kvc->io_parked && kvc->handover_sock >= 0 && kvc->sock < 0) {
 		struct epoll_event ev = {.events = EPOLLIN, .data.u32 = EV_SOCK};
 
 		kvc->sock = kvc->handover_sock;
@@ -701,10 +775,22 @@ static bool io_take(struct kvc *kvc)
 	stop = kvc->stop;
 	pthread_mutex_unlock(&kvc->lock);
 
+	/* Calls queued while a direct caller held the socket and lost it. */
+	if (lost)
+		io_fail_all(kvc, -ECONNRESET, "connection lost before sending");
+	/* An abandoned direct call: resolved by its late response or a reset. */
+	if (back) {
+		if (kvc->sock >= 0 && back->gen == kvc->io_gen) {
+			table_add(kvc, back);
+		} else {
+			back->lost = true;
+			call_put(kvc, back);
+		}
+	}
 	for (c = list; c; c = next) {
 		next = c->sub_next;
 		c->sub_next = NULL;
-		if (kvc->sock < 0 || c->gen != kvc->io_gen) {
+		if ((!kvc->io_parked && kvc->sock < 0) || c->gen != kvc->io_gen) {
 			c->status = -ECONNRESET;
 			c->retry = true;
 			fmt_msg(c->msg, sizeof(c->msg),
@@ -718,6 +804,23 @@ static bool io_take(struct kvc *kvc)
 		sendq_push(kvc, c);
 	}
 	return stop;
+}
+
+/* The parked socket reported the peer closing or an error (once: the
+ * registration is one-shot).  Take it back and read, unless a direct
+ * caller has it: that caller sees the error itself and kicks us after. */
+static void io_parked_event(struct kvc *kvc)
+{
+	bool lost = false;
+
+	pthread_mutex_lock(&kvc->lock);
+	if (kvc->direct_busy)
+		kvc->io_wants_sock = true;
+	else
+		lost = !io_unpark(kvc);
+	pthread_mutex_unlock(&kvc->lock);
+	if (lost)
+		io_fail_all(kvc, -ECONNRESET, "connection lost before sending");
 }
 
 static void *io_main(void *arg)
@@ -745,12 +848,16 @@ static void *io_main(void *arg)
 				io_timeouts(kvc);
 				break;
 			case EV_SOCK:
-				if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+				if (kvc->io_parked)
+					io_parked_event(kvc);
+				if (!kvc->io_parked &&
+				    (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)))
 					io_read(kvc);
 				break;
 			}
 		}
 		io_flush(kvc);
+		io_maybe_park(kvc);
 	}
 
 	/* kvc_close(): everything still here fails with -ECANCELED. */
@@ -1251,11 +1358,231 @@ static int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct k
 /* Submitting and waiting                                              */
 /* ------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------ */
+/* Direct calls (calling thread, parked socket; see kvc_i.h)           */
+/* ------------------------------------------------------------------ */
+
+/* Release the parked socket; @back (may be NULL) is an abandoned call whose
+ * I/O reference moves to the I/O thread. */
+static void direct_release(struct kvc *kvc, struct kvc_call *back, bool reset)
+{
+	bool kick;
+
+	pthread_mutex_lock(&kvc->lock);
+	kvc->direct_busy = false;
+	if (reset)
+		kvc->parked_gen = 0; /* no direct call on a closed socket */
+	if (back)
+		kvc->handback = back;
+	kick = kvc->io_wants_sock || kvc->sub_head || kvc->handback || kvc->stop;
+	pthread_mutex_unlock(&kvc->lock);
+	if (kick)
+		efd_kick(kvc->efd);
+}
+
+/* The connection broke under a direct call: close it (the next call
+ * reconnects), fail @c unless it has its result, release the socket. */
+static void direct_reset(struct kvc *kvc, struct kvc_call *c, int err, const char *why)
+{
+	KV_DEBUG(KVC_TAG, "connection to %s dropped: %s", kvc->server, why);
+	close(kvc->sock);
+	kvc->sock = -1;
+	wire_reader_fini(&kvc->reader);
+	if (!c->notified) {
+		c->status = err;
+		c->retry = c->sent_ms == 0 && c->frame_off == 0;
+		fmt_msg(c->msg, sizeof(c->msg), "kvc: %s on %s: %s%s", c->what, kvc->server, why,
+		        hint(err));
+		call_notify(c);
+	}
+	/* Sent and unanswered: the server may still be moving its bytes. */
+	c->lost = c->sent_ms != 0 && !c->resp.resp;
+	conn_lost(kvc, c->gen, err, why);
+	direct_release(kvc, NULL, true);
+	call_put(kvc, c); /* the I/O reference */
+}
+
+/* Wait until @fd is ready for @events or the deadline passes. */
+static int direct_poll(int fd, short events, uint64_t deadline)
+{
+	for (;;) {
+		uint64_t now = kv_now_ms();
+		struct pollfd p = {.fd = fd, .events = events};
+		int r;
+
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		r = poll(&p, 1, (int)KV_MIN(deadline - now, (uint64_t)INT32_MAX));
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		if (r > 0)
+			return 0;
+	}
+}
+
+/* Write @c's frame.  0, -ETIMEDOUT, or another error with @why set. */
+static int direct_send(struct kvc *kvc, struct kvc_call *c, char *why, size_t whylen)
+{
+	while (c->frame_off < c->frame_len) {
+		ssize_t n = send(kvc->sock, c->frame + c->frame_off, c->frame_len - c->frame_off,
+		                 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			int r;
+
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN) {
+				fmt_msg(why, whylen, "send failed: %s", strerror(errno));
+				return -ECONNRESET;
+			}
+			r = direct_poll(kvc->sock, POLLOUT, c->deadline_ms);
+			if (r == -ETIMEDOUT)
+				return r;
+			if (r) {
+				fmt_msg(why, whylen, "poll failed: %s", strerror(-r));
+				return -ECONNRESET;
+			}
+			continue;
+		}
+		if (!c->sent_ms)
+			c->sent_ms = kv_now_ms();
+		c->frame_off += (size_t)n;
+	}
+	free(c->frame);
+	c->frame = NULL;
+	return 0;
+}
+
+/* Take one decoded frame: 1 when it answers @c.  <0 on a protocol error. */
+static int direct_dispatch(struct kvc *kvc, struct kvc_call *c, struct wire_msg *msg)
+{
+	const Kvfs__Response *resp = msg->resp;
+	int st;
+
+	if (msg->type != WIRE_FRAME_RESPONSE) {
+		wire_msg_free(msg);
+		return -EPROTO;
+	}
+	if (resp->id != c->id || c->resp.resp) {
+		KV_DEBUG(KVC_TAG, "response to unknown request %llu ignored",
+		         (unsigned long long)resp->id);
+		wire_msg_free(msg);
+		return 0;
+	}
+	st = resp->has_status ? resp->status : 0;
+	c->status = wire_status_to_errno(st);
+	if (c->status) {
+		c->retry = st == KVFS__STATUS__STALE; /* the server did nothing: safe to resend */
+		fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: %s%s%s%s", c->what, wire_status_name(st),
+		        resp->message && *resp->message ? ": " : "",
+		        resp->message ? resp->message : "", hint(c->status));
+	}
+	c->resp = *msg;
+	memset(msg, 0, sizeof(*msg));
+	return 1;
+}
+
+/* Read until @c's response arrives.  0, -ETIMEDOUT, or another error with
+ * @why set. */
+static int direct_recv(struct kvc *kvc, struct kvc_call *c, char *why, size_t whylen)
+{
+	while (!c->resp.resp) {
+		ssize_t n;
+		size_t off = 0;
+		int r = direct_poll(kvc->sock, POLLIN, c->deadline_ms);
+
+		if (r == -ETIMEDOUT)
+			return r;
+		if (r) {
+			fmt_msg(why, whylen, "poll failed: %s", strerror(-r));
+			return -ECONNRESET;
+		}
+		n = recv(kvc->sock, kvc->rbuf, KVC_RBUF_LEN, MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			fmt_msg(why, whylen, "receive failed: %s", strerror(errno));
+			return -ECONNRESET;
+		}
+		if (n == 0) {
+			fmt_msg(why, whylen, "server closed the connection");
+			return -ECONNRESET;
+		}
+		kvc->io_last_rx_ms = kv_now_ms();
+		while (off < (size_t)n) {
+			struct wire_msg msg = {0};
+			size_t used = 0;
+
+			r = wire_reader_feed(&kvc->reader, kvc->rbuf + off, (size_t)n - off, &used,
+			                     &msg);
+			if (r == 1)
+				r = direct_dispatch(kvc, c, &msg);
+			if (r == -EPROTO) {
+				fmt_msg(why, whylen, "protocol error: a second ServerHello");
+				return r;
+			}
+			if (r < 0) {
+				fmt_msg(why, whylen, "protocol error: %s",
+				        wire_reader_error(&kvc->reader));
+				return r;
+			}
+			off += used;
+		}
+	}
+	return 0;
+}
+
+/* Run @c on the parked socket (kvc->direct_busy is ours; @c holds an I/O
+ * reference): the same outcomes as through the I/O thread. */
+static void direct_run(struct kvc *kvc, struct kvc_call *c)
+{
+	char why[200];
+	int r;
+
+	r = direct_send(kvc, c, why, sizeof(why));
+	if (r == 0)
+		r = direct_recv(kvc, c, why, sizeof(why));
+	if (r == 0) {
+		bool stale = c->retry;
+
+		call_notify(c);
+		if (stale) {
+			direct_reset(kvc, c, -ECONNRESET,
+			             "server dropped our transfer peer (STALE)");
+			return;
+		}
+		direct_release(kvc, NULL, false);
+		call_put(kvc, c);
+		return;
+	}
+	if (r != -ETIMEDOUT) {
+		direct_reset(kvc, c, r, why);
+		return;
+	}
+	c->status = -ETIMEDOUT;
+	fmt_msg(c->msg, sizeof(c->msg), "kvc: %s on %s: no answer within the deadline%s", c->what,
+	        kvc->server, hint(-ETIMEDOUT));
+	call_notify(c);
+	if (c->sent_ms == 0) { /* never left: nothing to wait for */
+		direct_release(kvc, NULL, false);
+		call_put(kvc, c);
+	} else if (c->frame_off < c->frame_len) {
+		direct_reset(kvc, c, -ETIMEDOUT, "request cut short at its deadline");
+	} else if (kvc->io_last_rx_ms < c->sent_ms) {
+		direct_reset(kvc, c, -ETIMEDOUT, "server silent for a whole deadline");
+	} else {
+		/* Abandoned: the I/O thread resolves it (late response or reset). */
+		direct_release(kvc, c, false);
+	}
+}
+
 static int call_submit(struct kvc *kvc, struct kvc_call *c, const struct kvc_lim *lim,
                        Kvfs__Request *req)
 {
 	void *frame;
 	size_t len;
+	bool direct;
 	int r;
 
 	c->id = atomic_fetch_add(&kvc->next_id, 1);
@@ -1278,14 +1605,23 @@ static int call_submit(struct kvc *kvc, struct kvc_call *c, const struct kvc_lim
 		            kvc->server, closed ? "client closing" : "connection lost");
 	}
 	c->gen = kvc->gen;
-	atomic_fetch_add(&c->refs, 1); /* the I/O thread's */
-	if (kvc->sub_tail)
-		kvc->sub_tail->sub_next = c;
-	else
-		kvc->sub_head = c;
-	kvc->sub_tail = c;
+	atomic_fetch_add(&c->refs, 1); /* the I/O thread's (or the direct path's) */
+	direct = c->kind == KVC_CALL_SYNC && kvc->parked && kvc->parked_gen == kvc->gen &&
+	         !kvc->direct_busy && !kvc->io_wants_sock && !kvc->sub_head && !kvc->handback;
+	if (direct) {
+		kvc->direct_busy = true;
+	} else {
+		if (kvc->sub_tail)
+			kvc->sub_tail->sub_next = c;
+		else
+			kvc->sub_head = c;
+		kvc->sub_tail = c;
+	}
 	pthread_mutex_unlock(&kvc->lock);
-	efd_kick(kvc->efd);
+	if (direct)
+		direct_run(kvc, c); /* notifies @c: call_wait() returns at once */
+	else
+		efd_kick(kvc->efd);
 	return 0;
 }
 

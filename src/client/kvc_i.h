@@ -11,6 +11,16 @@
  * error.  The two sides meet only under kvc->lock: the submission list, the
  * connection state and handover, the limits and the bounce pool.
  *
+ * Direct calls: while the I/O thread has nothing in flight it "parks" the
+ * socket (takes it out of its epoll set and says so under kvc->lock).  A
+ * synchronous caller that finds it parked and free claims it (direct_busy),
+ * writes its request and reads its own response on the calling thread:
+ * no eventfd, no I/O thread wakeup, no semaphore handoff.  Meanwhile the
+ * socket, reader, rbuf and io_last_rx_ms belong to that caller; other calls
+ * queue for the I/O thread, which takes the socket back (unparks) once the
+ * caller releases it.  A direct call abandoned at its deadline is handed
+ * back to the I/O thread (kvc->handback) to be resolved like any other.
+ *
  * A struct kvc_call is reference counted: one reference for the caller
  * (sync calls only) and one for the I/O thread until the call is resolved
  * (its response arrived, or the connection it was sent on is gone).  A call
@@ -137,7 +147,12 @@ struct kvc {
 	int last_err;                         /* last connect failure */
 	char last_msg[KVC_MSG_LEN];
 	struct kvc_bounce bounce[KVC_BOUNCE_SLOTS];
-	bool stop; /* the I/O thread must exit */
+	bool stop;                 /* the I/O thread must exit */
+	bool parked;               /* the I/O thread left the socket idle (see Direct calls) */
+	uint64_t parked_gen;       /* generation of the parked socket, 0 = it was reset */
+	bool direct_busy;          /* a calling thread is using the parked socket */
+	bool io_wants_sock;        /* the I/O thread has work: the direct caller kicks it */
+	struct kvc_call *handback; /* abandoned direct call for the I/O thread to resolve */
 
 	atomic_uint_fast64_t next_id;
 
@@ -159,8 +174,10 @@ struct kvc {
 	uint32_t io_max_inflight;
 	unsigned io_counted;    /* calls counted against max_inflight */
 	bool io_want_out;       /* EPOLLOUT armed */
+	bool io_parked;         /* the socket is parked: not in epoll, not ours to touch */
 	uint64_t io_last_rx_ms; /* last time bytes arrived */
-	uint64_t io_timer_ms;   /* deadline the timer is armed for, 0 = disarmed */
+	uint64_t io_timer_ms;   /* deadline the timer is armed for (never later than the
+	                         * first call's), 0 = disarmed or fired */
 	struct wire_reader reader;
 	uint8_t *rbuf;
 	struct kvc_call *table;                 /* unresolved calls */

@@ -268,15 +268,64 @@ static void fmt_sockaddr(const struct sockaddr_storage *ss, char *buf, size_t le
 	snprintf(buf, len, "%s:%u", h, port);
 }
 
+int srv_adopt_fd(struct srv *s, int fd, const char *name)
+{
+	struct epoll_event ev;
+	Kvfs__ServerHello sh = KVFS__SERVER_HELLO__INIT;
+	struct conn *c;
+	int one = 1;
+
+	s->c.conns_total++;
+	if (s->nconns >= s->o.max_conns) {
+		s->c.conns_refused++;
+		KV_WARN_RL(TAG, "refusing a connection: %u connections open (--max-conns)",
+		           s->nconns);
+		close(fd);
+		return -EMFILE;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c || wire_reader_init(&c->rd, WIRE_MAX_FRAME_DEFAULT, WIRE_ACCEPT_SERVER) < 0) {
+		free(c);
+		close(fd);
+		return -ENOMEM;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->srv = s;
+	c->fd = fd;
+	c->serial = ++s->serial;
+	c->state = CONN_HELLO;
+	c->deadline = kv_now_ms() + (uint64_t)s->o.idle_timeout_ms;
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	s->nconns++;
+	ev.events = EPOLLIN | EPOLLRDHUP;
+	ev.data.ptr = c;
+	c->reading = true;
+	epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
+	KV_DEBUG(TAG, "%s: connected", c->name);
+
+	sh.min_version = WIRE_VERSION_MIN;
+	sh.max_version = WIRE_VERSION_MAX;
+	sh.server_id = "kv-server " KVFS_VERSION;
+	if (s->auth) {
+		kv_random_bytes(c->nonce, sizeof(c->nonce));
+		sh.has_auth_nonce = true;
+		sh.auth_nonce.data = c->nonce;
+		sh.auth_nonce.len = sizeof(c->nonce);
+	}
+	conn_queue(c, WIRE_FRAME_SERVER_HELLO, &sh.base);
+	return 0;
+}
+
 static void srv_accept(struct srv *s)
 {
 	for (;;) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
-		struct epoll_event ev;
-		Kvfs__ServerHello sh = KVFS__SERVER_HELLO__INIT;
-		struct conn *c;
-		int one = 1;
+		char name[80];
 		int fd = accept4(s->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
@@ -284,49 +333,8 @@ static void srv_accept(struct srv *s)
 				KV_WARN_RL(TAG, "accept: %s", strerror(errno));
 			return;
 		}
-		s->c.conns_total++;
-		if (s->nconns >= s->o.max_conns) {
-			s->c.conns_refused++;
-			KV_WARN_RL(TAG, "refusing a connection: %u connections open (--max-conns)",
-			           s->nconns);
-			close(fd);
-			continue;
-		}
-		c = calloc(1, sizeof(*c));
-		if (!c ||
-		    wire_reader_init(&c->rd, WIRE_MAX_FRAME_DEFAULT, WIRE_ACCEPT_SERVER) < 0) {
-			free(c);
-			close(fd);
-			continue;
-		}
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		c->srv = s;
-		c->fd = fd;
-		c->serial = ++s->serial;
-		c->state = CONN_HELLO;
-		c->deadline = kv_now_ms() + (uint64_t)s->o.idle_timeout_ms;
-		fmt_sockaddr(&ss, c->name, sizeof(c->name));
-		c->next = s->conns;
-		if (s->conns)
-			s->conns->prev = c;
-		s->conns = c;
-		s->nconns++;
-		ev.events = EPOLLIN | EPOLLRDHUP;
-		ev.data.ptr = c;
-		c->reading = true;
-		epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
-		KV_DEBUG(TAG, "%s: connected", c->name);
-
-		sh.min_version = WIRE_VERSION_MIN;
-		sh.max_version = WIRE_VERSION_MAX;
-		sh.server_id = "kv-server " KVFS_VERSION;
-		if (s->auth) {
-			kv_random_bytes(c->nonce, sizeof(c->nonce));
-			sh.has_auth_nonce = true;
-			sh.auth_nonce.data = c->nonce;
-			sh.auth_nonce.len = sizeof(c->nonce);
-		}
-		conn_queue(c, WIRE_FRAME_SERVER_HELLO, &sh.base);
+		fmt_sockaddr(&ss, name, sizeof(name));
+		srv_adopt_fd(s, fd, name);
 	}
 }
 
@@ -580,7 +588,10 @@ static void do_get(struct conn *c, const Kvfs__Request *rq)
 	} else if (g->has_want_inline && g->want_inline) {
 		n = KV_MIN(n, s->o.max_inline);
 		gr.has_data = true;
-		gr.data.data = (uint8_t *)store_arena_base(s->store) + store_item_offset(it) + off;
+		/* An offset past the end gives no bytes; the pointer must still
+		 * stay inside the arena (the client picks @off). */
+		gr.data.data = (uint8_t *)store_arena_base(s->store) + store_item_offset(it) +
+		               KV_MIN(off, size);
 		gr.data.len = n;
 		s->c.inline_gets++;
 	} else {
@@ -1225,7 +1236,7 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 		return -ENOMEM;
 	s->o = *o;
 	s->lfd = s->epfd = s->sigfd = -1;
-	r = kv_parse_hostport(o->listen, s->host, sizeof(s->host), 7070, &s->port);
+	r = o->listen ? kv_parse_hostport(o->listen, s->host, sizeof(s->host), 7070, &s->port) : 0;
 	if (r < 0) {
 		fprintf(stderr,
 		        "kv-server: bad --listen '%s': use HOST:PORT, e.g. 127.0.0.1:7070\n",
@@ -1303,7 +1314,7 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 		goto out_free_arena;
 	}
 
-	r = srv_listen(s);
+	r = o->listen ? srv_listen(s) : 0;
 	if (r < 0)
 		goto out_destroy_store;
 	s->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -1317,14 +1328,15 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 	}
 	ev.events = EPOLLIN;
 	ev.data.ptr = &tag_listen;
-	epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->lfd, &ev);
+	if (s->lfd >= 0)
+		epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->lfd, &ev);
 	ev.data.ptr = &tag_signal;
 	epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->sigfd, &ev);
 	if (s->cq) {
 		ev.data.ptr = &tag_cq;
 		epoll_ctl(s->epfd, EPOLL_CTL_ADD, xfer_cq_fd(s->cq), &ev);
 	}
-	if (!s->auth && strcmp(s->host, "127.0.0.1") && strcmp(s->host, "::1") &&
+	if (!s->auth && s->lfd >= 0 && strcmp(s->host, "127.0.0.1") && strcmp(s->host, "::1") &&
 	    strcmp(s->host, "localhost"))
 		KV_WARN(TAG,
 		        "listening on %s without --auth-token-file: anyone who can reach it "
@@ -1338,7 +1350,8 @@ out_close_fds:
 		close(s->sigfd);
 	if (s->epfd >= 0)
 		close(s->epfd);
-	close(s->lfd);
+	if (s->lfd >= 0)
+		close(s->lfd);
 out_destroy_store:
 	store_destroy(s->store);
 out_free_arena:
@@ -1367,9 +1380,39 @@ static void check_idle(struct srv *s)
 	}
 }
 
-int srv_run(struct srv *s)
+int srv_poll_once(struct srv *s, int timeout_ms)
 {
 	struct epoll_event evs[64];
+	int n = epoll_wait(s->epfd, evs, 64, timeout_ms);
+
+	if (n < 0 && errno != EINTR)
+		return -errno;
+	for (int i = 0; i < n; i++) {
+		void *p = evs[i].data.ptr;
+
+		if (p == &tag_listen) {
+			srv_accept(s);
+		} else if (p == &tag_signal) {
+			struct signalfd_siginfo si;
+
+			while (read(s->sigfd, &si, sizeof(si)) == sizeof(si)) {
+				if (!s->stopping)
+					KV_INFO(TAG, "signal %u: stopping (finishing %u transfers)",
+					        si.ssi_signo, s->ops);
+				s->stopping = true;
+			}
+		} else if (p == &tag_cq) {
+			srv_reap(s);
+		} else {
+			conn_event(p, evs[i].events);
+		}
+	}
+	check_idle(s);
+	return n > 0 ? n : 0;
+}
+
+int srv_run(struct srv *s)
+{
 	uint64_t stop_deadline = 0;
 	char b[32];
 
@@ -1378,33 +1421,10 @@ int srv_run(struct srv *s)
 	        kv_fmt_size(s->arena_len, b, sizeof(b)),
 	        s->o.eviction == STORE_EVICT_LRU ? "lru" : "none", s->auth ? ", auth" : "");
 	for (;;) {
-		int n = epoll_wait(s->epfd, evs, 64, 1000);
+		int r = srv_poll_once(s, 1000);
 
-		if (n < 0 && errno != EINTR)
-			return -errno;
-		for (int i = 0; i < n; i++) {
-			void *p = evs[i].data.ptr;
-
-			if (p == &tag_listen) {
-				srv_accept(s);
-			} else if (p == &tag_signal) {
-				struct signalfd_siginfo si;
-
-				while (read(s->sigfd, &si, sizeof(si)) == sizeof(si)) {
-					if (!s->stopping)
-						KV_INFO(TAG,
-						        "signal %u: stopping (finishing %u "
-						        "transfers)",
-						        si.ssi_signo, s->ops);
-					s->stopping = true;
-				}
-			} else if (p == &tag_cq) {
-				srv_reap(s);
-			} else {
-				conn_event(p, evs[i].events);
-			}
-		}
-		check_idle(s);
+		if (r < 0)
+			return r;
 		if (s->stopping) {
 			struct conn *c, *next;
 

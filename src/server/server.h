@@ -18,7 +18,8 @@
 #include "store.h"
 
 struct srv_opts {
-	const char *listen;      /* HOST:PORT, default 127.0.0.1:7070 */
+	const char *listen;      /* HOST:PORT, default 127.0.0.1:7070; NULL = no listening
+	                          * socket (in-process use: srv_adopt_fd() only) */
 	uint64_t memory;         /* arena bytes */
 	const char *provider;    /* auto|tcp|shm|verbs|efa|none */
 	const char *engine_bind; /* engine address; NULL = the listen host */
@@ -46,5 +47,24 @@ int srv_create(const struct srv_opts *o, struct srv **ret);
  * the transfer deadline) and return 0. */
 int srv_run(struct srv *s);
 void srv_destroy(struct srv *s); /* accepts NULL */
+
+/*
+ * Building blocks of srv_run(), for driving a server in-process (fuzzers,
+ * tests).  Same thread rules as srv_run().
+ *
+ * srv_adopt_fd(): serve @fd, a connected non-blocking stream socket (e.g. one
+ * end of a socketpair), exactly as an accepted client: ServerHello is queued
+ * at once.  The server owns @fd from the call on, also on failure (it is
+ * closed).  @name labels the connection in logs.  Returns 0, -EMFILE
+ * (--max-conns reached) or -ENOMEM.
+ *
+ * srv_poll_once(): wait up to @timeout_ms (0 = do not block, -1 = forever)
+ * and handle what is ready: accept, read and answer requests, flush
+ * responses, reap transfer completions, note SIGTERM/SIGINT, close idle
+ * connections.  Returns the number of events handled or a negative errno
+ * from epoll_wait().  Does not do srv_run()'s orderly shutdown.
+ */
+int srv_adopt_fd(struct srv *s, int fd, const char *name);
+int srv_poll_once(struct srv *s, int timeout_ms);
 
 #endif /* KVFS_SERVER_SERVER_H */

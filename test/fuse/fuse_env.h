@@ -115,7 +115,7 @@ static void env_server_kill(int sig)
 
 static bool is_mounted(const char *mnt)
 {
-	char line[1024], needle[400];
+	char line[1024], needle[1024];
 	FILE *f = fopen("/proc/self/mounts", "r");
 	bool found = false;
 
