@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <numa.h>
@@ -331,7 +332,23 @@ void xfer_close(struct xfer_engine *e)
 	e->stopping = true;
 	pthread_mutex_unlock(&e->lock);
 	wake(e);
-	pthread_join(e->thread, NULL);
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 5;
+		if (pthread_timedjoin_np(e->thread, NULL, &ts) != 0) {
+			/* The progress thread is stuck inside the provider (seen with
+			 * libfabric 1.17 shm after a peer died holding a lock in a
+			 * shared region).  Never hang the caller: leave the engine
+			 * to the process's exit. */
+			KV_WARN(XFER_TAG,
+			        "provider %s did not return within 5 s; leaving its "
+			        "resources to process exit",
+			        e->prov_name);
+			return;
+		}
+	}
 
 	/* Closing the endpoint makes the provider forget every posted segment. */
 	e->ops->close(e);

@@ -80,6 +80,9 @@ static void env_server_start(const char *args)
 	snprintf(cmd, sizeof(cmd), "exec %s --listen %s --memory 1G --provider %s %s -q 2>>%s",
 	         env_bin("KV_SERVER"), E.server,
 	         getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp", E.srv_args, log);
+	struct stat lst;
+	off_t from = stat(log, &lst) == 0 ? lst.st_size : 0; /* a restart appends */
+
 	E.srv_pid = fork();
 	cr_assert_geq(E.srv_pid, 0);
 	if (E.srv_pid == 0) {
@@ -91,6 +94,8 @@ static void env_server_start(const char *args)
 		FILE *f = fopen(log, "r");
 		bool up = false;
 
+		if (f)
+			fseeko(f, from, SEEK_SET);
 		while (f && fgets(line, sizeof(line), f))
 			if (strstr(line, "listening on"))
 				up = true;
@@ -192,7 +197,7 @@ static void env_stop(void)
 	for (int i = 0; i < E.nmounts; i++)
 		env_umount(i);
 	env_server_kill(SIGTERM);
-	if (E.dir[0])
+	if (E.dir[0] && !getenv("KVFS_TEST_KEEP"))
 		sh("rm -rf %s", E.dir);
 }
 
