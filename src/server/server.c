@@ -472,6 +472,20 @@ static void op_free(struct srv_op *op)
 	free(op);
 }
 
+/* An RDMA op with room for @nseg remote pieces; NULL on ENOMEM. */
+static struct srv_op *op_new(size_t nseg)
+{
+	struct srv_op *op = calloc(1, sizeof(*op));
+
+	if (op)
+		op->rsge = calloc(nseg, sizeof(*op->rsge));
+	if (op && !op->rsge) {
+		free(op);
+		op = NULL;
+	}
+	return op;
+}
+
 static int op_submit(struct conn *c, struct srv_op *op, enum xfer_opcode opc, uint64_t arena_off,
                      uint64_t len, size_t nrsge)
 {
@@ -550,12 +564,9 @@ static void do_get(struct conn *c, const Kvfs__Request *rq)
 	resp.get = &gr;
 
 	if (g->n_dst) {
-		op = calloc(1, sizeof(*op));
-		if (op)
-			op->rsge = calloc(g->n_dst, sizeof(*op->rsge));
-		if (!op || !op->rsge) {
+		op = op_new(g->n_dst);
+		if (!op) {
 			store_item_unpin(s->store, it);
-			free(op);
 			respond(c, rq->id, -ENOMEM, NULL, NULL);
 			return;
 		}
@@ -683,12 +694,9 @@ static void do_put(struct conn *c, const Kvfs__Request *rq)
 		return;
 	}
 
-	op = calloc(1, sizeof(*op));
-	if (op)
-		op->rsge = calloc(p->n_src, sizeof(*op->rsge));
-	if (!op || !op->rsge) {
+	op = op_new(p->n_src);
+	if (!op) {
 		store_put_abort(s->store, resv);
-		free(op);
 		respond(c, rq->id, -ENOMEM, NULL, NULL);
 		return;
 	}
