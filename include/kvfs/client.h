@@ -30,7 +30,10 @@
  * When the connection breaks, calls in flight fail with -ECONNRESET; the
  * next call reconnects (engine address, Hello, auth) with exponential backoff
  * (100 ms doubling to 2 s) bounded by that call's deadline, so a restarted
- * server is picked up without recreating the struct kvc.  A call whose
+ * server is picked up without recreating the struct kvc.  A refused
+ * connection (nothing listens at the address) ends the call at once with
+ * -ECONNREFUSED instead of waiting out the deadline; the next call asks
+ * again.  A call whose
  * request never left (the connection broke first) is resent on the new
  * connection within its deadline; one that was sent is not (it may have
  * been applied).  A call that timed out with no byte received from the

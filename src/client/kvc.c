@@ -1106,7 +1106,8 @@ static void hello_limits(struct kvc *kvc, const Kvfs__HelloResponse *h, struct k
 	}
 }
 
-/* One attempt: TCP connect, ServerHello, engine (first time), Hello. */
+/* One attempt: TCP connect (the first time: engine, then connect again),
+ * ServerHello, Hello. */
 static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct kvc_lim *ret_lim,
                         char *msg, size_t msglen)
 {
@@ -1124,6 +1125,19 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 	r = tcp_connect(kvc, deadline, &fd, msg, msglen);
 	if (r)
 		return r;
+	if (kvc->want_engine && !kvc->engine) {
+		/* The engine binds to this connection's local address.  Opening it
+		 * (provider discovery) can take seconds on a loaded host, longer
+		 * than the server waits for a Hello: connect again afterwards, so
+		 * the Hello goes out on a fresh connection. */
+		r = engine_open(kvc, fd, msg, msglen);
+		close(fd);
+		fd = -1;
+		if (r == 0)
+			r = tcp_connect(kvc, deadline, &fd, msg, msglen);
+		if (r)
+			return r;
+	}
 
 	r = hs_recv(fd, deadline, &m);
 	if (r == 0 && m.type != WIRE_FRAME_SERVER_HELLO)
@@ -1161,12 +1175,6 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 		auth = true;
 	}
 	wire_msg_free(&m);
-
-	if (kvc->want_engine && !kvc->engine) {
-		r = engine_open(kvc, fd, msg, msglen);
-		if (r)
-			goto out_close;
-	}
 
 	hello.min_version = WIRE_VERSION_MIN;
 	hello.max_version = WIRE_VERSION_MAX;
@@ -1274,7 +1282,9 @@ out_close:
 /*
  * Make sure the connection is up, connecting if needed (one thread at a
  * time; the others wait), pausing between attempts with the backoff, never
- * past @deadline.  @once: a single attempt (kvc_connect).  Returns 0 and a
+ * past @deadline.  A refused connection ends the call at once (the server
+ * is not running: fail fast, and let the next call try again).  @once: a
+ * single attempt (kvc_connect).  Returns 0 and a
  * copy of the limits, or an error with this thread's message set.
  */
 static int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct kvc_lim *ret_lim)
@@ -1306,7 +1316,10 @@ static int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct k
 			cond_wait_until(kvc, deadline);
 			break;
 		case KVC_DOWN:
-			if (now < kvc->next_try_ms) {
+			/* Refused: nothing listens there, and asking again costs one
+			 * round trip, so every call asks once (and fails at once)
+			 * instead of sleeping out its deadline in the backoff. */
+			if (now < kvc->next_try_ms && kvc->last_err != -ECONNREFUSED) {
 				if (kvc->next_try_ms >= deadline) {
 					r = kvc->last_err ? kvc->last_err : -ECONNRESET;
 					pthread_mutex_unlock(&kvc->lock);
@@ -1345,7 +1358,8 @@ static int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct k
 			kvc->next_try_ms = kv_now_ms() + (uint64_t)kvc->backoff_ms;
 			kvc->backoff_ms = KV_MIN(2 * kvc->backoff_ms, KVC_BACKOFF_MAX_MS);
 			pthread_cond_broadcast(&kvc->cond);
-			if (once || is_permanent(r) || kv_now_ms() >= deadline) {
+			if (once || is_permanent(r) || r == -ECONNREFUSED ||
+			    kv_now_ms() >= deadline) {
 				pthread_mutex_unlock(&kvc->lock);
 				return fail(r, "%s", msg);
 			}

@@ -51,6 +51,9 @@ struct node {
 	struct node *next_ino, *next_path;
 };
 
+/* Bytes a read-only open fetches with its revalidating GET. */
+#define KVFS_HEAD_MAX ((size_t)64 * 1024)
+
 struct kfile {
 	pthread_mutex_t lock;
 	uint64_t ino;
@@ -60,6 +63,9 @@ struct kfile {
 	bool writable;
 	bool dirty;  /* staged bytes not yet stored */
 	bool loaded; /* stage holds the whole value */
+	/* read-only opens: the value's first bytes, fetched by open's GET */
+	uint8_t *head;
+	size_t head_len;
 	/* staging */
 	uint8_t *buf;
 	size_t len, cap;
@@ -651,6 +657,8 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct kfile *f;
 	struct node *n;
 	bool dir, wr = (fi->flags & O_ACCMODE) != O_RDONLY;
+	uint8_t *head = NULL;
+	ssize_t n_head = 0;
 	int r;
 
 	r = ino_path(ino, key, sizeof(key), &dir);
@@ -662,20 +670,36 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
-	/* Close-to-open: revalidate against the server's version. */
-	r = kvc_stat(fs.kvc, key, strlen(key), &e);
+	/*
+	 * Close-to-open: revalidate against the server's version.  A read-only
+	 * open does it with a GET of the value's first bytes instead of a STAT:
+	 * one round trip either way, and a small file is then read without
+	 * another (the whole of it arrived with the open).
+	 */
+	if (wr) {
+		r = kvc_stat(fs.kvc, key, strlen(key), &e);
+	} else {
+		head = malloc(KVFS_HEAD_MAX);
+		n_head = head ? kvc_get(fs.kvc, key, strlen(key), 0, head, KVFS_HEAD_MAX, NULL, &e)
+		              : -ENOMEM;
+		r = n_head < 0 ? (int)n_head : 0;
+	}
 	if (r < 0) {
+		free(head);
 		fuse_reply_err(req, fs_err(r));
 		return;
 	}
 	f = kfile_new(ino, wr);
 	if (!f) {
+		free(head);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	f->version = e.version;
 	f->size = e.size;
 	f->mode = e.mode;
+	f->head = head;
+	f->head_len = (size_t)n_head;
 	if (wr && (fi->flags & O_TRUNC)) {
 		f->loaded = true; /* nothing of the old value is kept */
 		f->len = 0;
@@ -692,6 +716,7 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fuse_reply_open(req, fi)) {
 		kfile_set_writer(f, false);
 		stage_free(f);
+		free(f->head);
 		free(f);
 	}
 }
@@ -765,6 +790,12 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	pthread_mutex_unlock(&f->lock);
 	if ((uint64_t)off >= f->size) {
 		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (f->head && ((uint64_t)off + size <= f->head_len || f->head_len == f->size)) {
+		/* Within the bytes open fetched (all of a small file). */
+		fuse_reply_buf(req, (const char *)f->head + off,
+		               KV_MIN(size, f->head_len - (size_t)off));
 		return;
 	}
 	r = ino_path(ino, key, sizeof(key), NULL);
@@ -868,6 +899,7 @@ static void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	pthread_mutex_unlock(&f->lock);
 	kfile_set_writer(f, false);
 	stage_free(f);
+	free(f->head);
 	pthread_mutex_destroy(&f->lock);
 	free(f);
 	fuse_reply_err(req, 0);

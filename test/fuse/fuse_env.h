@@ -104,7 +104,7 @@ static void env_server_start(const char *args)
 		if (up)
 			return;
 		cr_assert_eq(waitpid(E.srv_pid, NULL, WNOHANG), 0, "kv-server exited: see %s", log);
-		cr_assert_lt(env_ms() - t0, 20000, "kv-server did not start in 20 s");
+		cr_assert_lt(env_ms() - t0, 60000, "kv-server did not start in 60 s");
 		usleep(20000);
 	}
 }
@@ -160,7 +160,7 @@ static int env_mount(const char *opts)
 	}
 	while (!is_mounted(E.mnt[i])) {
 		cr_assert_eq(waitpid(E.kvfs_pid[i], NULL, WNOHANG), 0, "kvfs exited: see %s", log);
-		cr_assert_lt(env_ms() - t0, 20000, "kvfs did not mount in 20 s");
+		cr_assert_lt(env_ms() - t0, 60000, "kvfs did not mount in 60 s");
 		usleep(20000);
 	}
 	return i;

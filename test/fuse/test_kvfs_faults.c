@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvfs when the server dies under load: 16 readers and 16 writers are busy
+ * on a mount when kv-server is SIGKILLed.  Every one of them must end
+ * within the mount's deadline with an error a user can read (EIO), no
+ * process may be left in uninterruptible sleep, bytes handed out before the
+ * kill must be the file's bytes, and after a restart the mount serves again.
+ * Files whose close() returned 0 are then intact or missing, never other
+ * bytes (the server keeps values in memory only: after a restart they are
+ * missing, and kvfs must say so instead of serving its page cache).
+ */
+#include "fuse_env.h"
+
+TestSuite(faults, .init = env_setup, .fini = env_stop, .timeout = 600);
+
+#define NWORK    16
+#define RSIZE    (16u * 1024 * 1024) /* each reader's file */
+#define WSIZE    (8u * 1024 * 1024)  /* each writer's file */
+#define WNAMES   4                   /* names a writer cycles through */
+#define BOUND_MS 60000               /* timeout=5000 per call, generous for a loaded machine */
+
+static pid_t spawn(const char *script, const char *arg0)
+{
+	pid_t p = fork();
+
+	cr_assert_geq(p, 0);
+	if (p == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execl("/bin/sh", "sh", "-c", script, arg0, (char *)NULL);
+		_exit(127);
+	}
+	return p;
+}
+
+/* Any process in uninterruptible sleep among @pids? */
+static bool any_in_d_state(const pid_t *pids, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char path[64], buf[512], *p;
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pids[i]);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+		fclose(f);
+		if (p && p[1] == ' ' && p[2] == 'D')
+			return true;
+	}
+	return false;
+}
+
+static bool file_has(const char *path, const char *needle)
+{
+	return sh("grep -q '%s' %s", needle, path) == 0;
+}
+
+Test(faults, server_killed_under_16_readers_and_16_writers)
+{
+	pid_t pids[2 * NWORK];
+	int status[2 * NWORK];
+	bool done[2 * NWORK] = {false};
+	char script[4096], name[64];
+	const char *prov = getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp";
+	uint64_t t0, t_end = 0;
+	int left = 2 * NWORK, rfail = 0, acked = 0, r;
+
+	/* The readers' files, then a fresh mount so that every read is cold. */
+	make_file(sp("rsrc"), RSIZE, 7);
+	for (int i = 0; i < NWORK; i++) {
+		snprintf(name, sizeof(name), "r%d", i);
+		cr_assert_eq(sh("cp %s %s", sp("rsrc"), mp(0, name)), 0);
+		snprintf(name, sizeof(name), "wsrc%d", i);
+		make_file(sp(name), WSIZE, 100u + (unsigned)i);
+	}
+	env_umount(0);
+	E.nmounts = 0;
+	env_mount(NULL);
+
+	for (int i = 0; i < NWORK; i++) {
+		/* reader: one cold cat of its file; keep what it got and its error */
+		snprintf(script, sizeof(script), "exec cat %s/r%d > %s/rout%d 2> %s/rerr%d",
+		         E.mnt[0], i, E.dir, i, E.dir, i);
+		pids[i] = spawn(script, "reader");
+		/* writer: store its file under a few names until one fails; log
+		 * every name whose cp (and so close()) succeeded */
+		snprintf(script, sizeof(script),
+		         "for j in $(seq 0 199); do n=w%d_$((j %% %d)); "
+		         "cp %s/wsrc%d %s/$n 2>> %s/werr%d || exit 1; echo $n >> %s/wack%d; done",
+		         i, WNAMES, E.dir, i, E.mnt[0], E.dir, i, E.dir, i);
+		pids[NWORK + i] = spawn(script, "writer");
+	}
+	usleep(700000);
+	t0 = env_ms();
+	env_server_kill(SIGKILL);
+
+	/* Every reader and writer ends, in bounded time, none in D state. */
+	while (left > 0) {
+		for (int i = 0; i < 2 * NWORK; i++) {
+			if (!done[i] && waitpid(pids[i], &status[i], WNOHANG) == pids[i]) {
+				done[i] = true;
+				left--;
+			}
+		}
+		if (left && env_ms() - t0 > BOUND_MS) {
+			bool d = any_in_d_state(pids, 2 * NWORK);
+
+			for (int i = 0; i < 2 * NWORK; i++) {
+				if (done[i])
+					continue;
+				fprintf(stderr, "still running: %s %d (pid %d)\n",
+				        i < NWORK ? "reader" : "writer", i % NWORK, (int)pids[i]);
+				sh("ps -o pid,stat,wchan:32,etime,cmd --ppid %d -p %d >&2",
+				   (int)pids[i], (int)pids[i]);
+				if (getenv("KVFS_TEST_KEEP"))
+					sh("for p in $(pgrep -P %d) %d; do cat /proc/$p/stack >&2; "
+					   "done",
+					   (int)pids[i], (int)pids[i]);
+			}
+			if (getenv("KVFS_TEST_KEEP"))
+				sleep(600); /* look around: gdb -p the kvfs */
+			for (int i = 0; i < 2 * NWORK; i++)
+				if (!done[i])
+					kill(pids[i], SIGKILL);
+			cr_assert_fail(
+			        "%d of %d readers/writers still running %d ms after the kill%s",
+			        left, 2 * NWORK, BOUND_MS, d ? " (some in D state)" : "");
+		}
+		usleep(20000);
+	}
+	t_end = env_ms();
+	fprintf(stderr, "faults: all 32 ended %llu ms after the kill\n",
+	        (unsigned long long)(t_end - t0));
+	cr_assert_neq(sh("ps -eo stat,cmd | grep '^D' | grep -q %s", E.mnt[0]), 0,
+	              "a process is in uninterruptible sleep on the mount");
+
+	for (int i = 0; i < NWORK; i++) {
+		char out[64], err[64];
+		int rc = WIFEXITED(status[i]) ? WEXITSTATUS(status[i]) : -1;
+
+		snprintf(out, sizeof(out), "rout%d", i);
+		snprintf(err, sizeof(err), "rerr%d", i);
+		if (rc == 0) {
+			cr_assert_eq(sh("cmp -s %s %s", sp(out), sp("rsrc")), 0,
+			             "reader %d succeeded with wrong bytes", i);
+			continue;
+		}
+		rfail++;
+		/* what it got before the error is the start of the file */
+		cr_assert_eq(sh("cmp -s -n $(stat -c %%s %s) %s %s", sp(out), sp(out), sp("rsrc")),
+		             0, "reader %d got wrong bytes before its error", i);
+		cr_assert(file_has(sp(err), "Input/output error") ||
+		                  file_has(sp(err), "Transport endpoint is not connected"),
+		          "reader %d failed without EIO/ENOTCONN: see %s", i, sp(err));
+	}
+	for (int i = 0; i < NWORK; i++) {
+		char err[64], ack[64];
+		int rc = WIFEXITED(status[NWORK + i]) ? WEXITSTATUS(status[NWORK + i]) : -1;
+
+		snprintf(err, sizeof(err), "werr%d", i);
+		snprintf(ack, sizeof(ack), "wack%d", i);
+		cr_assert_eq(rc, 1, "writer %d: exit %d (200 files stored through a dead server?)",
+		             i, rc);
+		cr_assert(file_has(sp(err), "Input/output error") ||
+		                  file_has(sp(err), "Transport endpoint is not connected"),
+		          "writer %d failed without EIO/ENOTCONN: see %s", i, sp(err));
+		acked += sh("[ -s %s ]", sp(ack)) == 0;
+	}
+	fprintf(stderr, "faults: readers failed: %d of %d; writers with acknowledged files: %d\n",
+	        rfail, NWORK, acked);
+
+	/* A fresh server on the same port: the mount serves again (over shm
+	 * kvfs is restarted with it: docs/semantics.md, the shm lock limit). */
+	if (!strcmp(prov, "shm")) {
+		env_umount(0);
+		E.nmounts = 0;
+		env_server_start(NULL);
+		env_mount(NULL);
+	} else {
+		env_server_start(NULL);
+	}
+	/* Acknowledged files and the readers' files: intact or missing
+	 * (ENOENT at open), never other bytes. */
+	for (int i = 0; i < NWORK; i++) {
+		snprintf(script, sizeof(script),
+		         "ok() { if cat \"$1\" > %s/chk 2> %s/chkerr; then cmp -s %s/chk \"$2\"; "
+		         "else grep -q 'No such file' %s/chkerr; fi; }; "
+		         "ok %s/r%d %s/rsrc || exit 1; "
+		         "for n in $(sort -u %s/wack%d 2>/dev/null); do ok %s/$n %s/wsrc%d || exit "
+		         "2; "
+		         "done",
+		         E.dir, E.dir, E.dir, E.dir, E.mnt[0], i, E.dir, E.dir, i, E.mnt[0], E.dir,
+		         i);
+		r = sh("%s", script);
+		cr_assert_eq(r, 0, "%s %d: a file came back with wrong bytes or a wrong error",
+		             r == 1 ? "reader" : "writer", i);
+	}
+	cr_assert_eq(sh("cp %s %s && cmp %s %s", sp("wsrc0"), mp(0, "after"), sp("wsrc0"),
+	                mp(0, "after")),
+	             0, "the mount does not serve after the restart");
+}
