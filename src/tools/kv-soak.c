@@ -108,6 +108,7 @@ struct cfg {
 	uint64_t seed;
 	bool seed_given;
 	int server_pid;      /* 0 = no memory samples */
+	uint64_t reconnect;  /* each client reconnects after this many operations, 0 = never */
 	uint64_t max_growth; /* 0 = no memory check */
 	bool require_evictions;
 	int timeout_ms;
@@ -123,6 +124,7 @@ struct counts {
 	atomic_uint_least64_t evicted;         /* own keys seen missing while expected */
 	atomic_uint_least64_t unexpected;      /* errors that should not happen */
 	atomic_uint_least64_t zero_copy;       /* operations through registered memory */
+	atomic_uint_least64_t reconnects;      /* connections closed and opened again */
 	atomic_uint_least64_t errs[MAX_ERRNO]; /* every failed call, by errno */
 };
 
@@ -162,7 +164,8 @@ struct soak {
 	atomic_uint_least64_t reported_errors;
 	pthread_barrier_t go; /* clients and main: owned keys cleared */
 	pthread_mutex_t report_lock;
-	struct kvc *mon; /* main thread's connection for STATS */
+	struct kvc *mon;             /* main thread's connection for STATS */
+	const struct kvc_opts *opts; /* for the clients' connections */
 	char keyfmt[64];
 	struct vm vm[MAX_SAMPLES];
 	unsigned nvm;
@@ -205,6 +208,8 @@ static void usage(FILE *f)
 	        "      --max-growth SIZE    fail if VmRSS or VmData grew more than SIZE from\n"
 	        "                           the warm-up sample to the end (needs --server-pid)\n"
 	        "      --require-evictions  fail unless the server evicted something\n"
+	        "      --reconnect N        each client closes its connection and opens a new\n"
+	        "                           one every N operations (default 0 = never)\n"
 	        "      --prefix STR         key prefix (default 'soak/')\n"
 	        "  -a, --auth-token-file F  token file, when the server requires one\n"
 	        "  -t, --timeout MS         per-call deadline (default 10000)\n"
@@ -768,8 +773,12 @@ static void op_shared(struct client *c)
 /* ------------------------------------------------------------------ */
 /* Client thread                                                       */
 
+static int client_connect(struct soak *s, struct client *c);
+static void client_disconnect(struct client *c);
+
 static void *client_main(void *arg)
 {
+	uint64_t ops = 0;
 	struct client *c = arg;
 	struct soak *s = c->s;
 	char name[128];
@@ -806,33 +815,33 @@ static void *client_main(void *arg)
 			op_delete(c, idx);
 		else
 			op_rename(c, idx);
+		if (s->c.reconnect && ++ops % s->c.reconnect == 0) {
+			/* Connection churn: the server must free what a client leaves. */
+			client_disconnect(c);
+			if (client_connect(s, c) < 0) {
+				cnt(&c->n.unexpected, 1);
+				break;
+			}
+			cnt(&c->n.reconnects, 1);
+		}
 	}
 	return NULL;
 }
 
-static int client_setup(struct soak *s, struct client *c, const struct kvc_opts *o)
+/* Connect and register the zero-copy buffers on the connection's engine. */
+static int client_connect(struct soak *s, struct client *c)
 {
 	uint64_t bsz = KV_MAX(s->c.max_size, 1);
 	struct xfer_engine *eng;
 	int r;
 
-	r = kvc_connect(o, &c->kvc);
+	r = kvc_connect(s->opts, &c->kvc);
 	if (r < 0) {
 		fprintf(stderr,
 		        PROG ": client %u: cannot connect to %s: %s (is kv-server running there? "
 		             "see --server)\n",
 		        c->id, s->c.server, kvc_strerror());
 		return r;
-	}
-	c->exp = calloc(c->nk, sizeof(*c->exp));
-	c->wbuf = malloc(bsz);
-	c->rbuf = malloc(bsz + 4096);
-	c->xbuf = malloc(bsz);
-	if (!c->exp || !c->wbuf || !c->rbuf || !c->xbuf) {
-		fprintf(stderr,
-		        PROG ": out of memory for client %u's buffers (%" PRIu64 " bytes)\n", c->id,
-		        3 * bsz);
-		return -ENOMEM;
 	}
 	eng = kvc_engine(c->kvc);
 	if (!eng)
@@ -850,13 +859,35 @@ static int client_setup(struct soak *s, struct client *c, const struct kvc_opts 
 	return 0;
 }
 
-static void client_teardown(struct client *c)
+static void client_disconnect(struct client *c)
 {
 	xfer_mr_dereg(c->rmr);
 	xfer_mr_dereg(c->wmr);
 	c->rmr = c->wmr = NULL;
 	kvc_close(c->kvc); /* after the regions: no call is in flight any more */
 	c->kvc = NULL;
+}
+
+static int client_setup(struct soak *s, struct client *c)
+{
+	uint64_t bsz = KV_MAX(s->c.max_size, 1);
+
+	c->exp = calloc(c->nk, sizeof(*c->exp));
+	c->wbuf = malloc(bsz);
+	c->rbuf = malloc(bsz + 4096);
+	c->xbuf = malloc(bsz);
+	if (!c->exp || !c->wbuf || !c->rbuf || !c->xbuf) {
+		fprintf(stderr,
+		        PROG ": out of memory for client %u's buffers (%" PRIu64 " bytes)\n", c->id,
+		        3 * bsz);
+		return -ENOMEM;
+	}
+	return client_connect(s, c);
+}
+
+static void client_teardown(struct client *c)
+{
+	client_disconnect(c);
 	free(c->exp);
 	free(c->wbuf);
 	free(c->rbuf);
@@ -942,7 +973,7 @@ static int server_evictions(struct soak *s, uint64_t *ret)
 
 struct totals {
 	uint64_t ops[OP__N], all, shared, put_bytes, get_bytes, verified, evicted, unexpected,
-	        zero_copy, errs[MAX_ERRNO];
+	        zero_copy, reconnects, errs[MAX_ERRNO];
 };
 
 static void add_totals(struct soak *s, struct totals *t)
@@ -962,6 +993,7 @@ static void add_totals(struct soak *s, struct totals *t)
 		t->evicted += rd(&n->evicted);
 		t->unexpected += rd(&n->unexpected);
 		t->zero_copy += rd(&n->zero_copy);
+		t->reconnects += rd(&n->reconnects);
 		for (unsigned k = 0; k < MAX_ERRNO; k++)
 			t->errs[k] += rd(&n->errs[k]);
 	}
@@ -1037,11 +1069,12 @@ static void report(struct soak *s, const struct totals *t, double secs, const ch
 		       t->all);
 		for (unsigned k = 0; k < OP__N; k++)
 			printf(",\"%s\":%" PRIu64, op_names[k], t->ops[k]);
-		printf(",\"shared\":%" PRIu64 ",\"zero_copy\":%" PRIu64 "},\"ops_per_s\":%.1f"
+		printf(",\"shared\":%" PRIu64 ",\"zero_copy\":%" PRIu64 ",\"reconnects\":%" PRIu64
+		       "},\"ops_per_s\":%.1f"
 		       ",\"bytes\":{\"put\":%" PRIu64 ",\"get\":%" PRIu64 "},\"verified\":%" PRIu64
 		       ",\"mismatches\":%" PRIu64 ",\"evicted_seen\":%" PRIu64,
-		       t->shared, t->zero_copy, secs > 0 ? (double)t->all / secs : 0, t->put_bytes,
-		       t->get_bytes, t->verified, mism, t->evicted);
+		       t->shared, t->zero_copy, t->reconnects, secs > 0 ? (double)t->all / secs : 0,
+		       t->put_bytes, t->get_bytes, t->verified, mism, t->evicted);
 		if (s->evictions_ok)
 			printf(",\"server_evictions\":%" PRIu64, s->evictions1 - s->evictions0);
 		else
@@ -1073,9 +1106,9 @@ static void report(struct soak *s, const struct totals *t, double secs, const ch
 	       c->keys, c->shared, c->min_size, c->max_size);
 	printf("  ops        %" PRIu64 " (%.0f/s): get %" PRIu64 ", put %" PRIu64
 	       ", delete %" PRIu64 ", rename %" PRIu64 "; %" PRIu64 " on shared keys, %" PRIu64
-	       " zero copy\n",
+	       " zero copy, %" PRIu64 " reconnects\n",
 	       t->all, secs > 0 ? (double)t->all / secs : 0, t->ops[OP_GET], t->ops[OP_PUT],
-	       t->ops[OP_DELETE], t->ops[OP_RENAME], t->shared, t->zero_copy);
+	       t->ops[OP_DELETE], t->ops[OP_RENAME], t->shared, t->zero_copy, t->reconnects);
 	printf("  bytes      put %s, get %s\n", kv_fmt_size(t->put_bytes, a, sizeof(a)),
 	       kv_fmt_size(t->get_bytes, b, sizeof(b)));
 	printf("  verified   %" PRIu64 " reads, mismatches %" PRIu64 "\n", t->verified, mism);
@@ -1154,6 +1187,7 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 		O_WARMUP,
 		O_GROWTH,
 		O_REQEV,
+		O_RECONNECT,
 		O_PREFIX
 	};
 	static const struct option lo[] = {
@@ -1171,6 +1205,7 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 	        {"warmup", required_argument, NULL, O_WARMUP},
 	        {"max-growth", required_argument, NULL, O_GROWTH},
 	        {"require-evictions", no_argument, NULL, O_REQEV},
+	        {"reconnect", required_argument, NULL, O_RECONNECT},
 	        {"prefix", required_argument, NULL, O_PREFIX},
 	        {"auth-token-file", required_argument, NULL, 'a'},
 	        {"timeout", required_argument, NULL, 't'},
@@ -1259,6 +1294,10 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 			break;
 		case O_REQEV:
 			c->require_evictions = true;
+			break;
+		case O_RECONNECT:
+			if (parse_uint("--reconnect", optarg, 0, UINT64_MAX, &c->reconnect))
+				return -EINVAL;
 			break;
 		case O_PREFIX:
 			c->prefix = optarg;
@@ -1409,6 +1448,7 @@ int main(int argc, char **argv)
 		goto out_free;
 	o.provider = s->c.provider;
 	o.client_id = PROG;
+	s->opts = &o;
 
 	s->cl = calloc(s->c.clients, sizeof(*s->cl));
 	if (!s->cl) {
@@ -1426,7 +1466,7 @@ int main(int argc, char **argv)
 		c->rng = kv_splitmix64(&rs);
 	}
 	for (unsigned i = 0; i < s->c.clients; i++)
-		if (client_setup(s, &s->cl[i], &o) < 0)
+		if (client_setup(s, &s->cl[i]) < 0)
 			goto out_teardown;
 	{
 		struct kvc_limits lim;
