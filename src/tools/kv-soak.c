@@ -837,10 +837,8 @@ static int client_connect(struct soak *s, struct client *c)
 
 	r = kvc_connect(s->opts, &c->kvc);
 	if (r < 0) {
-		fprintf(stderr,
-		        PROG ": client %u: cannot connect to %s: %s (is kv-server running there? "
-		             "see --server)\n",
-		        c->id, s->c.server, kvc_strerror());
+		fprintf(stderr, PROG ": client %u: cannot connect to %s: %s\n", c->id, s->c.server,
+		        kvc_strerror());
 		return r;
 	}
 	eng = kvc_engine(c->kvc);
@@ -1440,8 +1438,7 @@ int main(int argc, char **argv)
 	o.client_id = PROG " monitor";
 	o.provider = "none"; /* STATS only */
 	if (kvc_connect(&o, &s->mon) < 0) {
-		fprintf(stderr, PROG ": cannot connect to %s: %s (is kv-server running there?)\n",
-		        s->c.server, kvc_strerror());
+		fprintf(stderr, PROG ": cannot connect to %s: %s\n", s->c.server, kvc_strerror());
 		goto out_free;
 	}
 	if (check_limits(s) < 0)
