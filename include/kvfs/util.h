@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define KV_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define KV_MIN(a, b)     ((a) < (b) ? (a) : (b))
@@ -37,5 +38,19 @@ char *kv_fmt_size(uint64_t bytes, char *buf, size_t len);
  */
 int kv_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t default_port,
                       uint16_t *ret_port);
+
+/* splitmix64: advance the generator state *@s and return its next value.
+ * Deterministic for a given start state; the state belongs to the caller. */
+static inline uint64_t kv_splitmix64(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+	return z ^ (z >> 31);
+}
+
+/* Write @s to @f as a JSON string literal, quotes included. */
+void kv_json_str(FILE *f, const char *s);
 
 #endif /* KVFS_UTIL_H */

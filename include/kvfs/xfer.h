@@ -113,7 +113,12 @@ typedef uint64_t xfer_peer_t;
  * returns the same handle (and revives a peer that was marked failed). */
 int xfer_peer_add(struct xfer_engine *engine, const void *addr, size_t len, xfer_peer_t *ret_peer);
 
-/* Forget a peer: its pending operations complete with -ECANCELED. */
+/* Forget a peer: operations to it still pending complete with an error
+ * (-ECONNRESET) and new ones are refused.  Once none of them is left, its
+ * provider entry is released (shm: the mapping of the peer's region; tcp:
+ * its connection) and the handle may be given to a new peer.  Every peer a
+ * long-running process adds must be removed when it is done with it, or
+ * the entries accumulate. */
 void xfer_peer_remove(struct xfer_engine *engine, xfer_peer_t peer);
 
 /*

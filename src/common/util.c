@@ -110,3 +110,17 @@ int kv_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t defaul
 	*ret_port = (uint16_t)port;
 	return 0;
 }
+
+void kv_json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fprintf(f, "\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			fprintf(f, "\\u%04x", *s);
+		else
+			fputc(*s, f);
+	}
+	fputc('"', f);
+}

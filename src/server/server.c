@@ -221,8 +221,22 @@ static void respond(struct conn *c, uint64_t id, int err, const char *msg, Kvfs_
 /* ------------------------------------------------------------------ */
 /* Connections                                                         */
 
+/* Called when a connection is closed and its last operation is done. */
 static void conn_free(struct conn *c)
 {
+	struct srv *s = c->srv;
+	const struct conn *o;
+
+	/* Release the client's engine from ours (without this every connection
+	 * ever made kept an address-vector entry: over shm a 16 MiB mapping of
+	 * the client's region, found by kv-soak --reconnect), unless another
+	 * open connection from the same engine still uses it. */
+	if (c->rdma && s->eng) {
+		for (o = s->conns; o && !(o->rdma && o->peer == c->peer); o = o->next)
+			;
+		if (!o)
+			xfer_peer_remove(s->eng, c->peer);
+	}
 	wire_reader_fini(&c->rd);
 	free(c->out);
 	free(c);

@@ -257,15 +257,6 @@ static double hist_quantile_us(const struct hist *h, double q)
 /* ------------------------------------------------------------------ */
 /* Values and keys                                                     */
 
-static uint64_t splitmix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-	return z ^ (z >> 31);
-}
-
 static inline uint64_t val_off(uint64_t key)
 {
 	return (key * 8) % SHIFT_WINDOW;
@@ -321,7 +312,7 @@ static void verify_first(struct worker *w, uint64_t k, const uint8_t *got, uint6
 
 static inline uint64_t next_rand(struct worker *w)
 {
-	return splitmix64(&w->rng);
+	return kv_splitmix64(&w->rng);
 }
 
 static inline bool pick_get(struct worker *w, uint64_t r)
@@ -792,20 +783,6 @@ static const char *op_name(enum op op)
 	return op == OP_GET ? "get" : op == OP_PUT ? "put" : "mixed";
 }
 
-static void json_str(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", *s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
 struct result {
 	double secs;
 	uint64_t ops, gets, puts, bytes, errors, short_reads;
@@ -832,9 +809,9 @@ static void report(const struct bench *b, const struct result *res)
 
 	if (c->json) {
 		printf("{\"server\":");
-		json_str(c->server);
+		kv_json_str(stdout, c->server);
 		printf(",\"provider\":");
-		json_str(b->provider);
+		kv_json_str(stdout, b->provider);
 		printf(",\"op\":\"%s\",\"size\":%" PRIu64 ",\"concurrency\":%u,\"depth\":%u,"
 		       "\"zero_copy\":%s,\"keys\":%" PRIu64 ",\"read_pct\":%u,\"load_s\":%.3f,"
 		       "\"duration_s\":%.3f,\"ops\":%" PRIu64 ",\"gets\":%" PRIu64
@@ -910,7 +887,7 @@ static int setup_values(struct bench *b)
 	if (!b->pat)
 		return -ENOMEM;
 	for (uint64_t i = 0; i < len; i += 8) {
-		uint64_t x = splitmix64(&s);
+		uint64_t x = kv_splitmix64(&s);
 
 		memcpy(b->pat + i, &x, KV_MIN(8, len - i));
 	}

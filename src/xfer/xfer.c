@@ -416,11 +416,23 @@ void xfer_get_stats(struct xfer_engine *e, struct xfer_stats *s)
 /* ------------------------------------------------------------------ */
 /* Peers                                                               */
 
+/* Release a removed peer once no request names it: its provider entry goes
+ * (shm: the mapping of the peer's region; tcp: its connection) and the
+ * slot is free for the next xfer_peer_add().  Called with e->lock held. */
+static void peer_release_locked(struct xfer_engine *e, struct xfer_peer_ent *p)
+{
+	if (!p->removing || p->refs)
+		return;
+	if (p->valid)
+		e->ops->peer_remove(e, p->prov_addr);
+	memset(p, 0, sizeof(*p)); /* addrlen 0: a free slot */
+}
+
 int xfer_peer_add(struct xfer_engine *e, const void *addr, size_t len, xfer_peer_t *ret_peer)
 {
 	struct xfer_peer_ent *p = NULL;
+	size_t i, free_slot = SIZE_MAX;
 	uint64_t pa;
-	size_t i;
 	int r;
 
 	if (!addr || len == 0 || len > XFER_ADDR_MAX)
@@ -430,7 +442,11 @@ int xfer_peer_add(struct xfer_engine *e, const void *addr, size_t len, xfer_peer
 		p = &e->peers[i];
 		if (p->addrlen == len && !memcmp(p->addr, addr, len))
 			break;
+		if (free_slot == SIZE_MAX && !p->addrlen && !p->refs)
+			free_slot = i;
 	}
+	if (i < e->npeers)
+		p->removing = false; /* added again before its release: keep it */
 	if (i < e->npeers && p->valid && !p->failed) {
 		*ret_peer = i;
 		pthread_mutex_unlock(&e->lock);
@@ -444,7 +460,13 @@ int xfer_peer_add(struct xfer_engine *e, const void *addr, size_t len, xfer_peer
 	r = e->ops->peer_insert(e, addr, len, &pa);
 	if (r < 0)
 		goto out_unlock;
-	if (i == e->npeers) {
+	if (i == e->npeers && free_slot != SIZE_MAX) {
+		i = free_slot;
+		p = &e->peers[i];
+		memset(p, 0, sizeof(*p));
+		memcpy(p->addr, addr, len);
+		p->addrlen = len;
+	} else if (i == e->npeers) {
 		if (e->npeers == e->peers_cap) {
 			size_t ncap = e->peers_cap ? e->peers_cap * 2 : 16;
 			void *n = realloc(e->peers, ncap * sizeof(*e->peers));
@@ -476,8 +498,11 @@ out_unlock:
 void xfer_peer_remove(struct xfer_engine *e, xfer_peer_t peer)
 {
 	pthread_mutex_lock(&e->lock);
-	if (peer < e->npeers)
+	if (peer < e->npeers && e->peers[peer].addrlen) {
 		e->peers[peer].failed = true;
+		e->peers[peer].removing = true;
+		peer_release_locked(e, &e->peers[peer]);
+	}
 	pthread_mutex_unlock(&e->lock);
 	wake(e);
 }
@@ -746,6 +771,7 @@ int xfer_submit(struct xfer_engine *e, const struct xfer_op *op)
 		return -ECONNRESET;
 	}
 	rq->prov_addr = e->peers[op->peer].prov_addr;
+	e->peers[op->peer].refs++; /* until the request retires */
 	if (e->submit_tail)
 		e->submit_tail->next = rq;
 	else
@@ -830,6 +856,12 @@ static void req_maybe_retire(struct xfer_engine *e, struct xfer_req *rq)
 {
 	if (rq->completed && rq->posted == 0) {
 		live_unlink(e, rq);
+		pthread_mutex_lock(&e->lock);
+		if (rq->peer < e->npeers && e->peers[rq->peer].refs) {
+			e->peers[rq->peer].refs--;
+			peer_release_locked(e, &e->peers[rq->peer]);
+		}
+		pthread_mutex_unlock(&e->lock);
 		req_free(rq);
 	}
 }

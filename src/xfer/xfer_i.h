@@ -121,6 +121,8 @@ struct xfer_peer_ent {
 	uint64_t prov_addr; /* fi_addr_t */
 	bool valid;         /* inserted in the provider */
 	bool failed;        /* an operation to it failed: refuse new ones */
+	bool removing;      /* xfer_peer_remove()d: released when refs drops to 0 */
+	unsigned refs;      /* requests alive (submitted, not yet retired) naming it */
 };
 
 #endif /* KVFS_XFER_I_H */
