@@ -79,8 +79,8 @@ struct kvc_opts {
 	int connect_timeout_ms;      /* first connect, 0 = timeout_ms */
 	size_t bounce_size;          /* registered bounce buffer for kvc_put/kvc_get with plain
 	                              * memory, 0 = 8 MiB (up to 4 allocated on demand); larger
-	                              * values use a temporary registration of the caller's
-	                              * memory */
+	                              * values go through a registered buffer of their size
+	                              * (one up to 64 MiB is kept for reuse) */
 	const char *client_id;       /* free text for the server's logs, NULL = "kvfs-client" */
 };
 
@@ -141,10 +141,12 @@ struct kvc_get_opts {
 
 /*
  * Store @len bytes from plain memory.  Small values go inline, larger ones
- * through the registered bounce buffer (server RDMA-READs it).  Values
- * larger than the bounce buffer are sent in one PUT over a temporary
- * registration of @val itself.  Atomic: readers see the old or new value.
- * On success fills *ret (may be NULL).
+ * are copied into a registered buffer that the server RDMA-READs (a bounce
+ * buffer, or one of the value's size): one PUT either way.  Atomic: readers
+ * see the old or new value, also when the call failed (it may or may not
+ * have been applied).  @val is never registered: once the call returns,
+ * failed or not, nothing reads it any more.  On success fills *ret (may be
+ * NULL).
  */
 int kvc_put(struct kvc *kvc, const void *key, size_t keylen, const void *val, size_t len,
             const struct kvc_put_opts *opts, struct kvc_entry *ret);
@@ -159,9 +161,11 @@ int kvc_put_mr(struct kvc *kvc, const void *key, size_t keylen, struct xfer_mr *
 /*
  * Read up to @len bytes of the value from @off into plain memory @buf.
  * Returns the number of bytes read (short at the end of the value, 0 past
- * it) and fills *ret (may be NULL) with the value's metadata.  Reads larger
- * than the bounce buffer are written straight into @buf over a temporary
- * registration; with @len 0 only the metadata is fetched.
+ * it) and fills *ret (may be NULL) with the value's metadata.  The server
+ * RDMA-WRITEs into a registered buffer (a bounce buffer, or one of the
+ * read's size) that is copied into @buf; @buf itself is never registered,
+ * so once the call returns, failed or not, nothing writes into it.  With
+ * @len 0 only the metadata is fetched.
  */
 ssize_t kvc_get(struct kvc *kvc, const void *key, size_t keylen, uint64_t off, void *buf,
                 size_t len, const struct kvc_get_opts *opts, struct kvc_entry *ret);
@@ -169,8 +173,11 @@ ssize_t kvc_get(struct kvc *kvc, const void *key, size_t keylen, uint64_t off, v
 /* Zero copy: the server RDMA-WRITEs into @dst (regions registered with
  * XFER_ACCESS_REMOTE_WRITE on kvc_engine(); at most 1024 pieces, filled in
  * order).  Reads of up to max_inline bytes come inline and are copied in.
- * Returns bytes written.  After a -ETIMEDOUT the server may still write
- * into @dst until the connection is reset. */
+ * Returns bytes written.  After a failure without the server's answer
+ * (-ETIMEDOUT, -ECONNRESET, ...) a transfer still under way may write into
+ * @dst later, even after the connection was reset (tcp and shm check the
+ * key only when a transfer message begins): drop such regions with
+ * xfer_mr_dereg_lost() instead of reusing them. */
 ssize_t kvc_get_mr(struct kvc *kvc, const void *key, size_t keylen, uint64_t off,
                    const struct xfer_sge *dst, size_t ndst, const struct kvc_get_opts *opts,
                    struct kvc_entry *ret);
@@ -210,7 +217,9 @@ int kvc_stats(struct kvc *kvc, void (*fn)(void *arg, const char *name, uint64_t 
  * The submitting thread may block (re)connecting, up to the deadline.
  * Unlike the synchronous calls these are not resent after a reconnect;
  * without RDMA an async GET returns at most max_inline bytes (short read).
- * The piece list is copied; the regions must stay registered until @done. */
+ * The piece list is copied; the regions must stay registered until @done,
+ * and after a failure they may still be written (GET) or read (PUT) by a
+ * transfer under way, as for kvc_get_mr(). */
 typedef void (*kvc_done_t)(void *arg, ssize_t result, const struct kvc_entry *entry);
 int kvc_get_mr_async(struct kvc *kvc, const void *key, size_t keylen, uint64_t off,
                      const struct xfer_sge *dst, size_t ndst, const struct kvc_get_opts *opts,

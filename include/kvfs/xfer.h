@@ -30,8 +30,8 @@
  * completion for it is swallowed; the engine stops using the peer (later
  * submits to it fail with -ECONNRESET) until xfer_peer_add() adds it again.
  * The local memory of an operation that timed out may still be touched by
- * the provider until the peer's connection is torn down; callers that reuse
- * such buffers should drop them (kvfs and kv-server do).
+ * the provider until the peer's connection is torn down; callers drop such
+ * buffers with xfer_mr_dereg_lost() instead of reusing them.
  *
  * Safety
  * ------
@@ -149,6 +149,15 @@ int xfer_buf_alloc(struct xfer_engine *engine, size_t len, unsigned access,
 /* Deregister (and free what xfer_buf_alloc() allocated).  No operation may
  * still use the region.  Accepts NULL. */
 void xfer_mr_dereg(struct xfer_mr *mr);
+/* Deregister a region whose fate is unknown: a peer's transfer into or out
+ * of it outlived a deadline or a lost connection.  A software provider (tcp,
+ * shm) checks the key when a transfer message begins, not for each byte, so
+ * the message under way can keep landing after deregistration.  Memory from
+ * xfer_buf_alloc() is therefore not freed but made inaccessible, address
+ * range kept, until xfer_close(): late bytes fail in the provider instead of
+ * landing in memory reused for something else.  Caller memory (xfer_mr_reg)
+ * cannot be fenced off: do not expose memory you will reuse.  Accepts NULL. */
+void xfer_mr_dereg_lost(struct xfer_mr *mr);
 
 void *xfer_mr_addr(const struct xfer_mr *mr);
 size_t xfer_mr_len(const struct xfer_mr *mr);

@@ -9,11 +9,12 @@
  * - Larger values use RDMA when the server honours descriptors.  kvc_put /
  *   kvc_get copy through a registered bounce buffer (opts.bounce_size, a
  *   pool of up to KVC_BOUNCE_SLOTS allocated on first use).  A value larger
- *   than a bounce buffer, or any value while every slot is busy, is moved
- *   over a temporary registration of the caller's own memory (xfer_mr_reg):
- *   still one PUT or one GET, so the value is written atomically and read
- *   in one piece of one version, and no copy is made.  Registration is cheap
- *   on tcp and shm; on verbs/efa it pins the pages for the call.
+ *   than a bounce buffer, or any value while every slot is busy, goes
+ *   through a staging buffer of its size (one spare up to KVC_STAGE_KEEP is
+ *   kept): still one PUT or one GET, so the value is written atomically and
+ *   read in one piece of one version.  The caller's own memory is never
+ *   registered: once a call returns, the server cannot touch it, even when
+ *   the call failed with a transfer still under way (see below).
  * - Without RDMA (provider "none", or a server that does not do it) a GET
  *   larger than max_inline is read in max_inline pieces pinned to the
  *   version of the first piece (restarted if the value changes meanwhile);
@@ -22,11 +23,15 @@
  * Deadlines and abandoned calls
  * -----------------------------
  * The I/O thread fails a call at its deadline.  If the server might still
- * RDMA into or out of the call's memory, the bounce slot or temporary
- * registration stays held until the late response arrives or the
- * connection goes away; a bounce slot whose fate is unknown is freed, not
- * reused.  Memory passed to the _mr calls is the caller's: after a timeout
- * it may still be written until the connection is reset.
+ * RDMA into or out of the call's memory, the bounce slot or staging buffer
+ * stays held until the late response arrives or the connection goes away.
+ * One whose fate is then still unknown (no answer, or a failed transfer) is
+ * given to xfer_mr_dereg_lost(), never reused: with tcp and shm a transfer
+ * message already under way keeps landing after deregistration (the key
+ * is checked when the message begins), so the memory is fenced off
+ * instead.  Memory passed to the _mr calls is the caller's: after a failure
+ * it may still be written (or read) by a transfer under way; drop it with
+ * xfer_mr_dereg_lost() rather than reuse it.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -249,6 +254,59 @@ static void bounce_put(struct kvc *kvc, struct kvc_bounce *b, bool drop)
 	}
 	b->busy = false;
 	pthread_mutex_unlock(&kvc->lock);
+	xfer_mr_dereg_lost(mr);
+}
+
+/* A registered buffer of at least @len bytes for one call: the spare if it
+ * is large enough, else a new one.  On failure this thread's message is set. */
+static int stage_get(struct kvc *kvc, const char *what, size_t len, struct xfer_mr **ret_mr)
+{
+	struct xfer_mr *mr = NULL;
+	char a[32];
+	int r;
+
+	pthread_mutex_lock(&kvc->lock);
+	if (kvc->stage_spare && xfer_mr_len(kvc->stage_spare) >= len) {
+		mr = kvc->stage_spare;
+		kvc->stage_spare = NULL;
+	}
+	pthread_mutex_unlock(&kvc->lock);
+	if (mr) {
+		*ret_mr = mr;
+		return 0;
+	}
+	r = xfer_buf_alloc(kvc->engine, len,
+	                   XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ | XFER_ACCESS_REMOTE_WRITE,
+	                   &mr);
+	if (r)
+		return fail(r,
+		            "kvc: %s: cannot allocate a registered buffer of %s for the transfer: "
+		            "%s",
+		            what, kv_fmt_size(len, a, sizeof(a)), strerror(-r));
+	*ret_mr = mr;
+	return 0;
+}
+
+/* Done with a staging buffer: fenced off when @lost, else kept as the
+ * spare (the larger one, up to KVC_STAGE_KEEP) or freed. */
+static void stage_put(struct kvc *kvc, struct xfer_mr *mr, bool lost)
+{
+	if (!mr)
+		return;
+	if (lost) {
+		xfer_mr_dereg_lost(mr);
+		return;
+	}
+	if (xfer_mr_len(mr) <= KVC_STAGE_KEEP) {
+		pthread_mutex_lock(&kvc->lock);
+		if (!kvc->stage_spare || xfer_mr_len(kvc->stage_spare) < xfer_mr_len(mr)) {
+			struct xfer_mr *old = kvc->stage_spare;
+
+			kvc->stage_spare = mr;
+			mr = old;
+		}
+		pthread_mutex_unlock(&kvc->lock);
+	}
 	xfer_mr_dereg(mr);
 }
 
@@ -283,9 +341,13 @@ static struct kvc_bounce *bounce_get(struct kvc *kvc)
 
 static void call_free(struct kvc *kvc, struct kvc_call *c)
 {
+	/* Sent with RDMA descriptors and not settled by the server's answer:
+	 * a transfer may still be moving bytes in or out of that memory. */
+	bool lost = c->lost || (c->expect && c->sent_ms && !c->settled);
+
 	if (c->bounce)
-		bounce_put(kvc, c->bounce, c->lost);
-	xfer_mr_dereg(c->tmp_mr);
+		bounce_put(kvc, c->bounce, lost);
+	stage_put(kvc, c->stage, lost);
 	if (c->expect)
 		xfer_expect(kvc->engine, -1);
 	wire_msg_free(&c->resp);
@@ -371,6 +433,23 @@ static void async_complete(struct kvc_call *c)
 	if (res < 0)
 		snprintf(kvc_errbuf, sizeof(kvc_errbuf), "%s", c->msg);
 	c->cb(c->cb_arg, res, res >= 0 ? &e : NULL);
+}
+
+/* Does an answer with status @st leave no transfer of the call under way?
+ * Refusals come before any transfer; a failed or cancelled transfer may
+ * still have a message in flight. */
+static bool status_settles(int st)
+{
+	switch (st) {
+	case KVFS__STATUS__IO:
+	case KVFS__STATUS__TIMEOUT:
+	case KVFS__STATUS__INTERNAL:
+	case KVFS__STATUS__CANCELED:
+	case KVFS__STATUS__STALE:
+		return false;
+	default:
+		return true;
+	}
 }
 
 /* Deliver the result (status and msg already set).  I/O thread. */
@@ -582,6 +661,7 @@ static void io_dispatch(struct kvc *kvc, struct wire_msg *msg)
 		wire_msg_free(msg);
 		return;
 	}
+	c->settled = status_settles(resp->has_status ? resp->status : 0);
 	if (c->notified) {
 		wire_msg_free(msg); /* late answer to a call that timed out */
 	} else {
@@ -1485,6 +1565,7 @@ static int direct_dispatch(struct kvc *kvc, struct kvc_call *c, struct wire_msg 
 		return 0;
 	}
 	st = resp->has_status ? resp->status : 0;
+	c->settled = status_settles(st);
 	c->status = wire_status_to_errno(st);
 	if (c->status) {
 		c->retry = st == KVFS__STATUS__STALE; /* the server did nothing: safe to resend */
@@ -1833,6 +1914,7 @@ void kvc_close(struct kvc *kvc)
 		close(kvc->handover_sock);
 	for (int i = 0; i < KVC_BOUNCE_SLOTS; i++)
 		xfer_mr_dereg(kvc->bounce[i].mr);
+	xfer_mr_dereg(kvc->stage_spare);
 	if (kvc->has_peer)
 		xfer_peer_remove(kvc->engine, kvc->server_peer);
 	xfer_close(kvc->engine);
@@ -1937,12 +2019,11 @@ static int put_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 		memcpy(xfer_mr_addr(c->bounce->mr), p->val, p->len);
 		sg = (struct xfer_sge){.mr = c->bounce->mr, .off = 0, .len = p->len};
 	} else {
-		r = xfer_mr_reg(kvc->engine, (void *)(uintptr_t)p->val, p->len,
-		                XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ, &c->tmp_mr);
+		r = stage_get(kvc, c->what, p->len, &c->stage);
 		if (r)
-			return fail(r, "kvc: %s: cannot register %s of memory for the transfer: %s",
-			            c->what, kv_fmt_size(p->len, a, sizeof(a)), strerror(-r));
-		sg = (struct xfer_sge){.mr = c->tmp_mr, .off = 0, .len = p->len};
+			return r;
+		memcpy(xfer_mr_addr(c->stage), p->val, p->len);
+		sg = (struct xfer_sge){.mr = c->stage, .off = 0, .len = p->len};
 	}
 	xfer_mr_desc(sg.mr, &rs.desc);
 	rs.off = sg.off;
@@ -2106,7 +2187,6 @@ static int get_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 	uint64_t left = g->len - g->done, imax = get_inline_max(lim);
 	struct xfer_rsge rs[WIRE_MAX_SEGS];
 	size_t n = 0;
-	char a[32];
 	int r;
 
 	g->get.offset = g->off + g->done;
@@ -2159,12 +2239,10 @@ static int get_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 		n = 1;
 		g->rdma_bounce = true;
 	} else {
-		r = xfer_mr_reg(kvc->engine, g->buf + g->done, left,
-		                XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_WRITE, &c->tmp_mr);
+		r = stage_get(kvc, c->what, left, &c->stage);
 		if (r)
-			return fail(r, "kvc: %s: cannot register %s of memory for the transfer: %s",
-			            c->what, kv_fmt_size(left, a, sizeof(a)), strerror(-r));
-		xfer_mr_desc(c->tmp_mr, &rs[0].desc);
+			return r;
+		xfer_mr_desc(c->stage, &rs[0].desc);
 		rs[0].off = 0;
 		rs[0].len = left;
 		n = 1;
@@ -2257,6 +2335,8 @@ static ssize_t get_run(struct kvc *kvc, struct kvc_op *op, struct get_ctx *g,
 				memcpy(g->buf + g->done, gr->data.data, got);
 		} else if (g->rdma_bounce) {
 			memcpy(g->buf + g->done, xfer_mr_addr(c->bounce->mr), got);
+		} else if (c->stage) {
+			memcpy(g->buf + g->done, xfer_mr_addr(c->stage), got);
 		}
 		entry_from_get(gr, &e);
 		g->done += got;

@@ -51,7 +51,8 @@
 #define KVC_BACKOFF_MAX_MS   2000 /* and its ceiling */
 #define KVC_MSG_LEN          320  /* error message buffer */
 #define KVC_RBUF_LEN         (256u << 10)
-#define KVC_GET_INLINE_RETRY 4 /* inline GET in pieces: restarts when the value changes */
+#define KVC_GET_INLINE_RETRY 4           /* inline GET in pieces: restarts when the value changes */
+#define KVC_STAGE_KEEP       (64u << 20) /* staging buffers up to this size are kept for reuse */
 
 /* Connection life, driven by kvc_ensure_up() (callers) and io_reset() (I/O thread). */
 enum kvc_state {
@@ -103,6 +104,8 @@ struct kvc_call {
 	bool notified;         /* result delivered */
 	bool retry;            /* failed before a byte was sent: the caller may resend */
 	bool lost;             /* resolved without a response: its memory may still be written */
+	bool settled;          /* the server answered in a way that leaves no transfer under
+	                        * way (success, or a refusal before any transfer) */
 	int status;            /* 0 or -errno, valid once notified */
 	struct wire_msg resp;  /* the response (status OK or not), owned by the call */
 	char msg[KVC_MSG_LEN]; /* error text, valid once notified with status < 0 */
@@ -117,7 +120,7 @@ struct kvc_call {
 	uint64_t put_len;           /* async PUT: value length, for the entry */
 	/* memory the server may touch, released on resolution */
 	struct kvc_bounce *bounce; /* bounce slot held */
-	struct xfer_mr *tmp_mr;    /* temporary registration of caller memory */
+	struct xfer_mr *stage;     /* staging buffer for a value larger than a bounce slot */
 	bool expect;               /* xfer_expect(+1) taken */
 };
 
@@ -147,12 +150,13 @@ struct kvc {
 	int last_err;                         /* last connect failure */
 	char last_msg[KVC_MSG_LEN];
 	struct kvc_bounce bounce[KVC_BOUNCE_SLOTS];
-	bool stop;                 /* the I/O thread must exit */
-	bool parked;               /* the I/O thread left the socket idle (see Direct calls) */
-	uint64_t parked_gen;       /* generation of the parked socket, 0 = it was reset */
-	bool direct_busy;          /* a calling thread is using the parked socket */
-	bool io_wants_sock;        /* the I/O thread has work: the direct caller kicks it */
-	struct kvc_call *handback; /* abandoned direct call for the I/O thread to resolve */
+	struct xfer_mr *stage_spare; /* a free staging buffer kept for the next large value */
+	bool stop;                   /* the I/O thread must exit */
+	bool parked;                 /* the I/O thread left the socket idle (see Direct calls) */
+	uint64_t parked_gen;         /* generation of the parked socket, 0 = it was reset */
+	bool direct_busy;            /* a calling thread is using the parked socket */
+	bool io_wants_sock;          /* the I/O thread has work: the direct caller kicks it */
+	struct kvc_call *handback;   /* abandoned direct call for the I/O thread to resolve */
 
 	atomic_uint_fast64_t next_id;
 

@@ -100,6 +100,7 @@ static struct {
 	struct xfer_mr *pool_mr;
 	uint8_t **pool_free;
 	unsigned pool_nfree;
+	unsigned pool_live; /* buffers not retired (free or in use) */
 } fs;
 
 static uint64_t hash_str(const char *s)
@@ -339,9 +340,9 @@ static uint8_t *pool_get(void)
 	uint8_t *b = NULL;
 
 	pthread_mutex_lock(&fs.pool_lock);
-	while (fs.pool_mr && fs.pool_nfree == 0)
+	while (fs.pool_mr && fs.pool_nfree == 0 && fs.pool_live > 0)
 		pthread_cond_wait(&fs.pool_cond, &fs.pool_lock);
-	if (fs.pool_mr)
+	if (fs.pool_mr && fs.pool_nfree > 0)
 		b = fs.pool_free[--fs.pool_nfree];
 	pthread_mutex_unlock(&fs.pool_lock);
 	return b;
@@ -353,6 +354,21 @@ static void pool_put(uint8_t *b)
 	fs.pool_free[fs.pool_nfree++] = b;
 	pthread_cond_signal(&fs.pool_cond);
 	pthread_mutex_unlock(&fs.pool_lock);
+}
+
+/* A read into @b failed without a clean answer from the server: a transfer
+ * into it may still be under way (tcp and shm keep landing a message that
+ * began before the failure), so @b is never handed out again.  Reads fall
+ * back to plain memory once every buffer is retired. */
+static void pool_retire(uint8_t *b)
+{
+	unsigned live;
+
+	pthread_mutex_lock(&fs.pool_lock);
+	live = --fs.pool_live;
+	pthread_cond_broadcast(&fs.pool_cond);
+	pthread_mutex_unlock(&fs.pool_lock);
+	KV_DEBUG(TAG, "read buffer %p retired after a failed transfer (%u left)", (void *)b, live);
 }
 
 static int pool_init(void)
@@ -378,6 +394,7 @@ static int pool_init(void)
 	for (unsigned i = 0; i < fs.cfg.buffers; i++)
 		fs.pool_free[fs.pool_nfree++] =
 		        (uint8_t *)xfer_mr_addr(fs.pool_mr) + i * fs.cfg.buf_size;
+	fs.pool_live = fs.cfg.buffers;
 	return 0;
 }
 
@@ -813,7 +830,10 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		n = kvc_get_mr(fs.kvc, key, strlen(key), (uint64_t)off, &sge, 1, &go, &e);
 		if (n >= 0)
 			fuse_reply_buf(req, (const char *)buf, (size_t)n);
-		pool_put(buf);
+		if (n >= 0 || n == -ESTALE || n == -ENOENT)
+			pool_put(buf);
+		else
+			pool_retire(buf);
 	} else {
 		buf = malloc(size);
 		if (!buf) {
@@ -1596,7 +1616,10 @@ void kvfs_fs_fini(void)
 {
 	/* Buffers first: the engine closes with no region registered. */
 	if (fs.pool_mr) {
-		xfer_mr_dereg(fs.pool_mr);
+		if (fs.pool_live < fs.cfg.buffers)
+			xfer_mr_dereg_lost(fs.pool_mr); /* retired buffers: fenced until close */
+		else
+			xfer_mr_dereg(fs.pool_mr);
 		fs.pool_mr = NULL;
 	}
 	free(fs.pool_free);

@@ -742,6 +742,25 @@ static void do_put(struct conn *c, const Kvfs__Request *rq)
 	s->c.rdma_puts++;
 }
 
+/* A transfer error that means the connection to the peer is gone. */
+static bool conn_failure(int err)
+{
+	switch (-err) {
+	case ECONNRESET:
+	case ECANCELED:
+	case ECONNABORTED:
+	case ECONNREFUSED:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case ENOTCONN:
+	case EPIPE:
+	case ESHUTDOWN:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static void op_complete(struct srv *s, struct srv_op *op, int status)
 {
 	struct conn *c = op->conn;
@@ -758,7 +777,14 @@ static void op_complete(struct srv *s, struct srv_op *op, int status)
 		                           : "RDMA transfer failed (client memory not reachable)";
 		KV_INFO(TAG, "%s: %s %s: %s", c->name, op->kind == OP_GET ? "GET" : "PUT", msg,
 		        strerror(-status));
-		if (status == -ECONNRESET && !c->closed)
+		/* The transfer connection to the client failed, nothing was
+		 * committed: STALE tells the client to reconnect (a new Hello
+		 * adds its engine again) and resend.  ECANCELED is what the
+		 * provider gives operations queued on a connection it tears
+		 * down, e.g. when a revived peer replaces a dead one after a
+		 * network cut; without this the client saw -ECANCELED, which
+		 * means "client closed" to it. */
+		if (!c->closed && conn_failure(status))
 			r = -ECONNRESET;
 	}
 	if (op->kind == OP_GET) {

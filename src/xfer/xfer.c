@@ -322,6 +322,8 @@ static void deliver(struct xfer_engine *e, struct xfer_req *rq, int status)
 		cq_push(rq->cq, &c);
 }
 
+static void lost_free(struct xfer_engine *e);
+
 void xfer_close(struct xfer_engine *e)
 {
 	struct xfer_req *rq, *next;
@@ -371,6 +373,7 @@ void xfer_close(struct xfer_engine *e)
 	}
 	free(e->post_pool);
 	free(e->peers);
+	lost_free(e);
 	close(e->wake_fd);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
@@ -617,6 +620,47 @@ void xfer_mr_dereg(struct xfer_mr *mr)
 	if (mr->alloc_len)
 		buf_free(mr->buf, mr->alloc_len, mr->huge, mr->numa);
 	free(mr);
+}
+
+void xfer_mr_dereg_lost(struct xfer_mr *mr)
+{
+	struct xfer_engine *e;
+
+	if (!mr)
+		return;
+	e = mr->engine;
+	e->ops->mr_dereg(e, mr);
+	if (!mr->alloc_len) {
+		free(mr);
+		return;
+	}
+	/* Keep the address range, without access: a late provider copy fails
+	 * (EFAULT) instead of landing in memory that is someone else's. */
+	if (mmap(mr->buf, mr->alloc_len, PROT_NONE,
+	         MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) == MAP_FAILED) {
+		KV_WARN(XFER_TAG, "cannot fence off a lost buffer of %zu bytes: %s; leaking it",
+		        mr->alloc_len, strerror(errno));
+		free(mr);
+		return;
+	}
+	pthread_mutex_lock(&e->lock);
+	mr->lost_next = e->lost;
+	e->lost = mr;
+	pthread_mutex_unlock(&e->lock);
+}
+
+/* xfer_close(), endpoint closed: nothing can reach the lost buffers now. */
+static void lost_free(struct xfer_engine *e)
+{
+	while (e->lost) {
+		struct xfer_mr *mr = e->lost;
+
+		e->lost = mr->lost_next;
+		if (mmap(mr->buf, mr->alloc_len, PROT_READ | PROT_WRITE,
+		         MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) != MAP_FAILED)
+			buf_free(mr->buf, mr->alloc_len, mr->huge, mr->numa);
+		free(mr);
+	}
 }
 
 void *xfer_mr_addr(const struct xfer_mr *mr)

@@ -67,12 +67,13 @@ struct xfer_mr {
 	struct xfer_engine *engine;
 	void *buf;
 	size_t len;
-	struct xfer_desc desc; /* what peers get */
-	void *prov;            /* back-end handle (struct fid_mr *) */
-	void *prov_desc;       /* local descriptor for posts (fi_mr_desc) */
-	size_t alloc_len;      /* > 0 when the engine allocated buf (xfer_buf_alloc) */
-	bool huge;             /* buf is backed by huge pages (mmap) */
-	bool numa;             /* buf came from numa_alloc_onnode */
+	struct xfer_desc desc;     /* what peers get */
+	void *prov;                /* back-end handle (struct fid_mr *) */
+	void *prov_desc;           /* local descriptor for posts (fi_mr_desc) */
+	size_t alloc_len;          /* > 0 when the engine allocated buf (xfer_buf_alloc) */
+	bool huge;                 /* buf is backed by huge pages (mmap) */
+	bool numa;                 /* buf came from numa_alloc_onnode */
+	struct xfer_mr *lost_next; /* engine's list of lost regions (xfer_mr_dereg_lost) */
 };
 
 /* Called by back-ends from progress(): a posted segment finished. */
@@ -86,9 +87,10 @@ struct xfer_engine {
 	struct xfer_opts opts;
 	char prov_name[64];
 	char domain_name[64];
-	int numa_node;      /* of the NIC, -1 unknown */
-	int cpu;            /* progress thread CPU asked for, -1 none */
-	char placement[64]; /* where the progress thread runs, for logs */
+	int numa_node;        /* of the NIC, -1 unknown */
+	int cpu;              /* progress thread CPU asked for, -1 none */
+	char placement[64];   /* where the progress thread runs, for logs */
+	struct xfer_mr *lost; /* buffers made inaccessible until close (lock) */
 	size_t chunk;
 	unsigned max_inflight;
 	int timeout_ms;

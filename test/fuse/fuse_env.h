@@ -27,8 +27,9 @@
 #define ENV_MAX_MOUNTS 4
 
 struct env {
-	char dir[256];   /* temp dir holding mounts and scratch files */
-	char server[64]; /* 127.0.0.1:PORT */
+	char dir[256];     /* temp dir holding mounts and scratch files */
+	char server[64];   /* 127.0.0.1:PORT */
+	char srv_wrap[64]; /* command the server runs under ("ip netns exec NS "), "" = none */
 	int port;
 	pid_t srv_pid;
 	pid_t kvfs_pid[ENV_MAX_MOUNTS];
@@ -77,8 +78,8 @@ static void env_server_start(const char *args)
 
 	snprintf(E.srv_args, sizeof(E.srv_args), "%s", args ? args : "");
 	snprintf(log, sizeof(log), "%s/server.log", E.dir);
-	snprintf(cmd, sizeof(cmd), "exec %s --listen %s --memory 1G --provider %s %s -q 2>>%s",
-	         env_bin("KV_SERVER"), E.server,
+	snprintf(cmd, sizeof(cmd), "exec %s%s --listen %s --memory 1G --provider %s %s -q 2>>%s",
+	         E.srv_wrap, env_bin("KV_SERVER"), E.server,
 	         getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp", E.srv_args, log);
 	struct stat lst;
 	off_t from = stat(log, &lst) == 0 ? lst.st_size : 0; /* a restart appends */
@@ -179,7 +180,7 @@ static void env_umount(int i)
 	E.kvfs_pid[i] = 0;
 }
 
-static void env_setup(void)
+static inline void env_setup(void)
 {
 	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 

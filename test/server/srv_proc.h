@@ -32,7 +32,9 @@
 struct srv {
 	pid_t pid;
 	uint16_t port;
-	char addr[32];     /* 127.0.0.1:PORT */
+	const char *netns; /* run it inside this network namespace, NULL = ours */
+	const char *host;  /* listen address, NULL = 127.0.0.1 */
+	char addr[48];     /* HOST:PORT */
 	char log[96];      /* its stderr */
 	char provider[16]; /* --provider */
 };
@@ -61,8 +63,8 @@ static inline void srv_start_args(struct srv *s, const char *provider, const cha
                                   const char *const *extra)
 {
 	const char *bin = getenv("KV_SERVER");
-	const char *argv[32];
-	char listen[32];
+	const char *argv[40];
+	char listen[48];
 	int argc = 0, logfd;
 	off_t start;
 
@@ -70,10 +72,16 @@ static inline void srv_start_args(struct srv *s, const char *provider, const cha
 		cr_skip_test("KV_SERVER is not set (run through meson test)");
 	if (!s->port)
 		s->port = (uint16_t)(20000 + getpid() % 20000);
-	snprintf(s->addr, sizeof(s->addr), "127.0.0.1:%u", s->port);
+	snprintf(s->addr, sizeof(s->addr), "%s:%u", s->host ? s->host : "127.0.0.1", s->port);
 	snprintf(s->log, sizeof(s->log), "/tmp/kvfs-test-client-%d-%u.log", (int)getpid(), s->port);
 	snprintf(s->provider, sizeof(s->provider), "%s", provider);
 	snprintf(listen, sizeof(listen), "%s", s->addr);
+	if (s->netns) { /* ip execs the server: s->pid is the server's */
+		argv[argc++] = "ip";
+		argv[argc++] = "netns";
+		argv[argc++] = "exec";
+		argv[argc++] = s->netns;
+	}
 	argv[argc++] = bin;
 	argv[argc++] = "--listen";
 	argv[argc++] = listen;
@@ -81,7 +89,7 @@ static inline void srv_start_args(struct srv *s, const char *provider, const cha
 	argv[argc++] = memory ? memory : "1G";
 	argv[argc++] = "--provider";
 	argv[argc++] = provider;
-	for (int i = 0; extra && extra[i] && argc < 30; i++)
+	for (int i = 0; extra && extra[i] && argc < 38; i++)
 		argv[argc++] = extra[i];
 	argv[argc] = NULL;
 
@@ -97,7 +105,7 @@ static inline void srv_start_args(struct srv *s, const char *provider, const cha
 		dup2(null, 0);
 		dup2(null, 1);
 		dup2(logfd, 2);
-		execv(bin, (char *const *)argv);
+		execvp(argv[0], (char *const *)argv);
 		_exit(127);
 	}
 	close(logfd);

@@ -1,0 +1,702 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The client library across a network that fails: kv-server inside the
+ * namespace of test/netns-wrap, the client here, provider tcp over the veth
+ * pair.  The link is cut in the middle of 16 MiB transfers, delayed, made
+ * lossy and slowed down (scripts/netns).  Every call must end within its
+ * deadline plus NET_SLACK_MS (a hang check, not a speed check) with a
+ * network error or the right bytes; after the link heals the same struct
+ * kvc works again and every value is whole: the old one or the new one.
+ */
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+
+#include "../server/srv_proc.h"
+#include "kvfs/log.h"
+#include "net_env.h"
+
+#define VAL_BIG   (16 * MIB)
+#define VAL_SMALL 4096
+#define DEADLINE  2000 /* ms, the client's timeout_ms */
+#define MAX_CALLS 512
+
+static struct srv S;
+
+static void start(void)
+{
+	static const char *const extra[] = {"--timeout", "4000", NULL};
+
+	kv_log_init("test_net_client"); /* KVFS_LOG=debug shows the client's log */
+	memset(&S, 0, sizeof(S));
+	S.netns = net_ns();
+	S.host = getenv("KVFS_PEER_ADDR");
+	srv_start_args(&S, "tcp", "256M", extra);
+}
+
+static void stop(void)
+{
+	net_restore();
+	srv_done(&S);
+}
+
+TestSuite(net_client, .init = start, .fini = stop, .timeout = 120);
+
+/* The netem tests skip before starting anything when the kernel has no
+ * netem (net_delay() skips). */
+static void start_netem(void)
+{
+	net_delay(0, 0);
+	net_restore();
+	start();
+}
+
+TestSuite(net_netem, .init = start_netem, .fini = stop, .timeout = 240);
+
+/* Deadline of the delay and loss tests: 16 MiB across a 100 ms round trip
+ * needs TCP's window to open first. */
+#define DELAY_DEADLINE 10000
+
+/* A client with a per-call deadline of @timeout_ms; the first connect may
+ * take longer (the server's first Hello, a loaded machine). */
+static struct kvc *client(int timeout_ms)
+{
+	struct kvc_opts o;
+	struct kvc *kvc = NULL;
+	int r;
+
+	kvc_opts_init(&o);
+	o.server = S.addr;
+	o.provider = "tcp";
+	o.timeout_ms = timeout_ms;
+	o.connect_timeout_ms = 30000;
+	r = kvc_connect(&o, &kvc);
+	if (r)
+		srv_dump_log(&S);
+	cr_assert_eq(r, 0, "kvc_connect(%s): %s", S.addr, kvc_strerror());
+	return kvc;
+}
+
+/* What a call may fail with when the network is gone (client.h: "a dead or
+ * unreachable server gives -ETIMEDOUT, -ECONNREFUSED or -ECONNRESET"; a link
+ * whose peer vanished also gives the route errors). */
+static bool net_error(long r)
+{
+	switch (-r) {
+	case ETIMEDOUT:
+	case ECONNRESET:
+	case ECONNREFUSED:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case ENOTCONN:
+	case EIO:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Which of @seeds the @len bytes at @buf are, or -1 (a mix, or none). */
+static int which_seed(const uint8_t *buf, size_t len, const uint64_t *seeds, int n, uint8_t *tmp)
+{
+	for (int i = 0; i < n; i++) {
+		fill(tmp, len, seeds[i]);
+		if (memcmp(buf, tmp, len) == 0)
+			return i;
+	}
+	return -1;
+}
+
+static void put_get_checked(struct kvc *kvc, const char *key, size_t len, uint64_t seed,
+                            uint64_t *ret_put_ms, uint64_t *ret_get_ms)
+{
+	uint8_t *want = xmalloc(len), *got = xmalloc(len);
+	struct kvc_entry e;
+	uint64_t t0;
+	ssize_t n;
+	int r;
+
+	fill(want, len, seed);
+	memset(got, 0, len);
+	t0 = net_now_ms();
+	r = kvc_put(kvc, key, strlen(key), want, len, NULL, NULL);
+	*ret_put_ms = net_now_ms() - t0;
+	cr_assert_eq(r, 0, "PUT %s (%zu bytes): %s", key, len, kvc_strerror());
+	t0 = net_now_ms();
+	n = kvc_get(kvc, key, strlen(key), 0, got, len, NULL, &e);
+	*ret_get_ms = net_now_ms() - t0;
+	cr_assert_eq(n, (ssize_t)len, "GET %s: %zd: %s", key, n, kvc_strerror());
+	cr_assert_eq(e.size, len);
+	check_bytes(got, want, len, key);
+	free(want);
+	free(got);
+}
+
+/* ------------------------------------------------------------------ */
+/* Baseline                                                            */
+/* ------------------------------------------------------------------ */
+
+Test(net_client, baseline_across_namespaces)
+{
+	struct kvc *kvc = client(DEADLINE);
+	struct kvc_limits l;
+	uint64_t p, g;
+
+	kvc_limits(kvc, &l);
+	cr_assert(l.rdma, "the client should use RDMA (provider %s, server %s)", l.provider,
+	          l.server_provider);
+	put_get_checked(kvc, "small", VAL_SMALL, 1, &p, &g);
+	cr_log_info("4 KiB: PUT %llu ms, GET %llu ms", (unsigned long long)p,
+	            (unsigned long long)g);
+	put_get_checked(kvc, "big", VAL_BIG, 2, &p, &g);
+	cr_log_info("16 MiB: PUT %llu ms, GET %llu ms", (unsigned long long)p,
+	            (unsigned long long)g);
+	kvc_close(kvc);
+}
+
+/* ------------------------------------------------------------------ */
+/* A cut in the middle of a stream of 16 MiB PUTs and GETs             */
+/* ------------------------------------------------------------------ */
+
+struct call_rec {
+	uint64_t start, end; /* net_now_ms() */
+	long result;         /* 0 / bytes, or -errno */
+	bool put;
+	char msg[160];
+};
+
+struct stream {
+	struct kvc *kvc;
+	atomic_bool stop;
+	atomic_uint ok_rounds;  /* PUT and GET both succeeded, bytes right */
+	atomic_ullong heal_ms;  /* 0 = not healed yet */
+	atomic_ullong ok_after; /* end of the first good round started after heal_ms */
+	pthread_mutex_t lock;
+	struct call_rec calls[MAX_CALLS];
+	int ncalls;
+	char bad[256]; /* first wrong byte or size, "" = none */
+};
+
+static void stream_rec(struct stream *st, bool put, uint64_t t0, long r)
+{
+	pthread_mutex_lock(&st->lock);
+	if (st->ncalls < MAX_CALLS) {
+		struct call_rec *c = &st->calls[st->ncalls++];
+
+		c->start = t0;
+		c->end = net_now_ms();
+		c->result = r;
+		c->put = put;
+		snprintf(c->msg, sizeof(c->msg), "%s", r < 0 ? kvc_strerror() : "");
+	}
+	pthread_mutex_unlock(&st->lock);
+}
+
+/* PUT a new 16 MiB value, GET it back, forever (bounded by MAX_CALLS).  A
+ * GET must return the last value stored, or one of the PUTs that failed
+ * since (a failed PUT may have been applied): whole, never mixed. */
+static void *stream_main(void *arg)
+{
+	struct stream *st = arg;
+	uint8_t *val = xmalloc(VAL_BIG), *got = xmalloc(VAL_BIG), *tmp = xmalloc(VAL_BIG);
+	uint64_t cand[MAX_CALLS];
+	int ncand = 0;
+
+	for (uint64_t seed = 100; !atomic_load(&st->stop) && st->ncalls < MAX_CALLS - 2; seed++) {
+		struct kvc_entry e = {0};
+		uint64_t t0 = net_now_ms();
+		ssize_t n;
+		int r, k;
+
+		fill(val, VAL_BIG, seed);
+		r = kvc_put(st->kvc, "stream", 6, val, VAL_BIG, NULL, NULL);
+		stream_rec(st, true, t0, r);
+		if (r == 0)
+			ncand = 0;
+		cand[ncand++] = seed;
+
+		memset(got, 0, VAL_BIG);
+		t0 = net_now_ms();
+		n = kvc_get(st->kvc, "stream", 6, 0, got, VAL_BIG, NULL, &e);
+		stream_rec(st, false, t0, (long)n);
+		if (n < 0)
+			continue;
+		k = n == (ssize_t)VAL_BIG && e.size == VAL_BIG
+		            ? which_seed(got, VAL_BIG, cand, ncand, tmp)
+		            : -1;
+		if (k < 0) {
+			snprintf(st->bad, sizeof(st->bad),
+			         "GET after PUT of seed %llu: %zd bytes, size %llu, not any of the "
+			         "%d values that may be stored (torn or lost)",
+			         (unsigned long long)seed, n, (unsigned long long)e.size, ncand);
+			break;
+		}
+		cand[0] = cand[k];
+		ncand = 1;
+		if (r == 0) {
+			uint64_t heal = atomic_load(&st->heal_ms);
+
+			atomic_fetch_add(&st->ok_rounds, 1);
+			if (heal && t0 >= heal && !atomic_load(&st->ok_after))
+				atomic_store(&st->ok_after, net_now_ms());
+		}
+	}
+	free(val);
+	free(got);
+	free(tmp);
+	return NULL;
+}
+
+/* Wait (bounded by @ms) for @cond to become true. */
+#define WAIT_FOR(cond, ms)                                                                         \
+	do {                                                                                       \
+		uint64_t until_ = net_now_ms() + (ms);                                             \
+		while (!(cond) && net_now_ms() < until_)                                           \
+			usleep(20000);                                                             \
+	} while (0)
+
+Test(net_client, cut_mid_stream_then_heal)
+{
+	struct stream *st = calloc(1, sizeof(*st));
+	uint64_t cut_ms, heal_ms, worst = 0;
+	unsigned before;
+	int failed = 0;
+	pthread_t t;
+
+	cr_assert_not_null(st);
+	st->kvc = client(DEADLINE);
+	pthread_mutex_init(&st->lock, NULL);
+	cr_assert_eq(pthread_create(&t, NULL, stream_main, st), 0);
+
+	WAIT_FOR(atomic_load(&st->ok_rounds) >= 2 || st->bad[0], 30000);
+	cr_assert_geq(atomic_load(&st->ok_rounds), 2, "no good rounds before the cut: %s", st->bad);
+	before = atomic_load(&st->ok_rounds);
+	usleep(30000); /* into the next transfer */
+	cut_ms = net_now_ms();
+	net_cut();
+	/* Long enough for several calls to meet the cut, each with its deadline. */
+	usleep((2 * DEADLINE + 1000) * 1000);
+	heal_ms = net_now_ms();
+	net_heal();
+	atomic_store(&st->heal_ms, net_now_ms());
+	WAIT_FOR(atomic_load(&st->ok_after) || st->bad[0], 30000);
+	atomic_store(&st->stop, true);
+	pthread_join(t, NULL);
+
+	cr_assert_eq(st->bad[0], '\0', "%s", st->bad);
+	for (int i = 0; i < st->ncalls; i++) {
+		const struct call_rec *c = &st->calls[i];
+		uint64_t el = c->end - c->start;
+
+		if (c->end < cut_ms)
+			continue;
+		if (c->result < 0) {
+			failed++;
+			cr_expect(net_error(c->result),
+			          "%s failed with %s, not a network error: %s",
+			          c->put ? "PUT" : "GET", strerror((int)-c->result), c->msg);
+			cr_log_info("%s at +%llu ms: %s after %llu ms", c->put ? "PUT" : "GET",
+			            (unsigned long long)(c->start - cut_ms),
+			            strerror((int)-c->result), (unsigned long long)el);
+		}
+		worst = el > worst ? el : worst;
+		cr_expect_leq(el, DEADLINE + NET_SLACK_MS,
+		              "%s %s took %llu ms, deadline %d ms (+%d slack): %s",
+		              c->put ? "PUT" : "GET", c->result < 0 ? "failure" : "success",
+		              (unsigned long long)el, DEADLINE, NET_SLACK_MS, c->msg);
+	}
+	cr_assert_gt(failed, 0, "no call failed while the link was cut for %llu ms",
+	             (unsigned long long)(heal_ms - cut_ms));
+	cr_assert_neq(atomic_load(&st->ok_after), 0,
+	              "no good PUT+GET round within 30 s after the link healed");
+	cr_log_info("cut: %d calls failed, slowest call %llu ms (deadline %d); first good "
+	            "round %llu ms after heal; %u good rounds before the cut",
+	            failed, (unsigned long long)worst, DEADLINE,
+	            (unsigned long long)(atomic_load(&st->ok_after) - heal_ms), before);
+	kvc_close(st->kvc);
+	pthread_mutex_destroy(&st->lock);
+	free(st);
+}
+
+/* ------------------------------------------------------------------ */
+/* A cut while async zero-copy calls are in flight                     */
+/* ------------------------------------------------------------------ */
+
+struct async_res {
+	sem_t done;
+	atomic_long result;
+	atomic_ullong end;
+};
+
+static void async_done(void *arg, ssize_t result, const struct kvc_entry *entry)
+{
+	struct async_res *a = arg;
+
+	(void)entry;
+	atomic_store(&a->result, (long)result);
+	atomic_store(&a->end, net_now_ms());
+	sem_post(&a->done);
+}
+
+/* Wait for @a until @until_ms (CLOCK_REALTIME for sem_timedwait). */
+static bool async_wait(struct async_res *a, uint64_t ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)(ms / 1000);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	while (sem_timedwait(&a->done, &ts) != 0) {
+		if (errno != EINTR)
+			return false;
+	}
+	return true;
+}
+
+Test(net_client, cut_with_async_in_flight)
+{
+	struct kvc *kvc = client(DEADLINE);
+	struct xfer_engine *eng = kvc_engine(kvc);
+	struct xfer_mr *src, *dst;
+	struct async_res ag, ap;
+	uint64_t seeds[2] = {7, 8}, t0;
+	uint8_t *tmp = xmalloc(VAL_BIG), *got = xmalloc(VAL_BIG);
+	ssize_t n = -1;
+	int r, k;
+
+	cr_assert_not_null(eng);
+	cr_assert_eq(
+	        xfer_buf_alloc(eng, VAL_BIG, XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_WRITE, &dst),
+	        0);
+	cr_assert_eq(
+	        xfer_buf_alloc(eng, VAL_BIG, XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ, &src), 0);
+	fill(tmp, VAL_BIG, seeds[0]);
+	cr_assert_eq(kvc_put(kvc, "async-get", 9, tmp, VAL_BIG, NULL, NULL), 0, "%s",
+	             kvc_strerror());
+	cr_assert_eq(kvc_put(kvc, "async-put", 9, tmp, VAL_BIG, NULL, NULL), 0, "%s",
+	             kvc_strerror());
+	fill(xfer_mr_addr(src), VAL_BIG, seeds[1]);
+	memset(xfer_mr_addr(dst), 0, VAL_BIG);
+	sem_init(&ag.done, 0, 0);
+	sem_init(&ap.done, 0, 0);
+
+	struct xfer_sge sge = {.mr = dst, .off = 0, .len = VAL_BIG};
+
+	/* 100 Mbit/s: the two 16 MiB transfers take about 2.7 s, so the cut
+	 * (a shell and two ip commands away) meets them under way. */
+	cr_assert_eq(net_sh("rate", "100000"), 0, "scripts/netns rate failed (tc tbf)");
+	t0 = net_now_ms();
+	cr_assert_eq(kvc_get_mr_async(kvc, "async-get", 9, 0, &sge, 1, NULL, async_done, &ag), 0,
+	             "%s", kvc_strerror());
+	cr_assert_eq(kvc_put_mr_async(kvc, "async-put", 9, src, 0, VAL_BIG, NULL, async_done, &ap),
+	             0, "%s", kvc_strerror());
+	usleep(300000);
+	net_cut();
+	cr_assert(async_wait(&ag, DEADLINE + NET_SLACK_MS),
+	          "async GET: no completion within %d ms of the cut", DEADLINE + NET_SLACK_MS);
+	cr_assert(async_wait(&ap, DEADLINE + NET_SLACK_MS),
+	          "async PUT: no completion within %d ms of the cut", DEADLINE + NET_SLACK_MS);
+	cr_log_info("async GET: %s after %llu ms; async PUT: %s after %llu ms",
+	            ag.result < 0 ? strerror((int)-ag.result) : "ok",
+	            (unsigned long long)(ag.end - t0),
+	            ap.result < 0 ? strerror((int)-ap.result) : "ok",
+	            (unsigned long long)(ap.end - t0));
+	cr_expect_leq(ag.end - t0, DEADLINE + NET_SLACK_MS);
+	cr_expect_leq(ap.end - t0, DEADLINE + NET_SLACK_MS);
+	if (ag.result >= 0) {
+		cr_assert_eq(ag.result, (long)VAL_BIG);
+		check_bytes(xfer_mr_addr(dst), tmp, VAL_BIG, "async GET before the cut");
+	} else {
+		cr_expect(net_error(ag.result), "async GET: %s", strerror((int)-ag.result));
+	}
+	if (ap.result < 0)
+		cr_expect(net_error(ap.result), "async PUT: %s", strerror((int)-ap.result));
+	net_restore();
+
+	/* The same client works again; the PUT left the old value or the new. */
+	t0 = net_now_ms();
+	for (int i = 0; i < 20 && n < 0; i++)
+		n = kvc_get(kvc, "async-put", 9, 0, got, VAL_BIG, NULL, NULL);
+	cr_assert_eq(n, (ssize_t)VAL_BIG, "GET after heal: %s", kvc_strerror());
+	cr_log_info("first GET after heal: %llu ms", (unsigned long long)(net_now_ms() - t0));
+	k = which_seed(got, VAL_BIG, seeds, 2, tmp);
+	cr_assert_geq(k, 0, "async-put holds neither the old nor the new value");
+	if (ap.result == 0)
+		cr_assert_eq(k, 1, "the async PUT succeeded but the old value is stored");
+	fill(tmp, VAL_BIG, seeds[0]);
+	r = (int)kvc_get(kvc, "async-get", 9, 0, got, VAL_BIG, NULL, NULL);
+	cr_assert_eq(r, (int)VAL_BIG, "%s", kvc_strerror());
+	check_bytes(got, tmp, VAL_BIG, "async-get after heal");
+	xfer_mr_dereg(src);
+	xfer_mr_dereg(dst);
+	kvc_close(kvc);
+	free(tmp);
+	free(got);
+}
+
+/* ------------------------------------------------------------------ */
+/* A cut while idle                                                    */
+/* ------------------------------------------------------------------ */
+
+Test(net_client, cut_idle_then_heal)
+{
+	struct kvc *kvc = client(DEADLINE);
+	uint8_t *big = xmalloc(VAL_BIG), small[VAL_SMALL];
+	struct kvc_entry e;
+	uint64_t t0, p, g;
+	long r;
+
+	put_get_checked(kvc, "idle-big", VAL_BIG, 31, &p, &g);
+	put_get_checked(kvc, "idle-small", VAL_SMALL, 32, &p, &g);
+	net_cut();
+	for (int i = 0; i < 4; i++) {
+		t0 = net_now_ms();
+		switch (i) {
+		case 0:
+			r = kvc_stat(kvc, "idle-small", 10, &e);
+			break;
+		case 1:
+			fill(small, sizeof(small), 33);
+			r = kvc_put(kvc, "idle-small", 10, small, sizeof(small), NULL, NULL);
+			break;
+		case 2:
+			r = kvc_get(kvc, "idle-big", 8, 0, big, VAL_BIG, NULL, NULL);
+			break;
+		default:
+			r = kvc_stat(kvc, "idle-small", 10, &e);
+			break;
+		}
+		uint64_t el = net_now_ms() - t0;
+
+		cr_log_info("idle cut, call %d: %s after %llu ms (%s)", i,
+		            r < 0 ? strerror((int)-r) : "ok", (unsigned long long)el,
+		            kvc_strerror());
+		cr_expect(r < 0 && net_error(r), "call %d on a cut link: %ld (%s)", i, r,
+		          kvc_strerror());
+		cr_expect_leq(el, DEADLINE + NET_SLACK_MS, "call %d took %llu ms", i,
+		              (unsigned long long)el);
+	}
+	net_heal();
+	t0 = net_now_ms();
+	r = -1;
+	for (int i = 0; i < 20 && r < 0; i++)
+		r = kvc_stat(kvc, "idle-small", 10, &e);
+	cr_assert_eq(r, 0, "STAT after heal: %s", kvc_strerror());
+	cr_log_info("first call after heal: %llu ms", (unsigned long long)(net_now_ms() - t0));
+	/* The PUT during the cut may or may not have been applied: whole either way. */
+	cr_assert_eq(kvc_get(kvc, "idle-small", 10, 0, small, sizeof(small), NULL, NULL),
+	             (ssize_t)sizeof(small));
+	{
+		uint64_t seeds[2] = {32, 33};
+		uint8_t tmp[VAL_SMALL];
+
+		cr_assert_geq(which_seed(small, sizeof(small), seeds, 2, tmp), 0,
+		              "idle-small is torn");
+	}
+	put_get_checked(kvc, "idle-big", VAL_BIG, 34, &p, &g);
+	kvc_close(kvc);
+	free(big);
+}
+
+/* ------------------------------------------------------------------ */
+/* Delay and loss (tc netem)                                           */
+/* ------------------------------------------------------------------ */
+
+Test(net_netem, delay_50ms)
+{
+	struct kvc *kvc = client(DELAY_DEADLINE);
+	uint64_t p, g;
+
+	net_delay(50, 0);
+	for (int i = 0; i < 3; i++) {
+		put_get_checked(kvc, "delay-small", VAL_SMALL, 40 + (uint64_t)i, &p, &g);
+		cr_log_info("50 ms each way, 4 KiB: PUT %llu ms, GET %llu ms",
+		            (unsigned long long)p, (unsigned long long)g);
+		cr_expect_geq(p, 50, "a PUT across a 50 ms link took %llu ms",
+		              (unsigned long long)p);
+		cr_expect_geq(g, 50);
+		cr_expect_leq(p, DELAY_DEADLINE + NET_SLACK_MS);
+		cr_expect_leq(g, DELAY_DEADLINE + NET_SLACK_MS);
+	}
+	put_get_checked(kvc, "delay-big", VAL_BIG, 43, &p, &g);
+	cr_log_info("50 ms each way, 16 MiB: PUT %llu ms, GET %llu ms", (unsigned long long)p,
+	            (unsigned long long)g);
+	cr_expect_geq(p, 50);
+	cr_expect_geq(g, 50);
+	kvc_close(kvc);
+}
+
+/* 5 % loss: TCP crawls (tens of KiB/s at a 100 ms round trip), so values
+ * of 4 KiB (inline) and 1 MiB (RDMA) rather than 16 MiB. */
+Test(net_netem, delay_and_loss)
+{
+	static const size_t sizes[] = {VAL_SMALL, 1 << 20};
+	struct kvc *kvc = client(5000);
+	uint8_t *want = xmalloc(1 << 20), *got = xmalloc(1 << 20), *tmp = xmalloc(1 << 20);
+
+	for (int z = 0; z < 2; z++) {
+		size_t len = sizes[z];
+		uint64_t cand[16];
+		int ncand = 0, ok = 0, failed = 0;
+
+		fill(want, len, 50);
+		net_restore();
+		cr_assert_eq(kvc_put(kvc, "lossy", 5, want, len, NULL, NULL), 0, "%s",
+		             kvc_strerror());
+		cand[ncand++] = 50;
+		net_delay(50, 5);
+		for (uint64_t seed = 51; seed < 55; seed++) {
+			uint64_t t0 = net_now_ms(), el;
+			ssize_t n;
+			int r, k;
+
+			fill(want, len, seed);
+			r = kvc_put(kvc, "lossy", 5, want, len, NULL, NULL);
+			el = net_now_ms() - t0;
+			cr_expect_leq(el, 5000 + NET_SLACK_MS, "PUT took %llu ms",
+			              (unsigned long long)el);
+			if (r == 0)
+				ncand = 0;
+			else
+				cr_expect(net_error(r), "PUT: %s", kvc_strerror());
+			cand[ncand++] = seed;
+			failed += r != 0;
+			t0 = net_now_ms();
+			n = kvc_get(kvc, "lossy", 5, 0, got, len, NULL, NULL);
+			el = net_now_ms() - t0;
+			cr_expect_leq(el, 5000 + NET_SLACK_MS, "GET took %llu ms",
+			              (unsigned long long)el);
+			if (n < 0) {
+				cr_expect(net_error(n), "GET: %s", kvc_strerror());
+				failed++;
+				continue;
+			}
+			cr_assert_eq(n, (ssize_t)len);
+			k = which_seed(got, len, cand, ncand, tmp);
+			cr_assert_geq(k, 0, "GET over a lossy link: a value that was never stored");
+			cand[0] = cand[k];
+			ncand = 1;
+			ok += r == 0;
+		}
+		cr_log_info("50 ms, 5%% loss, %zu bytes: %d good PUT+GET rounds of 4, %d failed "
+		            "calls",
+		            len, ok, failed);
+	}
+	kvc_close(kvc);
+	free(want);
+	free(got);
+	free(tmp);
+}
+
+Test(net_netem, delay_beyond_deadline)
+{
+	struct kvc *kvc = client(1000);
+	uint8_t small[VAL_SMALL];
+	struct kvc_entry e;
+	uint64_t t0, el, p, g;
+	long r;
+
+	put_get_checked(kvc, "slow", VAL_SMALL, 60, &p, &g);
+	net_delay(2000, 0);
+	for (int i = 0; i < 2; i++) {
+		t0 = net_now_ms();
+		r = i ? kvc_get(kvc, "slow", 4, 0, small, sizeof(small), NULL, NULL)
+		      : kvc_stat(kvc, "slow", 4, &e);
+		el = net_now_ms() - t0;
+		cr_log_info("2 s delay, 1 s deadline: %s after %llu ms",
+		            r < 0 ? strerror((int)-r) : "ok", (unsigned long long)el);
+		cr_expect_eq(r, -ETIMEDOUT, "call %d: %ld (%s)", i, r, kvc_strerror());
+		cr_expect_leq(el, 1000 + NET_SLACK_MS);
+	}
+	net_restore();
+	r = -1;
+	for (int i = 0; i < 20 && r < 0; i++)
+		r = kvc_stat(kvc, "slow", 4, &e);
+	cr_assert_eq(r, 0, "STAT after the delay was removed: %s", kvc_strerror());
+	put_get_checked(kvc, "slow", VAL_SMALL, 61, &p, &g);
+	kvc_close(kvc);
+}
+
+/* ------------------------------------------------------------------ */
+/* A slow link (tc tbf): a 16 MiB transfer cannot finish in time      */
+/* ------------------------------------------------------------------ */
+
+struct pinger {
+	struct kvc *kvc;
+	atomic_bool stop;
+	atomic_int ok, failed;
+};
+
+/* Small calls that keep answers flowing on the control connection. */
+static void *pinger_main(void *arg)
+{
+	struct pinger *p = arg;
+
+	for (int i = 0; i < 10000 && !atomic_load(&p->stop); i++) {
+		struct kvc_entry e;
+
+		if (kvc_stat(p->kvc, "slowlink-small", 14, &e) == 0)
+			atomic_fetch_add(&p->ok, 1);
+		else
+			atomic_fetch_add(&p->failed, 1);
+		usleep(100000);
+	}
+	return NULL;
+}
+
+Test(net_client, slow_link_beyond_deadline)
+{
+	struct kvc *kvc = client(DEADLINE);
+	uint8_t *want = xmalloc(VAL_BIG), *got = xmalloc(VAL_BIG);
+	struct pinger pg = {.kvc = kvc};
+	uint64_t t0, el, p, g;
+	pthread_t t;
+	ssize_t n;
+
+	put_get_checked(kvc, "slowlink-small", VAL_SMALL, 70, &p, &g);
+	fill(want, VAL_BIG, 71);
+	cr_assert_eq(kvc_put(kvc, "slowlink-big", 12, want, VAL_BIG, NULL, NULL), 0, "%s",
+	             kvc_strerror());
+	/* 4 Mbit/s: 16 MiB needs 34 s, 4 KiB 8 ms. */
+	cr_assert_eq(net_sh("rate", "4000"), 0, "scripts/netns rate failed (tc tbf)");
+	put_get_checked(kvc, "slowlink-small", VAL_SMALL, 72, &p, &g);
+	cr_log_info("4 Mbit/s: 4 KiB PUT %llu ms, GET %llu ms", (unsigned long long)p,
+	            (unsigned long long)g);
+	cr_assert_eq(pthread_create(&t, NULL, pinger_main, &pg), 0);
+	memset(got, 0, VAL_BIG);
+	t0 = net_now_ms();
+	n = kvc_get(kvc, "slowlink-big", 12, 0, got, VAL_BIG, NULL, NULL);
+	el = net_now_ms() - t0;
+	cr_log_info("4 Mbit/s: 16 MiB GET: %s after %llu ms", n < 0 ? strerror((int)-n) : "ok",
+	            (unsigned long long)el);
+	cr_expect_eq(n, -ETIMEDOUT, "16 MiB GET over 4 Mbit/s with a %d ms deadline: %zd (%s)",
+	             DEADLINE, n, kvc_strerror());
+	cr_expect_leq(el, DEADLINE + NET_SLACK_MS);
+	/* The call has returned: its memory is the caller's again.  Nothing
+	 * may land in it any more, while the connection stays up. */
+	memset(got, 0xa5, VAL_BIG);
+	usleep(2 * DEADLINE * 1000);
+	atomic_store(&pg.stop, true);
+	pthread_join(t, NULL);
+	for (size_t i = 0; i < VAL_BIG; i++) {
+		if (got[i] != 0xa5)
+			cr_assert_fail("byte %zu of a GET buffer changed after the GET returned "
+			               "-ETIMEDOUT",
+			               i);
+	}
+	cr_log_info("4 Mbit/s: %d small calls answered, %d failed meanwhile", atomic_load(&pg.ok),
+	            atomic_load(&pg.failed));
+	net_restore();
+	n = -1;
+	for (int i = 0; i < 20 && n < 0; i++)
+		n = kvc_get(kvc, "slowlink-big", 12, 0, got, VAL_BIG, NULL, NULL);
+	cr_assert_eq(n, (ssize_t)VAL_BIG, "GET after the link is fast again: %s", kvc_strerror());
+	check_bytes(got, want, VAL_BIG, "slowlink-big");
+	kvc_close(kvc);
+	free(want);
+	free(got);
+}
