@@ -553,6 +553,7 @@ static void kvfs_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	KV_DEBUG(TAG, "FUSE capable 0x%x want 0x%x", conn->capable, conn->want);
 }
 
 static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
