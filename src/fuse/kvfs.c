@@ -270,7 +270,8 @@ static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry 
 
 /*
  * What is @key: a file (0, *e filled), a directory (1, *e the marker's
- * metadata or zeroes), or nothing (-ENOENT).  Other negative errno on
+ * metadata or zeroes), or nothing (-ENOENT, also for a name the key policy
+ * refuses, so lookups of such names are plain misses).  Other negative errno on
  * server errors.
  */
 static int probe(const char *key, struct kvc_entry *e)
@@ -286,6 +287,8 @@ static int probe(const char *key, struct kvc_entry *e)
 	r = kvc_stat(fs.kvc, key, strlen(key), e);
 	if (r == 0)
 		return 0;
+	if (r == -EINVAL)
+		return -ENOENT; /* not a valid key (wire_key_check()): cannot exist */
 	if (r != -ENOENT)
 		return r;
 	r = kvfs_path_dir_marker(key, pfx, sizeof(pfx));
