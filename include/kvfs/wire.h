@@ -277,6 +277,10 @@ void wire_segs_free(Kvfs__Segment **segs);
  */
 int wire_request_check(const Kvfs__Request *req, const char **ret_reason);
 
+/* True when @reason, set by a failed wire_request_check(), is about a key
+ * field breaking the key policy (for counting refused keys). */
+bool wire_reason_is_key(const char *reason);
+
 /* Constant-time comparison for auth proofs: true iff equal.  The time taken
  * depends on @len only. */
 bool wire_ct_equal(const void *a, const void *b, size_t len);

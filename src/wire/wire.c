@@ -819,6 +819,15 @@ int wire_request_check(const Kvfs__Request *req, const char **ret_reason)
 	return rc;
 }
 
+bool wire_reason_is_key(const char *reason)
+{
+	for (size_t f = 0; f < KV_ARRAY_SIZE(wire_key_why); f++)
+		for (size_t e = WIRE_KEY_OK + 1; e < WIRE_KEY_NERR; e++)
+			if (reason == wire_key_why[f][e])
+				return true;
+	return false;
+}
+
 bool wire_ct_equal(const void *a, const void *b, size_t len)
 {
 	const volatile uint8_t *x = a, *y = b;
