@@ -185,6 +185,10 @@ Test(kvfs, bad_names)
 	cr_assert_eq(stat(mp(0, "caf\xc3\xa9 d/.hidden"), &st), 0);
 	cr_assert_eq(st.st_size, 2);
 	cr_assert_eq(stat(mp(0, "..x"), &st), 0);
+	/* renaming to a refused name fails and keeps the source */
+	cr_assert_eq(rename(mp(0, "..x"), mp(0, "ren\x01")), -1);
+	cr_assert_eq(errno, EINVAL, "rename: %s", strerror(errno));
+	cr_assert_eq(stat(mp(0, "..x"), &st), 0);
 }
 
 Test(kvfs, statfs_reports_server_capacity)
