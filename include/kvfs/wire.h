@@ -207,10 +207,30 @@ const char *wire_status_name(int32_t status);
 /*
  * Keys
  * ----
- * A key is 1..WIRE_KEY_MAX bytes without NUL; any other byte is allowed.
- * Returns 0, -EINVAL (NULL with a nonzero length, empty, embedded NUL) or
- * -ENAMETOOLONG.
+ * A key is 1..WIRE_KEY_MAX bytes of valid UTF-8 (no overlong forms, no
+ * surrogates) without NUL or other control characters (0x01-0x1f, 0x7f),
+ * read as '/'-separated path components none of which is empty, "." or
+ * "..": no leading '/', no "//".  One trailing '/' is allowed, since "dir/"
+ * is the directory marker kvfs stores for mkdir.  Anything else (spaces,
+ * any printable Unicode) is allowed.  Keys name files on kvfs mounts and
+ * paths in tools that copy them to disk, so shapes a file system cannot
+ * hold, or would resolve differently, are refused here once for everyone.
+ *
+ * With WIRE_KEY_PREFIX the string is a LIST prefix or start_after: it may be
+ * empty, and its last component may be the start of a longer name ("a/."
+ * begins "a/.hidden", a multi-byte character may be cut short); the
+ * components before it follow the rules above.
+ *
+ * wire_key_validate() returns 0, -EINVAL or -ENAMETOOLONG (longer than
+ * WIRE_KEY_MAX), and points *ret_reason (may be NULL) at a static sentence
+ * such as "key is not valid UTF-8" ("ok" on success).  wire_key_check() is
+ * wire_key_validate(key, len, 0, NULL).  The server runs this check on every
+ * key-bearing request field (wire_request_check()), the client library before
+ * sending.
  */
+#define WIRE_KEY_PREFIX 1u
+
+int wire_key_validate(const char *key, size_t len, unsigned flags, const char **ret_reason);
 int wire_key_check(const char *key, size_t len);
 
 /*
@@ -245,13 +265,21 @@ void wire_segs_free(Kvfs__Segment **segs);
  * Request checks
  * --------------
  * Semantic checks a server runs on a decoded Request before acting on it:
- * a body is set, every key passes wire_key_check(), segments are sane and
- * PUT has exactly one of value / src with a consistent length, GET has at
- * most one of dst / want_inline, if_absent excludes if_version.  Returns 0 or
+ * a body is set, every key passes wire_key_check() (a LIST prefix and
+ * start_after with WIRE_KEY_PREFIX; the delimiter is at most one non-NUL
+ * byte), segments are sane and PUT has exactly one of value / src with a
+ * consistent length, GET has at most one of dst / want_inline, if_absent
+ * excludes if_version.  Returns 0 or
  * a negative errno (-EINVAL, -ENAMETOOLONG, -ENOTSUP for an unknown body)
- * and points *ret_reason at a static description.
+ * and points *ret_reason at a static description that names the operation
+ * and, for a key, the field and what is wrong ("RENAME: destination key has
+ * a '.' or '..' path component").
  */
 int wire_request_check(const Kvfs__Request *req, const char **ret_reason);
+
+/* True when @reason, set by a failed wire_request_check(), is about a key
+ * field breaking the key policy (for counting refused keys). */
+bool wire_reason_is_key(const char *reason);
 
 /* Constant-time comparison for auth proofs: true iff equal.  The time taken
  * depends on @len only. */

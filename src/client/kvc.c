@@ -204,14 +204,14 @@ static bool same_family(const char *a, const char *b)
 
 static int key_check(const char *what, const void *key, size_t len)
 {
-	int r = wire_key_check(key, len);
+	const char *why;
+	int r = wire_key_validate(key, len, 0, &why);
 
 	if (r == -ENAMETOOLONG)
 		return fail(r, "kvc: %s: key of %zu bytes is longer than %d bytes", what, len,
 		            WIRE_KEY_MAX);
 	if (r)
-		return fail(r, "kvc: %s: invalid key (keys are 1..%d bytes without NUL)", what,
-		            WIRE_KEY_MAX);
+		return fail(r, "kvc: %s: %s (see docs/protocol.md, \"Keys\")", what, why);
 	return 0;
 }
 

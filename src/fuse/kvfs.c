@@ -34,6 +34,7 @@
 #include "kvfs/client.h"
 #include "kvfs/log.h"
 #include "kvfs/util.h"
+#include "kvfs/wire.h"
 #include "kvfs_i.h"
 
 #define TAG "kvfs"
@@ -277,7 +278,8 @@ static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry 
 
 /*
  * What is @key: a file (0, *e filled), a directory (1, *e the marker's
- * metadata or zeroes), or nothing (-ENOENT).  Other negative errno on
+ * metadata or zeroes), or nothing (-ENOENT, also for a name the key policy
+ * refuses, so lookups of such names are plain misses).  Other negative errno on
  * server errors.
  */
 static int probe(const char *key, struct kvc_entry *e)
@@ -293,6 +295,8 @@ static int probe(const char *key, struct kvc_entry *e)
 	r = kvc_stat(fs.kvc, key, strlen(key), e);
 	if (r == 0)
 		return 0;
+	if (r == -EINVAL)
+		return -ENOENT; /* not a valid key (wire_key_check()): cannot exist */
 	if (r != -ENOENT)
 		return r;
 	r = kvfs_path_dir_marker(key, pfx, sizeof(pfx));
@@ -556,6 +560,18 @@ static void kvfs_init(void *userdata, struct fuse_conn_info *conn)
 	KV_DEBUG(TAG, "FUSE capable 0x%x want 0x%x", conn->capable, conn->want);
 }
 
+/* Key for a new entry @name in @parent: kvfs_path_join(), then the key
+ * policy (wire_key_check()), so creating a name the server would refuse
+ * fails at once with EINVAL rather than at close. */
+static int join_new(const char *parent, const char *name, char *out, size_t cap)
+{
+	int r = kvfs_path_join(parent, name, out, cap);
+
+	if (r > 0 && wire_key_check(out, (size_t)r) == -EINVAL)
+		r = -EINVAL;
+	return r;
+}
+
 static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	char ppath[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2];
@@ -751,7 +767,7 @@ static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);
 	if (r == 0)
-		r = kvfs_path_join(ppath, name, key, sizeof(key));
+		r = join_new(ppath, name, key, sizeof(key));
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -1045,7 +1061,7 @@ static void kvfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);
 	if (r == 0)
-		r = kvfs_path_join(ppath, name, key, sizeof(key));
+		r = join_new(ppath, name, key, sizeof(key));
 	if (r >= 0)
 		r = kvfs_path_dir_marker(key, marker, sizeof(marker));
 	if (r < 0) {
@@ -1178,7 +1194,7 @@ static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 	if (r == 0)
 		r = kvfs_path_join(pp, name, src, sizeof(src));
 	if (r >= 0)
-		r = kvfs_path_join(np, newname, dst, sizeof(dst));
+		r = join_new(np, newname, dst, sizeof(dst));
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;

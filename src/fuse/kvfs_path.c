@@ -2,10 +2,12 @@
 /*
  * Path <-> key mapping.  A file /a/b/c on the mount is the key "a/b/c"; a
  * directory /a/b exists while some key starts with "a/b/", or explicitly
- * through the empty marker key "a/b/" that mkdir stores.  Keys are bytes
- * without NUL; kvfs passes names through unchanged (no escaping), so any
- * name the kernel accepts maps to itself, and "." / ".." never reach here
- * as names (the kernel resolves them).
+ * through the empty marker key "a/b/" that mkdir stores.  kvfs passes names
+ * through unchanged (no escaping), so a name maps to itself; "." / ".."
+ * never reach here as names (the kernel resolves them).  Names the key
+ * policy refuses (invalid UTF-8, control characters: wire_key_check()) are
+ * joined here but refused by the client library and the server with
+ * EINVAL, so creating such a file fails and looking one up finds nothing.
  */
 #include <errno.h>
 #include <string.h>

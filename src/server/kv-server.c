@@ -9,6 +9,7 @@
 
 #include "kvfs/log.h"
 #include "kvfs/util.h"
+#include "kvfs/wire.h"
 #include "server.h"
 
 static void usage(FILE *f)
@@ -28,9 +29,27 @@ static void usage(FILE *f)
 	        "      --max-value SIZE       largest value accepted (default: all of --memory)\n"
 	        "      --max-inline SIZE      largest value sent inline in a frame (default 64K)\n"
 	        "      --auth-token-file FILE clients must prove they hold this token\n"
-	        "      --max-conns N          connections at once (default 1024)\n"
-	        "      --max-inflight N       requests worked on per connection (default 64)\n"
 	        "      --timeout MS           RDMA transfer deadline (default 10000)\n"
+	        "\n"
+	        "Limits per connection (memory stays below about max-conns x (max-frame +\n"
+	        "max-outbuf + 1.2M); see docs/reliability.md):\n"
+	        "      --max-conns N          connections at once (default 1024)\n"
+	        "      --max-inflight N       RDMA requests worked on per connection (default 64)\n"
+	        "      --max-frame SIZE       largest request frame read, 4K..64M (default "
+	        "1088K);\n"
+	        "                             a longer declared length closes the connection\n"
+	        "      --max-outbuf SIZE      response bytes queued for a client before the\n"
+	        "                             server stops reading its requests (default 8M)\n"
+	        "      --hello-timeout MS     close a connection that has not completed HELLO\n"
+	        "                             this long after connecting (default 10000)\n"
+	        "      --frame-timeout MS     close a connection whose frame has not fully\n"
+	        "                             arrived this long after it started, or that has\n"
+	        "                             not read any of its responses for as long\n"
+	        "                             (default 10000)\n"
+	        "      --idle-timeout MS      close a connection past HELLO with nothing in\n"
+	        "                             flight after this long without a request\n"
+	        "                             (default 0 = never; clients reconnect on demand)\n"
+	        "\n"
 	        "  -v, --verbose              debug logging (or KVFS_LOG=debug)\n"
 	        "  -q, --quiet                warnings and errors only\n"
 	        "  -h, --help                 this text\n"
@@ -49,22 +68,53 @@ static int size_arg(const char *opt, const char *v, uint64_t *ret)
 	return 0;
 }
 
-static int uint_arg(const char *opt, const char *v, unsigned *ret)
+static int num_arg(const char *opt, const char *v, unsigned long min, unsigned long max,
+                   unsigned *ret)
 {
 	char *end;
 	unsigned long x = strtoul(v, &end, 10);
 
-	if (!*v || *end || x == 0 || x > 1000000) {
-		fprintf(stderr, "kv-server: %s: '%s' is not a positive number\n", opt, v);
+	if (!*v || *v == '-' || *end || x < min || x > max) {
+		fprintf(stderr, "kv-server: %s: '%s' is not a number from %lu to %lu\n", opt, v,
+		        min, max);
 		return -1;
 	}
 	*ret = (unsigned)x;
 	return 0;
 }
 
+static int uint_arg(const char *opt, const char *v, unsigned *ret)
+{
+	return num_arg(opt, v, 1, 1000000, ret);
+}
+
+/* Milliseconds, at most a day; 0 only where @zero_ok (= off). */
+static int ms_arg(const char *opt, const char *v, bool zero_ok, int *ret)
+{
+	unsigned x;
+
+	if (num_arg(opt, v, zero_ok ? 0 : 1, 86400000, &x))
+		return -1;
+	*ret = (int)x;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	enum { O_BIND = 256, O_MAXVAL, O_MAXINL, O_TOKEN, O_CONNS, O_INFL, O_TMO };
+	enum {
+		O_BIND = 256,
+		O_MAXVAL,
+		O_MAXINL,
+		O_TOKEN,
+		O_CONNS,
+		O_INFL,
+		O_TMO,
+		O_FRAME,
+		O_OUTBUF,
+		O_HELLO_TMO,
+		O_FRAME_TMO,
+		O_IDLE_TMO,
+	};
 	static const struct option lo[] = {
 	        {"listen", required_argument, NULL, 'l'},
 	        {"memory", required_argument, NULL, 'm'},
@@ -77,6 +127,11 @@ int main(int argc, char **argv)
 	        {"max-conns", required_argument, NULL, O_CONNS},
 	        {"max-inflight", required_argument, NULL, O_INFL},
 	        {"timeout", required_argument, NULL, O_TMO},
+	        {"max-frame", required_argument, NULL, O_FRAME},
+	        {"max-outbuf", required_argument, NULL, O_OUTBUF},
+	        {"hello-timeout", required_argument, NULL, O_HELLO_TMO},
+	        {"frame-timeout", required_argument, NULL, O_FRAME_TMO},
+	        {"idle-timeout", required_argument, NULL, O_IDLE_TMO},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"quiet", no_argument, NULL, 'q'},
 	        {"help", no_argument, NULL, 'h'},
@@ -86,6 +141,8 @@ int main(int argc, char **argv)
 	struct srv_opts o;
 	struct srv *s;
 	sigset_t mask;
+	bool inline_set = false;
+	uint64_t sz;
 	unsigned tmo;
 	int c, r;
 
@@ -132,6 +189,37 @@ int main(int argc, char **argv)
 				        "kv-server: --max-inline is at most 1M (frame limit)\n");
 				return 2;
 			}
+			inline_set = true;
+			break;
+		case O_FRAME:
+			if (size_arg("--max-frame", optarg, &sz))
+				return 2;
+			if (sz < WIRE_MAX_FRAME_MIN || sz > WIRE_MAX_FRAME_MAX) {
+				fprintf(stderr, "kv-server: --max-frame must be from 4K to 64M\n");
+				return 2;
+			}
+			o.max_frame = (size_t)sz;
+			break;
+		case O_OUTBUF:
+			if (size_arg("--max-outbuf", optarg, &sz))
+				return 2;
+			if (sz < 64 * 1024 || sz > (1ULL << 30)) {
+				fprintf(stderr, "kv-server: --max-outbuf must be from 64K to 1G\n");
+				return 2;
+			}
+			o.max_outbuf = (size_t)sz;
+			break;
+		case O_HELLO_TMO:
+			if (ms_arg("--hello-timeout", optarg, false, &o.hello_timeout_ms))
+				return 2;
+			break;
+		case O_FRAME_TMO:
+			if (ms_arg("--frame-timeout", optarg, false, &o.frame_timeout_ms))
+				return 2;
+			break;
+		case O_IDLE_TMO:
+			if (ms_arg("--idle-timeout", optarg, true, &o.idle_timeout_ms))
+				return 2;
 			break;
 		case O_TOKEN:
 			o.auth_token_file = optarg;
@@ -170,6 +258,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kv-server: unexpected argument '%s'. Try 'kv-server --help'.\n",
 		        argv[optind]);
 		return 2;
+	}
+	/* An inline PUT of max_inline bytes with a longest key must fit a frame. */
+	if (o.max_inline + WIRE_KEY_MAX + 1024 > o.max_frame) {
+		uint64_t fit = o.max_frame - WIRE_KEY_MAX - 1024;
+		char a[32], b[32], f[32];
+
+		if (inline_set) {
+			fprintf(stderr,
+			        "kv-server: --max-inline %s does not fit --max-frame %s with a "
+			        "longest key: use at most --max-inline %s\n",
+			        kv_fmt_size(o.max_inline, a, sizeof(a)),
+			        kv_fmt_size(o.max_frame, b, sizeof(b)),
+			        kv_fmt_size(fit, f, sizeof(f)));
+			return 2;
+		}
+		o.max_inline = fit;
 	}
 	/* Signals are read through a signalfd in the event loop; block them
 	 * before any thread (the engine's) starts so every thread inherits it. */

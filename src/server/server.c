@@ -10,6 +10,14 @@
  *   HELLO   connected, ServerHello sent, waiting for the client's HELLO
  *   READY   serving requests
  *   CLOSING a fatal error or a refusal: flush what is queued, then close
+ * Deadlines (check_deadlines()): a connection in HELLO is closed
+ * hello_timeout_ms after it connected; a frame that started arriving must
+ * complete within frame_timeout_ms (slow-loris), and queued responses must
+ * make progress within frame_timeout_ms (a client that does not read); a
+ * READY connection with nothing in flight may be closed after
+ * idle_timeout_ms (off by default: clients keep connections open).
+ * Reading stops while a connection has max_inflight RDMA ops or max_outbuf
+ * bytes queued; bytes already received past that point wait in conn->stash.
  * A closed connection whose RDMA ops are still in flight stays allocated
  * (conn->ops > 0) until the last op completes, so ops never point at freed
  * memory; their values are unpinned and their reservations aborted then.
@@ -59,11 +67,16 @@ struct conn {
 	uint8_t nonce[WIRE_AUTH_NONCE_LEN];
 	bool rdma;
 	xfer_peer_t peer;
-	unsigned ops;      /* RDMA ops in flight for this connection */
-	bool closed;       /* fd closed, waiting for ops to drain */
-	bool reading;      /* EPOLLIN armed */
-	bool want_out;     /* EPOLLOUT armed */
-	uint64_t deadline; /* CONN_HELLO: close at this time (ms) */
+	unsigned ops;            /* RDMA ops in flight for this connection */
+	bool closed;             /* fd closed, waiting for ops to drain */
+	bool reading;            /* EPOLLIN armed */
+	bool want_out;           /* EPOLLOUT armed */
+	uint64_t hello_deadline; /* CONN_HELLO: close at this time (ms) */
+	uint64_t frame_deadline; /* a frame is partly received: complete by then; 0 = none */
+	uint64_t out_deadline;   /* output queued: some must be sent by then; 0 = none */
+	uint64_t last_recv;      /* last time bytes arrived (ms), for idle_timeout_ms */
+	uint8_t *stash;          /* received, not yet fed: reading paused mid-chunk */
+	size_t stash_len, stash_off;
 };
 
 enum srv_op_kind { OP_GET, OP_PUT };
@@ -104,8 +117,11 @@ struct srv {
 		uint64_t gets, puts, deletes, lists, renames, setattrs, stats, stat_calls;
 		uint64_t get_bytes, put_bytes, rdma_gets, rdma_puts, inline_gets, inline_puts;
 		uint64_t errors, rdma_failures, conns_total, conns_refused, auth_failures;
-		uint64_t bad_frames;
+		uint64_t bad_frames, refused_keys;
+		uint64_t closed_hello, closed_slow, closed_idle;
 	} c;
+	bool resume;       /* a connection with stashed bytes may read again */
+	struct conn *dead; /* closed, no ops left: freed at the end of the loop turn */
 };
 
 /* epoll tags: pointers to these mark the non-connection fds. */
@@ -122,9 +138,16 @@ void srv_opts_init(struct srv_opts *o)
 	o->max_conns = 1024;
 	o->max_inflight = 64;
 	o->max_outbuf = 8 * 1024 * 1024;
+	o->max_frame = WIRE_MAX_FRAME_DEFAULT;
 	o->timeout_ms = 10000;
-	o->idle_timeout_ms = 10000;
+	o->hello_timeout_ms = 10000;
+	o->frame_timeout_ms = 10000;
+	o->idle_timeout_ms = 0;
 }
+
+/* Queued-output capacity kept between responses; a larger buffer is freed
+ * once drained, so one big response does not pin memory. */
+#define SRV_OUT_KEEP ((size_t)(256 * 1024))
 
 /* ------------------------------------------------------------------ */
 /* Output                                                              */
@@ -138,6 +161,12 @@ static void conn_arm(struct conn *c)
 
 	if (c->closed || (rd == c->reading && wr == c->want_out))
 		return;
+	if (rd && !c->reading) {
+		if (c->stash_len)
+			c->srv->resume = true; /* no EPOLLIN may come for those bytes */
+		if (c->frame_deadline)         /* the pause was ours: restart the clock */
+			c->frame_deadline = kv_now_ms() + (uint64_t)c->srv->o.frame_timeout_ms;
+	}
 	ev.events = (rd ? EPOLLIN : 0) | (wr ? EPOLLOUT : 0) | EPOLLRDHUP;
 	epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 	c->reading = rd;
@@ -146,9 +175,12 @@ static void conn_arm(struct conn *c)
 
 static void conn_close(struct conn *c, const char *why);
 
-/* Write what is queued; returns 0 or a negative errno (connection dead). */
+/* Write what is queued; returns 0 or a negative errno (connection dead).
+ * Keeps out_deadline: set while output waits, moved on by any progress. */
 static int conn_flush(struct conn *c)
 {
+	bool sent = false;
+
 	while (c->out_off < c->out_len) {
 		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
 		                 MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -158,9 +190,19 @@ static int conn_flush(struct conn *c)
 			return -errno;
 		}
 		c->out_off += (size_t)n;
+		sent = true;
 	}
-	if (c->out_off == c->out_len)
+	if (c->out_off == c->out_len) {
 		c->out_off = c->out_len = 0;
+		c->out_deadline = 0;
+		if (c->out_cap > SRV_OUT_KEEP) {
+			free(c->out);
+			c->out = NULL;
+			c->out_cap = 0;
+		}
+	} else if (sent || !c->out_deadline) {
+		c->out_deadline = kv_now_ms() + (uint64_t)c->srv->o.frame_timeout_ms;
+	}
 	return 0;
 }
 
@@ -177,7 +219,9 @@ static int conn_queue(struct conn *c, enum wire_frame_type type, const ProtobufC
 		c->out_off = 0;
 	}
 	if (c->out_len + need > c->out_cap) {
-		size_t ncap = KV_MAX(c->out_cap * 2, c->out_len + need);
+		/* Doubling, but not past what max_outbuf lets accumulate. */
+		size_t ncap = KV_MAX(KV_MIN(c->out_cap * 2, c->srv->o.max_outbuf + need),
+		                     c->out_len + need);
 		uint8_t *n = realloc(c->out, ncap);
 
 		if (!n)
@@ -239,6 +283,7 @@ static void conn_free(struct conn *c)
 	}
 	wire_reader_fini(&c->rd);
 	free(c->out);
+	free(c->stash);
 	free(c);
 }
 
@@ -261,8 +306,22 @@ static void conn_close(struct conn *c, const char *why)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->nconns--;
-	if (c->ops == 0)
+	/* Not freed here: the callers up the stack (dispatch, conn_feed) still
+	 * look at @c.  Ops in flight free it on their last completion. */
+	if (c->ops == 0) {
+		c->next = s->dead;
+		s->dead = c;
+	}
+}
+
+static void srv_free_dead(struct srv *s)
+{
+	while (s->dead) {
+		struct conn *c = s->dead;
+
+		s->dead = c->next;
 		conn_free(c);
+	}
 }
 
 static void fmt_sockaddr(const struct sockaddr_storage *ss, char *buf, size_t len)
@@ -298,7 +357,7 @@ int srv_adopt_fd(struct srv *s, int fd, const char *name)
 		return -EMFILE;
 	}
 	c = calloc(1, sizeof(*c));
-	if (!c || wire_reader_init(&c->rd, WIRE_MAX_FRAME_DEFAULT, WIRE_ACCEPT_SERVER) < 0) {
+	if (!c || wire_reader_init(&c->rd, s->o.max_frame, WIRE_ACCEPT_SERVER) < 0) {
 		free(c);
 		close(fd);
 		return -ENOMEM;
@@ -308,7 +367,8 @@ int srv_adopt_fd(struct srv *s, int fd, const char *name)
 	c->fd = fd;
 	c->serial = ++s->serial;
 	c->state = CONN_HELLO;
-	c->deadline = kv_now_ms() + (uint64_t)s->o.idle_timeout_ms;
+	c->last_recv = kv_now_ms();
+	c->hello_deadline = c->last_recv + (uint64_t)s->o.hello_timeout_ms;
 	snprintf(c->name, sizeof(c->name), "%s", name);
 	c->next = s->conns;
 	if (s->conns)
@@ -427,7 +487,7 @@ static void do_hello(struct conn *c, const Kvfs__Request *rq)
 		return;
 	}
 	hr.version = v;
-	hr.max_frame = WIRE_MAX_FRAME_DEFAULT;
+	hr.max_frame = s->o.max_frame;
 	hr.max_value = srv_max_value(s);
 	hr.chunk_size = s->eng ? xfer_chunk_size(s->eng) : 0;
 	hr.has_max_inline = true;
@@ -777,15 +837,18 @@ static void op_complete(struct srv *s, struct srv_op *op, int status)
 		                           : "RDMA transfer failed (client memory not reachable)";
 		KV_INFO(TAG, "%s: %s %s: %s", c->name, op->kind == OP_GET ? "GET" : "PUT", msg,
 		        strerror(-status));
-		/* The transfer connection to the client failed, nothing was
-		 * committed: STALE tells the client to reconnect (a new Hello
-		 * adds its engine again) and resend.  ECANCELED is what the
-		 * provider gives operations queued on a connection it tears
-		 * down, e.g. when a revived peer replaces a dead one after a
-		 * network cut; without this the client saw -ECANCELED, which
-		 * means "client closed" to it. */
+		/* The client sees TIMEOUT, STALE or IO, whatever the provider said
+		 * (its codes mean nothing to a client).  STALE when the transfer
+		 * connection to the client failed and nothing was committed: the
+		 * client reconnects (a new Hello adds its engine again) and
+		 * resends.  ECANCELED is what the provider gives operations queued
+		 * on a connection it tears down, e.g. when a revived peer replaces
+		 * a dead one after a network cut; tcp also reports a refused
+		 * remote key that way, which then ends at the client's deadline. */
 		if (!c->closed && conn_failure(status))
 			r = -ECONNRESET;
+		else if (status != -ETIMEDOUT && status != -ECONNRESET)
+			r = -EIO;
 	}
 	if (op->kind == OP_GET) {
 		if (r == 0) {
@@ -1074,6 +1137,10 @@ static void do_stats(struct conn *c, const Kvfs__Request *rq)
 	CNT("connections_refused", s->c.conns_refused);
 	CNT("auth_failures", s->c.auth_failures);
 	CNT("bad_frames", s->c.bad_frames);
+	CNT("refused_keys", s->c.refused_keys);
+	CNT("closed_hello_timeout", s->c.closed_hello);
+	CNT("closed_slow", s->c.closed_slow);
+	CNT("closed_idle", s->c.closed_idle);
 	CNT("gets", s->c.gets);
 	CNT("puts", s->c.puts);
 	CNT("deletes", s->c.deletes);
@@ -1116,6 +1183,11 @@ static void dispatch(struct conn *c, const Kvfs__Request *rq)
 	}
 	r = wire_request_check(rq, &why);
 	if (r < 0) {
+		if (wire_reason_is_key(why)) {
+			c->srv->c.refused_keys++;
+			KV_DEBUG(TAG, "%s: request %llu refused: %s", c->name,
+			         (unsigned long long)rq->id, why);
+		}
 		respond(c, rq->id, r, why, NULL);
 		return;
 	}
@@ -1141,16 +1213,77 @@ static void dispatch(struct conn *c, const Kvfs__Request *rq)
 	}
 }
 
-/* Read and serve; stops when the connection must not read more. */
+/* Decode and serve frames from @data until it is used up, the connection
+ * must not read more (max_inflight, max_outbuf, closing) or it is closed.
+ * Returns the bytes consumed. */
+static size_t conn_feed(struct conn *c, const uint8_t *data, size_t len)
+{
+	struct srv *s = c->srv;
+	size_t off = 0;
+	bool done = false; /* a frame completed */
+
+	while (off < len && !c->closed && c->reading) {
+		struct wire_msg m;
+		size_t used = 0;
+		int r = wire_reader_feed(&c->rd, data + off, len - off, &used, &m);
+
+		if (r < 0) {
+			char why[200];
+
+			s->c.bad_frames++;
+			snprintf(why, sizeof(why), "bad frame: %s", wire_reader_error(&c->rd));
+			KV_WARN(TAG, "%s: %s", c->name, why);
+			conn_close(c, why);
+			return len;
+		}
+		off += used;
+		if (r == 0)
+			break;
+		done = true;
+		dispatch(c, m.req);
+		wire_msg_free(&m);
+		if (c->state == CONN_CLOSING) {
+			if (c->out_off >= c->out_len)
+				conn_close(c, "refused");
+			else
+				conn_arm(c);
+			return len;
+		}
+	}
+	/* Slow-loris: a frame that has started must complete in time. */
+	if (!c->closed) {
+		if (!wire_reader_pending(&c->rd))
+			c->frame_deadline = 0;
+		else if (done || !c->frame_deadline)
+			c->frame_deadline = kv_now_ms() + (uint64_t)s->o.frame_timeout_ms;
+	}
+	return off;
+}
+
+/* Read and serve; stops when the connection must not read more.  Bytes
+ * received but not fed when it stops wait in the stash (at most one recv,
+ * 64 KiB) and are fed first when reading resumes. */
 static void conn_read(struct conn *c)
 {
 	uint8_t buf[64 * 1024];
-	struct srv *s = c->srv;
 
 	while (!c->closed && c->reading) {
-		ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
-		size_t off = 0;
+		size_t used;
+		ssize_t n;
 
+		if (c->stash_len) {
+			used = conn_feed(c, c->stash + c->stash_off, c->stash_len - c->stash_off);
+			if (c->closed)
+				return;
+			c->stash_off += used;
+			if (c->stash_off == c->stash_len) {
+				free(c->stash);
+				c->stash = NULL;
+				c->stash_len = c->stash_off = 0;
+			}
+			continue;
+		}
+		n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
 		if (n == 0) {
 			conn_close(c, wire_reader_pending(&c->rd) ? "client closed mid-frame"
 			                                          : "client closed");
@@ -1162,34 +1295,32 @@ static void conn_read(struct conn *c)
 			conn_close(c, strerror(errno));
 			return;
 		}
-		while (off < (size_t)n && !c->closed) {
-			struct wire_msg m;
-			size_t used = 0;
-			int r = wire_reader_feed(&c->rd, buf + off, (size_t)n - off, &used, &m);
-
-			if (r < 0) {
-				char why[200];
-
-				s->c.bad_frames++;
-				snprintf(why, sizeof(why), "bad frame: %s",
-				         wire_reader_error(&c->rd));
-				KV_WARN(TAG, "%s: %s", c->name, why);
-				conn_close(c, why);
+		c->last_recv = kv_now_ms();
+		used = conn_feed(c, buf, (size_t)n);
+		if (!c->closed && used < (size_t)n) {
+			c->stash = malloc((size_t)n - used);
+			if (!c->stash) {
+				conn_close(c, "out of memory");
 				return;
 			}
-			off += used;
-			if (r == 0)
-				break;
-			dispatch(c, m.req);
-			wire_msg_free(&m);
-			if (c->state == CONN_CLOSING) {
-				if (c->out_off >= c->out_len)
-					conn_close(c, "refused");
-				else
-					conn_arm(c);
-				return;
-			}
+			memcpy(c->stash, buf + used, (size_t)n - used);
+			c->stash_len = (size_t)n - used;
+			c->stash_off = 0;
 		}
+	}
+}
+
+/* Connections paused with stashed bytes that may read again: serve them
+ * (no EPOLLIN announces bytes we already hold). */
+static void srv_resume(struct srv *s)
+{
+	struct conn *c, *next;
+
+	s->resume = false;
+	for (c = s->conns; c; c = next) {
+		next = c->next;
+		if (c->stash_len && c->reading && !c->closed)
+			conn_read(c);
 	}
 }
 
@@ -1416,22 +1547,48 @@ out_free:
 	return r;
 }
 
-static void check_idle(struct srv *s)
+static void check_deadlines(struct srv *s)
 {
 	uint64_t now = kv_now_ms();
 	struct conn *c, *next;
+	char why[128];
 
 	for (c = s->conns; c; c = next) {
 		next = c->next;
-		if (c->state == CONN_HELLO && now >= c->deadline)
-			conn_close(c, "no HELLO in time");
+		if (c->state == CONN_HELLO && now >= c->hello_deadline) {
+			s->c.closed_hello++;
+			snprintf(why, sizeof(why), "no HELLO within %d ms (--hello-timeout)",
+			         s->o.hello_timeout_ms);
+			conn_close(c, why);
+		} else if (c->frame_deadline && c->reading && now >= c->frame_deadline) {
+			s->c.closed_slow++;
+			snprintf(why, sizeof(why),
+			         "frame not completed within %d ms (--frame-timeout): slow or "
+			         "stalled client",
+			         s->o.frame_timeout_ms);
+			conn_close(c, why);
+		} else if (c->out_deadline && now >= c->out_deadline) {
+			s->c.closed_slow++;
+			snprintf(why, sizeof(why),
+			         "client took none of its %zu queued response bytes for %d ms "
+			         "(--frame-timeout)",
+			         c->out_len - c->out_off, s->o.frame_timeout_ms);
+			conn_close(c, why);
+		} else if (s->o.idle_timeout_ms > 0 && c->state == CONN_READY && !c->ops &&
+		           !c->out_deadline && !c->frame_deadline && !c->stash_len &&
+		           now - c->last_recv >= (uint64_t)s->o.idle_timeout_ms) {
+			s->c.closed_idle++;
+			snprintf(why, sizeof(why), "idle for %d ms (--idle-timeout)",
+			         s->o.idle_timeout_ms);
+			conn_close(c, why);
+		}
 	}
 }
 
 int srv_poll_once(struct srv *s, int timeout_ms)
 {
 	struct epoll_event evs[64];
-	int n = epoll_wait(s->epfd, evs, 64, timeout_ms);
+	int n = epoll_wait(s->epfd, evs, 64, s->resume ? 0 : timeout_ms);
 
 	if (n < 0 && errno != EINTR)
 		return -errno;
@@ -1455,7 +1612,10 @@ int srv_poll_once(struct srv *s, int timeout_ms)
 			conn_event(p, evs[i].events);
 		}
 	}
-	check_idle(s);
+	if (s->resume)
+		srv_resume(s);
+	check_deadlines(s);
+	srv_free_dead(s);
 	return n > 0 ? n : 0;
 }
 
@@ -1504,6 +1664,7 @@ void srv_destroy(struct srv *s)
 		return;
 	while (s->conns)
 		conn_close(s->conns, "server stopping");
+	srv_free_dead(s);
 	if (s->eng) {
 		/* srv_run() waited for every transfer (bounded by their
 		 * deadlines); whatever is left fails into the cq at close and
@@ -1521,5 +1682,6 @@ void srv_destroy(struct srv *s)
 		close(s->lfd);
 	close(s->sigfd);
 	close(s->epfd);
+	explicit_bzero(s->token, sizeof(s->token));
 	free(s);
 }

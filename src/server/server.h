@@ -28,11 +28,28 @@ struct srv_opts {
 	uint64_t max_inline;         /* inline PUT/GET limit */
 	const char *auth_token_file; /* NULL = no auth */
 	unsigned max_conns;          /* connections at once */
-	unsigned max_inflight;       /* requests being worked on per connection */
+	unsigned max_inflight;       /* RDMA requests being worked on per connection */
 	size_t max_outbuf;           /* bytes queued to one client before we stop reading it */
+	size_t max_frame;            /* largest request frame (length field) read */
 	int timeout_ms;              /* transfer deadline */
-	int idle_timeout_ms;         /* close connections silent this long before HELLO */
+	int hello_timeout_ms;        /* close a connection without a HELLO this long after
+	                              * connecting */
+	int frame_timeout_ms;        /* close a connection whose frame has not completed this
+	                              * long after it started, or that has not taken any of
+	                              * its queued responses for this long */
+	int idle_timeout_ms;         /* close an authenticated connection with nothing in
+	                              * flight, silent this long; 0 = never */
 };
+
+/*
+ * Memory per connection is bounded by the options above: the frame being
+ * received (at most max_frame bytes, allocated once its header passed the
+ * limit), up to 64 KiB received but not yet decoded while the connection
+ * is paused, and the responses queued for it (at most max_outbuf plus one
+ * response: reading stops at max_outbuf).  The server's heap beyond the
+ * arena and the index is thus at most about
+ *   max_conns * (max_frame + 64 KiB + max_outbuf + 1.1 MiB).
+ */
 
 void srv_opts_init(struct srv_opts *o);
 

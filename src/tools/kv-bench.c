@@ -46,6 +46,7 @@
 #include "kvfs/client.h"
 #include "kvfs/log.h"
 #include "kvfs/util.h"
+#include "kvfs/wire.h"
 #include "kvfs/xfer.h"
 
 #define PROG           "kv-bench"
@@ -771,6 +772,18 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 		fprintf(stderr,
 		        PROG ": --prefix is longer than 1000 bytes (keys are at most 1024)\n");
 		return -EINVAL;
+	}
+	{
+		char k[1100];
+		const char *why;
+
+		/* Keys are PREFIX + 8 digits: check one with the server's policy. */
+		snprintf(k, sizeof(k), "%s00000000", c->prefix);
+		if (wire_key_validate(k, strlen(k), 0, &why) < 0) {
+			fprintf(stderr, PROG ": --prefix '%s' makes bad keys: %s\n", c->prefix,
+			        why);
+			return -EINVAL;
+		}
 	}
 	return 0;
 }

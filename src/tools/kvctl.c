@@ -34,6 +34,7 @@
 #include "kvfs/client.h"
 #include "kvfs/log.h"
 #include "kvfs/util.h"
+#include "kvfs/wire.h"
 
 #define PROG            "kvctl"
 #define DEFAULT_SERVER  "127.0.0.1:7070"
@@ -255,11 +256,15 @@ static int ctl_connect(struct ctl *c, const char *what)
 	return 0;
 }
 
-static int check_key(const struct ctl *c, const char *key)
+/* Refuse a key (or, @prefix, a LIST prefix) the server would refuse, before
+ * connecting, with the reason (wire_key_validate(): the one key policy). */
+static int check_key_flags(const struct ctl *c, const char *key, unsigned flags)
 {
 	size_t n = strlen(key);
+	const char *why;
+	int r;
 
-	if (n == 0)
+	if (n == 0 && !(flags & WIRE_KEY_PREFIX))
 		return usage_error(c->cmd, "keys are 1 to 1024 bytes; got an empty key");
 	if (n > KEY_MAX) {
 		if (!c->quiet)
@@ -267,7 +272,19 @@ static int check_key(const struct ctl *c, const char *key)
 			        c->cmd, key, n, KEY_MAX);
 		return EX_ERR;
 	}
+	r = wire_key_validate(key, n, flags, &why);
+	if (r < 0)
+		/* The key itself is not echoed: it may hold control characters. */
+		return usage_error(c->cmd,
+		                   "%s%s (keys are UTF-8 paths like 'dir/name' or the directory "
+		                   "marker 'dir/')",
+		                   flags & WIRE_KEY_PREFIX ? "prefix: " : "", why);
 	return 0;
+}
+
+static int check_key(const struct ctl *c, const char *key)
+{
+	return check_key_flags(c, key, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -877,7 +894,7 @@ static int cmd_ls(struct ctl *c, int argc, char **argv)
 		return usage_error(c->cmd, "unexpected argument '%s'", argv[optind + 1]);
 	if (argc - optind == 1 && argv[optind][0]) {
 		prefix = argv[optind];
-		if ((r = check_key(c, prefix)))
+		if ((r = check_key_flags(c, prefix, WIRE_KEY_PREFIX)))
 			return r;
 	}
 	if ((r = ctl_connect(c, prefix)))

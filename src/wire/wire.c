@@ -455,20 +455,122 @@ const char *wire_status_name(int32_t status)
 
 /* ---- keys, descriptors, request checks --------------------------------- */
 
-int wire_key_check(const char *key, size_t len)
+/* Why a key fails the policy; index into wire_key_text[] and the per-field
+ * tables of wire_request_check(). */
+enum wire_key_err {
+	WIRE_KEY_OK,
+	WIRE_KEY_EMPTY,
+	WIRE_KEY_LONG,
+	WIRE_KEY_NUL,
+	WIRE_KEY_UTF8,
+	WIRE_KEY_CTRL,
+	WIRE_KEY_EMPTY_COMP,
+	WIRE_KEY_DOT_COMP,
+	WIRE_KEY_NERR,
+};
+
+#define WIRE_KEY_TEXTS(pfx)                                                                        \
+	{                                                                                          \
+		pfx "ok", pfx "key is empty", pfx "key is longer than 1024 bytes",                 \
+		        pfx "key contains a NUL byte", pfx "key is not valid UTF-8",               \
+		        pfx "key contains a control character (0x01-0x1f or 0x7f)",                \
+		        pfx "key has an empty path component (leading '/' or '//')",               \
+		        pfx "key has a '.' or '..' path component",                                \
+	}
+
+static const char *const wire_key_text[WIRE_KEY_NERR] = WIRE_KEY_TEXTS("");
+
+/* Length of the UTF-8 sequence at @p (at most @n bytes): 1..4 when it is a
+ * well-formed one (no overlong form, no surrogate, at most U+10FFFF), 0 when
+ * it is malformed, -1 when it is a correct start cut short by the end. */
+static int wire_utf8_seq(const uint8_t *p, size_t n)
 {
-	if (len == 0 || !key)
-		return -EINVAL;
-	if (len > WIRE_KEY_MAX)
-		return -ENAMETOOLONG;
-	if (memchr(key, '\0', len))
-		return -EINVAL;
-	return 0;
+	uint8_t c = p[0], lo = 0x80, hi = 0xbf;
+	int len;
+
+	if (c < 0x80)
+		return 1;
+	if (c < 0xc2 || c > 0xf4)
+		return 0;
+	len = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+	if (c == 0xe0)
+		lo = 0xa0; /* overlong */
+	else if (c == 0xed)
+		hi = 0x9f; /* surrogates */
+	else if (c == 0xf0)
+		lo = 0x90; /* overlong */
+	else if (c == 0xf4)
+		hi = 0x8f; /* above U+10FFFF */
+	for (int i = 1; i < len; i++) {
+		if ((size_t)i >= n)
+			return -1;
+		if (p[i] < (i == 1 ? lo : 0x80) || p[i] > (i == 1 ? hi : 0xbf))
+			return 0;
+	}
+	return len;
 }
 
-static int wire_bin_key_check(const ProtobufCBinaryData *b)
+/* The policy of wire.h "Keys", in one pass. */
+static enum wire_key_err wire_key_scan(const char *key, size_t len, unsigned flags)
 {
-	return wire_key_check((const char *)b->data, b->len);
+	const uint8_t *p = (const uint8_t *)key;
+	bool prefix = flags & WIRE_KEY_PREFIX;
+	size_t comp = 0; /* start of the current path component */
+
+	if (len == 0)
+		return prefix ? WIRE_KEY_OK : WIRE_KEY_EMPTY;
+	if (!key)
+		return WIRE_KEY_EMPTY;
+	if (len > WIRE_KEY_MAX)
+		return WIRE_KEY_LONG;
+	for (size_t i = 0; i < len;) {
+		int n;
+
+		if (p[i] == 0)
+			return WIRE_KEY_NUL;
+		if (p[i] < 0x20 || p[i] == 0x7f)
+			return WIRE_KEY_CTRL;
+		n = wire_utf8_seq(p + i, len - i);
+		if (n < 0 && prefix)
+			break; /* a prefix may end inside a character */
+		if (n <= 0)
+			return WIRE_KEY_UTF8;
+		if (p[i] == '/') {
+			size_t cl = i - comp;
+
+			/* A trailing '/' (directory marker "dir/") is allowed
+			 * after a non-empty component only. */
+			if (cl == 0)
+				return WIRE_KEY_EMPTY_COMP;
+			if ((cl == 1 && p[comp] == '.') ||
+			    (cl == 2 && p[comp] == '.' && p[comp + 1] == '.'))
+				return WIRE_KEY_DOT_COMP;
+			comp = i + 1;
+		}
+		i += (size_t)n;
+	}
+	/* The last component (empty after a trailing '/') of a prefix may be
+	 * the start of a longer name: ".hidden" begins with ".". */
+	if (!prefix && ((len - comp == 1 && p[comp] == '.') ||
+	                (len - comp == 2 && p[comp] == '.' && p[comp + 1] == '.')))
+		return WIRE_KEY_DOT_COMP;
+	return WIRE_KEY_OK;
+}
+
+int wire_key_validate(const char *key, size_t len, unsigned flags, const char **ret_reason)
+{
+	enum wire_key_err e = wire_key_scan(key, len, flags);
+
+	if (ret_reason)
+		*ret_reason = wire_key_text[e];
+	if (e == WIRE_KEY_OK)
+		return 0;
+	return e == WIRE_KEY_LONG ? -ENAMETOOLONG : -EINVAL;
+}
+
+int wire_key_check(const char *key, size_t len)
+{
+	return wire_key_validate(key, len, 0, NULL);
 }
 
 void wire_desc_to_xfer(const Kvfs__Desc *m, struct xfer_desc *ret_desc)
@@ -575,14 +677,50 @@ static int wire_why(const char **why, const char *text, int rc)
 	return rc;
 }
 
+/* Key-bearing request fields, each with its own reasons so a refusal says
+ * which key and what is wrong with it. */
+enum wire_key_field {
+	WIRE_KF_PUT,
+	WIRE_KF_GET,
+	WIRE_KF_STAT,
+	WIRE_KF_DELETE,
+	WIRE_KF_RENAME_SRC,
+	WIRE_KF_RENAME_DST,
+	WIRE_KF_SETATTR,
+	WIRE_KF_LIST_PREFIX,
+	WIRE_KF_LIST_AFTER,
+};
+
+static const char *const wire_key_why[][WIRE_KEY_NERR] = {
+        [WIRE_KF_PUT] = WIRE_KEY_TEXTS("PUT: "),
+        [WIRE_KF_GET] = WIRE_KEY_TEXTS("GET: "),
+        [WIRE_KF_STAT] = WIRE_KEY_TEXTS("STAT: "),
+        [WIRE_KF_DELETE] = WIRE_KEY_TEXTS("DELETE: "),
+        [WIRE_KF_RENAME_SRC] = WIRE_KEY_TEXTS("RENAME: source "),
+        [WIRE_KF_RENAME_DST] = WIRE_KEY_TEXTS("RENAME: destination "),
+        [WIRE_KF_SETATTR] = WIRE_KEY_TEXTS("SETATTR: "),
+        [WIRE_KF_LIST_PREFIX] = WIRE_KEY_TEXTS("LIST: prefix "),
+        [WIRE_KF_LIST_AFTER] = WIRE_KEY_TEXTS("LIST: start_after "),
+};
+
+static int wire_field_check(const ProtobufCBinaryData *b, unsigned flags, enum wire_key_field field,
+                            const char **why)
+{
+	enum wire_key_err e = wire_key_scan((const char *)b->data, b->len, flags);
+
+	if (e == WIRE_KEY_OK)
+		return 0;
+	return wire_why(why, wire_key_why[field][e], e == WIRE_KEY_LONG ? -ENAMETOOLONG : -EINVAL);
+}
+
 static int wire_check_put(const Kvfs__PutRequest *put, const char **why)
 {
 	uint64_t total;
 	int rc;
 
-	rc = wire_bin_key_check(&put->key);
+	rc = wire_field_check(&put->key, 0, WIRE_KF_PUT, why);
 	if (rc)
-		return wire_why(why, "PUT: invalid key", rc);
+		return rc;
 	if (put->has_value == (put->n_src > 0))
 		return wire_why(why, "PUT: exactly one of value and src must be given", -EINVAL);
 	if (put->has_if_version && put->has_if_absent && put->if_absent)
@@ -605,9 +743,9 @@ static int wire_check_get(const Kvfs__GetRequest *get, const char **why)
 	uint64_t total;
 	int rc;
 
-	rc = wire_bin_key_check(&get->key);
+	rc = wire_field_check(&get->key, 0, WIRE_KF_GET, why);
 	if (rc)
-		return wire_why(why, "GET: invalid key", rc);
+		return rc;
 	if (get->n_dst && get->has_want_inline && get->want_inline)
 		return wire_why(why, "GET: dst and want_inline exclude each other", -EINVAL);
 	if (wire_segs_total(get->dst, get->n_dst, &total))
@@ -617,15 +755,20 @@ static int wire_check_get(const Kvfs__GetRequest *get, const char **why)
 
 static int wire_check_list(const Kvfs__ListRequest *list, const char **why)
 {
-	if (list->has_prefix && list->prefix.len &&
-	    wire_key_check((const char *)list->prefix.data, list->prefix.len))
-		return wire_why(why, "LIST: invalid prefix", -EINVAL);
-	if (list->has_delimiter && list->delimiter.len &&
-	    wire_key_check((const char *)list->delimiter.data, list->delimiter.len))
-		return wire_why(why, "LIST: invalid delimiter", -EINVAL);
-	if (list->has_start_after && list->start_after.len &&
-	    wire_key_check((const char *)list->start_after.data, list->start_after.len))
-		return wire_why(why, "LIST: invalid start_after", -EINVAL);
+	int rc;
+
+	if (list->has_prefix) {
+		rc = wire_field_check(&list->prefix, WIRE_KEY_PREFIX, WIRE_KF_LIST_PREFIX, why);
+		if (rc)
+			return rc;
+	}
+	if (list->has_delimiter &&
+	    (list->delimiter.len > 1 || (list->delimiter.len == 1 && list->delimiter.data[0] == 0)))
+		return wire_why(why, "LIST: the delimiter must be one byte other than NUL",
+		                -EINVAL);
+	if (list->has_start_after)
+		return wire_field_check(&list->start_after, WIRE_KEY_PREFIX, WIRE_KF_LIST_AFTER,
+		                        why);
 	return 0;
 }
 
@@ -648,32 +791,21 @@ int wire_request_check(const Kvfs__Request *req, const char **ret_reason)
 		rc = wire_check_get(req->get, &why);
 		break;
 	case KVFS__REQUEST__BODY_STAT:
-		rc = wire_bin_key_check(&req->stat->key);
-		if (rc)
-			why = "STAT: invalid key";
+		rc = wire_field_check(&req->stat->key, 0, WIRE_KF_STAT, &why);
 		break;
 	case KVFS__REQUEST__BODY_DELETE:
-		rc = wire_bin_key_check(&req->delete_->key);
-		if (rc)
-			why = "DELETE: invalid key";
+		rc = wire_field_check(&req->delete_->key, 0, WIRE_KF_DELETE, &why);
 		break;
 	case KVFS__REQUEST__BODY_LIST:
 		rc = wire_check_list(req->list, &why);
 		break;
 	case KVFS__REQUEST__BODY_RENAME:
-		rc = wire_bin_key_check(&req->rename->src);
-		if (rc) {
-			why = "RENAME: invalid src";
-			break;
-		}
-		rc = wire_bin_key_check(&req->rename->dst);
-		if (rc)
-			why = "RENAME: invalid dst";
+		rc = wire_field_check(&req->rename->src, 0, WIRE_KF_RENAME_SRC, &why);
+		if (rc == 0)
+			rc = wire_field_check(&req->rename->dst, 0, WIRE_KF_RENAME_DST, &why);
 		break;
 	case KVFS__REQUEST__BODY_SETATTR:
-		rc = wire_bin_key_check(&req->setattr->key);
-		if (rc)
-			why = "SETATTR: invalid key";
+		rc = wire_field_check(&req->setattr->key, 0, WIRE_KF_SETATTR, &why);
 		break;
 	case KVFS__REQUEST__BODY_STATS:
 		break;
@@ -685,6 +817,15 @@ int wire_request_check(const Kvfs__Request *req, const char **ret_reason)
 	}
 	*ret_reason = why;
 	return rc;
+}
+
+bool wire_reason_is_key(const char *reason)
+{
+	for (size_t f = 0; f < KV_ARRAY_SIZE(wire_key_why); f++)
+		for (size_t e = WIRE_KEY_OK + 1; e < WIRE_KEY_NERR; e++)
+			if (reason == wire_key_why[f][e])
+				return true;
+	return false;
 }
 
 bool wire_ct_equal(const void *a, const void *b, size_t len)

@@ -692,6 +692,28 @@ Test(kvctl, usage_errors_and_help)
 	kvctl(&r, "mv", "a");
 	expect_status(&r, 2, "mv with one key");
 	run_free(&r);
+	/* keys the server would refuse: a usage error before connecting,
+	 * naming the rule and not echoing the key */
+	kvctl(&r, "put", "a//b");
+	expect_status(&r, 2, "put a//b");
+	cr_assert_not_null(strstr(r.err, "empty path component"), "%s", r.err);
+	run_free(&r);
+	kvctl(&r, "stat", "x/../y");
+	expect_status(&r, 2, "stat x/../y");
+	cr_assert_not_null(strstr(r.err, "'..'"), "%s", r.err);
+	run_free(&r);
+	kvctl(&r, "get", "ctl\x01key");
+	expect_status(&r, 2, "get with a control character");
+	cr_assert_not_null(strstr(r.err, "control character"), "%s", r.err);
+	cr_assert_null(strstr(r.err, "ctl\x01"), "the key was echoed: %s", r.err);
+	run_free(&r);
+	kvctl(&r, "ls", "/top");
+	expect_status(&r, 2, "ls /top");
+	cr_assert_not_null(strstr(r.err, "prefix"), "%s", r.err);
+	run_free(&r);
+	kvctl(&r, "ls", "dir/.");
+	expect_status(&r, 0, "ls dir/. (a partial name is a fine prefix)");
+	run_free(&r);
 	{
 		char *argv[] = {(char *)env_path("KVCTL"), NULL};
 

@@ -161,6 +161,36 @@ Test(kvfs, errors)
 	cr_assert_eq(errno, ENOENT);
 }
 
+/* Names the key policy refuses (docs/protocol.md "Keys"): creating fails
+ * with EINVAL, lookups find nothing, and the mount keeps working. */
+Test(kvfs, bad_names)
+{
+	static const char *const bad[] = {"ctl\x01", "tab\tname", "bad\xff", "del\x7f"};
+	struct stat st;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int fd = open(mp(0, bad[i]), O_CREAT | O_WRONLY, 0644);
+
+		cr_assert_eq(fd, -1, "name #%zu was created", i);
+		cr_assert_eq(errno, EINVAL, "create #%zu: %s", i, strerror(errno));
+		cr_assert_eq(mkdir(mp(0, bad[i]), 0755), -1);
+		cr_assert_eq(errno, EINVAL, "mkdir #%zu: %s", i, strerror(errno));
+		cr_assert_eq(stat(mp(0, bad[i]), &st), -1);
+		cr_assert_eq(errno, ENOENT, "stat #%zu: %s", i, strerror(errno));
+	}
+	/* UTF-8, spaces and dot-files are fine */
+	cr_assert_eq(sh("mkdir '%s' && echo x > '%s' && echo y > '%s'", mp(0, "caf\xc3\xa9 d"),
+	                mp(0, "caf\xc3\xa9 d/.hidden"), mp(0, "..x")),
+	             0);
+	cr_assert_eq(stat(mp(0, "caf\xc3\xa9 d/.hidden"), &st), 0);
+	cr_assert_eq(st.st_size, 2);
+	cr_assert_eq(stat(mp(0, "..x"), &st), 0);
+	/* renaming to a refused name fails and keeps the source */
+	cr_assert_eq(rename(mp(0, "..x"), mp(0, "ren\x01")), -1);
+	cr_assert_eq(errno, EINVAL, "rename: %s", strerror(errno));
+	cr_assert_eq(stat(mp(0, "..x"), &st), 0);
+}
+
 Test(kvfs, statfs_reports_server_capacity)
 {
 	struct statvfs sv;

@@ -8,6 +8,7 @@
 #ifndef KVFS_TEST_SRV_PROC_H
 #define KVFS_TEST_SRV_PROC_H
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -243,6 +246,65 @@ static inline void check_bytes(const void *got, const void *want, size_t len, co
 		if (((const uint8_t *)got)[i] != ((const uint8_t *)want)[i])
 			cr_assert_fail("%s: first difference at byte %zu of %zu", what, i, len);
 	}
+}
+
+/* ------------------------------------------------------------------ */
+/* STATS counters and raw connections                                  */
+/* ------------------------------------------------------------------ */
+
+struct cnt {
+	const char *name;
+	uint64_t value;
+	bool found;
+};
+
+static inline void cnt_cb(void *arg, const char *name, uint64_t value)
+{
+	struct cnt *c = arg;
+
+	if (!strcmp(name, c->name)) {
+		c->value = value;
+		c->found = true;
+	}
+}
+
+static inline uint64_t counter(struct kvc *kvc, const char *name)
+{
+	struct cnt c = {.name = name};
+
+	cr_assert_eq(kvc_stats(kvc, cnt_cb, &c), 0, "STATS: %s", kvc_strerror());
+	cr_assert(c.found, "no counter %s", name);
+	return c.value;
+}
+
+/* A raw TCP connection to the server; reads (and drops) its ServerHello. */
+static inline int raw_connect(const struct srv *s)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(s->port)};
+	uint8_t buf[256];
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	cr_assert_geq(fd, 0);
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	struct timeval tv = {.tv_sec = 10};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	cr_assert_gt(recv(fd, buf, sizeof(buf), 0), 0, "no ServerHello");
+	return fd;
+}
+
+/* The server closes @fd: recv returns 0 (or ECONNRESET) within 10 s. */
+static inline void expect_closed(int fd, const char *what)
+{
+	uint8_t buf[4096];
+	ssize_t n;
+
+	do {
+		n = recv(fd, buf, sizeof(buf), 0);
+	} while (n > 0);
+	cr_assert(n == 0 || errno == ECONNRESET, "%s: connection not closed (%s)", what,
+	          n < 0 ? strerror(errno) : "data");
+	close(fd);
 }
 
 #endif

@@ -6,70 +6,10 @@
  * mid-PUT leaves the old value and no reservation behind; a GET racing an
  * overwrite returns one whole value.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <sys/socket.h>
 
 #include "srv_proc.h"
-
-static uint64_t counter(struct kvc *kvc, const char *name);
-
-struct cnt {
-	const char *name;
-	uint64_t value;
-	bool found;
-};
-
-static void cnt_cb(void *arg, const char *name, uint64_t value)
-{
-	struct cnt *c = arg;
-
-	if (!strcmp(name, c->name)) {
-		c->value = value;
-		c->found = true;
-	}
-}
-
-static uint64_t counter(struct kvc *kvc, const char *name)
-{
-	struct cnt c = {.name = name};
-
-	cr_assert_eq(kvc_stats(kvc, cnt_cb, &c), 0, "STATS: %s", kvc_strerror());
-	cr_assert(c.found, "no counter %s", name);
-	return c.value;
-}
-
-/* A raw TCP connection to the server; reads (and drops) its ServerHello. */
-static int raw_connect(const struct srv *s)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(s->port)};
-	uint8_t buf[256];
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	cr_assert_geq(fd, 0);
-	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	struct timeval tv = {.tv_sec = 10};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	cr_assert_gt(recv(fd, buf, sizeof(buf), 0), 0, "no ServerHello");
-	return fd;
-}
-
-/* The server closes @fd: recv returns 0 (or ECONNRESET) within 10 s. */
-static void expect_closed(int fd, const char *what)
-{
-	uint8_t buf[4096];
-	ssize_t n;
-
-	do {
-		n = recv(fd, buf, sizeof(buf), 0);
-	} while (n > 0);
-	cr_assert(n == 0 || errno == ECONNRESET, "%s: connection not closed (%s)", what,
-	          n < 0 ? strerror(errno) : "data");
-	close(fd);
-}
 
 static void put_bytes(struct kvc *kvc, const char *key, size_t len, uint64_t seed)
 {

@@ -851,8 +851,93 @@ Test(wire_key, check)
 	cr_assert_eq(wire_key_check(NULL, 3), -EINVAL);
 	cr_assert_eq(wire_key_check("a\0b", 3), -EINVAL);
 	cr_assert_eq(wire_key_check("\0", 1), -EINVAL);
-	cr_assert_eq(wire_key_check("\xff/\x01 x", 5), 0, "any byte but NUL");
 	free(k);
+}
+
+/* The key policy (wire.h "Keys"): every shape kvfs, kvctl and kv-bench make
+ * passes; the rest is refused with a reason. */
+Test(wire_key, policy)
+{
+	static const char *const good[] = {
+	        "a",
+	        "a/b/c",
+	        "dir/",
+	        "a/b/",
+	        "kvbench/00000001",
+	        ".hidden",
+	        "a/.hidden",
+	        "..x",
+	        "a/...",
+	        "a b/c d",
+	        "caf\xc3\xa9",
+	        "\xe2\x82\xac",
+	        "\xf0\x9f\x98\x80",
+	        "\xef\xbf\xbf",
+	        "a~/b-c_d.e",
+	};
+	static const struct {
+		const char *key;
+		const char *why; /* a word of the reason */
+	} bad[] = {
+	        {"/a", "empty"},
+	        {"a//b", "empty"},
+	        {"a//", "empty"},
+	        {"/", "empty"},
+	        {".", "'.'"},
+	        {"..", "'.'"},
+	        {"a/.", "'.'"},
+	        {"a/..", "'.'"},
+	        {"./a", "'.'"},
+	        {"a/../b", "'.'"},
+	        {"../", "'.'"},
+	        {"a\x01", "control"},
+	        {"a\nb", "control"},
+	        {"a\tb", "control"},
+	        {"a\x1f", "control"},
+	        {"a\x7f", "control"},
+	        {"\xff", "UTF-8"},
+	        {"\xc3", "UTF-8"},
+	        {"\xc0\xaf", "UTF-8"},
+	        {"\xe0\x80\xaf", "UTF-8"},
+	        {"\xed\xa0\x80", "UTF-8"},
+	        {"\xf4\x90\x80\x80", "UTF-8"},
+	        {"\x80", "UTF-8"},
+	        {"a\xe2\x82", "UTF-8"},
+	};
+	const char *why;
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		cr_assert_eq(wire_key_validate(good[i], strlen(good[i]), 0, &why), 0,
+		             "'%s' refused: %s", good[i], why);
+		cr_assert_str_eq(why, "ok");
+		cr_assert_eq(wire_key_check(good[i], strlen(good[i])), 0);
+		cr_assert_eq(wire_key_validate(good[i], strlen(good[i]), WIRE_KEY_PREFIX, NULL), 0,
+		             "prefix '%s'", good[i]);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(wire_key_validate(bad[i].key, strlen(bad[i].key), 0, &why), -EINVAL,
+		             "bad key #%zu accepted", i);
+		cr_assert_not_null(strstr(why, bad[i].why), "#%zu: reason '%s'", i, why);
+		cr_assert_eq(wire_key_check(bad[i].key, strlen(bad[i].key)), -EINVAL);
+	}
+	cr_assert_eq(wire_key_validate("a\0b", 3, 0, &why), -EINVAL);
+	cr_assert_not_null(strstr(why, "NUL"));
+	cr_assert_eq(wire_key_validate("", 0, 0, &why), -EINVAL);
+	cr_assert_not_null(strstr(why, "empty"));
+
+	/* Prefixes: may be empty, the last component may be partial. */
+	cr_assert_eq(wire_key_validate("", 0, WIRE_KEY_PREFIX, NULL), 0);
+	cr_assert_eq(wire_key_validate(NULL, 0, WIRE_KEY_PREFIX, NULL), 0);
+	cr_assert_eq(wire_key_validate("a/.", 3, WIRE_KEY_PREFIX, NULL), 0);
+	cr_assert_eq(wire_key_validate("a/..", 4, WIRE_KEY_PREFIX, NULL), 0);
+	cr_assert_eq(wire_key_validate(".", 1, WIRE_KEY_PREFIX, NULL), 0);
+	cr_assert_eq(wire_key_validate("a\xe2\x82", 3, WIRE_KEY_PREFIX, NULL), 0, "cut char");
+	cr_assert_eq(wire_key_validate("a\xe2\x28", 3, WIRE_KEY_PREFIX, NULL), -EINVAL);
+	cr_assert_eq(wire_key_validate("/", 1, WIRE_KEY_PREFIX, NULL), -EINVAL);
+	cr_assert_eq(wire_key_validate("a//", 3, WIRE_KEY_PREFIX, NULL), -EINVAL);
+	cr_assert_eq(wire_key_validate("../a", 4, WIRE_KEY_PREFIX, NULL), -EINVAL);
+	cr_assert_eq(wire_key_validate("./", 2, WIRE_KEY_PREFIX, NULL), -EINVAL);
+	cr_assert_eq(wire_key_validate("a\x01", 2, WIRE_KEY_PREFIX, NULL), -EINVAL);
 }
 
 Test(wire_desc, conversions)
@@ -946,6 +1031,9 @@ Test(wire_check, request_semantics)
 	cr_assert_eq(wire_request_check(&req, &why), -ENAMETOOLONG);
 	put.key = BIN("a\0b");
 	cr_assert_eq(wire_request_check(&req, &why), -EINVAL);
+	put.key = BIN("a/../b");
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL);
+	cr_assert_str_eq(why, "PUT: key has a '.' or '..' path component");
 	wire_segs_free(put.src);
 
 	req.body_case = KVFS__REQUEST__BODY_GET;
@@ -966,6 +1054,36 @@ Test(wire_check, request_semantics)
 	ren.src = BIN("a");
 	ren.dst = (ProtobufCBinaryData){0, NULL};
 	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "empty dst");
+	ren.dst = BIN("b//c");
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "dst with //");
+	cr_assert_str_eq(why, "RENAME: destination key has an empty path component (leading '/' "
+	                      "or '//')");
+	ren.src = BIN("\x01");
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL);
+	cr_assert_not_null(strstr(why, "RENAME: source key contains a control"), "%s", why);
+
+	{
+		Kvfs__ListRequest lr = KVFS__LIST_REQUEST__INIT;
+
+		req.body_case = KVFS__REQUEST__BODY_LIST;
+		req.list = &lr;
+		lr.has_prefix = lr.has_delimiter = lr.has_start_after = 1;
+		lr.prefix = (ProtobufCBinaryData){0, NULL};
+		lr.delimiter = BIN("/");
+		lr.start_after = BIN("a/.");
+		cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+		lr.prefix = BIN("d/");
+		cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+		lr.prefix = BIN("/d");
+		cr_assert_eq(wire_request_check(&req, &why), -EINVAL);
+		cr_assert_not_null(strstr(why, "LIST: prefix key has an empty"), "%s", why);
+		lr.prefix = BIN("d/");
+		lr.delimiter = BIN("//");
+		cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "two-byte delimiter");
+		lr.delimiter = BIN("/");
+		lr.start_after = BIN("x\x7f");
+		cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "start_after");
+	}
 
 	req.body_case = KVFS__REQUEST__BODY_HELLO;
 	req.hello = &h;
