@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../test_port.h"
+
 #define ENV_MAX_MOUNTS 4
 
 struct env {
@@ -187,7 +189,7 @@ static inline void env_setup(void)
 	memset(&E, 0, sizeof(E));
 	snprintf(E.dir, sizeof(E.dir), "%s/kvfs-test-XXXXXX", tmp);
 	cr_assert_not_null(mkdtemp(E.dir));
-	E.port = 21000 + (int)(getpid() % 20000);
+	E.port = test_free_port();
 	snprintf(E.server, sizeof(E.server), "127.0.0.1:%d", E.port);
 	env_server_start(NULL);
 	env_mount(NULL);

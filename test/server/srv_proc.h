@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Test fixture shared by the server suites: a real kv-server process on a
- * port derived from the test's pid (Criterion forks one process per test),
+ * free port the kernel picked (Criterion forks one process per test),
  * its log, clients, and deterministic bytes.  The server dies with the test
  * (PR_SET_PDEATHSIG) even when the test crashes.
  */
@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "kvfs/client.h"
+#include "../test_port.h"
 
 #define MIB (1024ULL * 1024)
 
@@ -74,7 +75,7 @@ static inline void srv_start_args(struct srv *s, const char *provider, const cha
 	if (!bin)
 		cr_skip_test("KV_SERVER is not set (run through meson test)");
 	if (!s->port)
-		s->port = (uint16_t)(20000 + getpid() % 20000);
+		s->port = test_free_port();
 	snprintf(s->addr, sizeof(s->addr), "%s:%u", s->host ? s->host : "127.0.0.1", s->port);
 	snprintf(s->log, sizeof(s->log), "/tmp/kvfs-test-client-%d-%u.log", (int)getpid(), s->port);
 	snprintf(s->provider, sizeof(s->provider), "%s", provider);
@@ -89,7 +90,7 @@ static inline void srv_start_args(struct srv *s, const char *provider, const cha
 	argv[argc++] = "--listen";
 	argv[argc++] = listen;
 	argv[argc++] = "--memory";
-	argv[argc++] = memory ? memory : "1G";
+	argv[argc++] = memory ? memory : "256M";
 	argv[argc++] = "--provider";
 	argv[argc++] = provider;
 	for (int i = 0; extra && extra[i] && argc < 38; i++)

@@ -240,6 +240,66 @@ Test(server_shm, client_dies_mid_put, .timeout = 120)
 	client_dies_mid_put("shm");
 }
 
+/* A client dies while the server RDMA-WRITEs its GET: the value's pin is
+ * released, the value is intact, and deleting it frees its space. */
+static void client_dies_mid_get(const char *prov)
+{
+	const char *extra[] = {"--timeout", "3000", NULL};
+	const size_t big = 256 * MIB;
+	struct srv s = {0};
+	struct kvc *kvc;
+	uint64_t free0;
+	pid_t pid;
+	int i;
+
+	srv_start_args(&s, prov, "1G", extra);
+	kvc = connect_to(&s, prov);
+	free0 = counter(kvc, "free_bytes");
+	put_bytes(kvc, "victim", big, 6);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct kvc_opts o;
+		struct kvc *c;
+		void *b = malloc(big);
+
+		kvc_opts_init(&o);
+		o.server = s.addr;
+		o.provider = prov;
+		o.timeout_ms = 60000;
+		if (!b || kvc_connect(&o, &c))
+			_exit(1);
+		for (;;)
+			kvc_get(c, "victim", 6, 0, b, big, NULL, NULL);
+	}
+	/* wait until a GET is being written, then kill the reader */
+	for (i = 0; i < 15000 && counter(kvc, "pinned_items") == 0; i++)
+		usleep(2000);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	cr_assert_lt(i, 15000, "the dying client never started its GET");
+	/* the pin goes away within the transfer deadline */
+	for (i = 0; i < 200 && counter(kvc, "pinned_items") != 0; i++)
+		usleep(50000);
+	cr_assert_eq(counter(kvc, "pinned_items"), 0, "pin leaked");
+	cr_assert_eq(counter(kvc, "pinned_bytes"), 0);
+	check_value(kvc, "victim", big, 6);
+	cr_assert_eq(kvc_delete(kvc, "victim", 6, 0), 0);
+	cr_assert_eq(counter(kvc, "free_bytes"), free0, "the value's space was not freed");
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
+Test(server_tcp, client_dies_mid_get, .timeout = 120)
+{
+	client_dies_mid_get("tcp");
+}
+
+Test(server_shm, client_dies_mid_get, .timeout = 120)
+{
+	client_dies_mid_get("shm");
+}
+
 struct racer {
 	struct srv *s;
 	const char *prov;
