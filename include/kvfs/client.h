@@ -43,10 +43,10 @@
  * ---------------
  * Values up to the server's max_inline travel inline.  Larger ones use RDMA
  * when both sides have the same provider family: the server RDMA-READs a PUT
- * from, and RDMA-WRITEs a GET into, client memory (a bounce buffer, the
- * caller's memory registered for the call, or the caller's regions for the
- * _mr calls).  Without RDMA (provider "none", or the server has none) a GET
- * of more than max_inline bytes is done in max_inline pieces that must all
+ * from, and RDMA-WRITEs a GET into, client memory (a bounce buffer, a
+ * staging buffer of the value's size, or the caller's regions for the _mr
+ * calls; the caller's plain memory is never registered).  Without RDMA (provider "none", or the
+ * server has none) a GET of more than max_inline bytes is done in max_inline pieces that must all
  * belong to one version (the read restarts if the value changes meanwhile),
  * and a PUT above max_inline fails with -EFBIG (it could not be atomic).
  */
@@ -80,7 +80,7 @@ struct kvc_opts {
 	size_t bounce_size;          /* registered bounce buffer for kvc_put/kvc_get with plain
 	                              * memory, 0 = 8 MiB (up to 4 allocated on demand); larger
 	                              * values go through a registered buffer of their size
-	                              * (one up to 64 MiB is kept for reuse) */
+	                              * (the largest so far is kept for reuse) */
 	const char *client_id;       /* free text for the server's logs, NULL = "kvfs-client" */
 };
 

@@ -10,11 +10,11 @@
  *   kvc_get copy through a registered bounce buffer (opts.bounce_size, a
  *   pool of up to KVC_BOUNCE_SLOTS allocated on first use).  A value larger
  *   than a bounce buffer, or any value while every slot is busy, goes
- *   through a staging buffer of its size (one spare up to KVC_STAGE_KEEP is
- *   kept): still one PUT or one GET, so the value is written atomically and
- *   read in one piece of one version.  The caller's own memory is never
- *   registered: once a call returns, the server cannot touch it, even when
- *   the call failed with a transfer still under way (see below).
+ *   through a staging buffer of its size (the largest so far is kept for
+ *   the next call; a smaller one is fenced off, never freed): still one PUT or one GET, so the
+ * value is written atomically and read in one piece of one version.  The caller's own memory is
+ * never registered: once a call returns, the server cannot touch it, even when the call failed with
+ * a transfer still under way (see below).
  * - Without RDMA (provider "none", or a server that does not do it) a GET
  *   larger than max_inline is read in max_inline pieces pinned to the
  *   version of the first piece (restarted if the value changes meanwhile);
@@ -288,7 +288,7 @@ static int stage_get(struct kvc *kvc, const char *what, size_t len, struct xfer_
 }
 
 /* Done with a staging buffer: fenced off when @lost, else kept as the
- * spare (the larger one, up to KVC_STAGE_KEEP) or freed. */
+ * spare if it is the larger one, and the other fenced off. */
 static void stage_put(struct kvc *kvc, struct xfer_mr *mr, bool lost)
 {
 	if (!mr)
@@ -297,17 +297,23 @@ static void stage_put(struct kvc *kvc, struct xfer_mr *mr, bool lost)
 		xfer_mr_dereg_lost(mr);
 		return;
 	}
-	if (xfer_mr_len(mr) <= KVC_STAGE_KEEP) {
-		pthread_mutex_lock(&kvc->lock);
-		if (!kvc->stage_spare || xfer_mr_len(kvc->stage_spare) < xfer_mr_len(mr)) {
-			struct xfer_mr *old = kvc->stage_spare;
+	/*
+	 * Keep the larger of this and the spare for the next call.  The other
+	 * is fenced off, not freed: the tcp provider was seen (ASan, a kvfs
+	 * 256 MiB PUT under load) still serving a remote read of a staging
+	 * buffer after its PUT had been answered, and a read from freed memory
+	 * would crash the process.  A fenced buffer's pages are returned; its
+	 * address range stays reserved until the engine closes.
+	 */
+	pthread_mutex_lock(&kvc->lock);
+	if (!kvc->stage_spare || xfer_mr_len(kvc->stage_spare) < xfer_mr_len(mr)) {
+		struct xfer_mr *old = kvc->stage_spare;
 
-			kvc->stage_spare = mr;
-			mr = old;
-		}
-		pthread_mutex_unlock(&kvc->lock);
+		kvc->stage_spare = mr;
+		mr = old;
 	}
-	xfer_mr_dereg(mr);
+	pthread_mutex_unlock(&kvc->lock);
+	xfer_mr_dereg_lost(mr);
 }
 
 /* A free bounce slot (registered on first use), or NULL when all are busy

@@ -51,8 +51,7 @@
 #define KVC_BACKOFF_MAX_MS   2000 /* and its ceiling */
 #define KVC_MSG_LEN          320  /* error message buffer */
 #define KVC_RBUF_LEN         (256u << 10)
-#define KVC_GET_INLINE_RETRY 4           /* inline GET in pieces: restarts when the value changes */
-#define KVC_STAGE_KEEP       (64u << 20) /* staging buffers up to this size are kept for reuse */
+#define KVC_GET_INLINE_RETRY 4 /* inline GET in pieces: restarts when the value changes */
 
 /* Connection life, driven by kvc_ensure_up() (callers) and io_reset() (I/O thread). */
 enum kvc_state {

@@ -46,9 +46,11 @@ struct node {
 	uint64_t ino;
 	char *path; /* key ("" for the root); owned */
 	bool dir;
-	uint64_t nlookup;       /* kernel references */
-	uint64_t cache_version; /* version whose pages the kernel may keep */
-	struct kfile *writer;   /* an open file with staged bytes, for getattr */
+	uint64_t nlookup;        /* kernel references */
+	uint64_t cache_version;  /* version whose pages the kernel may keep */
+	struct kfile *writer;    /* an open file with staged bytes, for getattr */
+	struct kvc_entry open_e; /* what the last open learned from the server, */
+	uint64_t open_ms;        /* and when: answers the kernel's GETATTR after it */
 	struct node *next_ino, *next_path;
 };
 
@@ -642,6 +644,17 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		fuse_reply_attr(req, &st, 0);
 		return;
 	}
+	/* The kernel asks right after an open (cat's fstat): the open has
+	 * just revalidated with the server, within the attribute timeout. */
+	if (n && !dir && fs.cfg.attr_timeout > 0 && n->open_ms &&
+	    n->open_e.version == n->cache_version &&
+	    kv_now_ms() - n->open_ms < (uint64_t)(KV_MIN(fs.cfg.attr_timeout, 1.0) * 1000)) {
+		e = n->open_e;
+		pthread_mutex_unlock(&fs.lock);
+		fill_file_attr(&st, ino, &e);
+		fuse_reply_attr(req, &st, fs.cfg.attr_timeout);
+		return;
+	}
 	pthread_mutex_unlock(&fs.lock);
 	r = probe(key, &e);
 	if (r < 0) {
@@ -743,9 +756,14 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	pthread_mutex_lock(&fs.lock);
 	n = node_by_ino(ino);
 	fi->keep_cache = n && n->cache_version == e.version && !(fi->flags & O_TRUNC);
-	if (n)
+	if (n) {
 		n->cache_version = e.version;
+		n->open_e = e;
+		n->open_ms = kv_now_ms();
+	}
 	pthread_mutex_unlock(&fs.lock);
+	/* Nothing to store at close of a read-only file: spare the FLUSH. */
+	fi->noflush = !wr;
 	fi->fh = (uint64_t)(uintptr_t)f;
 	if (fuse_reply_open(req, fi)) {
 		kfile_set_writer(f, false);
@@ -982,9 +1000,16 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 {
 	char key[KVFS_KEY_MAX + 1];
 	struct kvc_entry e;
+	struct node *sn;
 	bool dir;
 	int r;
 
+	/* the attributes an open learned are about to change */
+	pthread_mutex_lock(&fs.lock);
+	sn = node_by_ino(ino);
+	if (sn)
+		sn->open_ms = 0;
+	pthread_mutex_unlock(&fs.lock);
 	r = ino_path(ino, key, sizeof(key), &dir);
 	if (r < 0) {
 		fuse_reply_err(req, -r);

@@ -171,15 +171,28 @@ static int env_mount(const char *opts)
 
 static void env_umount(int i)
 {
+	pid_t p = E.kvfs_pid[i];
+	int st = 0, k;
+
 	sh("fusermount3 -u -z %s 2>/dev/null", E.mnt[i]);
-	if (E.kvfs_pid[i] <= 0)
+	if (p <= 0)
 		return;
-	kill(E.kvfs_pid[i], SIGTERM);
-	for (int k = 0; k < 100 && waitpid(E.kvfs_pid[i], NULL, WNOHANG) == 0; k++)
+	kill(p, SIGTERM);
+	for (k = 0; k < 100 && waitpid(p, &st, WNOHANG) == 0; k++)
 		usleep(50000);
-	kill(E.kvfs_pid[i], SIGKILL);
-	waitpid(E.kvfs_pid[i], NULL, 0);
+	if (k == 100) {
+		kill(p, SIGKILL);
+		waitpid(p, &st, 0);
+	}
 	E.kvfs_pid[i] = 0;
+	/* kvfs ends with 0 on SIGTERM: anything else (a sanitizer's abort, a
+	 * crash) is shown, since its log goes with the temp dir */
+	if (k < 100 && (WIFSIGNALED(st) || WEXITSTATUS(st) != 0)) {
+		fprintf(stderr, "kvfs of mount %d ended abnormally (%s %d); its log:\n", i,
+		        WIFSIGNALED(st) ? "signal" : "exit",
+		        WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+		sh("tail -60 %s/kvfs%d.log >&2", E.dir, i);
+	}
 }
 
 static inline void env_setup(void)

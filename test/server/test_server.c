@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "kvfs/util.h"
 #include "srv_proc.h"
 
 static void put_bytes(struct kvc *kvc, const char *key, size_t len, uint64_t seed)
@@ -186,6 +187,7 @@ static void client_dies_mid_put(const char *prov)
 	const size_t big = 512 * MIB;
 	struct srv s = {0};
 	struct kvc *kvc;
+	uint64_t t0;
 	pid_t pid;
 	int i;
 
@@ -209,12 +211,14 @@ static void client_dies_mid_put(const char *prov)
 		for (;;)
 			kvc_put(c, "victim", 6, b, big, NULL, NULL);
 	}
-	/* wait until a PUT is landing, then kill the writer */
-	for (i = 0; i < 3000 && counter(kvc, "reservations") == 0; i++)
+	/* wait until a PUT is landing, then kill the writer (each PUT first
+	 * copies 512 MiB into the client's staging buffer: slow under ASan) */
+	t0 = kv_now_ms();
+	while (kv_now_ms() - t0 < 60000 && counter(kvc, "reservations") == 0)
 		usleep(2000);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
-	cr_assert_lt(i, 3000, "the dying client never started its PUT");
+	cr_assert_lt(kv_now_ms() - t0, 60000, "the dying client never started its PUT");
 	/* the reservation goes away within the transfer deadline */
 	for (i = 0; i < 200 && counter(kvc, "reservations") != 0; i++)
 		usleep(50000);
@@ -248,7 +252,7 @@ static void client_dies_mid_get(const char *prov)
 	const size_t big = 256 * MIB;
 	struct srv s = {0};
 	struct kvc *kvc;
-	uint64_t free0;
+	uint64_t free0, t0;
 	pid_t pid;
 	int i;
 
@@ -273,11 +277,12 @@ static void client_dies_mid_get(const char *prov)
 			kvc_get(c, "victim", 6, 0, b, big, NULL, NULL);
 	}
 	/* wait until a GET is being written, then kill the reader */
-	for (i = 0; i < 15000 && counter(kvc, "pinned_items") == 0; i++)
+	t0 = kv_now_ms();
+	while (kv_now_ms() - t0 < 60000 && counter(kvc, "pinned_items") == 0)
 		usleep(2000);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
-	cr_assert_lt(i, 15000, "the dying client never started its GET");
+	cr_assert_lt(kv_now_ms() - t0, 60000, "the dying client never started its GET");
 	/* the pin goes away within the transfer deadline */
 	for (i = 0; i < 200 && counter(kvc, "pinned_items") != 0; i++)
 		usleep(50000);
