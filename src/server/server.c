@@ -293,8 +293,14 @@ static void conn_close(struct conn *c, const char *why)
 
 	if (c->closed)
 		return;
-	KV_LOG(why && strcmp(why, "client closed") ? KV_LOG_INFO : KV_LOG_DEBUG, TAG,
-	       "%s: connection closed: %s", c->name, why ? why : "done");
+	/* A client that resets before its HELLO is routine (the client library
+	 * learns its route on one connection, then opens its engine and says
+	 * HELLO on a second): debug, like a plain close. */
+	bool routine = !why || !strcmp(why, "client closed") ||
+	               (c->state == CONN_HELLO && !strcmp(why, strerror(ECONNRESET)));
+
+	KV_LOG(routine ? KV_LOG_DEBUG : KV_LOG_INFO, TAG, "%s: connection closed: %s", c->name,
+	       why ? why : "done");
 	epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	c->fd = -1;

@@ -17,7 +17,7 @@ TestSuite(faults, .init = env_setup, .fini = env_stop, .timeout = 600);
 #define RSIZE    (16u * 1024 * 1024) /* each reader's file */
 #define WSIZE    (8u * 1024 * 1024)  /* each writer's file */
 #define WNAMES   4                   /* names a writer cycles through */
-#define BOUND_MS 60000               /* timeout=5000 per call, generous for a loaded machine */
+#define BOUND_MS 60000               /* timeout=10000 per call, generous for a loaded machine */
 
 static pid_t spawn(const char *script, const char *arg0)
 {
