@@ -838,16 +838,21 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		pthread_mutex_unlock(&f->lock);
 		return;
 	}
+	if ((uint64_t)off < f->size && f->head &&
+	    ((uint64_t)off + size <= f->head_len || f->head_len == f->size)) {
+		/* Within the bytes open fetched (all of a small file).  Replied
+		 * under the lock: once the kernel has the reply it may send the
+		 * RELEASE that frees f->head, and the reply's writev may not
+		 * have returned yet. */
+		fuse_reply_buf(req, (const char *)f->head + off,
+		               KV_MIN(size, f->head_len - (size_t)off));
+		pthread_mutex_unlock(&f->lock);
+		return;
+	}
 	go.if_version = f->version;
 	pthread_mutex_unlock(&f->lock);
 	if ((uint64_t)off >= f->size) {
 		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	if (f->head && ((uint64_t)off + size <= f->head_len || f->head_len == f->size)) {
-		/* Within the bytes open fetched (all of a small file). */
-		fuse_reply_buf(req, (const char *)f->head + off,
-		               KV_MIN(size, f->head_len - (size_t)off));
 		return;
 	}
 	r = ino_path(ino, key, sizeof(key), NULL);
