@@ -970,6 +970,7 @@ static void *io_main(void *arg)
 /* Connecting (calling threads)                                        */
 /* ------------------------------------------------------------------ */
 
+/* Wait until @fd is ready for @events or the deadline passes. */
 static int fd_wait(int fd, short events, uint64_t deadline)
 {
 	for (;;) {
@@ -1502,24 +1503,6 @@ static void direct_reset(struct kvc *kvc, struct kvc_call *c, int err, const cha
 	call_put(kvc, c); /* the I/O reference */
 }
 
-/* Wait until @fd is ready for @events or the deadline passes. */
-static int direct_poll(int fd, short events, uint64_t deadline)
-{
-	for (;;) {
-		uint64_t now = kv_now_ms();
-		struct pollfd p = {.fd = fd, .events = events};
-		int r;
-
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		r = poll(&p, 1, (int)KV_MIN(deadline - now, (uint64_t)INT32_MAX));
-		if (r < 0 && errno != EINTR)
-			return -errno;
-		if (r > 0)
-			return 0;
-	}
-}
-
 /* Write @c's frame.  0, -ETIMEDOUT, or another error with @why set. */
 static int direct_send(struct kvc *kvc, struct kvc_call *c, char *why, size_t whylen)
 {
@@ -1536,7 +1519,7 @@ static int direct_send(struct kvc *kvc, struct kvc_call *c, char *why, size_t wh
 				fmt_msg(why, whylen, "send failed: %s", strerror(errno));
 				return -ECONNRESET;
 			}
-			r = direct_poll(kvc->sock, POLLOUT, c->deadline_ms);
+			r = fd_wait(kvc->sock, POLLOUT, c->deadline_ms);
 			if (r == -ETIMEDOUT)
 				return r;
 			if (r) {
@@ -1591,7 +1574,7 @@ static int direct_recv(struct kvc *kvc, struct kvc_call *c, char *why, size_t wh
 	while (!c->resp.resp) {
 		ssize_t n;
 		size_t off = 0;
-		int r = direct_poll(kvc->sock, POLLIN, c->deadline_ms);
+		int r = fd_wait(kvc->sock, POLLIN, c->deadline_ms);
 
 		if (r == -ETIMEDOUT)
 			return r;

@@ -332,18 +332,7 @@ Test(kvfs, server_killed_then_restarted)
 	/* no process of ours is stuck in uninterruptible sleep on the mount */
 	cr_assert_neq(sh("ps -eo stat,cmd | grep '^D' | grep -q %s", E.mnt[0]), 0);
 	/* A fresh server on the same port: the mount works again. */
-	if (!strcmp(getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp", "shm")) {
-		/* libfabric 1.17 shm: a server killed while writing into kvfs's
-		 * shared-memory region can leave that region's lock held; any
-		 * process touching the region then spins forever.  Over shm the
-		 * documented recovery is to restart kvfs with the server. */
-		env_umount(0);
-		E.nmounts = 0;
-		env_server_start(NULL);
-		env_mount(NULL);
-	} else {
-		env_server_start(NULL);
-	}
+	env_server_restart_after_crash();
 	cr_assert_eq(sh("cp %s %s", sp("big"), mp(0, "again")), 0, "write after restart");
 	cr_assert_eq(sh("cmp %s %s", sp("big"), mp(0, "again")), 0, "read after restart");
 }

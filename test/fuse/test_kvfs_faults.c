@@ -62,7 +62,6 @@ Test(faults, server_killed_under_16_readers_and_16_writers)
 	int status[2 * NWORK];
 	bool done[2 * NWORK] = {false};
 	char script[4096], name[64];
-	const char *prov = getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp";
 	uint64_t t0, t_end = 0;
 	int left = 2 * NWORK, rfail = 0, acked = 0, r;
 
@@ -176,16 +175,8 @@ Test(faults, server_killed_under_16_readers_and_16_writers)
 	fprintf(stderr, "faults: readers failed: %d of %d; writers with acknowledged files: %d\n",
 	        rfail, NWORK, acked);
 
-	/* A fresh server on the same port: the mount serves again (over shm
-	 * kvfs is restarted with it: docs/semantics.md, the shm lock limit). */
-	if (!strcmp(prov, "shm")) {
-		env_umount(0);
-		E.nmounts = 0;
-		env_server_start(NULL);
-		env_mount(NULL);
-	} else {
-		env_server_start(NULL);
-	}
+	/* A fresh server on the same port: the mount serves again. */
+	env_server_restart_after_crash();
 	/* Acknowledged files and the readers' files: intact or missing
 	 * (ENOENT at open), never other bytes. */
 	for (int i = 0; i < NWORK; i++) {
