@@ -91,7 +91,8 @@ static int walk(const char *dir)
 
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= sizeof(path)) {
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >=
+		    sizeof(path)) {
 			fprintf(stderr, "%s: path too long under %s\n", PROG, dir);
 			r = -ENAMETOOLONG;
 			break;
@@ -183,13 +184,14 @@ int main(int argc, char **argv)
 			return 0;
 		} else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
 			if (parse_size(argv[++i], 1, 1024, &nthreads)) {
-				fprintf(stderr, "%s: --threads wants 1..1024, not %s\n", PROG, argv[i]);
+				fprintf(stderr, "%s: --threads wants 1..1024, not %s\n", PROG,
+				        argv[i]);
 				return 2;
 			}
 		} else if (!strcmp(argv[i], "--buf") && i + 1 < argc) {
 			if (parse_size(argv[++i], 1, (size_t)1 << 30, &buf_size)) {
-				fprintf(stderr, "%s: --buf wants 1..1073741824 bytes, not %s\n", PROG,
-				        argv[i]);
+				fprintf(stderr, "%s: --buf wants 1..1073741824 bytes, not %s\n",
+				        PROG, argv[i]);
 				return 2;
 			}
 		} else if (argv[i][0] == '-' || dir) {
