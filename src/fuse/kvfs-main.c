@@ -335,6 +335,7 @@ static int kvfs_main(int argc, char **argv)
 	se = fuse_session_new(&args, &kvfs_ops, sizeof(kvfs_ops), NULL);
 	if (!se)
 		goto out_fini;
+	kvfs_fs_set_session(se);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_destroy;
 	if (fuse_session_mount(se, o.mountpoint) != 0) {

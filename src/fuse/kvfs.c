@@ -90,6 +90,7 @@ struct kdir {
 static struct {
 	struct kvfs_config cfg;
 	struct kvc *kvc;
+	struct fuse_session *se; /* for notify_store (kvfs_fs_set_session) */
 	pthread_mutex_t lock;
 	struct node **by_ino, **by_path;
 	size_t nbuckets;
@@ -697,13 +698,24 @@ static void kfile_set_writer(struct kfile *f, bool on)
 	pthread_mutex_unlock(&fs.lock);
 }
 
+/* Put @len bytes of an inode's value, from offset 0, into the kernel's page
+ * cache (FUSE_NOTIFY_STORE).  0, or a negative errno (e.g. -ENOSYS on an
+ * old kernel: then reads simply ask). */
+static int store_head(fuse_ino_t ino, const uint8_t *bytes, size_t len)
+{
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
+
+	bv.buf[0].mem = (void *)bytes;
+	return fuse_lowlevel_notify_store(fs.se, ino, 0, &bv, 0);
+}
+
 static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	char key[KVFS_KEY_MAX + 1];
 	struct kvc_entry e;
 	struct kfile *f;
 	struct node *n;
-	bool dir, wr = (fi->flags & O_ACCMODE) != O_RDONLY;
+	bool dir, writing, wr = (fi->flags & O_ACCMODE) != O_RDONLY;
 	uint8_t *head = NULL;
 	ssize_t n_head = 0;
 	int r;
@@ -756,6 +768,19 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	pthread_mutex_lock(&fs.lock);
 	n = node_by_ino(ino);
 	fi->keep_cache = n && n->cache_version == e.version && !(fi->flags & O_TRUNC);
+	writing = n && n->writer;
+	pthread_mutex_unlock(&fs.lock);
+	/*
+	 * The whole of a small file came with the open: put it in the page
+	 * cache now, so the read that follows is not another request.  The
+	 * pages then hold exactly this version, so the cache is kept.  Not
+	 * while a writer on this mount has the file open: its written pages
+	 * are in that cache and must not be overwritten with older bytes.
+	 */
+	if (!wr && !fi->keep_cache && !writing && e.size > 0 && f->head_len == e.size && fs.se &&
+	    store_head(ino, head, f->head_len) == 0)
+		fi->keep_cache = 1;
+	pthread_mutex_lock(&fs.lock);
 	if (n) {
 		n->cache_version = e.version;
 		n->open_e = e;
@@ -1657,6 +1682,11 @@ int kvfs_fs_init(const struct kvfs_config *cfg)
 		                   : "reads inline on the control channel");
 	}
 	return r;
+}
+
+void kvfs_fs_set_session(struct fuse_session *se)
+{
+	fs.se = se;
 }
 
 void kvfs_fs_fini(void)

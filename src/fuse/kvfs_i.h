@@ -52,6 +52,10 @@ struct kvfs_config {
  * operations table below serves the mount.  fini undoes init. */
 int kvfs_fs_init(const struct kvfs_config *cfg);
 void kvfs_fs_fini(void);
+/* The session the operations answer on, for notifications (store of a
+ * small file's bytes at open); set before the session loop starts. */
+struct fuse_session;
+void kvfs_fs_set_session(struct fuse_session *se);
 struct fuse_lowlevel_ops;
 extern const struct fuse_lowlevel_ops kvfs_ops;
 

@@ -279,6 +279,54 @@ Test(kvfs, changed_under_open_file_is_estale)
 	cr_assert_eq(sh("cmp %s %s", mp(0, "val"), sp("v2")), 0, "a new open sees the new value");
 }
 
+/*
+ * A file of up to 64 KiB arrives whole with a read-only open and goes
+ * straight into the kernel's page cache.  Changed on another mount to a
+ * value of the same size (so the attributes alone would not drop the cache),
+ * a new open must read the new bytes, at the 64 KiB boundary and past it.
+ */
+Test(kvfs, small_file_cached_at_open_is_current)
+{
+	static const size_t sizes[] = {1, 3000, 65536, 65537};
+	int m1 = env_mount(NULL);
+	static char v1[65537], v2[65537], got[65537];
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t len = sizes[i];
+		char name[32];
+		int fd;
+
+		snprintf(name, sizeof(name), "c%zu", len);
+		for (size_t j = 0; j < len; j++) {
+			v1[j] = (char)(j * 7 + i);
+			v2[j] = (char)(j * 13 + i + 1);
+		}
+		fd = open(mp(0, name), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		cr_assert_geq(fd, 0);
+		cr_assert_eq(write(fd, v1, len), (ssize_t)len);
+		cr_assert_eq(close(fd), 0);
+		for (int pass = 0; pass < 2; pass++) { /* the second from the page cache */
+			fd = open(mp(0, name), O_RDONLY);
+			cr_assert_geq(fd, 0);
+			cr_assert_eq(read(fd, got, sizeof(got)), (ssize_t)len);
+			cr_assert_eq(memcmp(got, v1, len), 0, "%zu bytes: first version, pass %d",
+			             len, pass);
+			close(fd);
+		}
+		fd = open(mp(m1, name), O_WRONLY | O_TRUNC);
+		cr_assert_geq(fd, 0);
+		cr_assert_eq(write(fd, v2, len), (ssize_t)len);
+		cr_assert_eq(close(fd), 0);
+		fd = open(mp(0, name), O_RDONLY);
+		cr_assert_geq(fd, 0);
+		cr_assert_eq(read(fd, got, sizeof(got)), (ssize_t)len);
+		cr_assert_eq(memcmp(got, v2, len), 0,
+		             "%zu bytes changed on another mount: a new open reads the new bytes",
+		             len);
+		close(fd);
+	}
+}
+
 Test(kvfs, rsync_tree_and_tar)
 {
 	cr_assert_eq(sh("mkdir -p %s && cd %s && mkdir -p a/b c && echo 1 > a/one && "
