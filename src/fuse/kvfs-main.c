@@ -94,7 +94,7 @@ static void usage(const char *prog)
 	       "    timeout=MS             deadline of every server call (default 10000); a\n"
 	       "                           dead server gives EIO within it, never a hang\n"
 	       "    buffers=N              registered 1 MiB read buffers (default 64)\n"
-	       "    readahead_kb=KB        read-ahead set on the mount (default 1024; 0 keeps\n"
+	       "    readahead_kb=KB        read-ahead set on the mount (default 4096; 0 keeps\n"
 	       "                           the kernel's 128)\n"
 	       "    spill_threshold=SIZE   staged writes above this go to a temp file (64M)\n"
 	       "    spill_dir=DIR          where (default $TMPDIR or /tmp)\n"
@@ -289,7 +289,7 @@ static int kvfs_main(int argc, char **argv)
 	if (parse_u64("buffers", c.buffers, 64, &v))
 		return 2;
 	cfg.buffers = (unsigned)KV_MAX(KV_MIN(v, 4096), 1);
-	if (parse_u64("readahead_kb", c.readahead_kb, 1024, &v))
+	if (parse_u64("readahead_kb", c.readahead_kb, 4096, &v))
 		return 2;
 	cfg.readahead_kb = (unsigned)v;
 	if (parse_u64("spill_threshold", c.spill_threshold, 64ULL << 20, &v))

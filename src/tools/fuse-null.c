@@ -11,7 +11,7 @@
  * kvfs-main.c): -o max_read=1048576; conn->max_read, max_write and
  * max_readahead 1 MiB; max_background 64, congestion_threshold 48; async
  * read; a multi-threaded loop with 16 workers; and, after the mount, the
- * same write of readahead_kb (default 1024) into the mount's
+ * same write of readahead_kb (default 4096, again once INIT is answered) into the mount's
  * /sys/class/bdi/<maj:min>/read_ahead_kb, done at the same moment (after
  * fuse_session_mount, before the loop answers INIT).  Nothing of kvfs is
  * linked: a difference between the two is kvfs's own cost.
@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,7 +38,7 @@
 
 struct cli {
 	char *size;         /* -o size=SIZE, the file's length (default 1G) */
-	char *readahead_kb; /* -o readahead_kb=KB written to the bdi (default 1024) */
+	char *readahead_kb; /* -o readahead_kb=KB written to the bdi (default 4096) */
 	int threads;        /* -o threads=N FUSE workers (default 16) */
 };
 
@@ -63,7 +64,7 @@ static void usage(const char *prog)
 	       "\n"
 	       "fuse-null options (-o name=value,...):\n"
 	       "    size=SIZE              length of the file, e.g. 1G (default 1G)\n"
-	       "    readahead_kb=KB        read-ahead set on the mount (default 1024; 0 keeps\n"
+	       "    readahead_kb=KB        read-ahead set on the mount (default 4096; 0 keeps\n"
 	       "                           the kernel's 128), as kvfs does\n"
 	       "    threads=N              FUSE worker threads (default 16)\n"
 	       "\n"
@@ -290,6 +291,24 @@ static int set_readahead(const char *mnt, unsigned kb)
 	return r;
 }
 
+struct ra_late {
+	const char *mnt;
+	unsigned kb;
+};
+
+/* As kvfs: INIT caps read-ahead at max_readahead (1 MiB), so a larger
+ * value is written again once the loop answers (the stat waits for it). */
+static void *readahead_late(void *arg)
+{
+	struct ra_late *ra = arg;
+	struct stat st;
+
+	if (stat(ra->mnt, &st) == 0 && set_readahead(ra->mnt, ra->kb) < 0)
+		fprintf(stderr, PROG ": cannot set read_ahead_kb=%u on %s after INIT\n", ra->kb,
+		        ra->mnt);
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -297,7 +316,9 @@ int main(int argc, char **argv)
 	struct fuse_loop_config *lc;
 	struct fuse_session *se;
 	struct cli c = {0};
-	uint64_t ra = 1024;
+	uint64_t ra = 4096;
+	static struct ra_late late;
+	pthread_t late_tid;
 	int r = 1;
 
 	if (fuse_opt_parse(&args, &c, null_opts, NULL) < 0)
@@ -357,6 +378,10 @@ int main(int argc, char **argv)
 		goto out_unmount;
 	fuse_loop_cfg_set_max_threads(lc, c.threads > 0 ? (unsigned)c.threads : 16);
 	fuse_loop_cfg_set_clone_fd(lc, o.clone_fd);
+	late.mnt = o.mountpoint;
+	late.kb = (unsigned)ra;
+	if (ra > 1024 && pthread_create(&late_tid, NULL, readahead_late, &late) == 0)
+		pthread_detach(late_tid);
 	r = o.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
 	r = r < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(lc);
