@@ -35,6 +35,10 @@
 #include "kvfs/log.h"
 #include "kvfs/util.h"
 #include "kvfs/wire.h"
+#include "kvfs/xfer.h"
+
+/* Inputs above this are PUT from where they lie (put_value()). */
+#define KVCTL_PUT_MR_MIN ((size_t)8 << 20)
 
 #define PROG            "kvctl"
 #define DEFAULT_SERVER  "127.0.0.1:7070"
@@ -380,10 +384,13 @@ struct input {
 	void *buf;
 	size_t len;
 	bool mapped;
+	bool keep; /* a failed transfer may still read it: never unmapped or freed */
 };
 
 static void input_free(struct input *in)
 {
+	if (in->keep)
+		return;
 	if (in->mapped)
 		munmap(in->buf, in->len);
 	else
@@ -462,6 +469,38 @@ static int parse_mode(const char *s, uint32_t *ret)
 	return 0;
 }
 
+/*
+ * PUT the input.  A large one is registered where it lies (the file's
+ * mapping) and the server RDMA-READs it from there: no copy into a staging
+ * buffer, whose fresh pages cost more than the transfer.  If that PUT
+ * fails, a transfer may still be reading the input, so it stays mapped
+ * until the process exits (in->keep).  Without RDMA, or when the memory
+ * cannot be registered, kvc_put() copies as usual.
+ */
+static int put_value(struct ctl *c, const char *key, struct input *in,
+                     const struct kvc_put_opts *po)
+{
+	struct xfer_engine *eng = kvc_engine(c->kvc);
+	struct xfer_mr *mr;
+	int r;
+
+	if (!eng || in->len <= KVCTL_PUT_MR_MIN ||
+	    xfer_mr_reg(eng, in->buf, in->len, XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ, &mr))
+		return kvc_put(c->kvc, key, strlen(key), in->buf, in->len, po, NULL);
+	r = kvc_put_mr(c->kvc, key, strlen(key), mr, 0, in->len, po, NULL);
+	if (r == -ENOTSUP) { /* the server does not RDMA after all */
+		xfer_mr_dereg(mr);
+		return kvc_put(c->kvc, key, strlen(key), in->buf, in->len, po, NULL);
+	}
+	if (r < 0) {
+		xfer_mr_dereg_lost(mr);
+		in->keep = true;
+	} else {
+		xfer_mr_dereg(mr);
+	}
+	return r;
+}
+
 static int cmd_put(struct ctl *c, int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -525,7 +564,7 @@ static int cmd_put(struct ctl *c, int argc, char **argv)
 		goto out_free;
 	snprintf(what, sizeof(what), "put");
 	progress_start(&prog, c, what, in.len);
-	r = kvc_put(c->kvc, key, strlen(key), in.buf, in.len, &po, NULL);
+	r = put_value(c, key, &in, &po);
 	if (r == 0)
 		atomic_store(&prog.done, in.len);
 	progress_stop(&prog, r == 0);
