@@ -61,6 +61,24 @@ static inline void srv_dump_log(const struct srv *s)
 	}
 }
 
+/* Print every thread's stack of the running server (gdb, when installed):
+ * where it waits when a test finds it stuck. */
+static inline void srv_dump_stacks(const struct srv *s)
+{
+	char cmd[256];
+
+	if (s->pid <= 0 || access("/usr/bin/gdb", X_OK) != 0)
+		return;
+	snprintf(cmd, sizeof(cmd),
+	         "timeout 60 gdb -p %d -batch -ex 'thread apply all bt' 2>&1 | "
+	         "grep -E '^(Thread|#)' | head -150 >&2",
+	         (int)s->pid);
+	fprintf(stderr, "---- kv-server %d stacks ----\n", (int)s->pid);
+	if (system(cmd) != 0)
+		fprintf(stderr, "(gdb could not attach)\n");
+	fprintf(stderr, "---- end ----\n");
+}
+
 /* Start kv-server with @provider and extra arguments (NULL-terminated),
  * on s->port if set (restart) or a fresh port; wait until it listens. */
 static inline void srv_start_args(struct srv *s, const char *provider, const char *memory,

@@ -222,8 +222,10 @@ static void client_dies_mid_put(const char *prov)
 	/* the reservation goes away within the transfer deadline */
 	for (i = 0; i < 200 && counter(kvc, "reservations") != 0; i++)
 		usleep(50000);
-	if (counter(kvc, "reservations") != 0)
+	if (counter(kvc, "reservations") != 0) {
 		srv_dump_log(&s); /* what the server said about the transfer */
+		srv_dump_stacks(&s);
+	}
 	cr_assert_eq(counter(kvc, "reservations"), 0, "reservation leaked");
 	cr_assert_eq(counter(kvc, "pinned_items"), 0);
 	struct kvc_entry e;
