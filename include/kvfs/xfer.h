@@ -113,6 +113,17 @@ typedef uint64_t xfer_peer_t;
  * returns the same handle (and revives a peer that was marked failed). */
 int xfer_peer_add(struct xfer_engine *engine, const void *addr, size_t len, xfer_peer_t *ret_peer);
 
+/*
+ * Tell the engine how to see that @peer is gone: @fd polls readable once the
+ * peer's process has exited (a pidfd; shm peers, which share this host).
+ * Before each segment it posts to the peer the engine polls @fd; once
+ * readable, the peer is marked failed and nothing more is posted to it (a
+ * post into a dead shm peer can wait forever on a lock the peer held when
+ * it died).  The engine owns @fd from here on, also on error, and closes it
+ * when the peer is released.  0, or -EINVAL for an unknown peer.
+ */
+int xfer_peer_watch(struct xfer_engine *engine, xfer_peer_t peer, int fd);
+
 /* Forget a peer: operations to it still pending complete with an error
  * (-ECONNRESET) and new ones are refused.  Once none of them is left, its
  * provider entry is released (shm: the mapping of the peer's region; tcp:

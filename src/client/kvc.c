@@ -1266,6 +1266,8 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 	hello.min_version = WIRE_VERSION_MIN;
 	hello.max_version = WIRE_VERSION_MAX;
 	hello.client_id = kvc->client_id;
+	hello.has_pid = 1; /* a shm server watches it: see docs/protocol.md */
+	hello.pid = (uint32_t)getpid();
 	if (kvc->engine && xfer_addr(kvc->engine, addr, &addrlen) == 0) {
 		hello.provider = (char *)xfer_provider(kvc->engine);
 		hello.has_engine_addr = 1;

@@ -36,6 +36,7 @@
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -451,6 +452,27 @@ static uint64_t srv_max_value(struct srv *s)
 	return s->o.max_value ? KV_MIN(s->o.max_value, st.arena_usable) : st.arena_usable;
 }
 
+/*
+ * A shm peer shares this host: watch its process (HELLO's pid) so that the
+ * engine posts nothing more to it once it has exited.  libfabric's shm
+ * provider takes a spin lock inside the peer's memory region for every
+ * post; a client killed while holding it would otherwise stall our
+ * progress thread, and every transfer with it, for good.
+ */
+static void conn_watch_peer(struct srv *s, struct conn *c, const Kvfs__HelloRequest *h)
+{
+	int fd;
+
+	if (!h->has_pid || h->pid == 0 || strncmp(xfer_provider(s->eng), "shm", 3))
+		return;
+	fd = (int)syscall(SYS_pidfd_open, (pid_t)h->pid, 0);
+	if (fd < 0) {
+		KV_DEBUG(TAG, "%s: cannot watch process %u: %s", c->name, h->pid, strerror(errno));
+		return;
+	}
+	xfer_peer_watch(s->eng, c->peer, fd);
+}
+
 static void do_hello(struct conn *c, const Kvfs__Request *rq)
 {
 	struct srv *s = c->srv;
@@ -514,9 +536,10 @@ static void do_hello(struct conn *c, const Kvfs__Request *rq)
 		    h->has_engine_addr) {
 			int r = xfer_peer_add(s->eng, h->engine_addr.data, h->engine_addr.len,
 			                      &c->peer);
-			if (r == 0)
+			if (r == 0) {
 				c->rdma = true;
-			else
+				conn_watch_peer(s, c, h);
+			} else
 				KV_INFO(TAG, "%s: cannot add its engine address: %s; inline only",
 				        c->name, strerror(-r));
 		} else {

@@ -372,6 +372,9 @@ void xfer_close(struct xfer_engine *e)
 			free(ctx);
 	}
 	free(e->post_pool);
+	for (size_t i = 0; i < e->npeers; i++)
+		if (e->peers[i].gone_fd > 0)
+			close(e->peers[i].gone_fd);
 	free(e->peers);
 	lost_free(e);
 	close(e->wake_fd);
@@ -428,7 +431,49 @@ static void peer_release_locked(struct xfer_engine *e, struct xfer_peer_ent *p)
 		return;
 	if (p->valid)
 		e->ops->peer_remove(e, p->prov_addr);
+	if (p->gone_fd > 0)
+		close(p->gone_fd);
 	memset(p, 0, sizeof(*p)); /* addrlen 0: a free slot */
+}
+
+int xfer_peer_watch(struct xfer_engine *e, xfer_peer_t peer, int fd)
+{
+	int r = -EINVAL;
+
+	pthread_mutex_lock(&e->lock);
+	if (peer < e->npeers && e->peers[peer].addrlen && fd > 0) {
+		struct xfer_peer_ent *p = &e->peers[peer];
+
+		if (p->gone_fd > 0)
+			close(p->gone_fd);
+		p->gone_fd = fd;
+		r = 0;
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (r < 0 && fd > 0)
+		close(fd);
+	return r;
+}
+
+/* Has @peer's process exited (xfer_peer_watch())?  Then mark it failed. */
+static bool peer_gone(struct xfer_engine *e, xfer_peer_t peer)
+{
+	struct pollfd pfd = {.events = POLLIN};
+	bool gone = false;
+
+	pthread_mutex_lock(&e->lock);
+	if (peer < e->npeers)
+		pfd.fd = e->peers[peer].gone_fd;
+	if (pfd.fd > 0 && poll(&pfd, 1, 0) > 0) {
+		gone = true;
+		if (!e->peers[peer].failed)
+			KV_DEBUG(XFER_TAG,
+			         "peer %llu: its process has exited; posting nothing more",
+			         (unsigned long long)peer);
+		e->peers[peer].failed = true;
+	}
+	pthread_mutex_unlock(&e->lock);
+	return gone;
 }
 
 int xfer_peer_add(struct xfer_engine *e, const void *addr, size_t len, xfer_peer_t *ret_peer)
@@ -456,9 +501,13 @@ int xfer_peer_add(struct xfer_engine *e, const void *addr, size_t len, xfer_peer
 		return 0;
 	}
 	if (i < e->npeers && p->valid) {
-		/* Revive: drop the old provider entry (and its connection). */
+		/* Revive: drop the old provider entry (and its connection), and
+		 * the old watch: whoever revives it watches it anew. */
 		e->ops->peer_remove(e, p->prov_addr);
 		p->valid = false;
+		if (p->gone_fd > 0)
+			close(p->gone_fd);
+		p->gone_fd = 0;
 	}
 	r = e->ops->peer_insert(e, addr, len, &pa);
 	if (r < 0)
@@ -995,6 +1044,10 @@ static int post_ready(struct xfer_engine *e)
 			/* The immediate goes last, after every byte has landed. */
 			if (imm && rq->posted)
 				break;
+			if (peer_gone(e, rq->peer)) {
+				deliver(e, rq, -ECONNRESET);
+				break;
+			}
 			ctx = post_ctx_get(e);
 			if (!ctx)
 				return did; /* out of memory: retry on the next pass */

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -504,4 +506,75 @@ Test(xfer_tcp, peer_killed_mid_transfer, .timeout = 120)
 Test(xfer_shm, peer_killed_mid_transfer, .timeout = 120)
 {
 	peer_killed("shm");
+}
+
+/* A watched peer (xfer_peer_watch()): once its watch fd polls readable,
+ * nothing more is posted to it -- the next operation fails at once with
+ * -ECONNRESET instead of reaching the provider (kv-server watches a shm
+ * client's process with a pidfd: a post into the region of a process that
+ * died holding its lock would wait forever).  The peer here is still alive
+ * and an eventfd stands for "gone", so only the engine's check can fail the
+ * operation; then a pidfd of a really exited peer does the same. */
+Test(xfer_shm, watched_peer_gone, .timeout = 120)
+{
+	const size_t size = 4 * 1024 * 1024;
+	struct xfer_opts o;
+	struct xfer_engine *e;
+	struct xfer_mr *buf;
+	struct child c;
+	xfer_peer_t peer;
+	uint64_t one = 1, t0;
+	int efd, fd, r;
+
+	kv_log_level = KV_LOG_ERR;
+	child_start(&c, NULL, "shm", "-", size, 1);
+	xfer_opts_init(&o);
+	o.provider = "shm";
+	o.timeout_ms = 5000;
+	cr_assert_eq(xfer_open(&o, &e), 0);
+	cr_assert_eq(xfer_peer_add(e, c.addr, c.alen, &peer), 0);
+	efd = eventfd(0, EFD_CLOEXEC);
+	cr_assert_geq(efd, 0);
+	cr_assert_eq(xfer_peer_watch(e, peer + 1000, dup(efd)), -EINVAL, "unknown peer");
+	cr_assert_eq(xfer_peer_watch(e, peer, dup(efd)), 0);
+	cr_assert_eq(xfer_buf_alloc(e, size, ACC_ALL, &buf), 0);
+	pat_fill(xfer_mr_addr(buf), size, 7);
+	struct xfer_sge s = {buf, 0, size};
+	struct xfer_rsge rs = {.desc = c.desc, .off = 0, .len = size};
+	struct xfer_op op = {.opcode = XFER_WRITE,
+	                     .peer = peer,
+	                     .local = &s,
+	                     .nlocal = 1,
+	                     .remote = &rs,
+	                     .nremote = 1};
+	r = xfer_submit_wait(e, &op);
+	cr_assert_eq(r, 0, "write to the live peer: %s", strerror(-r));
+
+	cr_assert_eq(write(efd, &one, sizeof(one)), (ssize_t)sizeof(one));
+	t0 = kv_now_ms();
+	r = xfer_submit_wait(e, &op);
+	cr_assert_eq(r, -ECONNRESET, "write to a peer whose watch fired: %d (%s)", r, strerror(-r));
+	cr_assert_lt(kv_now_ms() - t0, (uint64_t)o.timeout_ms, "failed only at the deadline");
+	op.opcode = XFER_READ;
+	cr_assert_eq(xfer_submit_wait(e, &op), -ECONNRESET, "reads are refused too");
+	close(efd);
+
+	/* Re-added (revived), watched by a pidfd: fine while alive, refused
+	 * once the process has exited. */
+	cr_assert_eq(xfer_peer_add(e, c.addr, c.alen, &peer), 0);
+	fd = (int)syscall(SYS_pidfd_open, c.pid, 0);
+	cr_assert_geq(fd, 0, "pidfd_open: %s", strerror(errno));
+	cr_assert_eq(xfer_peer_watch(e, peer, fd), 0);
+	op.opcode = XFER_WRITE;
+	r = xfer_submit_wait(e, &op);
+	cr_assert_eq(r, 0, "write to the revived live peer: %s", strerror(-r));
+	kill(c.pid, SIGKILL);
+	waitpid(c.pid, NULL, 0);
+	t0 = kv_now_ms();
+	cr_assert_eq(xfer_submit_wait(e, &op), -ECONNRESET, "write to the exited peer");
+	cr_assert_lt(kv_now_ms() - t0, (uint64_t)o.timeout_ms, "failed only at the deadline");
+	fclose(c.in);
+	fclose(c.out);
+	xfer_mr_dereg(buf);
+	xfer_close(e);
 }
