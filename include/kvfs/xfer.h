@@ -229,7 +229,10 @@ struct xfer_op {
 /*
  * Queue @op.  Returns 0 (exactly one completion will follow) or a negative
  * errno and no completion: -EINVAL (bad ranges, lengths that differ, opcode),
- * -ECONNRESET (peer failed), -ENOMEM, -ESHUTDOWN (engine closing).
+ * -ECONNRESET (peer failed), -ENOMEM, -ESHUTDOWN (engine closing), -EDEADLK
+ * (the progress thread has been stuck inside one provider call for longer
+ * than twice the deadline, at least 10 s: nothing queued now could move;
+ * logged once, and counted in xfer_stats.stuck).
  */
 int xfer_submit(struct xfer_engine *engine, const struct xfer_op *op);
 
@@ -263,7 +266,9 @@ struct xfer_stats {
 	uint64_t bytes_written;
 	uint64_t bytes_read;
 	uint64_t imm_received;
-	uint64_t inflight; /* operations submitted and not completed */
+	uint64_t inflight;     /* operations submitted and not completed */
+	uint64_t stuck;        /* 1 while the progress thread is stuck in a provider call */
+	uint64_t stuck_events; /* times it got stuck (see xfer_submit()) */
 };
 void xfer_get_stats(struct xfer_engine *engine, struct xfer_stats *ret_stats);
 

@@ -589,6 +589,11 @@ static struct srv_op *op_new(size_t nseg)
 	return op;
 }
 
+/* What a client is told when xfer_submit() says the engine is stuck. */
+#define XFER_STUCK_MSG                                                                             \
+	"the server's transfer engine is stuck in its provider (see the server log); "             \
+	"restart kv-server"
+
 static int op_submit(struct conn *c, struct srv_op *op, enum xfer_opcode opc, uint64_t arena_off,
                      uint64_t len, size_t nrsge)
 {
@@ -695,7 +700,10 @@ static void do_get(struct conn *c, const Kvfs__Request *rq)
 			}
 			store_item_unpin(s->store, it);
 			op_free(op);
-			respond(c, rq->id, r, "cannot start the transfer to the client", NULL);
+			respond(c, rq->id, r,
+			        r == -EDEADLK ? XFER_STUCK_MSG
+			                      : "cannot start the transfer to the client",
+			        NULL);
 			return;
 		}
 		op_free(op);
@@ -825,7 +833,10 @@ static void do_put(struct conn *c, const Kvfs__Request *rq)
 	if (r < 0) {
 		store_put_abort(s->store, resv);
 		op_free(op);
-		respond(c, rq->id, r, "cannot start the transfer from the client", NULL);
+		respond(c, rq->id, r,
+		        r == -EDEADLK ? XFER_STUCK_MSG
+		                      : "cannot start the transfer from the client",
+		        NULL);
 		return;
 	}
 	s->c.rdma_puts++;
@@ -1189,6 +1200,8 @@ static void do_stats(struct conn *c, const Kvfs__Request *rq)
 	CNT("xfer_ops_done", xs.ops_done);
 	CNT("xfer_ops_failed", xs.ops_failed);
 	CNT("xfer_timeouts", xs.ops_timedout);
+	CNT("xfer_stuck", xs.stuck); /* 1: a provider call has not returned (see xfer_submit) */
+	CNT("xfer_stuck_events", xs.stuck_events);
 #undef CNT
 	sr.n_counters = n;
 	sr.counters = cp;

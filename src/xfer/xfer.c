@@ -178,6 +178,9 @@ static void wake(struct xfer_engine *e)
 }
 
 static void *progress_main(void *arg);
+static void *watchdog_main(void *arg);
+static inline void prov_enter(struct xfer_engine *e);
+static inline void prov_leave(struct xfer_engine *e);
 
 /*
  * Placement of the progress thread: on the CPU the caller named; else on
@@ -262,10 +265,16 @@ int xfer_open(const struct xfer_opts *opts, struct xfer_engine **ret_engine)
 	}
 	e->cpu = e->opts.cpu;
 
+	if (getenv("KVFS_XFER_TEST_STALL_MS"))
+		e->test_stall_ms = (unsigned)strtoul(getenv("KVFS_XFER_TEST_STALL_MS"), NULL, 10);
 	r = -pthread_create(&e->thread, NULL, progress_main, e);
 	if (r < 0)
 		goto out_free_pool;
 	pin_progress_thread(e);
+	e->watchdog_up = pthread_create(&e->watchdog, NULL, watchdog_main, e) == 0;
+	if (!e->watchdog_up)
+		KV_WARN(XFER_TAG,
+		        "cannot start the watchdog thread: a stuck provider goes unnoticed");
 	KV_DEBUG(XFER_TAG,
 	         "engine up: provider %s, domain %s, NIC NUMA node %d, progress thread %s, "
 	         "chunk %zu KiB, %u in flight, deadline %d ms",
@@ -334,6 +343,9 @@ void xfer_close(struct xfer_engine *e)
 	e->stopping = true;
 	pthread_mutex_unlock(&e->lock);
 	wake(e);
+	atomic_store(&e->wd_stop, true);
+	if (e->watchdog_up)
+		pthread_join(e->watchdog, NULL); /* sleeps 200 ms at a time */
 	{
 		struct timespec ts;
 
@@ -417,6 +429,8 @@ void xfer_get_stats(struct xfer_engine *e, struct xfer_stats *s)
 	s->bytes_read = atomic_load(&e->st.bytes_read);
 	s->imm_received = atomic_load(&e->st.imm_received);
 	s->inflight = atomic_load(&e->st.inflight);
+	s->stuck = atomic_load(&e->stuck);
+	s->stuck_events = atomic_load(&e->st.stuck_events);
 }
 
 /* ------------------------------------------------------------------ */
@@ -858,6 +872,11 @@ int xfer_submit(struct xfer_engine *e, const struct xfer_op *op)
 		req_free(rq);
 		return -ESHUTDOWN;
 	}
+	if (atomic_load(&e->stuck)) {
+		pthread_mutex_unlock(&e->lock);
+		req_free(rq);
+		return -EDEADLK;
+	}
 	if (op->peer >= e->npeers || !e->peers[op->peer].valid || e->peers[op->peer].failed) {
 		pthread_mutex_unlock(&e->lock);
 		req_free(rq);
@@ -1053,8 +1072,14 @@ static int post_ready(struct xfer_engine *e)
 				return did; /* out of memory: retry on the next pass */
 			ctx->req = rq;
 			ctx->len = rq->segs[rq->next_seg].len;
+			prov_enter(e);
+			if (e->test_stall_ms) { /* test hook: a provider call that hangs */
+				usleep(e->test_stall_ms * 1000);
+				e->test_stall_ms = 0;
+			}
 			r = e->ops->post(e, rq->opcode, rq->prov_addr, &rq->segs[rq->next_seg], imm,
 			                 rq->imm, ctx);
+			prov_leave(e);
 			if (r == -EAGAIN)
 				break; /* this peer's queue is full: serve the others */
 			if (r < 0) {
@@ -1122,6 +1147,56 @@ static bool take_submissions(struct xfer_engine *e)
 	return stop;
 }
 
+/*
+ * The watchdog.  The progress thread is the only one that calls into the
+ * provider for posts and progress, and it also enforces every deadline; if
+ * a provider call never returns (libfabric 1.17 shm spinning on a lock a
+ * dead peer held in its region), no deadline fires and every transfer
+ * waits forever.  This thread notices a provider call older than twice the
+ * deadline (at least 10 s), says so once, and from then on xfer_submit()
+ * fails at once with -EDEADLK instead of queueing behind it.  It cannot
+ * free the thread; if the call does return, the engine carries on.
+ */
+static void *watchdog_main(void *arg)
+{
+	struct xfer_engine *e = arg;
+	uint64_t limit = KV_MAX((uint64_t)e->timeout_ms * 2, 10000) * 1000000ULL;
+
+	while (!atomic_load(&e->wd_stop)) {
+		uint64_t since = atomic_load(&e->in_provider_ns);
+		bool stuck = since && kv_now_ns() - since > limit;
+
+		if (stuck && !atomic_load(&e->stuck)) {
+			atomic_store(&e->stuck, true);
+			atomic_fetch_add(&e->st.stuck_events, 1);
+			KV_ERR(XFER_TAG,
+			       "provider %s has not returned from a call for %llu s; transfers "
+			       "cannot complete until it does (with shm: a peer process may have "
+			       "died "
+			       "holding a lock in its region); new transfers fail at once",
+			       e->prov_name,
+			       (unsigned long long)((kv_now_ns() - since) / 1000000000ULL));
+		} else if (!stuck && atomic_load(&e->stuck)) {
+			atomic_store(&e->stuck, false);
+			KV_WARN(XFER_TAG, "provider %s returned; transfers move again",
+			        e->prov_name);
+		}
+		usleep(200 * 1000);
+	}
+	return NULL;
+}
+
+/* Around each provider call of the progress thread, for the watchdog. */
+static inline void prov_enter(struct xfer_engine *e)
+{
+	atomic_store_explicit(&e->in_provider_ns, kv_now_ns(), memory_order_relaxed);
+}
+
+static inline void prov_leave(struct xfer_engine *e)
+{
+	atomic_store_explicit(&e->in_provider_ns, 0, memory_order_relaxed);
+}
+
 static void *progress_main(void *arg)
 {
 	struct xfer_engine *e = arg;
@@ -1138,7 +1213,9 @@ static void *progress_main(void *arg)
 		if (take_submissions(e))
 			break;
 		did = post_ready(e);
+		prov_enter(e);
 		did += e->ops->progress(e);
+		prov_leave(e);
 		now = kv_now_ns();
 		if (now >= next_check || now >= earliest) {
 			earliest = check_deadlines(e, now);

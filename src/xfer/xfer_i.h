@@ -96,7 +96,15 @@ struct xfer_engine {
 	int timeout_ms;
 
 	pthread_t thread;
-	pthread_mutex_t lock; /* submitq, peers, stopping */
+	pthread_t watchdog; /* see watchdog_main() */
+	bool watchdog_up;   /* started: join it at close */
+	atomic_uint_fast64_t
+	        in_provider_ns; /* progress thread inside a provider call since; 0 = not */
+	atomic_bool stuck;      /* the provider call has not returned for too long */
+	atomic_bool wd_stop;    /* xfer_close(): watchdog, exit */
+	unsigned test_stall_ms; /* $KVFS_XFER_TEST_STALL_MS: the first post sleeps this long inside
+	                         * the provider window (a hanging provider call, for tests) */
+	pthread_mutex_t lock;   /* submitq, peers, stopping */
 	struct xfer_req *submit_head, *submit_tail;
 	int wake_fd; /* eventfd: submissions, close */
 	bool stopping;
@@ -114,6 +122,7 @@ struct xfer_engine {
 	struct {
 		atomic_uint_fast64_t ops_done, ops_failed, ops_timedout;
 		atomic_uint_fast64_t bytes_written, bytes_read, imm_received, inflight;
+		atomic_uint_fast64_t stuck_events;
 	} st;
 };
 

@@ -578,3 +578,72 @@ Test(xfer_shm, watched_peer_gone, .timeout = 120)
 	xfer_mr_dereg(buf);
 	xfer_close(e);
 }
+
+static void count_done(void *arg, const struct xfer_comp *c)
+{
+	(void)c;
+	atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+/* A provider call that does not return (here the engine's test hook makes
+ * the first post sleep 13 s inside the provider window): after twice the
+ * deadline, at least 10 s, the watchdog reports it, new submissions fail at
+ * once with -EDEADLK, and once the call returns the engine works again. */
+Test(xfer_tcp, watchdog_reports_stuck_provider, .timeout = 120)
+{
+	const size_t size = 1024 * 1024;
+	struct pair p;
+	struct xfer_mr *src, *dst;
+	struct xfer_stats st;
+	atomic_int done = 0;
+	uint64_t t0;
+	int r;
+
+	setenv("KVFS_XFER_TEST_STALL_MS", "13000", 1);
+	pair_open(&p, "tcp"); /* engine a stalls its first post */
+	unsetenv("KVFS_XFER_TEST_STALL_MS");
+	cr_assert_eq(xfer_buf_alloc(p.a, size, ACC_ALL, &src), 0);
+	cr_assert_eq(xfer_buf_alloc(p.b, size, ACC_ALL, &dst), 0);
+	struct xfer_sge s = {.mr = src, .off = 0, .len = size};
+	struct xfer_rsge rs = {.off = 0, .len = size};
+	xfer_mr_desc(dst, &rs.desc);
+	struct xfer_op op = {.opcode = XFER_WRITE,
+	                     .peer = p.b_from_a,
+	                     .local = &s,
+	                     .nlocal = 1,
+	                     .remote = &rs,
+	                     .nremote = 1,
+	                     .timeout_ms = 1000,
+	                     .cb = count_done,
+	                     .cb_arg = &done};
+	t0 = kv_now_ms();
+	cr_assert_eq(xfer_submit(p.a, &op), 0);
+	xfer_get_stats(p.a, &st);
+	cr_assert_eq(st.stuck, 0);
+	while (kv_now_ms() - t0 < 12500 && (xfer_get_stats(p.a, &st), !st.stuck))
+		usleep(50000);
+	cr_assert_eq(st.stuck, 1, "not reported stuck after %llu ms",
+	             (unsigned long long)(kv_now_ms() - t0));
+	cr_assert_eq(st.stuck_events, 1);
+	cr_assert_geq(kv_now_ms() - t0, 9000, "reported too early");
+	r = xfer_submit(p.a, &op);
+	cr_assert_eq(r, -EDEADLK, "a submission while stuck: %d", r);
+	/* the call returns at 13 s: the first op completes, the engine moves */
+	while (kv_now_ms() - t0 < 30000 && (atomic_load(&done) < 1 || st.stuck)) {
+		usleep(50000);
+		xfer_get_stats(p.a, &st);
+	}
+	cr_assert_eq(atomic_load(&done), 1, "the stalled operation never completed");
+	cr_assert_eq(st.stuck, 0, "still reported stuck after the call returned");
+	/* the stalled write passed its deadline, which fails the peer: add it
+	 * again (as a caller does after a failure) and write */
+	uint8_t addr[XFER_ADDR_MAX];
+	size_t alen = sizeof(addr);
+	cr_assert_eq(xfer_addr(p.b, addr, &alen), 0);
+	cr_assert_eq(xfer_peer_add(p.a, addr, alen, &p.b_from_a), 0);
+	r = rw(&p, XFER_WRITE, src, 0, dst, 0, size);
+	cr_assert_eq(r, 0, "a write after the stall: %s", strerror(-r));
+	xfer_mr_dereg(src);
+	xfer_mr_dereg(dst);
+	pair_close(&p);
+}
