@@ -292,6 +292,7 @@ static int kvfs_main(int argc, char **argv)
 	if (parse_u64("readahead_kb", c.readahead_kb, 4096, &v))
 		return 2;
 	cfg.readahead_kb = (unsigned)v;
+	cfg.threads = c.threads > 0 ? (unsigned)c.threads : 16;
 	if (parse_u64("spill_threshold", c.spill_threshold, 64ULL << 20, &v))
 		return 2;
 	cfg.spill_threshold = v;
@@ -376,7 +377,7 @@ static int kvfs_main(int argc, char **argv)
 		}
 	}
 	lc = fuse_loop_cfg_create();
-	fuse_loop_cfg_set_max_threads(lc, c.threads > 0 ? (unsigned)c.threads : 16);
+	fuse_loop_cfg_set_max_threads(lc, cfg.threads);
 	fuse_loop_cfg_set_clone_fd(lc, o.clone_fd);
 	r = o.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
 	fuse_loop_cfg_destroy(lc);

@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,7 @@ static struct {
 	struct kvfs_config cfg;
 	struct kvc *kvc;
 	struct fuse_session *se; /* for notify_store (kvfs_fs_set_session) */
+	atomic_int store_slots;  /* workers that may be inside notify_store at once */
 	pthread_mutex_t lock;
 	struct node **by_ino, **by_path;
 	size_t nbuckets;
@@ -704,9 +706,22 @@ static void kfile_set_writer(struct kfile *f, bool on)
 static int store_head(fuse_ino_t ino, const uint8_t *bytes, size_t len)
 {
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
+	int r;
 
+	/*
+	 * The kernel locks each page it stores into.  If a READ of the same
+	 * file holds a page locked, the store waits for that READ, which needs
+	 * a free worker to be answered: so never let every worker wait here.
+	 * Without a slot, skip the store (reads then simply ask).
+	 */
+	if (atomic_fetch_sub(&fs.store_slots, 1) <= 0) {
+		atomic_fetch_add(&fs.store_slots, 1);
+		return -EBUSY;
+	}
 	bv.buf[0].mem = (void *)bytes;
-	return fuse_lowlevel_notify_store(fs.se, ino, 0, &bv, 0);
+	r = fuse_lowlevel_notify_store(fs.se, ino, 0, &bv, 0);
+	atomic_fetch_add(&fs.store_slots, 1);
+	return r;
 }
 
 static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1643,6 +1658,7 @@ int kvfs_fs_init(const struct kvfs_config *cfg)
 	int r;
 
 	fs.cfg = *cfg;
+	atomic_init(&fs.store_slots, (int)cfg->threads - 1); /* one is left to answer READs */
 	fs.uid = getuid();
 	fs.gid = getgid();
 	fs.mount_time = time(NULL);

@@ -46,6 +46,7 @@ struct kvfs_config {
 	unsigned readahead_kb;  /* set on the mount's bdi (0 = kernel default) */
 	size_t spill_threshold; /* staged writes above this go to a temp file */
 	const char *spill_dir;
+	unsigned threads; /* FUSE worker threads (the loop's maximum) */
 };
 
 /* kvfs.c: connect to the server and register the read buffers; then the
