@@ -292,7 +292,8 @@ static int kvfs_main(int argc, char **argv)
 	if (parse_u64("readahead_kb", c.readahead_kb, 4096, &v))
 		return 2;
 	cfg.readahead_kb = (unsigned)v;
-	cfg.threads = c.threads > 0 ? (unsigned)c.threads : 16;
+	/* -s: one worker, which must never wait in a page-cache store */
+	cfg.threads = o.singlethread ? 1 : c.threads > 0 ? (unsigned)c.threads : 16;
 	if (parse_u64("spill_threshold", c.spill_threshold, 64ULL << 20, &v))
 		return 2;
 	cfg.spill_threshold = v;

@@ -589,10 +589,15 @@ static struct srv_op *op_new(size_t nseg)
 	return op;
 }
 
-/* What a client is told when xfer_submit() says the engine is stuck. */
-#define XFER_STUCK_MSG                                                                             \
-	"the server's transfer engine is stuck in its provider (see the server log); "             \
-	"restart kv-server"
+/* What a client is told when op_submit() fails with @err. */
+static const char *submit_error_msg(int err, const char *what)
+{
+	if (err == -EDEADLK) /* xfer_submit(): the engine's watchdog saw it stuck */
+		return "the server's transfer engine is stuck in its provider (see the server "
+		       "log); "
+		       "restart kv-server";
+	return what;
+}
 
 static int op_submit(struct conn *c, struct srv_op *op, enum xfer_opcode opc, uint64_t arena_off,
                      uint64_t len, size_t nrsge)
@@ -701,8 +706,7 @@ static void do_get(struct conn *c, const Kvfs__Request *rq)
 			store_item_unpin(s->store, it);
 			op_free(op);
 			respond(c, rq->id, r,
-			        r == -EDEADLK ? XFER_STUCK_MSG
-			                      : "cannot start the transfer to the client",
+			        submit_error_msg(r, "cannot start the transfer to the client"),
 			        NULL);
 			return;
 		}
@@ -834,9 +838,7 @@ static void do_put(struct conn *c, const Kvfs__Request *rq)
 		store_put_abort(s->store, resv);
 		op_free(op);
 		respond(c, rq->id, r,
-		        r == -EDEADLK ? XFER_STUCK_MSG
-		                      : "cannot start the transfer from the client",
-		        NULL);
+		        submit_error_msg(r, "cannot start the transfer from the client"), NULL);
 		return;
 	}
 	s->c.rdma_puts++;

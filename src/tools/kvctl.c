@@ -485,7 +485,7 @@ static int put_value(struct ctl *c, const char *key, struct input *in,
 	int r;
 
 	if (!eng || in->len <= KVCTL_PUT_MR_MIN ||
-	    xfer_mr_reg(eng, in->buf, in->len, XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ, &mr))
+	    xfer_mr_reg(eng, in->buf, in->len, XFER_ACCESS_REMOTE_READ, &mr))
 		return kvc_put(c->kvc, key, strlen(key), in->buf, in->len, po, NULL);
 	r = kvc_put_mr(c->kvc, key, strlen(key), mr, 0, in->len, po, NULL);
 	if (r == -ENOTSUP) { /* the server does not RDMA after all */

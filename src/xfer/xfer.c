@@ -181,6 +181,7 @@ static void *progress_main(void *arg);
 static void *watchdog_main(void *arg);
 static inline void prov_enter(struct xfer_engine *e);
 static inline void prov_leave(struct xfer_engine *e);
+static void peer_unwatch_locked(struct xfer_engine *e, struct xfer_peer_ent *p);
 
 /*
  * Placement of the progress thread: on the CPU the caller named; else on
@@ -385,8 +386,7 @@ void xfer_close(struct xfer_engine *e)
 	}
 	free(e->post_pool);
 	for (size_t i = 0; i < e->npeers; i++)
-		if (e->peers[i].gone_fd > 0)
-			close(e->peers[i].gone_fd);
+		peer_unwatch_locked(e, &e->peers[i]); /* the progress thread is gone */
 	free(e->peers);
 	lost_free(e);
 	close(e->wake_fd);
@@ -439,14 +439,23 @@ void xfer_get_stats(struct xfer_engine *e, struct xfer_stats *s)
 /* Release a removed peer once no request names it: its provider entry goes
  * (shm: the mapping of the peer's region; tcp: its connection) and the
  * slot is free for the next xfer_peer_add().  Called with e->lock held. */
+/* Drop @p's watch (xfer_peer_watch()), if any. */
+static void peer_unwatch_locked(struct xfer_engine *e, struct xfer_peer_ent *p)
+{
+	if (p->gone_fd > 0) {
+		close(p->gone_fd);
+		p->gone_fd = 0;
+		atomic_fetch_sub(&e->nwatched, 1);
+	}
+}
+
 static void peer_release_locked(struct xfer_engine *e, struct xfer_peer_ent *p)
 {
 	if (!p->removing || p->refs)
 		return;
 	if (p->valid)
 		e->ops->peer_remove(e, p->prov_addr);
-	if (p->gone_fd > 0)
-		close(p->gone_fd);
+	peer_unwatch_locked(e, p);
 	memset(p, 0, sizeof(*p)); /* addrlen 0: a free slot */
 }
 
@@ -460,6 +469,8 @@ int xfer_peer_watch(struct xfer_engine *e, xfer_peer_t peer, int fd)
 
 		if (p->gone_fd > 0)
 			close(p->gone_fd);
+		else
+			atomic_fetch_add(&e->nwatched, 1);
 		p->gone_fd = fd;
 		r = 0;
 	}
@@ -475,6 +486,8 @@ static bool peer_gone(struct xfer_engine *e, xfer_peer_t peer)
 	struct pollfd pfd = {.events = POLLIN};
 	bool gone = false;
 
+	if (!atomic_load_explicit(&e->nwatched, memory_order_relaxed))
+		return false; /* no watched peer (tcp, verbs, efa): no lock per segment */
 	pthread_mutex_lock(&e->lock);
 	if (peer < e->npeers)
 		pfd.fd = e->peers[peer].gone_fd;
@@ -519,9 +532,7 @@ int xfer_peer_add(struct xfer_engine *e, const void *addr, size_t len, xfer_peer
 		 * the old watch: whoever revives it watches it anew. */
 		e->ops->peer_remove(e, p->prov_addr);
 		p->valid = false;
-		if (p->gone_fd > 0)
-			close(p->gone_fd);
-		p->gone_fd = 0;
+		peer_unwatch_locked(e, p);
 	}
 	r = e->ops->peer_insert(e, addr, len, &pa);
 	if (r < 0)
@@ -1161,11 +1172,22 @@ static void *watchdog_main(void *arg)
 {
 	struct xfer_engine *e = arg;
 	uint64_t limit = KV_MAX((uint64_t)e->timeout_ms * 2, 10000) * 1000000ULL;
+	uint64_t last_calls = 0, since = 0; /* when the current call was first seen */
 
 	while (!atomic_load(&e->wd_stop)) {
-		uint64_t since = atomic_load(&e->in_provider_ns);
-		bool stuck = since && kv_now_ns() - since > limit;
+		uint64_t calls = atomic_load_explicit(&e->provider_calls, memory_order_relaxed);
+		uint64_t now = kv_now_ns();
+		bool stuck;
 
+		if (atomic_load_explicit(&e->in_provider, memory_order_relaxed) &&
+		    calls == last_calls) {
+			if (!since)
+				since = now;
+		} else {
+			since = 0;
+			last_calls = calls;
+		}
+		stuck = since && now - since > limit;
 		if (stuck && !atomic_load(&e->stuck)) {
 			atomic_store(&e->stuck, true);
 			atomic_fetch_add(&e->st.stuck_events, 1);
@@ -1174,8 +1196,7 @@ static void *watchdog_main(void *arg)
 			       "cannot complete until it does (with shm: a peer process may have "
 			       "died "
 			       "holding a lock in its region); new transfers fail at once",
-			       e->prov_name,
-			       (unsigned long long)((kv_now_ns() - since) / 1000000000ULL));
+			       e->prov_name, (unsigned long long)((now - since) / 1000000000ULL));
 		} else if (!stuck && atomic_load(&e->stuck)) {
 			atomic_store(&e->stuck, false);
 			KV_WARN(XFER_TAG, "provider %s returned; transfers move again",
@@ -1186,15 +1207,17 @@ static void *watchdog_main(void *arg)
 	return NULL;
 }
 
-/* Around each provider call of the progress thread, for the watchdog. */
+/* Around each provider call of the progress thread, for the watchdog: a
+ * flag and a counter, no clock read on the hot path. */
 static inline void prov_enter(struct xfer_engine *e)
 {
-	atomic_store_explicit(&e->in_provider_ns, kv_now_ns(), memory_order_relaxed);
+	atomic_store_explicit(&e->in_provider, true, memory_order_relaxed);
 }
 
 static inline void prov_leave(struct xfer_engine *e)
 {
-	atomic_store_explicit(&e->in_provider_ns, 0, memory_order_relaxed);
+	atomic_store_explicit(&e->in_provider, false, memory_order_relaxed);
+	atomic_fetch_add_explicit(&e->provider_calls, 1, memory_order_relaxed);
 }
 
 static void *progress_main(void *arg)

@@ -96,12 +96,13 @@ struct xfer_engine {
 	int timeout_ms;
 
 	pthread_t thread;
-	pthread_t watchdog; /* see watchdog_main() */
-	bool watchdog_up;   /* started: join it at close */
-	atomic_uint_fast64_t
-	        in_provider_ns; /* progress thread inside a provider call since; 0 = not */
-	atomic_bool stuck;      /* the provider call has not returned for too long */
-	atomic_bool wd_stop;    /* xfer_close(): watchdog, exit */
+	pthread_t watchdog;                  /* see watchdog_main() */
+	bool watchdog_up;                    /* started: join it at close */
+	atomic_bool in_provider;             /* progress thread inside a provider call */
+	atomic_uint_fast64_t provider_calls; /* provider calls returned: the watchdog's heartbeat */
+	atomic_uint nwatched;                /* peers with a gone_fd (xfer_peer_watch) */
+	atomic_bool stuck;                   /* the provider call has not returned for too long */
+	atomic_bool wd_stop;                 /* xfer_close(): watchdog, exit */
 	unsigned test_stall_ms; /* $KVFS_XFER_TEST_STALL_MS: the first post sleeps this long inside
 	                         * the provider window (a hanging provider call, for tests) */
 	pthread_mutex_t lock;   /* submitq, peers, stopping */

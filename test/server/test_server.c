@@ -413,3 +413,59 @@ Test(server, max_conns_enforced, .timeout = 60)
 	kvc_close(kvc);
 	srv_done(&s);
 }
+
+/* The server's transfer engine stuck inside its provider (the engine's test
+ * hook makes its first post hang for 14 s): the PUT that hit it fails at
+ * the client's own deadline, never later; once the watchdog has seen it
+ * (10 s), STATS says so and a new RDMA PUT fails at once with a message to
+ * restart kv-server, while inline requests are still served; when the call
+ * returns, PUTs work again. */
+Test(server_tcp, stuck_transfer_engine_fails_fast, .timeout = 120)
+{
+	const char *extra[] = {"--timeout", "1000", NULL};
+	const size_t big = 16 * MIB;
+	struct srv s = {0};
+	struct kvc *kvc, *ctl;
+	struct kvc_entry e;
+	void *b = xmalloc(big);
+	uint64_t t0;
+	int r;
+
+	fill(b, big, 3);
+	setenv("KVFS_XFER_TEST_STALL_MS", "14000", 1);
+	srv_start_args(&s, "tcp", "256M", extra);
+	unsetenv("KVFS_XFER_TEST_STALL_MS");
+	kvc = connect_opts(&s, "tcp", 3000, NULL);
+	ctl = connect_opts(&s, "none", 3000, NULL);
+	t0 = kv_now_ms();
+	r = kvc_put(kvc, "big", 3, b, big, NULL, NULL);
+	cr_assert_lt(r, 0, "a PUT into a stuck engine succeeded");
+	cr_assert_lt(kv_now_ms() - t0, 3000 + 2000, "the PUT waited %llu ms, deadline 3000",
+	             (unsigned long long)(kv_now_ms() - t0));
+	while (kv_now_ms() - t0 < 13000 && counter(ctl, "xfer_stuck") == 0)
+		usleep(100000);
+	cr_assert_eq(counter(ctl, "xfer_stuck"), 1, "STATS does not show the stuck engine");
+	cr_assert_eq(counter(ctl, "xfer_stuck_events"), 1);
+	uint64_t t1 = kv_now_ms();
+	r = kvc_put(kvc, "big2", 4, b, big, NULL, NULL);
+	cr_assert_lt(r, 0, "a PUT while stuck succeeded");
+	cr_assert_lt(kv_now_ms() - t1, 2000, "refused only after %llu ms",
+	             (unsigned long long)(kv_now_ms() - t1));
+	cr_assert_not_null(strstr(kvc_strerror(), "restart kv-server"), "message: %s",
+	                   kvc_strerror());
+	cr_assert_eq(kvc_put(ctl, "small", 5, "x", 1, NULL, NULL), 0, "inline PUT: %s",
+	             kvc_strerror());
+	/* the call returns at 14 s */
+	while (kv_now_ms() - t0 < 30000 && counter(ctl, "xfer_stuck") != 0)
+		usleep(100000);
+	cr_assert_eq(counter(ctl, "xfer_stuck"), 0, "still stuck after the call returned");
+	for (int i = 0; i < 20 && (r = kvc_put(kvc, "big3", 4, b, big, NULL, NULL)) < 0; i++)
+		usleep(200000); /* the client reconnects after its failed calls */
+	cr_assert_eq(r, 0, "PUT after the stall: %s", kvc_strerror());
+	cr_assert_eq(kvc_stat(ctl, "big3", 4, &e), 0);
+	cr_assert_eq(e.size, big);
+	free(b);
+	kvc_close(kvc);
+	kvc_close(ctl);
+	srv_done(&s);
+}
