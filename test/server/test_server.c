@@ -181,6 +181,36 @@ Test(server, eviction_none_refuses_cleanly, .timeout = 120)
 
 /* A client dies while the server RDMA-READs its PUT: the old value stays,
  * and the reservation is released. */
+/* A child process that PUTs (@put) or GETs @big bytes of "victim" in a
+ * loop until it is killed: the client the server sees die mid-transfer. */
+static pid_t spawn_victim_loop(const struct srv *s, const char *prov, size_t big, bool put)
+{
+	pid_t pid = fork();
+
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct kvc_opts o;
+		struct kvc *c;
+		void *b = malloc(big);
+
+		kvc_opts_init(&o);
+		o.server = s->addr;
+		o.provider = prov;
+		o.timeout_ms = 60000;
+		if (!b || kvc_connect(&o, &c))
+			_exit(1);
+		if (put)
+			memset(b, 0xab, big);
+		for (;;) {
+			if (put)
+				kvc_put(c, "victim", 6, b, big, NULL, NULL);
+			else
+				kvc_get(c, "victim", 6, 0, b, big, NULL, NULL);
+		}
+	}
+	return pid;
+}
+
 static void client_dies_mid_put(const char *prov)
 {
 	const char *extra[] = {"--timeout", "3000", NULL};
@@ -194,23 +224,7 @@ static void client_dies_mid_put(const char *prov)
 	srv_start_args(&s, prov, "2G", extra);
 	kvc = connect_to(&s, prov);
 	put_bytes(kvc, "victim", 3 * MIB + 1, 5);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		struct kvc_opts o;
-		struct kvc *c;
-		void *b = malloc(big);
-
-		kvc_opts_init(&o);
-		o.server = s.addr;
-		o.provider = prov;
-		o.timeout_ms = 60000;
-		if (!b || kvc_connect(&o, &c))
-			_exit(1);
-		memset(b, 0xab, big);
-		for (;;)
-			kvc_put(c, "victim", 6, b, big, NULL, NULL);
-	}
+	pid = spawn_victim_loop(&s, prov, big, true);
 	/* wait until a PUT is landing, then kill the writer (each PUT first
 	 * copies 512 MiB into the client's staging buffer: slow under ASan) */
 	t0 = kv_now_ms();
@@ -264,22 +278,7 @@ static void client_dies_mid_get(const char *prov)
 	kvc = connect_to(&s, prov);
 	free0 = counter(kvc, "free_bytes");
 	put_bytes(kvc, "victim", big, 6);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		struct kvc_opts o;
-		struct kvc *c;
-		void *b = malloc(big);
-
-		kvc_opts_init(&o);
-		o.server = s.addr;
-		o.provider = prov;
-		o.timeout_ms = 60000;
-		if (!b || kvc_connect(&o, &c))
-			_exit(1);
-		for (;;)
-			kvc_get(c, "victim", 6, 0, b, big, NULL, NULL);
-	}
+	pid = spawn_victim_loop(&s, prov, big, false);
 	/* wait until a GET is being written, then kill the reader */
 	t0 = kv_now_ms();
 	while (kv_now_ms() - t0 < 60000 && counter(kvc, "pinned_items") == 0)

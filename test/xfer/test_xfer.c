@@ -467,21 +467,16 @@ static void peer_killed(const char *prov)
 	cr_assert_eq(xfer_open(&o, &e), 0);
 	cr_assert_eq(xfer_peer_add(e, c.addr, c.alen, &peer), 0);
 	cr_assert_eq(xfer_buf_alloc(e, size, ACC_ALL, &buf), 0);
-	struct xfer_sge s = {buf, 0, size};
-	struct xfer_rsge rs = {.desc = c.desc, .off = 0, .len = size};
-	struct xfer_op op = {.opcode = XFER_WRITE,
-	                     .peer = peer,
-	                     .local = &s,
-	                     .nlocal = 1,
-	                     .remote = &rs,
-	                     .nremote = 1,
-	                     .timeout_ms = tmo};
+	struct child_xfer x;
+
+	child_xfer_init(&x, &c, peer, buf, size, XFER_WRITE);
+	x.op.timeout_ms = tmo;
 	for (int i = 0; i < 40; i++) {
 		uint64_t t0 = kv_now_ms();
 
 		if (i == 2)
 			kill(c.pid, SIGKILL);
-		r = xfer_submit_wait(e, &op);
+		r = xfer_submit_wait(e, &x.op);
 		cr_assert_lt(kv_now_ms() - t0, (uint64_t)tmo + 2000,
 		             "op %d took %llu ms, deadline %d ms", i,
 		             (unsigned long long)(kv_now_ms() - t0), tmo);
@@ -490,7 +485,7 @@ static void peer_killed(const char *prov)
 	}
 	cr_assert_lt(r, 0, "writes to a killed peer kept succeeding");
 	/* Once failed, the peer is refused at once until re-added. */
-	cr_assert_eq(xfer_submit_wait(e, &op), -ECONNRESET);
+	cr_assert_eq(xfer_submit_wait(e, &x.op), -ECONNRESET);
 	waitpid(c.pid, NULL, 0);
 	fclose(c.in);
 	fclose(c.out);
@@ -539,24 +534,19 @@ Test(xfer_shm, watched_peer_gone, .timeout = 120)
 	cr_assert_eq(xfer_peer_watch(e, peer, dup(efd)), 0);
 	cr_assert_eq(xfer_buf_alloc(e, size, ACC_ALL, &buf), 0);
 	pat_fill(xfer_mr_addr(buf), size, 7);
-	struct xfer_sge s = {buf, 0, size};
-	struct xfer_rsge rs = {.desc = c.desc, .off = 0, .len = size};
-	struct xfer_op op = {.opcode = XFER_WRITE,
-	                     .peer = peer,
-	                     .local = &s,
-	                     .nlocal = 1,
-	                     .remote = &rs,
-	                     .nremote = 1};
-	r = xfer_submit_wait(e, &op);
+	struct child_xfer x;
+
+	child_xfer_init(&x, &c, peer, buf, size, XFER_WRITE);
+	r = xfer_submit_wait(e, &x.op);
 	cr_assert_eq(r, 0, "write to the live peer: %s", strerror(-r));
 
 	cr_assert_eq(write(efd, &one, sizeof(one)), (ssize_t)sizeof(one));
 	t0 = kv_now_ms();
-	r = xfer_submit_wait(e, &op);
+	r = xfer_submit_wait(e, &x.op);
 	cr_assert_eq(r, -ECONNRESET, "write to a peer whose watch fired: %d (%s)", r, strerror(-r));
 	cr_assert_lt(kv_now_ms() - t0, (uint64_t)o.timeout_ms, "failed only at the deadline");
-	op.opcode = XFER_READ;
-	cr_assert_eq(xfer_submit_wait(e, &op), -ECONNRESET, "reads are refused too");
+	x.op.opcode = XFER_READ;
+	cr_assert_eq(xfer_submit_wait(e, &x.op), -ECONNRESET, "reads are refused too");
 	close(efd);
 
 	/* Re-added (revived), watched by a pidfd: fine while alive, refused
@@ -565,13 +555,13 @@ Test(xfer_shm, watched_peer_gone, .timeout = 120)
 	fd = (int)syscall(SYS_pidfd_open, c.pid, 0);
 	cr_assert_geq(fd, 0, "pidfd_open: %s", strerror(errno));
 	cr_assert_eq(xfer_peer_watch(e, peer, fd), 0);
-	op.opcode = XFER_WRITE;
-	r = xfer_submit_wait(e, &op);
+	x.op.opcode = XFER_WRITE;
+	r = xfer_submit_wait(e, &x.op);
 	cr_assert_eq(r, 0, "write to the revived live peer: %s", strerror(-r));
 	kill(c.pid, SIGKILL);
 	waitpid(c.pid, NULL, 0);
 	t0 = kv_now_ms();
-	cr_assert_eq(xfer_submit_wait(e, &op), -ECONNRESET, "write to the exited peer");
+	cr_assert_eq(xfer_submit_wait(e, &x.op), -ECONNRESET, "write to the exited peer");
 	cr_assert_lt(kv_now_ms() - t0, (uint64_t)o.timeout_ms, "failed only at the deadline");
 	fclose(c.in);
 	fclose(c.out);

@@ -26,6 +26,27 @@ struct child {
 	struct xfer_desc desc;
 };
 
+/* One transfer of @len bytes between @buf (from offset 0) and the start of
+ * the child's region; x->op points into *x, so @x must not be copied. */
+struct child_xfer {
+	struct xfer_sge s;
+	struct xfer_rsge rs;
+	struct xfer_op op;
+};
+
+static void child_xfer_init(struct child_xfer *x, const struct child *c, xfer_peer_t peer,
+                            struct xfer_mr *buf, size_t len, enum xfer_opcode opc)
+{
+	x->s = (struct xfer_sge){.mr = buf, .off = 0, .len = len};
+	x->rs = (struct xfer_rsge){.desc = c->desc, .off = 0, .len = len};
+	x->op = (struct xfer_op){.opcode = opc,
+	                         .peer = peer,
+	                         .local = &x->s,
+	                         .nlocal = 1,
+	                         .remote = &x->rs,
+	                         .nremote = 1};
+}
+
 static const char *peer_path(void)
 {
 	const char *p = getenv("XFER_PEER");
@@ -115,29 +136,24 @@ static void two_process(const char *netns, const char *prov, const char *peer_no
 	cr_assert_eq(xfer_peer_add(e, c.addr, c.alen, &peer), 0);
 	cr_assert_eq(xfer_buf_alloc(e, size, ACC_ALL, &buf), 0);
 
-	struct xfer_sge s = {buf, 0, size};
-	struct xfer_rsge rs = {.desc = c.desc, .off = 0, .len = size};
-	struct xfer_op op = {.opcode = XFER_READ,
-	                     .peer = peer,
-	                     .local = &s,
-	                     .nlocal = 1,
-	                     .remote = &rs,
-	                     .nremote = 1};
-	r = xfer_submit_wait(e, &op);
+	struct child_xfer x;
+
+	child_xfer_init(&x, &c, peer, buf, size, XFER_READ);
+	r = xfer_submit_wait(e, &x.op);
 	cr_assert_eq(r, 0, "read from peer: %s", strerror(-r));
 	cr_assert_eq(pat_check(xfer_mr_addr(buf), size, 1), -1, "read bytes differ");
 
 	pat_fill(xfer_mr_addr(buf), size, 2);
-	op.opcode = XFER_WRITE;
-	r = xfer_submit_wait(e, &op);
+	x.op.opcode = XFER_WRITE;
+	r = xfer_submit_wait(e, &x.op);
 	cr_assert_eq(r, 0, "write to peer: %s", strerror(-r));
 	snprintf(cmd, sizeof(cmd), "CHECK 2");
 	child_expect(&c, cmd, "OK");
 
 	/* An immediate reaches the peer process after the bytes. */
-	op.has_imm = true;
-	op.imm = 31337;
-	cr_assert_eq(xfer_submit_wait(e, &op), 0);
+	x.op.has_imm = true;
+	x.op.imm = 31337;
+	cr_assert_eq(xfer_submit_wait(e, &x.op), 0);
 	char line[64];
 	cr_assert_not_null(fgets(line, sizeof(line), c.out));
 	cr_assert_str_eq(line, "IMM 31337\n");
