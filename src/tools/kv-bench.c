@@ -519,11 +519,8 @@ static int worker_connect(struct bench *b, struct worker *w, const struct kvc_op
 	int r = kvc_connect(o, &w->kvc);
 
 	if (r < 0)
-		fprintf(stderr,
-		        PROG
-		        ": connection %u: cannot connect to %s: %s (is kv-server running there? "
-		        "see --server)\n",
-		        w->id, b->c.server, kvc_strerror());
+		fprintf(stderr, PROG ": connection %u: %s; the server is set by --server\n", w->id,
+		        kvc_strerror());
 	return r;
 }
 

@@ -243,17 +243,16 @@ static int ctl_connect(struct ctl *c, const char *what)
 		return 0;
 	r = kvc_connect(&c->o, &c->kvc);
 	if (r < 0) {
-		char msg[512];
+		/* kvc's message names the server and says what to check. */
+		const char *msg = kvc_reason(r);
 
-		snprintf(msg, sizeof(msg), "cannot connect to %s: %s", c->server, kvc_reason(r));
 		if (r == -EACCES || r == -ENOTSUP || r == -ENOMEM || r == -EINVAL)
 			return fail(c, what, r, msg, NULL);
 		/* Anything else at connect time means we never reached a
 		 * working server: report it as unreachable (5). */
 		if (!c->quiet)
 			fprintf(stderr,
-			        PROG ": %s%s%s: %s (is kv-server running there? set --server or "
-			             "KVFS_SERVER)\n",
+			        PROG ": %s%s%s: %s; the server is set by --server or KVFS_SERVER\n",
 			        c->cmd, what ? " " : "", what ? what : "", msg);
 		return EX_UNREACH;
 	}
