@@ -10,11 +10,17 @@
  * It negotiates exactly what kvfs does (src/fuse/kvfs.c kvfs_init and
  * kvfs-main.c): -o max_read=1048576; conn->max_read, max_write and
  * max_readahead 1 MiB; max_background 64, congestion_threshold 48; async
- * read; a multi-threaded loop with 16 workers; and, after the mount, the
- * same write of readahead_kb (default 4096, again once INIT is answered) into the mount's
- * /sys/class/bdi/<maj:min>/read_ahead_kb, done at the same moment (after
+ * read, readdirplus (always), parallel dirops; a multi-threaded loop with 16 workers; and, after
+ * the mount, the same write of readahead_kb (default 4096, again once INIT is answered) into the
+ * mount's /sys/class/bdi/<maj:min>/read_ahead_kb, done at the same moment (after
  * fuse_session_mount, before the loop answers INIT).  Nothing of kvfs is
  * linked: a difference between the two is kvfs's own cost.
+ *
+ * With -o files=N it also has a directory "small" of N files of 4 KiB,
+ * served the way kvfs serves small files: the bytes go into the page cache
+ * at open (notify_store) and the open keeps the cache, so reading sends no
+ * READ; a FLUSH is never asked for.  That is the FUSE ceiling for the
+ * small-file benchmark: OPEN, RELEASE and LOOKUPs answered at once.
  */
 #define FUSE_USE_VERSION 312
 
@@ -23,6 +29,7 @@
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,15 +38,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PROG      "fuse-null"
-#define FILE_NAME "file"
-#define FILE_INO  2
-#define BUF_SIZE  (1u << 20) /* max_read, max_write, max_readahead: as kvfs */
+#define PROG       "fuse-null"
+#define FILE_NAME  "file"
+#define FILE_INO   2
+#define SMALL_NAME "small"
+#define SMALL_INO  3
+#define SMALL_BASE 4 /* inode of small/f0 */
+#define SMALL_SIZE 4096
+#define BUF_SIZE   (1u << 20) /* max_read, max_write, max_readahead: as kvfs */
 
 struct cli {
 	char *size;         /* -o size=SIZE, the file's length (default 1G) */
 	char *readahead_kb; /* -o readahead_kb=KB written to the bdi (default 4096) */
 	int threads;        /* -o threads=N FUSE workers (default 16) */
+	int files;          /* -o files=N small files under small/ (default 0) */
 };
 
 #define NULL_OPT(t, p)                                                                             \
@@ -50,11 +62,19 @@ static const struct fuse_opt null_opts[] = {
         NULL_OPT("size=%s", size),
         NULL_OPT("readahead_kb=%s", readahead_kb),
         NULL_OPT("threads=%d", threads),
+        NULL_OPT("files=%d", files),
         FUSE_OPT_END,
 };
 
 static uint64_t file_size;              /* set once before the loop starts */
 static unsigned char pattern[BUF_SIZE]; /* what every READ returns */
+static unsigned nsmall;                 /* files under small/ */
+static struct fuse_session *session;    /* for notify_store at open */
+
+static bool is_small(fuse_ino_t ino)
+{
+	return ino >= SMALL_BASE && ino < SMALL_BASE + (fuse_ino_t)nsmall;
+}
 
 static void usage(const char *prog)
 {
@@ -67,6 +87,8 @@ static void usage(const char *prog)
 	       "    readahead_kb=KB        read-ahead set on the mount (default 4096; 0 keeps\n"
 	       "                           the kernel's 128), as kvfs does\n"
 	       "    threads=N              FUSE worker threads (default 16)\n"
+	       "    files=N                also a directory '" SMALL_NAME "' of N files of 4 KiB,\n"
+	       "                           stored in the page cache at open as kvfs does\n"
 	       "\n"
 	       "Unmount with: fusermount3 -u MOUNTPOINT\n"
 	       "\n"
@@ -123,9 +145,15 @@ static void fill_attr(fuse_ino_t ino, struct stat *st)
 	st->st_ino = ino;
 	st->st_uid = getuid();
 	st->st_gid = getgid();
-	if (ino == FUSE_ROOT_ID) {
+	if (ino == FUSE_ROOT_ID || ino == SMALL_INO) {
 		st->st_mode = S_IFDIR | 0755;
 		st->st_nlink = 2;
+	} else if (is_small(ino)) {
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = SMALL_SIZE;
+		st->st_blksize = BUF_SIZE;
+		st->st_blocks = SMALL_SIZE / 512;
 	} else {
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
@@ -145,21 +173,34 @@ static void null_init(void *userdata, struct fuse_conn_info *conn)
 	conn->congestion_threshold = 48;
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }
 
 static void null_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param ep = {0};
+	unsigned long i;
+	char *end;
 
-	if (parent != FUSE_ROOT_ID || strcmp(name, FILE_NAME)) {
+	if (parent == FUSE_ROOT_ID && !strcmp(name, FILE_NAME)) {
+		ep.ino = FILE_INO;
+	} else if (parent == FUSE_ROOT_ID && nsmall && !strcmp(name, SMALL_NAME)) {
+		ep.ino = SMALL_INO;
+	} else if (parent == SMALL_INO && name[0] == 'f' &&
+	           (i = strtoul(name + 1, &end, 10), !*end && end != name + 1 && i < nsmall)) {
+		ep.ino = SMALL_BASE + i;
+	} else {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	ep.ino = FILE_INO;
 	ep.attr_timeout = 1.0; /* kvfs's defaults */
 	ep.entry_timeout = 1.0;
-	fill_attr(FILE_INO, &ep.attr);
+	fill_attr(ep.ino, &ep.attr);
 	fuse_reply_entry(req, &ep);
 }
 
@@ -168,7 +209,8 @@ static void null_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	struct stat st;
 
 	(void)fi;
-	if (ino != FUSE_ROOT_ID && ino != FILE_INO) {
+	if (ino != FUSE_ROOT_ID && ino != FILE_INO && !(nsmall && ino == SMALL_INO) &&
+	    !is_small(ino)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
@@ -178,7 +220,7 @@ static void null_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 
 static void null_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	if (ino == FUSE_ROOT_ID) {
+	if (ino == FUSE_ROOT_ID || ino == SMALL_INO) {
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
@@ -186,21 +228,28 @@ static void null_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EACCES);
 		return;
 	}
+	fi->noflush = 1;
+	if (is_small(ino)) {
+		/* As kvfs: the bytes into the page cache now, keep them. */
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(SMALL_SIZE);
+
+		bv.buf[0].mem = pattern;
+		fi->keep_cache = fuse_lowlevel_notify_store(session, ino, 0, &bv, 0) == 0;
+	}
 	fuse_reply_open(req, fi);
 }
 
 static void null_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                       struct fuse_file_info *fi)
 {
-	uint64_t left;
+	uint64_t left, len = is_small(ino) ? SMALL_SIZE : file_size;
 
-	(void)ino;
 	(void)fi;
-	if (off < 0 || (uint64_t)off >= file_size) {
+	if (off < 0 || (uint64_t)off >= len) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	left = file_size - (uint64_t)off;
+	left = len - (uint64_t)off;
 	if (size > BUF_SIZE)
 		size = BUF_SIZE;
 	if (size > left)
@@ -211,39 +260,82 @@ static void null_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 /* Add one directory entry to @buf; returns the new length or @len when it
  * does not fit. */
 static size_t dirent_add(fuse_req_t req, char *buf, size_t len, size_t cap, const char *name,
-                         fuse_ino_t ino, off_t next)
+                         fuse_ino_t ino, off_t next, bool plus)
 {
-	struct stat st;
+	struct fuse_entry_param ep = {0};
 	size_t need;
 
-	memset(&st, 0, sizeof(st));
-	st.st_ino = ino;
-	st.st_mode = ino == FILE_INO ? S_IFREG : S_IFDIR;
+	if (plus) {
+		/* As kvfs: entries with attributes, so the kernel needs no LOOKUP;
+		 * "." and ".." carry no node (ino 0: not linked). */
+		fill_attr(ino, &ep.attr);
+		ep.ino = name[0] == '.' ? 0 : ino;
+		ep.attr_timeout = 1.0;
+		ep.entry_timeout = 1.0;
+		need = fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0);
+		if (len + need > cap)
+			return len;
+		fuse_add_direntry_plus(req, buf + len, cap - len, name, &ep, next);
+		return len + need;
+	}
+	ep.attr.st_ino = ino;
+	ep.attr.st_mode = ino == FILE_INO || is_small(ino) ? S_IFREG : S_IFDIR;
 	need = fuse_add_direntry(req, NULL, 0, name, NULL, 0);
 	if (len + need > cap)
 		return len;
-	fuse_add_direntry(req, buf + len, cap - len, name, &st, next);
+	fuse_add_direntry(req, buf + len, cap - len, name, &ep.attr, next);
 	return len + need;
 }
 
-static void null_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                         struct fuse_file_info *fi)
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
-	char buf[512];
-	size_t cap = size < sizeof(buf) ? size : sizeof(buf), len = 0;
+	char buf[16384], name[32];
+	size_t cap = size < sizeof(buf) ? size : sizeof(buf), len = 0, before;
 
-	(void)fi;
+	if (ino == SMALL_INO && nsmall) {
+		/* ".", "..", then f0 .. f<N-1> at offsets 3 .. N+2 */
+		if (off < 1)
+			len = dirent_add(req, buf, len, cap, ".", SMALL_INO, 1, plus);
+		if (off < 2)
+			len = dirent_add(req, buf, len, cap, "..", FUSE_ROOT_ID, 2, plus);
+		for (off_t o = off < 2 ? 2 : off; o < (off_t)nsmall + 2; o++) {
+			snprintf(name, sizeof(name), "f%lld", (long long)(o - 2));
+			before = len;
+			len = dirent_add(req, buf, len, cap, name, SMALL_BASE + (fuse_ino_t)(o - 2),
+			                 o + 1, plus);
+			if (len == before)
+				break;
+		}
+		fuse_reply_buf(req, buf, len);
+		return;
+	}
 	if (ino != FUSE_ROOT_ID) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
 	if (off < 1)
-		len = dirent_add(req, buf, len, cap, ".", FUSE_ROOT_ID, 1);
+		len = dirent_add(req, buf, len, cap, ".", FUSE_ROOT_ID, 1, plus);
 	if (off < 2)
-		len = dirent_add(req, buf, len, cap, "..", FUSE_ROOT_ID, 2);
+		len = dirent_add(req, buf, len, cap, "..", FUSE_ROOT_ID, 2, plus);
 	if (off < 3)
-		len = dirent_add(req, buf, len, cap, FILE_NAME, FILE_INO, 3);
+		len = dirent_add(req, buf, len, cap, FILE_NAME, FILE_INO, 3, plus);
+	if (off < 4 && nsmall)
+		len = dirent_add(req, buf, len, cap, SMALL_NAME, SMALL_INO, 4, plus);
 	fuse_reply_buf(req, buf, len);
+}
+
+static void null_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                         struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, false);
+}
+
+static void null_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                             struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, true);
 }
 
 static const struct fuse_lowlevel_ops null_ops = {
@@ -253,6 +345,7 @@ static const struct fuse_lowlevel_ops null_ops = {
         .open = null_open,
         .read = null_read,
         .readdir = null_readdir,
+        .readdirplus = null_readdirplus,
 };
 
 /* Raise the mount's read-ahead, as kvfs-main.c does: the kernel only lowers
@@ -360,6 +453,8 @@ int main(int argc, char **argv)
 	se = fuse_session_new(&args, &null_ops, sizeof(null_ops), NULL);
 	if (!se)
 		goto out_free;
+	session = se;
+	nsmall = c.files > 0 ? (unsigned)c.files : 0;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_destroy;
 	if (fuse_session_mount(se, o.mountpoint) != 0) {
