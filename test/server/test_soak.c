@@ -47,7 +47,8 @@ static void soak(const char *provider)
 #if defined(__SANITIZE_ADDRESS__)
 	/* ASan keeps freed blocks in a quarantine (256 MiB by default) that
 	 * would read as growth; a small one keeps this a leak check. */
-	setenv("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1:quarantine_size_mb=4:intercept_send=0", 1);
+	setenv("ASAN_OPTIONS",
+	       "detect_leaks=0:abort_on_error=1:quarantine_size_mb=4:intercept_send=0", 1);
 #endif
 	srv_start_args(&s, provider, "64M", extra);
 	snprintf(out, sizeof(out), "/tmp/kvfs-test-soak-%d.json", (int)getpid());
