@@ -172,6 +172,17 @@ static void efd_kick(int efd)
 	(void)n; /* EAGAIN: the counter is already nonzero, the thread wakes anyway */
 }
 
+/* Wake the I/O thread: one eventfd write per wake-up, however many
+ * callers ask before it runs.  It drains the eventfd, then clears
+ * kick_pending, then looks at the shared state (io_take): a caller who saw
+ * kick_pending still set changed that state before the clear, so the look
+ * that follows sees it. */
+static void io_kick(struct kvc *kvc)
+{
+	if (!atomic_exchange(&kvc->kick_pending, true))
+		efd_kick(kvc->efd);
+}
+
 static void efd_drain(int fd)
 {
 	uint64_t v;
@@ -608,23 +619,31 @@ static void io_reset(struct kvc *kvc, int err, const char *why)
 }
 
 /* Write queued frames while the socket takes them and the server's
- * max_inflight allows. */
+ * max_inflight allows: up to KVC_SEND_BATCH frames per sendmsg(). */
 static void io_flush(struct kvc *kvc)
 {
 	char why[160];
 
 	while (!kvc->io_parked && kvc->sock >= 0 && kvc->send_head) {
-		struct kvc_call *c = kvc->send_head;
+		struct iovec iov[KVC_SEND_BATCH];
+		struct msghdr mh = {.msg_iov = iov};
+		struct kvc_call *c;
+		uint64_t now;
 		ssize_t n;
 
-		if (!c->counted) {
-			if (kvc->io_max_inflight && kvc->io_counted >= kvc->io_max_inflight)
-				break;
-			c->counted = true;
-			kvc->io_counted++;
+		for (c = kvc->send_head; c && mh.msg_iovlen < KVC_SEND_BATCH; c = c->send_next) {
+			if (!c->counted) {
+				if (kvc->io_max_inflight && kvc->io_counted >= kvc->io_max_inflight)
+					break;
+				c->counted = true;
+				kvc->io_counted++;
+			}
+			iov[mh.msg_iovlen].iov_base = c->frame + c->frame_off;
+			iov[mh.msg_iovlen++].iov_len = c->frame_len - c->frame_off;
 		}
-		n = send(kvc->sock, c->frame + c->frame_off, c->frame_len - c->frame_off,
-		         MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (!mh.msg_iovlen)
+			break;
+		n = sendmsg(kvc->sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -636,13 +655,21 @@ static void io_flush(struct kvc *kvc)
 			io_reset(kvc, -ECONNRESET, why);
 			return;
 		}
-		if (!c->sent_ms)
-			c->sent_ms = kv_now_ms();
-		c->frame_off += (size_t)n;
-		if (c->frame_off == c->frame_len) {
-			sendq_remove(kvc, c);
-			free(c->frame);
-			c->frame = NULL;
+		now = kv_now_ms();
+		while (n > 0) {
+			size_t take;
+
+			c = kvc->send_head;
+			take = KV_MIN((size_t)n, c->frame_len - c->frame_off);
+			if (!c->sent_ms)
+				c->sent_ms = now;
+			c->frame_off += take;
+			n -= (ssize_t)take;
+			if (c->frame_off == c->frame_len) {
+				sendq_remove(kvc, c);
+				free(c->frame);
+				c->frame = NULL;
+			}
 		}
 	}
 	io_set_out(kvc, false);
@@ -926,6 +953,7 @@ static void *io_main(void *arg)
 			switch (evs[i].data.u32) {
 			case EV_EFD:
 				efd_drain(kvc->efd);
+				atomic_store(&kvc->kick_pending, false);
 				stop = io_take(kvc);
 				break;
 			case EV_TFD:
@@ -1437,7 +1465,7 @@ static int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct k
 				kvc->next_try_ms = 0;
 				kvc->last_err = 0;
 				pthread_cond_broadcast(&kvc->cond);
-				efd_kick(kvc->efd);
+				io_kick(kvc);
 				break;
 			}
 			KV_DEBUG(KVC_TAG, "%s", msg);
@@ -1480,7 +1508,7 @@ static void direct_release(struct kvc *kvc, struct kvc_call *back, bool reset)
 	kick = kvc->io_wants_sock || kvc->sub_head || kvc->handback || kvc->stop;
 	pthread_mutex_unlock(&kvc->lock);
 	if (kick)
-		efd_kick(kvc->efd);
+		io_kick(kvc);
 }
 
 /* The connection broke under a direct call: close it (the next call
@@ -1707,7 +1735,7 @@ static int call_submit(struct kvc *kvc, struct kvc_call *c, const struct kvc_lim
 	if (direct)
 		direct_run(kvc, c); /* notifies @c: call_wait() returns at once */
 	else
-		efd_kick(kvc->efd);
+		io_kick(kvc);
 	return 0;
 }
 
@@ -1820,6 +1848,7 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	kvc->state = KVC_DOWN;
 	kvc->backoff_ms = KVC_BACKOFF_MIN_MS;
 	atomic_init(&kvc->next_id, 1);
+	atomic_init(&kvc->kick_pending, false);
 
 	kvc->server = strdup(opts->server);
 	kvc->provider = strdup(opts->provider && *opts->provider ? opts->provider : "auto");
@@ -1898,7 +1927,7 @@ void kvc_close(struct kvc *kvc)
 	pthread_cond_broadcast(&kvc->cond);
 	pthread_mutex_unlock(&kvc->lock);
 	if (kvc->io_started) {
-		efd_kick(kvc->efd);
+		io_kick(kvc);
 		pthread_join(kvc->io_thread, NULL);
 	}
 	if (kvc->handover_sock >= 0)

@@ -21,6 +21,11 @@
  * caller releases it.  A direct call abandoned at its deadline is handed
  * back to the I/O thread (kvc->handback) to be resolved like any other.
  *
+ * Under concurrency (many callers, the I/O thread awake) the I/O thread
+ * batches: callers wake it with one eventfd write per wake-up however many
+ * submit meanwhile (io_kick, kick_pending), and it writes every queued
+ * frame the server's max_inflight allows with one sendmsg().
+ *
  * A struct kvc_call is reference counted: one reference for the caller
  * (sync calls only) and one for the I/O thread until the call is resolved
  * (its response arrived, or the connection it was sent on is gone).  A call
@@ -51,7 +56,8 @@
 #define KVC_BACKOFF_MAX_MS   2000 /* and its ceiling */
 #define KVC_MSG_LEN          320  /* error message buffer */
 #define KVC_RBUF_LEN         (256u << 10)
-#define KVC_GET_INLINE_RETRY 4 /* inline GET in pieces: restarts when the value changes */
+#define KVC_SEND_BATCH       64 /* frames per sendmsg() of the I/O thread */
+#define KVC_GET_INLINE_RETRY 4  /* inline GET in pieces: restarts when the value changes */
 
 /* Connection life, driven by kvc_ensure_up() (callers) and io_reset() (I/O thread). */
 enum kvc_state {
@@ -171,6 +177,7 @@ struct kvc {
 	pthread_t io_thread;
 	bool io_started;
 	int epfd, efd, tfd;
+	atomic_bool kick_pending; /* efd written, not yet drained (see io_kick) */
 	/* fields below belong to the I/O thread only */
 	int sock;        /* -1 when down */
 	uint64_t io_gen; /* generation of sock */
