@@ -72,6 +72,7 @@ struct conn {
 	bool closed;             /* fd closed, waiting for ops to drain */
 	bool reading;            /* EPOLLIN armed */
 	bool want_out;           /* EPOLLOUT armed */
+	bool corked;             /* serving one read: answers wait for its end (conn_read) */
 	uint64_t hello_deadline; /* CONN_HELLO: close at this time (ms) */
 	uint64_t frame_deadline; /* a frame is partly received: complete by then; 0 = none */
 	uint64_t out_deadline;   /* output queued: some must be sent by then; 0 = none */
@@ -149,6 +150,8 @@ void srv_opts_init(struct srv_opts *o)
 /* Queued-output capacity kept between responses; a larger buffer is freed
  * once drained, so one big response does not pin memory. */
 #define SRV_OUT_KEEP ((size_t)(256 * 1024))
+/* Answers collected while one read's frames are served (conn_read). */
+#define SRV_CORK_MAX ((size_t)(64 * 1024))
 
 /* ------------------------------------------------------------------ */
 /* Output                                                              */
@@ -235,6 +238,11 @@ static int conn_queue(struct conn *c, enum wire_frame_type type, const ProtobufC
 	if (r < 0)
 		return r;
 	c->out_len += len;
+	/* While frames of one read are served, small answers collect and go
+	 * out together when it ends; past SRV_CORK_MAX they go at once, so
+	 * max_outbuf still pauses reading. */
+	if (c->corked && c->out_len - c->out_off < KV_MIN(SRV_CORK_MAX, c->srv->o.max_outbuf))
+		return 0;
 	r = conn_flush(c);
 	if (r < 0) {
 		conn_close(c, "send failed");
@@ -1307,7 +1315,7 @@ static size_t conn_feed(struct conn *c, const uint8_t *data, size_t len)
 /* Read and serve; stops when the connection must not read more.  Bytes
  * received but not fed when it stops wait in the stash (at most one recv,
  * 64 KiB) and are fed first when reading resumes. */
-static void conn_read(struct conn *c)
+static void conn_read_corked(struct conn *c)
 {
 	uint8_t buf[64 * 1024];
 
@@ -1352,6 +1360,27 @@ static void conn_read(struct conn *c)
 			c->stash_off = 0;
 		}
 	}
+}
+
+/* Serve what can be read, then send the answers collected meanwhile with
+ * one send where they fit (a client with many calls in flight gets them in
+ * one segment instead of one send each). */
+static void conn_read(struct conn *c)
+{
+	c->corked = true;
+	conn_read_corked(c);
+	c->corked = false;
+	if (c->closed || c->out_off >= c->out_len)
+		return;
+	if (conn_flush(c) < 0) {
+		conn_close(c, "send failed");
+		return;
+	}
+	if (c->state == CONN_CLOSING && c->out_off >= c->out_len) {
+		conn_close(c, "refused"); /* its refusal is out */
+		return;
+	}
+	conn_arm(c);
 }
 
 /* Connections paused with stashed bytes that may read again: serve them
