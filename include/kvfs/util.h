@@ -6,6 +6,7 @@
 #ifndef KVFS_UTIL_H
 #define KVFS_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +22,12 @@
 /* CLOCK_MONOTONIC in nanoseconds / milliseconds. */
 uint64_t kv_now_ns(void);
 uint64_t kv_now_ms(void);
+
+/* A condition variable whose timed waits run on kv_now_ms()'s clock. */
+void kv_cond_init_monotonic(pthread_cond_t *cond);
+/* Wait on @cond (@lock held) until it is signalled or kv_now_ms() reaches
+ * @until_ms. */
+void kv_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t until_ms);
 
 /*
  * Parse "4096", "64K", "1.5M", "4G", "1T" (powers of 1024, optional "iB"/"B").

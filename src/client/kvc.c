@@ -191,15 +191,6 @@ static void efd_drain(int fd)
 	(void)n;
 }
 
-/* Wait on kvc->cond until @until_ms (CLOCK_MONOTONIC), with kvc->lock held. */
-static void cond_wait_until(struct kvc *kvc, uint64_t until_ms)
-{
-	struct timespec ts = {.tv_sec = (time_t)(until_ms / 1000),
-	                      .tv_nsec = (long)(until_ms % 1000) * 1000000L};
-
-	pthread_cond_timedwait(&kvc->cond, &kvc->lock, &ts);
-}
-
 static const char *provider_of(const struct kvc *kvc)
 {
 	return kvc->engine ? xfer_provider(kvc->engine) : "none";
@@ -1430,7 +1421,7 @@ static int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct k
 				            "deadline%s",
 				            kvc->server, hint(-ETIMEDOUT));
 			}
-			cond_wait_until(kvc, deadline);
+			kv_cond_wait_until(&kvc->cond, &kvc->lock, deadline);
 			break;
 		case KVC_DOWN:
 			/* Refused: nothing listens there, and asking again costs one
@@ -1443,7 +1434,7 @@ static int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct k
 					return fail(r, "%s (retrying in %llu ms)", kvc->last_msg,
 					            (unsigned long long)(kvc->next_try_ms - now));
 				}
-				cond_wait_until(kvc, kvc->next_try_ms);
+				kv_cond_wait_until(&kvc->cond, &kvc->lock, kvc->next_try_ms);
 				break;
 			}
 			kvc->state = KVC_CONNECTING;
@@ -1830,7 +1821,6 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	struct epoll_event ev = {.events = EPOLLIN};
 	char saved[KVC_MSG_LEN];
 	struct kvc_lim lim;
-	pthread_condattr_t ca;
 	struct kvc *kvc;
 	int r;
 
@@ -1841,10 +1831,7 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 		return fail(-ENOMEM, "kvc: out of memory");
 	kvc->sock = kvc->handover_sock = kvc->epfd = kvc->efd = kvc->tfd = -1;
 	pthread_mutex_init(&kvc->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&kvc->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	kv_cond_init_monotonic(&kvc->cond);
 	kvc->state = KVC_DOWN;
 	kvc->backoff_ms = KVC_BACKOFF_MIN_MS;
 	atomic_init(&kvc->next_id, 1);

@@ -22,6 +22,24 @@ uint64_t kv_now_ms(void)
 	return kv_now_ns() / 1000000ULL;
 }
 
+void kv_cond_init_monotonic(pthread_cond_t *cond)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cond, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+void kv_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t until_ms)
+{
+	struct timespec ts = {.tv_sec = (time_t)(until_ms / 1000),
+	                      .tv_nsec = (long)(until_ms % 1000) * 1000000L};
+
+	pthread_cond_timedwait(cond, lock, &ts);
+}
+
 int kv_parse_size(const char *s, uint64_t *ret_bytes)
 {
 	static const char units[] = "BKMGTP";

@@ -272,6 +272,8 @@ int xfer_open(const struct xfer_opts *opts, struct xfer_engine **ret_engine)
 	if (r < 0)
 		goto out_free_pool;
 	pin_progress_thread(e);
+	kv_cond_init_monotonic(&e->wd_cond);
+	pthread_mutex_init(&e->wd_lock, NULL);
 	e->watchdog_up = pthread_create(&e->watchdog, NULL, watchdog_main, e) == 0;
 	if (!e->watchdog_up)
 		KV_WARN(XFER_TAG,
@@ -344,9 +346,14 @@ void xfer_close(struct xfer_engine *e)
 	e->stopping = true;
 	pthread_mutex_unlock(&e->lock);
 	wake(e);
-	atomic_store(&e->wd_stop, true);
+	pthread_mutex_lock(&e->wd_lock);
+	e->wd_stop = true;
+	pthread_cond_signal(&e->wd_cond);
+	pthread_mutex_unlock(&e->wd_lock);
 	if (e->watchdog_up)
-		pthread_join(e->watchdog, NULL); /* sleeps 200 ms at a time */
+		pthread_join(e->watchdog, NULL);
+	pthread_cond_destroy(&e->wd_cond);
+	pthread_mutex_destroy(&e->wd_lock);
 	{
 		struct timespec ts;
 
@@ -1174,7 +1181,8 @@ static void *watchdog_main(void *arg)
 	uint64_t limit = KV_MAX((uint64_t)e->timeout_ms * 2, 10000) * 1000000ULL;
 	uint64_t last_calls = 0, since = 0; /* when the current call was first seen */
 
-	while (!atomic_load(&e->wd_stop)) {
+	pthread_mutex_lock(&e->wd_lock);
+	while (!e->wd_stop) {
 		uint64_t calls = atomic_load_explicit(&e->provider_calls, memory_order_relaxed);
 		uint64_t now = kv_now_ns();
 		bool stuck;
@@ -1194,16 +1202,17 @@ static void *watchdog_main(void *arg)
 			KV_ERR(XFER_TAG,
 			       "provider %s has not returned from a call for %llu s; transfers "
 			       "cannot complete until it does (with shm: a peer process may have "
-			       "died "
-			       "holding a lock in its region); new transfers fail at once",
+			       "died holding a lock in its region); new transfers fail at once",
 			       e->prov_name, (unsigned long long)((now - since) / 1000000000ULL));
 		} else if (!stuck && atomic_load(&e->stuck)) {
 			atomic_store(&e->stuck, false);
 			KV_WARN(XFER_TAG, "provider %s returned; transfers move again",
 			        e->prov_name);
 		}
-		usleep(200 * 1000);
+		kv_cond_wait_until(&e->wd_cond, &e->wd_lock,
+		                   kv_now_ms() + 200); /* or xfer_close() */
 	}
+	pthread_mutex_unlock(&e->wd_lock);
 	return NULL;
 }
 

@@ -102,7 +102,9 @@ struct xfer_engine {
 	atomic_uint_fast64_t provider_calls; /* provider calls returned: the watchdog's heartbeat */
 	atomic_uint nwatched;                /* peers with a gone_fd (xfer_peer_watch) */
 	atomic_bool stuck;                   /* the provider call has not returned for too long */
-	atomic_bool wd_stop;                 /* xfer_close(): watchdog, exit */
+	pthread_mutex_t wd_lock;             /* wd_stop, and wd_cond's sleep */
+	pthread_cond_t wd_cond;              /* xfer_close() wakes the watchdog at once */
+	bool wd_stop;                        /* xfer_close(): watchdog, exit */
 	unsigned test_stall_ms; /* $KVFS_XFER_TEST_STALL_MS: the first post sleeps this long inside
 	                         * the provider window (a hanging provider call, for tests) */
 	pthread_mutex_t lock;   /* submitq, peers, stopping */
