@@ -602,8 +602,7 @@ static const char *submit_error_msg(int err, const char *what)
 {
 	if (err == -EDEADLK) /* xfer_submit(): the engine's watchdog saw it stuck */
 		return "the server's transfer engine is stuck in its provider (see the server "
-		       "log); "
-		       "restart kv-server";
+		       "log); restart kv-server";
 	return what;
 }
 

@@ -443,9 +443,6 @@ void xfer_get_stats(struct xfer_engine *e, struct xfer_stats *s)
 /* ------------------------------------------------------------------ */
 /* Peers                                                               */
 
-/* Release a removed peer once no request names it: its provider entry goes
- * (shm: the mapping of the peer's region; tcp: its connection) and the
- * slot is free for the next xfer_peer_add().  Called with e->lock held. */
 /* Drop @p's watch (xfer_peer_watch()), if any. */
 static void peer_unwatch_locked(struct xfer_engine *e, struct xfer_peer_ent *p)
 {
@@ -456,6 +453,9 @@ static void peer_unwatch_locked(struct xfer_engine *e, struct xfer_peer_ent *p)
 	}
 }
 
+/* Release a removed peer once no request names it: its provider entry goes
+ * (shm: the mapping of the peer's region; tcp: its connection) and the
+ * slot is free for the next xfer_peer_add().  Called with e->lock held. */
 static void peer_release_locked(struct xfer_engine *e, struct xfer_peer_ent *p)
 {
 	if (!p->removing || p->refs)
