@@ -73,20 +73,24 @@ static void pair_close(struct pair *p)
 	xfer_close(p->b);
 }
 
+/* one_xfer_init() from a's @l to b's @r. */
+static void pair_xfer_init(struct one_xfer *x, const struct pair *p, enum xfer_opcode opc,
+                           struct xfer_mr *l, uint64_t loff, struct xfer_mr *r, uint64_t roff,
+                           uint64_t len)
+{
+	struct xfer_desc d;
+
+	xfer_mr_desc(r, &d);
+	one_xfer_init(x, p->b_from_a, opc, l, loff, &d, roff, len);
+}
+
 static int rw(struct pair *p, enum xfer_opcode opc, struct xfer_mr *l, uint64_t loff,
               struct xfer_mr *r, uint64_t roff, uint64_t len)
 {
-	struct xfer_sge s = {.mr = l, .off = loff, .len = len};
-	struct xfer_rsge rs = {.off = roff, .len = len};
-	struct xfer_op op = {.opcode = opc,
-	                     .peer = p->b_from_a,
-	                     .local = &s,
-	                     .nlocal = 1,
-	                     .remote = &rs,
-	                     .nremote = 1};
+	struct one_xfer x;
 
-	xfer_mr_desc(r, &rs.desc);
-	return xfer_submit_wait(p->a, &op);
+	pair_xfer_init(&x, p, opc, l, loff, r, roff, len);
+	return xfer_submit_wait(p->a, &x.op);
 }
 
 static void roundtrip(const char *prov, size_t size)
@@ -217,8 +221,7 @@ static void immediate(const char *prov)
 	const size_t size = 8 * 1024 * 1024 + 3; /* several chunks */
 	struct pair p;
 	struct xfer_mr *src, *dst;
-	struct xfer_sge s;
-	struct xfer_rsge rs;
+	struct one_xfer x;
 
 	pair_open(&p, prov);
 	cr_assert_eq(xfer_buf_alloc(p.a, size, ACC_ALL, &src), 0);
@@ -228,18 +231,10 @@ static void immediate(const char *prov)
 	imm_check_len = size;
 	imm_check_seed = 5;
 	atomic_store(&imm_seen, 0);
-	s = (struct xfer_sge){src, 0, size};
-	rs = (struct xfer_rsge){.off = 0, .len = size};
-	xfer_mr_desc(dst, &rs.desc);
-	struct xfer_op op = {.opcode = XFER_WRITE,
-	                     .peer = p.b_from_a,
-	                     .local = &s,
-	                     .nlocal = 1,
-	                     .remote = &rs,
-	                     .nremote = 1,
-	                     .has_imm = true,
-	                     .imm = 0xC0FFEE};
-	cr_assert_eq(xfer_submit_wait(p.a, &op), 0);
+	pair_xfer_init(&x, &p, XFER_WRITE, src, 0, dst, 0, size);
+	x.op.has_imm = true;
+	x.op.imm = 0xC0FFEE;
+	cr_assert_eq(xfer_submit_wait(p.a, &x.op), 0);
 	for (int i = 0; i < 5000 && atomic_load(&imm_seen) == 0; i++)
 		usleep(1000);
 	cr_assert_eq(atomic_load(&imm_seen), 1, "immediate not delivered");
@@ -248,14 +243,14 @@ static void immediate(const char *prov)
 
 	/* Immediate only: zero bytes, the peer's region still authorizes it. */
 	imm_check_mr = NULL;
-	op.nlocal = 0;
-	rs.len = 0;
-	op.imm = 42;
+	x.op.nlocal = 0;
+	x.rs.len = 0;
+	x.op.imm = 42;
 	if (!strcmp(prov, "shm")) {
-		cr_assert_eq(xfer_submit_wait(p.a, &op), -ENOTSUP, "shm: no zero-length writes");
+		cr_assert_eq(xfer_submit_wait(p.a, &x.op), -ENOTSUP, "shm: no zero-length writes");
 		goto out;
 	}
-	cr_assert_eq(xfer_submit_wait(p.a, &op), 0);
+	cr_assert_eq(xfer_submit_wait(p.a, &x.op), 0);
 	for (int i = 0; i < 5000 && atomic_load(&imm_seen) == 1; i++)
 		usleep(1000);
 	cr_assert_eq(atomic_load(&imm_seen), 2);
@@ -335,25 +330,16 @@ Test(xfer_tcp, forged_key_fails)
 {
 	struct pair p;
 	struct xfer_mr *l, *r;
-	struct xfer_sge s;
-	struct xfer_rsge rs;
+	struct one_xfer x;
 
 	pair_open(&p, "tcp");
 	cr_assert_eq(xfer_buf_alloc(p.a, 4096, ACC_ALL, &l), 0);
 	cr_assert_eq(xfer_buf_alloc(p.b, 4096, XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ, &r), 0);
 	memset(xfer_mr_addr(r), 0x5a, 4096);
-	s = (struct xfer_sge){l, 0, 4096};
-	rs = (struct xfer_rsge){.off = 0, .len = 4096};
-	xfer_mr_desc(r, &rs.desc);
-	rs.desc.key ^= 0x1234567;
-	struct xfer_op op = {.opcode = XFER_WRITE,
-	                     .peer = p.b_from_a,
-	                     .local = &s,
-	                     .nlocal = 1,
-	                     .remote = &rs,
-	                     .nremote = 1,
-	                     .timeout_ms = 3000};
-	cr_assert_lt(xfer_submit_wait(p.a, &op), 0, "write with a forged key succeeded");
+	pair_xfer_init(&x, &p, XFER_WRITE, l, 0, r, 0, 4096);
+	x.rs.desc.key ^= 0x1234567;
+	x.op.timeout_ms = 3000;
+	cr_assert_lt(xfer_submit_wait(p.a, &x.op), 0, "write with a forged key succeeded");
 	for (int i = 0; i < 4096; i++)
 		cr_assert_eq(((uint8_t *)xfer_mr_addr(r))[i], 0x5a, "target changed");
 	xfer_mr_dereg(l);
@@ -377,18 +363,13 @@ static void many_inflight(const char *prov)
 	cr_assert_eq(xfer_buf_alloc(p.b, (size_t)N * SZ, ACC_ALL, &dst), 0);
 	pat_fill(xfer_mr_addr(src), (size_t)N * SZ, 9);
 	for (int i = 0; i < N; i++) {
-		struct xfer_sge s = {src, (uint64_t)i * SZ, SZ};
-		struct xfer_rsge rs = {.off = (uint64_t)(N - 1 - i) * SZ, .len = SZ};
-		xfer_mr_desc(dst, &rs.desc);
-		struct xfer_op op = {.opcode = XFER_WRITE,
-		                     .peer = p.b_from_a,
-		                     .local = &s,
-		                     .nlocal = 1,
-		                     .remote = &rs,
-		                     .nremote = 1,
-		                     .cookie = (uint64_t)i,
-		                     .cq = cq};
-		cr_assert_eq(xfer_submit(p.a, &op), 0);
+		struct one_xfer x;
+
+		pair_xfer_init(&x, &p, XFER_WRITE, src, (uint64_t)i * SZ, dst,
+		               (uint64_t)(N - 1 - i) * SZ, SZ);
+		x.op.cookie = (uint64_t)i;
+		x.op.cq = cq;
+		cr_assert_eq(xfer_submit(p.a, &x.op), 0);
 	}
 	uint8_t seen[N] = {0};
 	while (done < N) {
@@ -467,9 +448,9 @@ static void peer_killed(const char *prov)
 	cr_assert_eq(xfer_open(&o, &e), 0);
 	cr_assert_eq(xfer_peer_add(e, c.addr, c.alen, &peer), 0);
 	cr_assert_eq(xfer_buf_alloc(e, size, ACC_ALL, &buf), 0);
-	struct child_xfer x;
+	struct one_xfer x;
 
-	child_xfer_init(&x, &c, peer, buf, size, XFER_WRITE);
+	one_xfer_init(&x, peer, XFER_WRITE, buf, 0, &c.desc, 0, size);
 	x.op.timeout_ms = tmo;
 	for (int i = 0; i < 40; i++) {
 		uint64_t t0 = kv_now_ms();
@@ -534,9 +515,9 @@ Test(xfer_shm, watched_peer_gone, .timeout = 120)
 	cr_assert_eq(xfer_peer_watch(e, peer, dup(efd)), 0);
 	cr_assert_eq(xfer_buf_alloc(e, size, ACC_ALL, &buf), 0);
 	pat_fill(xfer_mr_addr(buf), size, 7);
-	struct child_xfer x;
+	struct one_xfer x;
 
-	child_xfer_init(&x, &c, peer, buf, size, XFER_WRITE);
+	one_xfer_init(&x, peer, XFER_WRITE, buf, 0, &c.desc, 0, size);
 	r = xfer_submit_wait(e, &x.op);
 	cr_assert_eq(r, 0, "write to the live peer: %s", strerror(-r));
 
@@ -594,20 +575,14 @@ Test(xfer_tcp, watchdog_reports_stuck_provider, .timeout = 120)
 	unsetenv("KVFS_XFER_TEST_STALL_MS");
 	cr_assert_eq(xfer_buf_alloc(p.a, size, ACC_ALL, &src), 0);
 	cr_assert_eq(xfer_buf_alloc(p.b, size, ACC_ALL, &dst), 0);
-	struct xfer_sge s = {.mr = src, .off = 0, .len = size};
-	struct xfer_rsge rs = {.off = 0, .len = size};
-	xfer_mr_desc(dst, &rs.desc);
-	struct xfer_op op = {.opcode = XFER_WRITE,
-	                     .peer = p.b_from_a,
-	                     .local = &s,
-	                     .nlocal = 1,
-	                     .remote = &rs,
-	                     .nremote = 1,
-	                     .timeout_ms = 1000,
-	                     .cb = count_done,
-	                     .cb_arg = &done};
+	struct one_xfer x;
+
+	pair_xfer_init(&x, &p, XFER_WRITE, src, 0, dst, 0, size);
+	x.op.timeout_ms = 1000;
+	x.op.cb = count_done;
+	x.op.cb_arg = &done;
 	t0 = kv_now_ms();
-	cr_assert_eq(xfer_submit(p.a, &op), 0);
+	cr_assert_eq(xfer_submit(p.a, &x.op), 0);
 	xfer_get_stats(p.a, &st);
 	cr_assert_eq(st.stuck, 0);
 	while (kv_now_ms() - t0 < 12500 && (xfer_get_stats(p.a, &st), !st.stuck))
@@ -616,7 +591,7 @@ Test(xfer_tcp, watchdog_reports_stuck_provider, .timeout = 120)
 	             (unsigned long long)(kv_now_ms() - t0));
 	cr_assert_eq(st.stuck_events, 1);
 	cr_assert_geq(kv_now_ms() - t0, 9000, "reported too early");
-	r = xfer_submit(p.a, &op);
+	r = xfer_submit(p.a, &x.op);
 	cr_assert_eq(r, -EDEADLK, "a submission while stuck: %d", r);
 	/* the call returns at 13 s: the first op completes, the engine moves */
 	while (kv_now_ms() - t0 < 30000 && (atomic_load(&done) < 1 || st.stuck)) {

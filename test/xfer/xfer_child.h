@@ -26,27 +26,6 @@ struct child {
 	struct xfer_desc desc;
 };
 
-/* One transfer of @len bytes between @buf (from offset 0) and the start of
- * the child's region; x->op points into *x, so @x must not be copied. */
-struct child_xfer {
-	struct xfer_sge s;
-	struct xfer_rsge rs;
-	struct xfer_op op;
-};
-
-static void child_xfer_init(struct child_xfer *x, const struct child *c, xfer_peer_t peer,
-                            struct xfer_mr *buf, size_t len, enum xfer_opcode opc)
-{
-	x->s = (struct xfer_sge){.mr = buf, .off = 0, .len = len};
-	x->rs = (struct xfer_rsge){.desc = c->desc, .off = 0, .len = len};
-	x->op = (struct xfer_op){.opcode = opc,
-	                         .peer = peer,
-	                         .local = &x->s,
-	                         .nlocal = 1,
-	                         .remote = &x->rs,
-	                         .nremote = 1};
-}
-
 static const char *peer_path(void)
 {
 	const char *p = getenv("XFER_PEER");
@@ -136,9 +115,9 @@ static void two_process(const char *netns, const char *prov, const char *peer_no
 	cr_assert_eq(xfer_peer_add(e, c.addr, c.alen, &peer), 0);
 	cr_assert_eq(xfer_buf_alloc(e, size, ACC_ALL, &buf), 0);
 
-	struct child_xfer x;
+	struct one_xfer x;
 
-	child_xfer_init(&x, &c, peer, buf, size, XFER_READ);
+	one_xfer_init(&x, peer, XFER_READ, buf, 0, &c.desc, 0, size);
 	r = xfer_submit_wait(e, &x.op);
 	cr_assert_eq(r, 0, "read from peer: %s", strerror(-r));
 	cr_assert_eq(pat_check(xfer_mr_addr(buf), size, 1), -1, "read bytes differ");

@@ -46,6 +46,28 @@ static inline long pat_check(const void *p, size_t len, uint64_t seed)
 	return -1;
 }
 
+/* One transfer of @len bytes between @mr at @loff and the remote region
+ * @desc at @roff; x->op points into *x, so @x must not be copied. */
+struct one_xfer {
+	struct xfer_sge s;
+	struct xfer_rsge rs;
+	struct xfer_op op;
+};
+
+static inline void one_xfer_init(struct one_xfer *x, xfer_peer_t peer, enum xfer_opcode opc,
+                                 struct xfer_mr *mr, uint64_t loff, const struct xfer_desc *desc,
+                                 uint64_t roff, uint64_t len)
+{
+	x->s = (struct xfer_sge){.mr = mr, .off = loff, .len = len};
+	x->rs = (struct xfer_rsge){.desc = *desc, .off = roff, .len = len};
+	x->op = (struct xfer_op){.opcode = opc,
+	                         .peer = peer,
+	                         .local = &x->s,
+	                         .nlocal = 1,
+	                         .remote = &x->rs,
+	                         .nremote = 1};
+}
+
 static inline void hex_encode(const uint8_t *in, size_t n, char *out)
 {
 	static const char h[] = "0123456789abcdef";
