@@ -392,6 +392,8 @@ Test(slow_shm, one_gib, .timeout = 900)
 
 struct worker {
 	struct kvc *kvc;
+	const uint64_t *sizes; /* cycled through */
+	size_t nsizes;
 	int id;
 	int iters;
 	int failures;
@@ -406,7 +408,7 @@ static void *worker_main(void *arg)
 	uint8_t *val = malloc(10 * MIB), *out = malloc(10 * MIB);
 
 	for (int i = 0; i < w->iters && !w->failures; i++) {
-		uint64_t len = worker_sizes[(size_t)(i + w->id) % KV_ARRAY_SIZE(worker_sizes)];
+		uint64_t len = w->sizes[(size_t)(i + w->id) % w->nsizes];
 		uint64_t seed = (uint64_t)w->id * 1000 + (uint64_t)i;
 		char key[32];
 		ssize_t got;
@@ -434,13 +436,18 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-static void run_workers(struct kvc **kvcs, int nkvc, int nthreads, int iters)
+static void run_workers(struct kvc **kvcs, int nkvc, int nthreads, int iters, const uint64_t *lens,
+                        size_t nlens)
 {
 	pthread_t th[32];
 	struct worker w[32];
 
 	for (int i = 0; i < nthreads; i++) {
-		w[i] = (struct worker){.kvc = kvcs[i % nkvc], .id = i, .iters = iters};
+		w[i] = (struct worker){.kvc = kvcs[i % nkvc],
+		                       .sizes = lens,
+		                       .nsizes = nlens,
+		                       .id = i,
+		                       .iters = iters};
 		cr_assert_eq(pthread_create(&th[i], NULL, worker_main, &w[i]), 0);
 	}
 	for (int i = 0; i < nthreads; i++)
@@ -457,7 +464,7 @@ static void t_threads(const char *prov, int nkvc)
 	srv_start_args(&s, prov, "2G", NULL);
 	for (int i = 0; i < nkvc; i++)
 		kvcs[i] = connect_to(&s, prov);
-	run_workers(kvcs, nkvc, 16, 12);
+	run_workers(kvcs, nkvc, 16, 12, worker_sizes, KV_ARRAY_SIZE(worker_sizes));
 	for (int i = 0; i < nkvc; i++)
 		kvc_close(kvcs[i]);
 	srv_done(&s);
@@ -471,6 +478,27 @@ Test(client_tcp, threads16_one_kvc, .timeout = 300)
 Test(client_shm, threads16_one_kvc, .timeout = 300)
 {
 	t_threads("shm", 1);
+}
+
+/*
+ * 32 threads on one inline-only connection with values up to 1 MiB: the
+ * client library writes many queued frames per sendmsg() and the socket
+ * takes them in pieces that end mid-frame; kv-server answers the frames of
+ * one read together until 64 KiB have collected, then at once.  Every value
+ * read back must be the one written.
+ */
+Test(client_tcp, threads32_inline_batched, .timeout = 300)
+{
+	static const uint64_t lens[] = {1, 100, 4096, 65536, 70000, 300000, MIB};
+	const char *extra[] = {"--max-inline", "1M", NULL};
+	struct srv s = {0};
+	struct kvc *kvc;
+
+	srv_start_args(&s, "tcp", "1G", extra);
+	kvc = connect_to(&s, "none");
+	run_workers(&kvc, 1, 32, 10, lens, KV_ARRAY_SIZE(lens));
+	kvc_close(kvc);
+	srv_done(&s);
 }
 
 Test(client_tcp, threads16_four_kvcs, .timeout = 300)
