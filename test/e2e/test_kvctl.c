@@ -647,6 +647,12 @@ Test(kvctl, server_down_exit_5_within_timeout)
 	expect_status(&r, 5, "stat with the server down");
 	cr_assert_lt(r.secs, 2.0 + 3.0, "took %.1f s with --timeout 2000", r.secs);
 	cr_assert(!strncmp(r.err, "kvctl: stat x: ", 15), "message: %s", r.err);
+	/* says it once, names the address, and where the address comes from */
+	const char *first = strstr(r.err, "cannot connect");
+	cr_assert_not_null(first, "message: %s", r.err);
+	cr_assert_null(strstr(first + 1, "cannot connect"), "said twice: %s", r.err);
+	cr_assert_not_null(strstr(r.err, addr), "message: %s", r.err);
+	cr_assert_not_null(strstr(r.err, "--server or KVFS_SERVER"), "message: %s", r.err);
 	run_free(&r);
 }
 
