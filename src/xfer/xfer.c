@@ -222,6 +222,7 @@ int xfer_open(const struct xfer_opts *opts, struct xfer_engine **ret_engine)
 {
 	struct xfer_engine *e;
 	struct topo *topo = NULL;
+	const char *stall;
 	int r;
 
 	e = calloc(1, sizeof(*e));
@@ -266,8 +267,9 @@ int xfer_open(const struct xfer_opts *opts, struct xfer_engine **ret_engine)
 	}
 	e->cpu = e->opts.cpu;
 
-	if (getenv("KVFS_XFER_TEST_STALL_MS"))
-		e->test_stall_ms = (unsigned)strtoul(getenv("KVFS_XFER_TEST_STALL_MS"), NULL, 10);
+	stall = getenv("KVFS_XFER_TEST_STALL_MS");
+	if (stall)
+		e->test_stall_ms = (unsigned)strtoul(stall, NULL, 10);
 	r = -pthread_create(&e->thread, NULL, progress_main, e);
 	if (r < 0)
 		goto out_free_pool;
