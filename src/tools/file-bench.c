@@ -13,6 +13,10 @@
  * failure to open or read is counted and the first one is printed with its
  * path and errno.  Output is one line:
  *   files=N bytes=N seconds=S files_per_s=R errors=N
+ * With --cpu PID[,PID...] the line also tells where the CPU time of the
+ * timed part went: all CPUs busy and idle (/proc/stat), and each PID's user
+ * plus system time (all its threads), in seconds:
+ *   cpu_busy_s=S cpu_idle_s=S cpu_pids_s=S[,S...]
  * Exit status: 0 if every file was read, 1 if any failed, 2 on bad usage.
  */
 #include <dirent.h>
@@ -20,6 +24,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,16 +48,61 @@ static atomic_uint_fast64_t errors;
 static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
 static size_t buf_size = 128 * 1024;
 
+#define CPU_PIDS_MAX 8
+
+/* CPU ticks at one moment: all CPUs busy (user, nice, system, irq, softirq;
+ * not steal) and idle (idle, iowait), and each watched process's. */
+struct cpu_snap {
+	unsigned long long busy, idle;
+	unsigned long long pid[CPU_PIDS_MAX];
+};
+
+static void cpu_snap(struct cpu_snap *s, const int *pids, size_t npids)
+{
+	unsigned long long v[8] = {0};
+	FILE *f = fopen("/proc/stat", "r");
+
+	if (f) {
+		if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+		           &v[3], &v[4], &v[5], &v[6], &v[7]) != 8)
+			memset(v, 0, sizeof(v));
+		fclose(f);
+	}
+	s->busy = v[0] + v[1] + v[2] + v[5] + v[6];
+	s->idle = v[3] + v[4];
+	for (size_t i = 0; i < npids; i++) {
+		char path[64], line[1024], *p;
+		unsigned long long ut = 0, st = 0;
+
+		s->pid[i] = 0;
+		snprintf(path, sizeof(path), "/proc/%d/stat", pids[i]);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		/* Fields after the command name, which may hold spaces: state is
+		 * the 3rd field, utime and stime the 14th and 15th. */
+		if (fgets(line, sizeof(line), f) && (p = strrchr(line, ')')) &&
+		    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+		           &st) == 2)
+			s->pid[i] = ut + st;
+		fclose(f);
+	}
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "Usage: %s [--threads N] [--buf BYTES] DIR\n"
+	        "Usage: %s [--threads N] [--buf BYTES] [--cpu PID[,PID...]] DIR\n"
 	        "Read every regular file under DIR to its end with N threads (default 16),\n"
 	        "each thread with one buffer of BYTES (default 131072), and print\n"
 	        "  files=N bytes=N seconds=S files_per_s=R errors=N\n"
-	        "The walk that lists the files is not timed.  Exit 0 when every file was\n"
-	        "read, 1 when any open or read failed (the first failure is printed).\n",
-	        PROG);
+	        "The walk that lists the files is not timed.  With --cpu the line adds the\n"
+	        "CPU-seconds of the timed part: all CPUs busy and idle, and each PID's\n"
+	        "(up to %d; e.g. the file system daemon and its server):\n"
+	        "  cpu_busy_s=S cpu_idle_s=S cpu_pids_s=S[,S...]\n"
+	        "Exit 0 when every file was read, 1 when any open or read failed (the first\n"
+	        "failure is printed).\n",
+	        PROG, CPU_PIDS_MAX);
 }
 
 static int list_add(struct list *l, const char *path)
@@ -175,6 +225,10 @@ int main(int argc, char **argv)
 	const char *dir = NULL;
 	pthread_t *tids;
 	struct timespec t0, t1;
+	struct cpu_snap c0, c1;
+	int pids[CPU_PIDS_MAX];
+	size_t npids = 0;
+	bool cpu = false;
 	double secs;
 	size_t started = 0;
 
@@ -193,6 +247,24 @@ int main(int argc, char **argv)
 				fprintf(stderr, "%s: --buf wants 1..1073741824 bytes, not %s\n",
 				        PROG, argv[i]);
 				return 2;
+			}
+		} else if (!strcmp(argv[i], "--cpu") && i + 1 < argc) {
+			char *s = argv[++i], *end;
+
+			cpu = true;
+			while (*s) {
+				long v = strtol(s, &end, 10);
+
+				if (end == s || v <= 0 || v > INT32_MAX || npids == CPU_PIDS_MAX ||
+				    (*end && *end != ',')) {
+					fprintf(stderr,
+					        "%s: --cpu wants up to %d process IDs separated by "
+					        "commas, not %s\n",
+					        PROG, CPU_PIDS_MAX, argv[i]);
+					return 2;
+				}
+				pids[npids++] = (int)v;
+				s = *end ? end + 1 : end;
 			}
 		} else if (argv[i][0] == '-' || dir) {
 			fprintf(stderr, "%s: unexpected argument %s (see --help)\n", PROG, argv[i]);
@@ -216,6 +288,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: out of memory\n", PROG);
 		return 1;
 	}
+	if (cpu)
+		cpu_snap(&c0, pids, npids);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (; started < nthreads; started++) {
 		int r = pthread_create(&tids[started], NULL, reader, NULL);
@@ -229,10 +303,21 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < started; i++)
 		pthread_join(tids[i], NULL);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (cpu)
+		cpu_snap(&c1, pids, npids);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	printf("files=%zu bytes=%llu seconds=%.3f files_per_s=%.0f errors=%llu\n", files.n,
+	printf("files=%zu bytes=%llu seconds=%.3f files_per_s=%.0f errors=%llu", files.n,
 	       (unsigned long long)atomic_load(&total_bytes), secs, (double)files.n / secs,
 	       (unsigned long long)atomic_load(&errors));
+	if (cpu) {
+		double hz = (double)sysconf(_SC_CLK_TCK);
+
+		printf(" cpu_busy_s=%.2f cpu_idle_s=%.2f cpu_pids_s=", (double)(c1.busy - c0.busy) / hz,
+		       (double)(c1.idle - c0.idle) / hz);
+		for (size_t i = 0; i < npids; i++)
+			printf("%s%.2f", i ? "," : "", (double)(c1.pid[i] - c0.pid[i]) / hz);
+	}
+	printf("\n");
 	for (size_t i = 0; i < files.n; i++)
 		free(files.paths[i]);
 	free(files.paths);

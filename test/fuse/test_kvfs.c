@@ -438,3 +438,45 @@ Test(kvfs, mount_helper_convention)
 	cr_assert_eq(sh("%s %s %s -f -o provider=tcp", helper, E.server, mnt), 0, "fake mount");
 	cr_assert_not(is_mounted(mnt), "-f (fake) must not mount");
 }
+
+/* The bench's small-file reader (src/tools/file-bench.c) on a mount: every
+ * file read whole, the CPU figures printed, and its exit statuses. */
+Test(kvfs, file_bench_reads_the_mount)
+{
+	const char *fb = env_bin("FILE_BENCH");
+	unsigned long long files = 0, bytes = 0, errors = 1, want = 0;
+	double busy = -1, idle = -1, dfs = -1, dsrv = -1;
+	char cmd[1024], out[512] = "";
+	FILE *p;
+
+	cr_assert_eq(sh("mkdir -p %s", sp("fb/d")), 0);
+	for (int i = 0; i < 40; i++) {
+		char rel[32];
+		size_t len = (size_t)i * 3001; /* 0 B up to 117 KiB: inline and RDMA */
+
+		snprintf(rel, sizeof(rel), "fb/%sf%d", i % 2 ? "d/" : "", i);
+		make_file(sp(rel), len, (unsigned)i);
+		want += len;
+	}
+	cr_assert_eq(sh("cp -r %s %s", sp("fb"), mp(0, "fb")), 0);
+	snprintf(cmd, sizeof(cmd), "%s --threads 4 --cpu %d,%d %s", fb, (int)E.kvfs_pid[0],
+	         (int)E.srv_pid, mp(0, "fb"));
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	cr_assert_not_null(fgets(out, sizeof(out), p), "file-bench printed nothing");
+	cr_assert_eq(pclose(p), 0, "file-bench failed: %s", out);
+	cr_assert_eq(sscanf(out,
+	                    "files=%llu bytes=%llu seconds=%*f files_per_s=%*f errors=%llu "
+	                    "cpu_busy_s=%lf cpu_idle_s=%lf cpu_pids_s=%lf,%lf",
+	                    &files, &bytes, &errors, &busy, &idle, &dfs, &dsrv),
+	             7, "unexpected output: %s", out);
+	cr_assert_eq(files, 40, "%s", out);
+	cr_assert_eq(bytes, want, "%s", out);
+	cr_assert_eq(errors, 0, "%s", out);
+	cr_assert(busy >= 0 && idle >= 0 && dfs >= 0 && dsrv >= 0, "%s", out);
+	/* bad usage is 2, nothing to read is 1 */
+	cr_assert_eq(sh("%s --cpu 0 %s 2>/dev/null", fb, mp(0, "fb")), 2);
+	cr_assert_eq(sh("%s --cpu 1,2,3,4,5,6,7,8,9 %s 2>/dev/null", fb, mp(0, "fb")), 2);
+	cr_assert_eq(sh("mkdir %s", mp(0, "fb-empty")), 0);
+	cr_assert_eq(sh("%s %s 2>/dev/null", fb, mp(0, "fb-empty")), 1);
+}
