@@ -312,8 +312,8 @@ int main(int argc, char **argv)
 	if (cpu) {
 		double hz = (double)sysconf(_SC_CLK_TCK);
 
-		printf(" cpu_busy_s=%.2f cpu_idle_s=%.2f cpu_pids_s=", (double)(c1.busy - c0.busy) / hz,
-		       (double)(c1.idle - c0.idle) / hz);
+		printf(" cpu_busy_s=%.2f cpu_idle_s=%.2f cpu_pids_s=",
+		       (double)(c1.busy - c0.busy) / hz, (double)(c1.idle - c0.idle) / hz);
 		for (size_t i = 0; i < npids; i++)
 			printf("%s%.2f", i ? "," : "", (double)(c1.pid[i] - c0.pid[i]) / hz);
 	}
