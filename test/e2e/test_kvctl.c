@@ -630,6 +630,62 @@ Test(kvctl, stats_has_keys)
 	run_free(&r);
 }
 
+static int count_in_log(const char *needle)
+{
+	char *log = slurp(srv_log, NULL);
+	int n = 0;
+
+	for (const char *p = log; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	free(log);
+	return n;
+}
+
+/* Commands that move no value connect without the transfer engine unless
+ * -p names a provider; put and get keep it (the server logs each hello). */
+Test(kvctl, metadata_commands_skip_the_engine)
+{
+	const char *none = "hello from kvctl, provider none",
+	           *tcp = "hello from kvctl, provider tcp";
+	int n_none, n_tcp;
+	struct run r;
+
+	make_file(tp("in"), 100000, 3);
+	n_tcp = count_in_log(tcp);
+	kvctl(&r, "put", "meta/one", tp("in"));
+	expect_status(&r, 0, "put");
+	run_free(&r);
+	cr_assert_eq(count_in_log(tcp), n_tcp + 1, "put connects with the engine");
+	n_none = count_in_log(none);
+	kvctl(&r, "stats");
+	expect_status(&r, 0, "stats");
+	run_free(&r);
+	kvctl(&r, "ls", "meta/");
+	expect_status(&r, 0, "ls");
+	cr_assert_str_eq(r.out, "meta/one\n");
+	run_free(&r);
+	kvctl(&r, "stat", "meta/one");
+	expect_status(&r, 0, "stat");
+	run_free(&r);
+	kvctl(&r, "mv", "meta/one", "meta/two");
+	expect_status(&r, 0, "mv");
+	run_free(&r);
+	cr_assert_eq(count_in_log(none), n_none + 4, "ls, stat, mv and stats skip the engine");
+	kvctl(&r, "--provider", "tcp", "stats");
+	expect_status(&r, 0, "stats -p tcp");
+	run_free(&r);
+	cr_assert_eq(count_in_log(tcp), n_tcp + 2, "an explicit -p is kept");
+	kvctl(&r, "get", "meta/two", tp("out"));
+	expect_status(&r, 0, "get");
+	run_free(&r);
+	assert_same_file(tp("in"), tp("out"));
+	cr_assert_eq(count_in_log(tcp), n_tcp + 3, "get connects with the engine");
+	kvctl(&r, "rm", "meta/two");
+	expect_status(&r, 0, "rm");
+	run_free(&r);
+	cr_assert_eq(count_in_log(none), n_none + 5, "rm skips the engine");
+}
+
 Test(kvctl, server_down_exit_5_within_timeout)
 {
 	char *argv[] = {(char *)env_path("KVCTL"),
