@@ -53,6 +53,11 @@ struct topo {
 int topo_scan(struct topo **ret_topo);
 void topo_free(struct topo *topo); /* accepts NULL */
 
+/* libfabric is not linked but loaded on first use (src/topo/ofi_lazy.c).
+ * Load it now if need be: 0, or -ELIBACC when it cannot be loaded (the
+ * reason is logged once, as a warning). */
+int topo_libfabric_load(void);
+
 /* NUMA node of the NIC serving libfabric domain @fi_domain (its ibverbs
  * name, possibly with a "-rdm"/"-dgrm" suffix), or of the netdev of that
  * name (e.g. "eth0" for tcp; the nearest sysfs device ancestor that states

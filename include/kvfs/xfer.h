@@ -86,8 +86,8 @@ void xfer_opts_init(struct xfer_opts *opts);
 /*
  * Open an engine.  Logs (at debug) which provider, domain and CPU were
  * chosen and why; callers report xfer_provider()/xfer_domain() to users.  Returns 0 and
- * *ret_engine, or a negative errno: -ENODEV when no provider matches the request, -ENOMEM, or the
- * provider's error.
+ * *ret_engine, or a negative errno: -ENODEV when no provider matches the request, -ELIBACC when
+ * libfabric itself cannot be loaded (topo_libfabric_load()), -ENOMEM, or the provider's error.
  */
 int xfer_open(const struct xfer_opts *opts, struct xfer_engine **ret_engine);
 

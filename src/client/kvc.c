@@ -1120,10 +1120,18 @@ static int engine_open(struct kvc *kvc, int fd, char *msg, size_t msglen)
 		kvc->want_engine = false;
 		return 0;
 	}
-	fmt_msg(msg, msglen,
-	        "kvc: cannot open the transfer engine with provider %s%s%s: %s (choose another "
-	        "provider, or \"none\" for inline-only values)",
-	        kvc->provider, xo.node ? " bound to " : "", xo.node ? xo.node : "", strerror(-r));
+	if (r == -ELIBACC)
+		fmt_msg(msg, msglen,
+		        "kvc: cannot open the transfer engine with provider %s: libfabric.so.1 "
+		        "cannot be loaded (install libfabric1, or use the provider \"none\" for "
+		        "inline-only values)",
+		        kvc->provider);
+	else
+		fmt_msg(msg, msglen,
+		        "kvc: cannot open the transfer engine with provider %s%s%s: %s (choose "
+		        "another provider, or \"none\" for inline-only values)",
+		        kvc->provider, xo.node ? " bound to " : "", xo.node ? xo.node : "",
+		        strerror(-r));
 	return r;
 }
 

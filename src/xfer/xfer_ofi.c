@@ -33,6 +33,7 @@
 #include <rdma/fi_rma.h>
 
 #include "kvfs/log.h"
+#include "kvfs/topo.h"
 #include "xfer_i.h"
 
 #define OFI_TAG      "xfer"
@@ -244,6 +245,9 @@ static int ofi_open(struct xfer_engine *e, const struct xfer_opts *o)
 		KV_DEBUG(OFI_TAG, "unknown provider '%s' (use auto, tcp, shm, verbs or efa)", want);
 		return -EINVAL;
 	}
+	r = topo_libfabric_load();
+	if (r)
+		return r;
 	if (!strcmp(want, "shm"))
 		shm_reap_stale();
 	pthread_once(&env_once, ofi_env_defaults);

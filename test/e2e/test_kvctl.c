@@ -686,6 +686,36 @@ Test(kvctl, metadata_commands_skip_the_engine)
 	cr_assert_eq(count_in_log(none), n_none + 5, "rm skips the engine");
 }
 
+/* libfabric is loaded when an engine is first opened (src/topo/ofi_lazy.c).
+ * When it cannot be: a named provider fails with a message that says so,
+ * auto falls back to inline values, and a value that fits inline still
+ * round-trips. */
+Test(kvctl, without_libfabric)
+{
+	struct run r;
+	int fd;
+
+	/* An empty libfabric.so.1 first in the search path: dlopen() fails. */
+	cr_assert_eq(mkdir(tp("badlib"), 0755), 0);
+	fd = open(tp("badlib/libfabric.so.1"), O_WRONLY | O_CREAT, 0644);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(setenv("LD_LIBRARY_PATH", tp("badlib"), 1), 0);
+	make_file(tp("in"), 60000, 4); /* below the server's inline limit (64 KiB) */
+	kvctl(&r, "--provider", "tcp", "put", "nolib", tp("in"));
+	cr_assert_neq(r.status, 0, "put -p tcp without libfabric succeeded");
+	cr_assert_not_null(strstr(r.err, "libfabric.so.1"), "no word of libfabric: %s", r.err);
+	run_free(&r);
+	kvctl(&r, "put", "nolib", tp("in"));
+	expect_status(&r, 0, "put (auto) without libfabric");
+	run_free(&r);
+	kvctl(&r, "get", "nolib", tp("out"));
+	expect_status(&r, 0, "get (auto) without libfabric");
+	run_free(&r);
+	assert_same_file(tp("in"), tp("out"));
+	unsetenv("LD_LIBRARY_PATH");
+}
+
 Test(kvctl, server_down_exit_5_within_timeout)
 {
 	char *argv[] = {(char *)env_path("KVCTL"),
