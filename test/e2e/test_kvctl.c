@@ -641,28 +641,38 @@ static int count_in_log(const char *needle)
 	return n;
 }
 
-/* Commands that move no value connect without the transfer engine unless
- * -p names a provider; put and get keep it (the server logs each hello). */
-Test(kvctl, metadata_commands_skip_the_engine)
+/* Commands that move no value, and values the server takes inline, connect
+ * without the transfer engine unless -p names a provider; a larger value
+ * connects again with the engine (the server logs each hello). */
+Test(kvctl, engine_only_for_values_that_need_it)
 {
 	const char *none = "hello from kvctl, provider none",
 	           *tcp = "hello from kvctl, provider tcp";
 	int n_none, n_tcp;
 	struct run r;
 
-	make_file(tp("in"), 100000, 3);
+	make_file(tp("in"), 100000, 3); /* above the server's inline limit (64 KiB) */
+	make_file(tp("small"), 1000, 5);
+	n_none = count_in_log(none);
 	n_tcp = count_in_log(tcp);
 	kvctl(&r, "put", "meta/one", tp("in"));
 	expect_status(&r, 0, "put");
 	run_free(&r);
-	cr_assert_eq(count_in_log(tcp), n_tcp + 1, "put connects with the engine");
-	n_none = count_in_log(none);
+	cr_assert_eq(count_in_log(tcp), n_tcp + 1, "a large put connects with the engine");
+	kvctl(&r, "put", "meta/small", tp("small"));
+	expect_status(&r, 0, "put small");
+	run_free(&r);
+	kvctl(&r, "get", "meta/small", tp("small.out"));
+	expect_status(&r, 0, "get small");
+	run_free(&r);
+	assert_same_file(tp("small"), tp("small.out"));
+	cr_assert_eq(count_in_log(tcp), n_tcp + 1, "a small put or get needs no engine");
 	kvctl(&r, "stats");
 	expect_status(&r, 0, "stats");
 	run_free(&r);
 	kvctl(&r, "ls", "meta/");
 	expect_status(&r, 0, "ls");
-	cr_assert_str_eq(r.out, "meta/one\n");
+	cr_assert_str_eq(r.out, "meta/one\nmeta/small\n");
 	run_free(&r);
 	kvctl(&r, "stat", "meta/one");
 	expect_status(&r, 0, "stat");
@@ -670,7 +680,10 @@ Test(kvctl, metadata_commands_skip_the_engine)
 	kvctl(&r, "mv", "meta/one", "meta/two");
 	expect_status(&r, 0, "mv");
 	run_free(&r);
-	cr_assert_eq(count_in_log(none), n_none + 4, "ls, stat, mv and stats skip the engine");
+	kvctl(&r, "rm", "meta/small");
+	expect_status(&r, 0, "rm");
+	run_free(&r);
+	cr_assert_eq(count_in_log(tcp), n_tcp + 1, "ls, stat, mv, rm and stats need no engine");
 	kvctl(&r, "--provider", "tcp", "stats");
 	expect_status(&r, 0, "stats -p tcp");
 	run_free(&r);
@@ -679,11 +692,9 @@ Test(kvctl, metadata_commands_skip_the_engine)
 	expect_status(&r, 0, "get");
 	run_free(&r);
 	assert_same_file(tp("in"), tp("out"));
-	cr_assert_eq(count_in_log(tcp), n_tcp + 3, "get connects with the engine");
-	kvctl(&r, "rm", "meta/two");
-	expect_status(&r, 0, "rm");
-	run_free(&r);
-	cr_assert_eq(count_in_log(none), n_none + 5, "rm skips the engine");
+	cr_assert_eq(count_in_log(tcp), n_tcp + 3, "a large get connects with the engine");
+	/* put, put small, get small, stats, ls, stat, mv, rm, get: one each */
+	cr_assert_eq(count_in_log(none), n_none + 9, "every command but -p tcp began without");
 }
 
 /* libfabric is loaded when an engine is first opened (src/topo/ofi_lazy.c).
