@@ -452,7 +452,7 @@ Test(kvfs, file_bench_reads_the_mount)
 	cr_assert_eq(sh("mkdir -p %s", sp("fb/d")), 0);
 	for (int i = 0; i < 40; i++) {
 		char rel[32];
-		size_t len = (size_t)i * 3001; /* 0 B up to 117 KiB: inline and RDMA */
+		size_t len = (size_t)i * 3001; /* 0 B up to 114 KiB: inline and RDMA */
 
 		snprintf(rel, sizeof(rel), "fb/%sf%d", i % 2 ? "d/" : "", i);
 		make_file(sp(rel), len, (unsigned)i);
