@@ -18,7 +18,6 @@
  */
 #include <dirent.h>
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,24 +215,8 @@ static void shm_reap_stale(void)
 	closedir(d);
 }
 
-/*
- * ofi_rxm (the layer over tcp and verbs) sizes its bounce buffers by
- * FI_OFI_RXM_BUFFER_SIZE, 16 KiB by default, and fills pools of them at
- * endpoint setup: 4 × 17 MiB, whose first touch took about 190 ms of every
- * engine open on the test VM (0.56 s → 0.38 s for `kvctl -p tcp stats`).
- * The engine moves values of more than a few KiB by RMA from registered
- * memory, which bypasses those buffers, so 4 KiB bounce buffers are plenty.
- * A value the user set is kept.  Read once, at the first fi_getinfo().
- */
-static void ofi_env_defaults(void)
-{
-	setenv("FI_OFI_RXM_BUFFER_SIZE", "4096", 0);
-}
-
 static int ofi_open(struct xfer_engine *e, const struct xfer_opts *o)
 {
-	static pthread_once_t env_once = PTHREAD_ONCE_INIT;
-
 	const char *want = o->provider ? o->provider : "auto";
 	bool is_auto = !strcmp(want, "auto");
 	size_t n = is_auto ? sizeof(prov_order) / sizeof(prov_order[0]) : 1;
@@ -250,7 +233,6 @@ static int ofi_open(struct xfer_engine *e, const struct xfer_opts *o)
 		return r;
 	if (!strcmp(want, "shm"))
 		shm_reap_stale();
-	pthread_once(&env_once, ofi_env_defaults);
 	for (size_t i = 0; i < n; i++) {
 		const char *prov = is_auto ? prov_order[i] : prov_fullname(want);
 
