@@ -91,6 +91,10 @@ void xfer_opts_init(struct xfer_opts *opts);
  */
 int xfer_open(const struct xfer_opts *opts, struct xfer_engine **ret_engine);
 
+/* Why an engine call failed with @err (negative errno), for people: its
+ * strerror(), or what to do when libfabric cannot be loaded (-ELIBACC). */
+const char *xfer_strerror(int err);
+
 /* Stop the progress thread, fail every pending operation with -ECANCELED
  * (their completions are delivered before this returns), and free the
  * engine.  All memory regions must have been deregistered.  Accepts NULL. */

@@ -1116,22 +1116,15 @@ static int engine_open(struct kvc *kvc, int fd, char *msg, size_t msglen)
 	kvc->engine = NULL;
 	if (!strcmp(kvc->provider, "auto")) {
 		KV_DEBUG(KVC_TAG, "no transfer engine (%s, bind %s): values travel inline",
-		         strerror(-r), xo.node ? xo.node : "-");
+		         xfer_strerror(r), xo.node ? xo.node : "-");
 		kvc->want_engine = false;
 		return 0;
 	}
-	if (r == -ELIBACC)
-		fmt_msg(msg, msglen,
-		        "kvc: cannot open the transfer engine with provider %s: libfabric.so.1 "
-		        "cannot be loaded (install libfabric1, or use the provider \"none\" for "
-		        "inline-only values)",
-		        kvc->provider);
-	else
-		fmt_msg(msg, msglen,
-		        "kvc: cannot open the transfer engine with provider %s%s%s: %s (choose "
-		        "another provider, or \"none\" for inline-only values)",
-		        kvc->provider, xo.node ? " bound to " : "", xo.node ? xo.node : "",
-		        strerror(-r));
+	fmt_msg(msg, msglen,
+	        "kvc: cannot open the transfer engine with provider %s%s%s: %s (choose another "
+	        "provider, or \"none\" for inline-only values)",
+	        kvc->provider, xo.node ? " bound to " : "", xo.node ? xo.node : "",
+	        xfer_strerror(r));
 	return r;
 }
 

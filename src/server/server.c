@@ -1526,7 +1526,7 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 			        "kv-server: cannot open transfer provider '%s'%s%s: %s (try "
 			        "--provider tcp, or none for inline values only)\n",
 			        o->provider, xo.node ? " on " : "", xo.node ? xo.node : "",
-			        strerror(-r));
+			        xfer_strerror(r));
 			goto out_free;
 		}
 		r = xfer_cq_create(&s->cq);

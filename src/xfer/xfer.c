@@ -300,6 +300,13 @@ out_free:
 	return r;
 }
 
+const char *xfer_strerror(int err)
+{
+	if (err == -ELIBACC)
+		return "libfabric.so.1 cannot be loaded (install libfabric1)";
+	return strerror(-err);
+}
+
 static void req_free(struct xfer_req *rq)
 {
 	if (rq->segs != &rq->one)

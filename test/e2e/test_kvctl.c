@@ -724,6 +724,24 @@ Test(kvctl, without_libfabric)
 	expect_status(&r, 0, "get (auto) without libfabric");
 	run_free(&r);
 	assert_same_file(tp("in"), tp("out"));
+	/* kv-server asked for tcp says the same, and exits (it opens the
+	 * engine before it listens: the test server's port is no obstacle). */
+	{
+		char *argv[] = {(char *)env_path("KV_SERVER"),
+		                "--provider",
+		                "tcp",
+		                "--memory",
+		                "64M",
+		                "--listen",
+		                addr,
+		                NULL};
+
+		run_argv(&r, NULL, NULL, argv);
+		cr_assert_neq(r.status, 0, "kv-server -p tcp without libfabric started");
+		cr_assert_not_null(strstr(r.err, "libfabric.so.1 cannot be loaded"),
+		                   "kv-server did not say why: %s", r.err);
+		run_free(&r);
+	}
 	unsetenv("LD_LIBRARY_PATH");
 }
 
