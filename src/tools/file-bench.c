@@ -15,13 +15,15 @@
  *   files=N bytes=N seconds=S files_per_s=R errors=N
  * With --cpu PID[,PID...] the line also tells where the CPU time of the
  * timed part went: all CPUs busy and idle (/proc/stat), and each PID's user
- * plus system time (all its threads), in seconds:
+ * plus system time (all its threads), in seconds ("-" for a process that
+ * could not be read at the start or the end):
  *   cpu_busy_s=S cpu_idle_s=S cpu_pids_s=S[,S...]
  * Exit status: 0 if every file was read, 1 if any failed, 2 on bad usage.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -51,7 +53,9 @@ static size_t buf_size = 128 * 1024;
 #define CPU_PIDS_MAX 8
 
 /* CPU ticks at one moment: all CPUs busy (user, nice, system, irq, softirq;
- * not steal) and idle (idle, iowait), and each watched process's. */
+ * not steal) and idle (idle, iowait), and each watched process's
+ * (CPU_PID_GONE when it could not be read). */
+#define CPU_PID_GONE ULLONG_MAX
 struct cpu_snap {
 	unsigned long long busy, idle;
 	unsigned long long pid[CPU_PIDS_MAX];
@@ -74,7 +78,7 @@ static void cpu_snap(struct cpu_snap *s, const int *pids, size_t npids)
 		char path[64], line[1024], *p;
 		unsigned long long ut = 0, st = 0;
 
-		s->pid[i] = 0;
+		s->pid[i] = CPU_PID_GONE;
 		snprintf(path, sizeof(path), "/proc/%d/stat", pids[i]);
 		f = fopen(path, "r");
 		if (!f)
@@ -98,7 +102,8 @@ static void usage(FILE *out)
 	        "  files=N bytes=N seconds=S files_per_s=R errors=N\n"
 	        "The walk that lists the files is not timed.  With --cpu the line adds the\n"
 	        "CPU-seconds of the timed part: all CPUs busy and idle, and each PID's\n"
-	        "(up to %d; e.g. the file system daemon and its server):\n"
+	        "(up to %d; e.g. the file system daemon and its server; \"-\" when one\n"
+	        "could not be read):\n"
 	        "  cpu_busy_s=S cpu_idle_s=S cpu_pids_s=S[,S...]\n"
 	        "Exit 0 when every file was read, 1 when any open or read failed (the first\n"
 	        "failure is printed).\n",
@@ -314,8 +319,13 @@ int main(int argc, char **argv)
 
 		printf(" cpu_busy_s=%.2f cpu_idle_s=%.2f cpu_pids_s=",
 		       (double)(c1.busy - c0.busy) / hz, (double)(c1.idle - c0.idle) / hz);
-		for (size_t i = 0; i < npids; i++)
-			printf("%s%.2f", i ? "," : "", (double)(c1.pid[i] - c0.pid[i]) / hz);
+		for (size_t i = 0; i < npids; i++) {
+			if (c0.pid[i] == CPU_PID_GONE || c1.pid[i] == CPU_PID_GONE)
+				printf("%s-", i ? "," : "");
+			else
+				printf("%s%.2f", i ? "," : "",
+				       (double)(c1.pid[i] - c0.pid[i]) / hz);
+		}
 	}
 	printf("\n");
 	for (size_t i = 0; i < files.n; i++)

@@ -474,6 +474,10 @@ Test(kvfs, file_bench_reads_the_mount)
 	cr_assert_eq(bytes, want, "%s", out);
 	cr_assert_eq(errors, 0, "%s", out);
 	cr_assert(busy >= 0 && idle >= 0 && dfs >= 0 && dsrv >= 0, "%s", out);
+	/* a process that is not there is "-", not a number */
+	cr_assert_eq(sh("%s --cpu 2147483647,%d %s | grep -q ' cpu_pids_s=-,[0-9.]*$'", fb,
+	                (int)E.kvfs_pid[0], mp(0, "fb")),
+	             0, "no '-' for a process that is gone");
 	/* bad usage is 2, nothing to read is 1 */
 	cr_assert_eq(sh("%s --cpu 0 %s 2>/dev/null", fb, mp(0, "fb")), 2);
 	cr_assert_eq(sh("%s --cpu 1,2,3,4,5,6,7,8,9 %s 2>/dev/null", fb, mp(0, "fb")), 2);
