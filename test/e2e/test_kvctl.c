@@ -199,6 +199,15 @@ static void kvctl_in(struct run *r, const char *in, const char *out_path, ...)
 	cr_assert_eq((r)->status, (want), "%s: exit %d, wanted %d; stderr: %s", (what),            \
 	             (r)->status, (want), (r)->err)
 
+/* kvctl ARGS... must exit 0 (@what names it when it does not). */
+#define kvctl_ok(what, ...)                                                                        \
+	do {                                                                                       \
+		struct run r_;                                                                     \
+		kvctl(&r_, __VA_ARGS__);                                                           \
+		expect_status(&r_, 0, (what));                                                     \
+		run_free(&r_);                                                                     \
+	} while (0)
+
 static void server_start(void)
 {
 	char tmpl[] = "/tmp/kvctl-e2e-XXXXXX";
@@ -304,9 +313,7 @@ static void roundtrip_file(size_t size)
 
 	snprintf(key, sizeof(key), "data/file-%zu", size);
 	make_file(tp("in"), size, (unsigned)size + 1);
-	kvctl(&r, "put", key, tp("in"));
-	expect_status(&r, 0, "put");
-	run_free(&r);
+	kvctl_ok("put", "put", key, tp("in"));
 	kvctl(&r, "get", key, tp("out"));
 	expect_status(&r, 0, "get");
 	cr_assert_eq(r.outlen, 0, "get to a file printed to stdout");
@@ -376,9 +383,7 @@ Test(kvctl, put_no_overwrite_and_mode)
 	struct run r;
 
 	make_file(tp("in"), 100, 1);
-	kvctl(&r, "put", "-m", "0600", "k", tp("in"));
-	expect_status(&r, 0, "put -m");
-	run_free(&r);
+	kvctl_ok("put -m", "put", "-m", "0600", "k", tp("in"));
 	kvctl(&r, "stat", "k");
 	expect_status(&r, 0, "stat");
 	cr_assert_not_null(strstr(r.out, "\nmode 0600\n"), "stat: %s", r.out);
@@ -536,12 +541,8 @@ Test(kvctl, mv_and_no_overwrite)
 	run_free(&r);
 	kvctl(&r, "put", "other", tp("b"));
 	run_free(&r);
-	kvctl(&r, "mv", "src", "dst");
-	expect_status(&r, 0, "mv");
-	run_free(&r);
-	kvctl(&r, "get", "dst", tp("out"));
-	expect_status(&r, 0, "get dst");
-	run_free(&r);
+	kvctl_ok("mv", "mv", "src", "dst");
+	kvctl_ok("get dst", "get", "dst", tp("out"));
 	assert_same_file(tp("a"), tp("out"));
 	kvctl(&r, "stat", "src");
 	expect_status(&r, 3, "stat of the moved-away key");
@@ -559,9 +560,7 @@ Test(kvctl, mv_and_no_overwrite)
 	run_free(&r);
 	assert_same_file(tp("b"), tp("out"));
 
-	kvctl(&r, "mv", "other", "dst");
-	expect_status(&r, 0, "mv replacing");
-	run_free(&r);
+	kvctl_ok("mv replacing", "mv", "other", "dst");
 	kvctl(&r, "get", "dst", tp("out"));
 	run_free(&r);
 	assert_same_file(tp("b"), tp("out"));
@@ -580,9 +579,7 @@ Test(kvctl, rm_then_get_not_found)
 	run_free(&r);
 	kvctl(&r, "put", "r2", tp("in"));
 	run_free(&r);
-	kvctl(&r, "rm", "r1", "r2");
-	expect_status(&r, 0, "rm");
-	run_free(&r);
+	kvctl_ok("rm", "rm", "r1", "r2");
 	kvctl(&r, "get", "r1", tp("never"));
 	expect_status(&r, 3, "get after rm");
 	cr_assert(!strncmp(r.err, "kvctl: get r1: ", 15), "message: %s", r.err);
@@ -655,42 +652,24 @@ Test(kvctl, engine_only_for_values_that_need_it)
 	make_file(tp("small"), 1000, 5);
 	n_none = count_in_log(none);
 	n_tcp = count_in_log(tcp);
-	kvctl(&r, "put", "meta/one", tp("in"));
-	expect_status(&r, 0, "put");
-	run_free(&r);
+	kvctl_ok("put", "put", "meta/one", tp("in"));
 	cr_assert_eq(count_in_log(tcp), n_tcp + 1, "a large put connects with the engine");
-	kvctl(&r, "put", "meta/small", tp("small"));
-	expect_status(&r, 0, "put small");
-	run_free(&r);
-	kvctl(&r, "get", "meta/small", tp("small.out"));
-	expect_status(&r, 0, "get small");
-	run_free(&r);
+	kvctl_ok("put small", "put", "meta/small", tp("small"));
+	kvctl_ok("get small", "get", "meta/small", tp("small.out"));
 	assert_same_file(tp("small"), tp("small.out"));
 	cr_assert_eq(count_in_log(tcp), n_tcp + 1, "a small put or get needs no engine");
-	kvctl(&r, "stats");
-	expect_status(&r, 0, "stats");
-	run_free(&r);
+	kvctl_ok("stats", "stats");
 	kvctl(&r, "ls", "meta/");
 	expect_status(&r, 0, "ls");
 	cr_assert_str_eq(r.out, "meta/one\nmeta/small\n");
 	run_free(&r);
-	kvctl(&r, "stat", "meta/one");
-	expect_status(&r, 0, "stat");
-	run_free(&r);
-	kvctl(&r, "mv", "meta/one", "meta/two");
-	expect_status(&r, 0, "mv");
-	run_free(&r);
-	kvctl(&r, "rm", "meta/small");
-	expect_status(&r, 0, "rm");
-	run_free(&r);
+	kvctl_ok("stat", "stat", "meta/one");
+	kvctl_ok("mv", "mv", "meta/one", "meta/two");
+	kvctl_ok("rm", "rm", "meta/small");
 	cr_assert_eq(count_in_log(tcp), n_tcp + 1, "ls, stat, mv, rm and stats need no engine");
-	kvctl(&r, "--provider", "tcp", "stats");
-	expect_status(&r, 0, "stats -p tcp");
-	run_free(&r);
+	kvctl_ok("stats -p tcp", "--provider", "tcp", "stats");
 	cr_assert_eq(count_in_log(tcp), n_tcp + 2, "an explicit -p is kept");
-	kvctl(&r, "get", "meta/two", tp("out"));
-	expect_status(&r, 0, "get");
-	run_free(&r);
+	kvctl_ok("get", "get", "meta/two", tp("out"));
 	assert_same_file(tp("in"), tp("out"));
 	cr_assert_eq(count_in_log(tcp), n_tcp + 3, "a large get connects with the engine");
 	/* put, put small, get small, stats, ls, stat, mv, rm, get: one each */
@@ -717,12 +696,8 @@ Test(kvctl, without_libfabric)
 	cr_assert_neq(r.status, 0, "put -p tcp without libfabric succeeded");
 	cr_assert_not_null(strstr(r.err, "libfabric.so.1"), "no word of libfabric: %s", r.err);
 	run_free(&r);
-	kvctl(&r, "put", "nolib", tp("in"));
-	expect_status(&r, 0, "put (auto) without libfabric");
-	run_free(&r);
-	kvctl(&r, "get", "nolib", tp("out"));
-	expect_status(&r, 0, "get (auto) without libfabric");
-	run_free(&r);
+	kvctl_ok("put (auto) without libfabric", "put", "nolib", tp("in"));
+	kvctl_ok("get (auto) without libfabric", "get", "nolib", tp("out"));
 	assert_same_file(tp("in"), tp("out"));
 	/* kv-server asked for tcp says the same, and exits (it opens the
 	 * engine before it listens: the test server's port is no obstacle). */
@@ -832,9 +807,7 @@ Test(kvctl, usage_errors_and_help)
 	expect_status(&r, 2, "ls /top");
 	cr_assert_not_null(strstr(r.err, "prefix"), "%s", r.err);
 	run_free(&r);
-	kvctl(&r, "ls", "dir/.");
-	expect_status(&r, 0, "ls dir/. (a partial name is a fine prefix)");
-	run_free(&r);
+	kvctl_ok("ls dir/. (a partial name is a fine prefix)", "ls", "dir/.");
 	{
 		char *argv[] = {(char *)env_path("KVCTL"), NULL};
 
