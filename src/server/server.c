@@ -1152,7 +1152,7 @@ static void do_stats(struct conn *c, const Kvfs__Request *rq)
 	Kvfs__StatsResponse sr = KVFS__STATS_RESPONSE__INIT;
 	struct store_stats st;
 	struct xfer_stats xs = {0};
-	Kvfs__Counter cs[48], *cp[48];
+	Kvfs__Counter cs[64], *cp[64];
 	size_t n = 0;
 
 	s->c.stats++;
@@ -1211,6 +1211,7 @@ static void do_stats(struct conn *c, const Kvfs__Request *rq)
 	CNT("xfer_timeouts", xs.ops_timedout);
 	CNT("xfer_stuck", xs.stuck); /* 1: a provider call has not returned (see xfer_submit) */
 	CNT("xfer_stuck_events", xs.stuck_events);
+	CNT("xfer_locks_released", xs.locks_released);
 #undef CNT
 	sr.n_counters = n;
 	sr.counters = cp;

@@ -447,6 +447,7 @@ void xfer_get_stats(struct xfer_engine *e, struct xfer_stats *s)
 	s->inflight = atomic_load(&e->st.inflight);
 	s->stuck = atomic_load(&e->stuck);
 	s->stuck_events = atomic_load(&e->st.stuck_events);
+	s->locks_released = atomic_load(&e->st.locks_released);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1181,14 +1182,31 @@ static bool take_submissions(struct xfer_engine *e)
  * dead peer held in its region), no deadline fires and every transfer
  * waits forever.  This thread notices a provider call older than twice the
  * deadline (at least 10 s), says so once, and from then on xfer_submit()
- * fails at once with -EDEADLK instead of queueing behind it.  It cannot
- * free the thread; if the call does return, the engine carries on.
+ * fails at once with -EDEADLK instead of queueing behind it.  Before
+ * that, once a call is a second old, it asks the back-end to undo what a
+ * dead peer may have left to block it (ops->unwedge: shm releases the lock
+ * of a dead peer's region), which frees the thread in the case seen here;
+ * if the call does return, the engine carries on.
  */
+static void watchdog_unwedge(struct xfer_engine *e)
+{
+	int n;
+
+	pthread_mutex_unlock(&e->wd_lock); /* never both: xfer_close() takes them in turn */
+	pthread_mutex_lock(&e->lock);
+	n = e->ops->unwedge(e);
+	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_lock(&e->wd_lock);
+	if (n > 0)
+		atomic_fetch_add(&e->st.locks_released, (unsigned)n);
+}
+
 static void *watchdog_main(void *arg)
 {
 	struct xfer_engine *e = arg;
 	uint64_t limit = KV_MAX((uint64_t)e->timeout_ms * 2, 10000) * 1000000ULL;
-	uint64_t last_calls = 0, since = 0; /* when the current call was first seen */
+	const uint64_t unwedge_after = 1000000000ULL; /* no shm post takes a second */
+	uint64_t last_calls = 0, since = 0;           /* when the current call was first seen */
 
 	pthread_mutex_lock(&e->wd_lock);
 	while (!e->wd_stop) {
@@ -1204,6 +1222,8 @@ static void *watchdog_main(void *arg)
 			since = 0;
 			last_calls = calls;
 		}
+		if (since && now - since > unwedge_after && e->ops->unwedge)
+			watchdog_unwedge(e);
 		stuck = since && now - since > limit;
 		if (stuck && !atomic_load(&e->stuck)) {
 			atomic_store(&e->stuck, true);

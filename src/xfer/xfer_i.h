@@ -59,6 +59,11 @@ struct xfer_backend_ops {
 	int (*wait_fd)(struct xfer_engine *e);
 	/* Must the target side be progressed for peers' RMA to complete (shm)? */
 	bool (*needs_target_progress)(struct xfer_engine *e);
+	/* The progress thread has been inside one provider call for a while:
+	 * undo what a dead peer left to block it (shm: the lock in its
+	 * region).  Called from the watchdog with the engine lock held, beside
+	 * the stuck call.  Returns how many things it released.  Optional. */
+	int (*unwedge)(struct xfer_engine *e);
 };
 
 extern const struct xfer_backend_ops xfer_ofi_ops;
@@ -125,7 +130,7 @@ struct xfer_engine {
 	struct {
 		atomic_uint_fast64_t ops_done, ops_failed, ops_timedout;
 		atomic_uint_fast64_t bytes_written, bytes_read, imm_received, inflight;
-		atomic_uint_fast64_t stuck_events;
+		atomic_uint_fast64_t stuck_events, locks_released;
 	} st;
 };
 

@@ -16,7 +16,6 @@
  * efa the provider itself routes same-host peers through shm, so a client
  * and a server on one machine work.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,6 +33,7 @@
 #include "kvfs/log.h"
 #include "kvfs/topo.h"
 #include "xfer_i.h"
+#include "xfer_shm.h"
 
 #define OFI_TAG      "xfer"
 #define OFI_VERSION  FI_VERSION(1, 14)
@@ -50,10 +50,8 @@ struct ofi_be {
 	uint64_t next_key; /* when the provider does not pick keys */
 	int wait_fd;       /* CQ wait fd, -1 when the CQ has none */
 	bool is_shm;
-	uint64_t write_flags; /* FI_DELIVERY_COMPLETE where it is needed */
-	/* shm: process id of each peer, by fi_addr (AV_TABLE indices), 0 unknown */
-	pid_t *shm_pid;
-	size_t shm_npid;
+	uint64_t write_flags;  /* FI_DELIVERY_COMPLETE where it is needed */
+	struct shm_peers *shm; /* shm: its peers' processes and regions (xfer_shm.c) */
 };
 
 static struct ofi_be *be_of(const struct xfer_engine *e)
@@ -130,7 +128,7 @@ static void ofi_teardown(struct ofi_be *b)
 		fi_close(&b->fabric->fid);
 	if (b->info)
 		fi_freeinfo(b->info);
-	free(b->shm_pid);
+	shm_peers_free(b->shm);
 	free(b);
 }
 
@@ -188,33 +186,6 @@ out_err:
 	return ofi_err(r);
 }
 
-/*
- * The shm provider names each endpoint's region /dev/shm/PID:N:M and
- * removes it at close; a process that was killed leaves it behind, and a
- * later process that gets the same PID then fails to open shm with EBUSY.
- * Remove regions of processes that no longer exist.
- */
-static void shm_reap_stale(void)
-{
-	DIR *d = opendir("/dev/shm");
-	struct dirent *de;
-
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		unsigned long pid, a, b;
-		char tail;
-
-		if (sscanf(de->d_name, "%lu:%lu:%lu%c", &pid, &a, &b, &tail) != 3 || pid == 0 ||
-		    pid > 4194304)
-			continue;
-		if (kill((pid_t)pid, 0) < 0 && errno == ESRCH &&
-		    unlinkat(dirfd(d), de->d_name, 0) == 0)
-			KV_DEBUG(OFI_TAG, "removed stale shm region /dev/shm/%s", de->d_name);
-	}
-	closedir(d);
-}
-
 static int ofi_open(struct xfer_engine *e, const struct xfer_opts *o)
 {
 	const char *want = o->provider ? o->provider : "auto";
@@ -258,7 +229,7 @@ static int ofi_open(struct xfer_engine *e, const struct xfer_opts *o)
 		 * it for FI_DELIVERY_COMPLETE as well stalls writes with data. */
 		b->write_flags = b->is_shm ? 0 : FI_DELIVERY_COMPLETE;
 		e->be = b;
-		r = ofi_setup(e, b);
+		r = b->is_shm && !(b->shm = shm_peers_new()) ? -ENOMEM : ofi_setup(e, b);
 		if (r == 0) {
 			size_t maxmsg = b->info->ep_attr->max_msg_size;
 
@@ -298,45 +269,6 @@ static int ofi_addr(const struct xfer_engine *e, void *buf, size_t *len)
 	return r ? ofi_err(r) : 0;
 }
 
-/*
- * libfabric 1.17's shm spins forever (pthread_spin_lock in the peer's shared
- * region) when it posts to a peer that died holding that lock: seen here as
- * a kv-server whose progress thread hung after a kvfs was SIGKILLed.  The
- * peer's address ("fi_shm://PID:...") names its process, so a post first
- * checks that the process still exists and fails with -ECONNRESET if not.
- */
-static void shm_note_pid(struct ofi_be *b, fi_addr_t fa, const void *addr, size_t len)
-{
-	static const char pfx[] = "fi_shm://";
-	char buf[64];
-	long pid;
-
-	if (len >= sizeof(buf) || len <= sizeof(pfx) - 1 || memcmp(addr, pfx, sizeof(pfx) - 1))
-		return;
-	memcpy(buf, addr, len);
-	buf[len] = '\0';
-	pid = strtol(buf + sizeof(pfx) - 1, NULL, 10);
-	if (pid <= 0 || fa > 1000000)
-		return;
-	if (fa >= b->shm_npid) {
-		size_t n = (size_t)fa + 64;
-		pid_t *p = realloc(b->shm_pid, n * sizeof(*p));
-
-		if (!p)
-			return;
-		memset(p + b->shm_npid, 0, (n - b->shm_npid) * sizeof(*p));
-		b->shm_pid = p;
-		b->shm_npid = n;
-	}
-	b->shm_pid[fa] = (pid_t)pid;
-}
-
-static bool shm_peer_dead(const struct ofi_be *b, uint64_t fa)
-{
-	return fa < b->shm_npid && b->shm_pid[fa] > 0 && kill(b->shm_pid[fa], 0) < 0 &&
-	       errno == ESRCH;
-}
-
 static int ofi_peer_insert(struct xfer_engine *e, const void *addr, size_t len, uint64_t *ret)
 {
 	fi_addr_t fa = FI_ADDR_UNSPEC;
@@ -346,8 +278,8 @@ static int ofi_peer_insert(struct xfer_engine *e, const void *addr, size_t len, 
 	r = fi_av_insert(be_of(e)->av, addr, 1, &fa, 0, NULL);
 	if (r != 1 || fa == FI_ADDR_UNSPEC)
 		return r < 0 ? ofi_err(r) : -EINVAL;
-	if (be_of(e)->is_shm)
-		shm_note_pid(be_of(e), fa, addr, len);
+	if (be_of(e)->shm)
+		shm_peer_note(be_of(e)->shm, fa, addr, len);
 	*ret = fa;
 	return 0;
 }
@@ -357,6 +289,8 @@ static void ofi_peer_remove(struct xfer_engine *e, uint64_t prov_addr)
 	fi_addr_t fa = prov_addr;
 
 	fi_av_remove(be_of(e)->av, &fa, 1, 0);
+	if (be_of(e)->shm)
+		shm_peer_forget(be_of(e)->shm, prov_addr);
 }
 
 static int ofi_mr_reg(struct xfer_engine *e, struct xfer_mr *mr, unsigned access)
@@ -412,7 +346,7 @@ static int ofi_post(struct xfer_engine *e, enum xfer_opcode op, uint64_t peer,
 	struct fi_msg_rma msg = {0};
 	ssize_t r;
 
-	if (b->is_shm && shm_peer_dead(b, peer))
+	if (b->shm && shm_peer_dead(b->shm, peer))
 		return -ECONNRESET;
 	if (seg->len) {
 		iov.iov_base = (char *)seg->mr->buf + seg->loff;
@@ -504,6 +438,11 @@ static bool ofi_needs_target_progress(struct xfer_engine *e)
 	return be_of(e)->is_shm || be_of(e)->wait_fd < 0;
 }
 
+static int ofi_unwedge(struct xfer_engine *e)
+{
+	return be_of(e)->shm ? shm_unwedge(be_of(e)->shm) : 0;
+}
+
 const struct xfer_backend_ops xfer_ofi_ops = {
         .name = "ofi",
         .open = ofi_open,
@@ -517,4 +456,5 @@ const struct xfer_backend_ops xfer_ofi_ops = {
         .progress = ofi_progress,
         .wait_fd = ofi_wait_fd,
         .needs_target_progress = ofi_needs_target_progress,
+        .unwedge = ofi_unwedge,
 };

@@ -290,14 +290,16 @@ static void client_dies_mid_get(const char *prov)
 	for (i = 0; i < 200 && counter(kvc, "pinned_items") != 0; i++)
 		usleep(50000);
 	if (counter(kvc, "pinned_items") != 0) {
-		/* as in client_dies_mid_put: say where the server is (the known
-		 * libfabric shm race, docs/reliability.md, shows as a thread in
-		 * __pthread_spin_lock and xfer_stuck_events > 0) */
+		/* as in client_dies_mid_put: say where the server is (the
+		 * libfabric shm lock race, docs/reliability.md, shows as a thread
+		 * in __pthread_spin_lock and xfer_stuck_events > 0) */
 		srv_dump_log(&s);
 		srv_dump_stacks(&s);
 	}
-	cr_assert_eq(counter(kvc, "pinned_items"), 0, "pin leaked (xfer_stuck_events %llu)",
-	             (unsigned long long)counter(kvc, "xfer_stuck_events"));
+	cr_assert_eq(counter(kvc, "pinned_items"), 0,
+	             "pin leaked (xfer_stuck_events %llu, xfer_locks_released %llu)",
+	             (unsigned long long)counter(kvc, "xfer_stuck_events"),
+	             (unsigned long long)counter(kvc, "xfer_locks_released"));
 	cr_assert_eq(counter(kvc, "pinned_bytes"), 0);
 	check_value(kvc, "victim", big, 6);
 	cr_assert_eq(kvc_delete(kvc, "victim", 6, 0), 0);

@@ -556,6 +556,87 @@ static void count_done(void *arg, const struct xfer_comp *c)
 	atomic_fetch_add((atomic_int *)arg, 1);
 }
 
+struct done_status {
+	atomic_int done;
+	atomic_int status;
+};
+
+static void note_done(void *arg, const struct xfer_comp *c)
+{
+	struct done_status *d = arg;
+
+	atomic_store(&d->status, c->status);
+	atomic_store(&d->done, 1);
+}
+
+/* A shm peer dies holding the spin lock of its own region (libfabric's
+ * progress takes it all the time, so a killed client often does) while
+ * our post waits for that lock.  The watchdog releases the dead peer's
+ * lock, and the write fails by its deadline instead of spinning for good;
+ * nothing is reported stuck, and the engine goes on serving another peer.
+ * Without the release the write never completes. */
+Test(xfer_shm, peer_dies_holding_its_lock, .timeout = 120)
+{
+	const size_t size = 4 * 1024 * 1024;
+	struct done_status d = {0};
+	struct xfer_opts o;
+	struct xfer_engine *e;
+	struct xfer_mr *buf;
+	struct xfer_stats st;
+	struct child c, c2;
+	xfer_peer_t peer, peer2;
+	uint64_t t0;
+	int r;
+
+	kv_log_level = KV_LOG_ERR;
+	child_start(&c, NULL, "shm", "-", size, 1);
+	child_start(&c2, NULL, "shm", "-", size, 2);
+	xfer_opts_init(&o);
+	o.provider = "shm";
+	o.timeout_ms = 3000;
+	cr_assert_eq(xfer_open(&o, &e), 0);
+	cr_assert_eq(xfer_peer_add(e, c.addr, c.alen, &peer), 0);
+	cr_assert_eq(xfer_peer_add(e, c2.addr, c2.alen, &peer2), 0);
+	cr_assert_eq(xfer_buf_alloc(e, size, ACC_ALL, &buf), 0);
+	pat_fill(xfer_mr_addr(buf), size, 7);
+	struct one_xfer x;
+
+	one_xfer_init(&x, peer, XFER_WRITE, buf, 0, &c.desc, 0, size);
+	r = xfer_submit_wait(e, &x.op);
+	cr_assert_eq(r, 0, "write to the live peer: %s", strerror(-r));
+
+	child_expect(&c, "LOCK", "LOCKED");
+	x.op.cb = note_done;
+	x.op.cb_arg = &d;
+	cr_assert_eq(xfer_submit(e, &x.op), 0);
+	usleep(300000);
+	cr_assert_eq(atomic_load(&d.done), 0, "the write went through a held lock: %d",
+	             atomic_load(&d.status));
+	kill(c.pid, SIGKILL);
+	waitpid(c.pid, NULL, 0);
+	t0 = kv_now_ms();
+	while (kv_now_ms() - t0 < 20000 && !atomic_load(&d.done))
+		usleep(20000);
+	xfer_get_stats(e, &st);
+	cr_assert_eq(atomic_load(&d.done), 1,
+	             "the write to the dead peer never completed (stuck %llu, locks released %llu)",
+	             (unsigned long long)st.stuck, (unsigned long long)st.locks_released);
+	cr_assert_lt(atomic_load(&d.status), 0, "a write into a dead peer succeeded");
+	cr_assert_eq(st.locks_released, 1);
+	cr_assert_eq(st.stuck_events, 0, "reported stuck although released");
+
+	/* the engine still serves the other peer */
+	one_xfer_init(&x, peer2, XFER_WRITE, buf, 0, &c2.desc, 0, size);
+	r = xfer_submit_wait(e, &x.op);
+	cr_assert_eq(r, 0, "write to the other peer afterwards: %s", strerror(-r));
+	child_expect(&c2, "CHECK 7", "OK");
+	child_stop(&c2);
+	fclose(c.in);
+	fclose(c.out);
+	xfer_mr_dereg(buf);
+	xfer_close(e);
+}
+
 /* A provider call that does not return (here the engine's test hook makes
  * the first post sleep 13 s inside the provider window): after twice the
  * deadline, at least 10 s, the watchdog reports it, new submissions fail at

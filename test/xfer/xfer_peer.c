@@ -6,6 +6,9 @@
  *   PEER <addr-hex> <desc.addr> <desc.len> <desc.key>
  * and then answers stdin commands:
  *   CHECK <seed>  -> "OK" or "BAD <offset>"  (buffer holds that pattern?)
+ *   LOCK          -> "LOCKED" (shm: takes the spin lock of our own region
+ *                    and keeps it, as libfabric's progress does for a moment:
+ *                    a peer killed now dies holding it) or "NOLOCK <why>"
  *   QUIT or EOF   -> exit 0
  * Immediates received are printed as "IMM <value>".
  */
@@ -17,6 +20,7 @@
 #include <unistd.h>
 
 #include "kvfs/log.h"
+#include "xfer_shm.h"
 #include "xfer_test.h"
 
 static void on_imm(void *arg, uint32_t imm)
@@ -85,6 +89,23 @@ int main(int argc, char **argv)
 				n = snprintf(line, sizeof(line), "OK\n");
 			else
 				n = snprintf(line, sizeof(line), "BAD %ld\n", bad);
+			if (write(STDOUT_FILENO, line, (size_t)n) < 0)
+				return 1;
+		} else if (!strncmp(line, "LOCK", 4)) {
+			/* our address is "fi_shm://NAME", the region /dev/shm/NAME */
+			char name[XFER_ADDR_MAX + 1] = "";
+			pthread_spinlock_t *lock = NULL;
+
+			errno = EPROTO;
+			if (alen > 9 && !memcmp(addr, "fi_shm://", 9)) {
+				memcpy(name, addr + 9, alen - 9);
+				lock = shm_lock_map(name, getpid());
+			}
+
+			if (lock)
+				pthread_spin_lock(lock); /* and never unlock it */
+			n = lock ? snprintf(line, sizeof(line), "LOCKED\n")
+			         : snprintf(line, sizeof(line), "NOLOCK %s\n", strerror(errno));
 			if (write(STDOUT_FILENO, line, (size_t)n) < 0)
 				return 1;
 		} else if (!strncmp(line, "QUIT", 4)) {

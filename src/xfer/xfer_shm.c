@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libfabric's shm provider and peers that die.
+ *
+ * shm keeps each endpoint's command queue in a region, /dev/shm/PID:UID:N,
+ * guarded by a spin lock inside the region (struct smr_region,
+ * include/ofi_shm.h in libfabric).  A sender takes the *receiver's* lock
+ * for every post; a process takes its own lock each time it progresses,
+ * which a client waiting for a transfer does all the time.  A process
+ * SIGKILLed while it held its own lock leaves it held for good, and the
+ * next post to it spins forever in pthread_spin_lock -- in the engine's
+ * progress thread, which also enforces every deadline.
+ *
+ * The defences, cheapest first:
+ *  - shm_reap_stale(): a region left by a killed process is removed (else
+ *    a later process with the same pid cannot open shm: EBUSY);
+ *  - shm_peer_dead(): before each post, the peer's process must exist
+ *    (the engine also polls a pidfd when kv-server gave it one);
+ *  - shm_unwedge(): the peer can still die after that check, holding the
+ *    lock, while the post waits for it.  The engine's watchdog calls this
+ *    when a provider call has not returned for a second: the lock of
+ *    every peer whose process is gone is released, since its holder never
+ *    will.  The post then goes on into the dead region and fails (the
+ *    process_vm_writev to a dead pid), so the transfer ends in an error.
+ *    This writes into libfabric's region header, whose layout is
+ *    libfabric's: it acts only on the header version it knows (4:
+ *    libfabric 1.17 and 1.18, same prefix) and only on a region whose
+ *    header names the dead process.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kvfs/log.h"
+#include "xfer_shm.h"
+
+#define SHM_TAG       "xfer"
+#define SHM_PREFIX    "fi_shm://"
+#define SHM_MAX_PEERS 256 /* libfabric's SMR_MAX_PEERS: AV_TABLE indices stay below */
+#define SHM_NAME_MAX  64  /* "PID:UID:N" */
+
+/* The start of libfabric's struct smr_region, header version 4. */
+struct shm_hdr_v4 {
+	uint8_t version;
+	uint8_t resv;
+	uint16_t flags;
+	int pid;
+	uint8_t cma_cap_peer;
+	uint8_t cma_cap_self;
+	uint32_t max_sar_buf_per_peer;
+	void *base_addr;
+	pthread_spinlock_t lock; /* what "free" is depends on the C library's port */
+};
+#define SHM_HDR_VERSION 4
+
+struct shm_peer {
+	atomic_int pid; /* 0: no peer at this fi_addr */
+	bool done;      /* shm_unwedge() released its lock or gave up on it: once */
+	char name[SHM_NAME_MAX];
+};
+
+struct shm_peers {
+	struct shm_peer p[SHM_MAX_PEERS];
+};
+
+void shm_reap_stale(void)
+{
+	DIR *d = opendir("/dev/shm");
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		unsigned long pid, a, b;
+		char tail;
+
+		if (sscanf(de->d_name, "%lu:%lu:%lu%c", &pid, &a, &b, &tail) != 3 || pid == 0 ||
+		    pid > 4194304)
+			continue;
+		if (kill((pid_t)pid, 0) < 0 && errno == ESRCH &&
+		    unlinkat(dirfd(d), de->d_name, 0) == 0)
+			KV_DEBUG(SHM_TAG, "removed stale shm region /dev/shm/%s", de->d_name);
+	}
+	closedir(d);
+}
+
+struct shm_peers *shm_peers_new(void)
+{
+	return calloc(1, sizeof(struct shm_peers));
+}
+
+void shm_peers_free(struct shm_peers *t)
+{
+	free(t);
+}
+
+void shm_peer_note(struct shm_peers *t, uint64_t fa, const void *addr, size_t len)
+{
+	const size_t plen = sizeof(SHM_PREFIX) - 1;
+	char name[SHM_NAME_MAX];
+	long pid;
+
+	if (fa >= SHM_MAX_PEERS || len <= plen || memcmp(addr, SHM_PREFIX, plen))
+		return;
+	len = strnlen((const char *)addr + plen, len - plen); /* may end in a NUL */
+	if (len >= sizeof(name))
+		return;
+	memcpy(name, (const char *)addr + plen, len);
+	name[len] = '\0';
+	pid = strtol(name, NULL, 10);
+	if (pid <= 0 || pid > 4194304)
+		return;
+	memcpy(t->p[fa].name, name, len + 1);
+	t->p[fa].done = false;
+	atomic_store_explicit(&t->p[fa].pid, (int)pid, memory_order_release);
+}
+
+void shm_peer_forget(struct shm_peers *t, uint64_t fa)
+{
+	if (fa < SHM_MAX_PEERS)
+		atomic_store_explicit(&t->p[fa].pid, 0, memory_order_release);
+}
+
+static bool pid_gone(pid_t pid)
+{
+	return kill(pid, 0) < 0 && errno == ESRCH;
+}
+
+bool shm_peer_dead(const struct shm_peers *t, uint64_t fa)
+{
+	pid_t pid;
+
+	if (fa >= SHM_MAX_PEERS)
+		return false;
+	pid = atomic_load_explicit(&t->p[fa].pid, memory_order_acquire);
+	return pid > 0 && pid_gone(pid);
+}
+
+/* Gone, or a zombie: nothing of it runs any more.  (A process that is
+ * still tearing down after SIGKILL shows up on a later call.) */
+static bool pid_dead(pid_t pid)
+{
+	char path[32], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	if (pid_gone(pid))
+		return true;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	p = strrchr(buf, ')'); /* "PID (comm) S ...": comm may hold anything */
+	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+pthread_spinlock_t *shm_lock_map(const char *name, pid_t pid)
+{
+	struct shm_hdr_v4 *h;
+	struct stat st;
+	int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st) < 0 || (size_t)st.st_size < sizeof(*h)) {
+		close(fd);
+		errno = EPROTO; /* too short for a header: touching it would fault */
+		return NULL;
+	}
+	h = mmap(NULL, sizeof(*h), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (h == MAP_FAILED)
+		return NULL;
+	if (h->version != SHM_HDR_VERSION || h->pid != pid) {
+		errno = h->version != SHM_HDR_VERSION ? EPROTO : ESRCH;
+		munmap(h, sizeof(*h));
+		return NULL;
+	}
+	return &h->lock;
+}
+
+void shm_lock_unmap(pthread_spinlock_t *lock)
+{
+	if (lock)
+		munmap((char *)lock - offsetof(struct shm_hdr_v4, lock), sizeof(struct shm_hdr_v4));
+}
+
+int shm_unwedge(struct shm_peers *t)
+{
+	pthread_spinlock_t fresh; /* a free lock: 1 on x86-64 glibc, 0 elsewhere */
+	int released = 0;
+
+	pthread_spin_init(&fresh, PTHREAD_PROCESS_SHARED);
+	for (size_t i = 0; i < SHM_MAX_PEERS; i++) {
+		pid_t pid = atomic_load_explicit(&t->p[i].pid, memory_order_acquire);
+		pthread_spinlock_t *lock, now;
+
+		if (pid <= 0 || t->p[i].done || !pid_dead(pid))
+			continue;
+		lock = shm_lock_map(t->p[i].name, pid);
+		if (!lock) {
+			if (errno == EPROTO) {
+				t->p[i].done = true;
+				KV_WARN(SHM_TAG, "shm region %s: unknown layout, lock not released",
+				        t->p[i].name);
+			}
+			continue;
+		}
+		now = __atomic_load_n(lock, __ATOMIC_ACQUIRE);
+		if (now != fresh) {
+			/* Its holder is dead; the next to take it is our own
+			 * waiting post, so release it only this once. */
+			pthread_spin_unlock(lock);
+			t->p[i].done = true;
+			released++;
+			KV_WARN(SHM_TAG,
+			        "process %d died holding the lock of shm region %s: released it",
+			        (int)pid, t->p[i].name);
+		}
+		shm_lock_unmap(lock);
+	}
+	return released;
+}

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the libfabric back-end does about shm peers that die (xfer_shm.c).
+ * All of it is about one provider weakness; see the comment there.
+ */
+#ifndef KVFS_XFER_SHM_H
+#define KVFS_XFER_SHM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct shm_peers;
+
+/* Remove /dev/shm regions of processes that no longer exist. */
+void shm_reap_stale(void);
+
+/* The table of shm peers (pid and region name by fi_addr).  Writers
+ * (note, forget, unwedge) are serialized by the caller; shm_peer_dead()
+ * may run beside them. */
+struct shm_peers *shm_peers_new(void);
+void shm_peers_free(struct shm_peers *t);
+/* Remember the peer at @fa from the address it sent ("fi_shm://PID:..."). */
+void shm_peer_note(struct shm_peers *t, uint64_t fa, const void *addr, size_t len);
+void shm_peer_forget(struct shm_peers *t, uint64_t fa);
+/* Does the peer's process no longer exist?  Cheap: one kill(pid, 0). */
+bool shm_peer_dead(const struct shm_peers *t, uint64_t fa);
+/* Release the region lock of every peer whose process has exited (or is a
+ * zombie) while holding it.  Returns how many locks were released. */
+int shm_unwedge(struct shm_peers *t);
+
+/*
+ * Map the header of region @name (no "fi_shm://" prefix) and return its
+ * spin lock, or NULL with errno: ENOENT (no such region), EPROTO (a
+ * layout this code does not know), ESRCH (the region is not @pid's).
+ * Release with shm_lock_unmap().  Exposed for the test peer, which uses
+ * it to hold its own lock as libfabric's progress does.
+ */
+pthread_spinlock_t *shm_lock_map(const char *name, pid_t pid);
+void shm_lock_unmap(pthread_spinlock_t *lock);
+
+#endif /* KVFS_XFER_SHM_H */
