@@ -30,8 +30,11 @@
  * completion for it is swallowed; the engine stops using the peer (later
  * submits to it fail with -ECONNRESET) until xfer_peer_add() adds it again.
  * The local memory of an operation that timed out may still be touched by
- * the provider until the peer's connection is torn down; callers drop such
- * buffers with xfer_mr_dereg_lost() instead of reusing them.
+ * the provider until the peer's connection is torn down (its completion
+ * says so: xfer_comp.unsettled); callers drop such buffers with
+ * xfer_mr_dereg_lost() instead of reusing them, or ask for a second
+ * completion once the provider has given the memory back
+ * (op->notify_settled; not delivered at xfer_close()).
  *
  * Safety
  * ------
@@ -203,6 +206,12 @@ struct xfer_comp {
 	uint64_t cookie; /* op->cookie */
 	int status;      /* 0 or a negative errno */
 	uint64_t bytes;  /* bytes moved (all of them on success) */
+	/* status < 0 while some segments are still at the provider: it may
+	 * still read or write the op's local memory (a peer that was paused
+	 * past the deadline sends its data late).  With op->notify_settled a
+	 * second completion follows, with settled set, once none is left. */
+	bool unsettled;
+	bool settled; /* that second completion: the local memory is free */
 };
 
 typedef void (*xfer_cb_t)(void *arg, const struct xfer_comp *comp);
@@ -223,6 +232,10 @@ struct xfer_op {
 	bool has_imm; /* WRITE only: deliver @imm to the peer's on_imm after all bytes land */
 	uint32_t imm;
 	int timeout_ms; /* 0 = engine default */
+	/* Deliver a second completion (settled) after an unsettled one: for
+	 * callers that must not reuse the local memory before the provider
+	 * has given it back (kv-server's arena). */
+	bool notify_settled;
 	uint64_t cookie;
 	/* Exactly one of these receives the completion. */
 	xfer_cb_t cb;

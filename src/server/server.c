@@ -114,7 +114,8 @@ struct srv {
 	size_t tokenlen;
 	bool auth;
 	bool stopping;
-	unsigned ops; /* RDMA ops in flight, all connections */
+	unsigned ops;       /* RDMA ops in flight, all connections */
+	unsigned unsettled; /* failed ops whose arena range the provider still holds */
 	struct {
 		uint64_t gets, puts, deletes, lists, renames, setattrs, stats, stat_calls;
 		uint64_t get_bytes, put_bytes, rdma_gets, rdma_puts, inline_gets, inline_puts;
@@ -618,6 +619,7 @@ static int op_submit(struct conn *c, struct srv_op *op, enum xfer_opcode opc, ui
 	                    .remote = op->rsge,
 	                    .nremote = nrsge,
 	                    .timeout_ms = s->o.timeout_ms,
+	                    .notify_settled = true, /* see op_settled() */
 	                    .cookie = (uint64_t)(uintptr_t)op,
 	                    .cq = s->cq};
 	int r = xfer_submit(s->eng, &x);
@@ -870,7 +872,21 @@ static bool conn_failure(int err)
 	}
 }
 
-static void op_complete(struct srv *s, struct srv_op *op, int status)
+/* The provider gave back the last segment of an op that had failed with
+ * some still posted (xfer_comp.unsettled): only now may its arena range be
+ * reused.  Before, a client paused past the deadline sent the rest of its
+ * PUT late, into a range that by then held another value. */
+static void op_settled(struct srv *s, struct srv_op *op)
+{
+	if (op->kind == OP_GET)
+		store_item_unpin(s->store, op->item);
+	else
+		store_put_abort(s->store, op->resv);
+	s->unsettled--;
+	op_free(op);
+}
+
+static void op_complete(struct srv *s, struct srv_op *op, int status, bool unsettled)
 {
 	struct conn *c = op->conn;
 	Kvfs__Response resp = KVFS__RESPONSE__INIT;
@@ -911,7 +927,8 @@ static void op_complete(struct srv *s, struct srv_op *op, int status)
 			resp.get = &gr;
 			s->c.get_bytes += op->bytes;
 		}
-		store_item_unpin(s->store, op->item);
+		if (!unsettled)
+			store_item_unpin(s->store, op->item);
 	} else {
 		if (r == 0) {
 			r = store_put_commit(s->store, op->resv, &op->cond, op->mode,
@@ -923,7 +940,7 @@ static void op_complete(struct srv *s, struct srv_op *op, int status)
 				s->c.put_bytes += op->bytes;
 			}
 		}
-		if (r < 0)
+		if (r < 0 && !unsettled)
 			store_put_abort(s->store, op->resv);
 	}
 	c->ops--;
@@ -935,6 +952,16 @@ static void op_complete(struct srv *s, struct srv_op *op, int status)
 		respond(c, op->id, r, msg, &resp);
 		conn_arm(c);
 	}
+	if (unsettled) { /* op_settled() follows */
+		KV_INFO(TAG,
+		        "%s: %s: the provider still holds part of it; its %s stays held until "
+		        "it gives it back",
+		        c->name, op->kind == OP_GET ? "GET" : "PUT",
+		        op->kind == OP_GET ? "value" : "reservation");
+		op->conn = NULL;
+		s->unsettled++;
+		return;
+	}
 	op_free(op);
 }
 
@@ -945,8 +972,11 @@ static void srv_reap(struct srv *s)
 
 	while ((n = xfer_cq_poll(s->cq, comps, 64)) > 0)
 		for (int i = 0; i < n; i++)
-			op_complete(s, (struct srv_op *)(uintptr_t)comps[i].cookie,
-			            comps[i].status);
+			if (comps[i].settled)
+				op_settled(s, (struct srv_op *)(uintptr_t)comps[i].cookie);
+			else
+				op_complete(s, (struct srv_op *)(uintptr_t)comps[i].cookie,
+				            comps[i].status, comps[i].unsettled);
 }
 
 struct list_ctx {
@@ -1206,6 +1236,7 @@ static void do_stats(struct conn *c, const Kvfs__Request *rq)
 	CNT("errors", s->c.errors);
 	CNT("rdma_failures", s->c.rdma_failures);
 	CNT("rdma_inflight", s->ops);
+	CNT("rdma_unsettled", s->unsettled); /* failed, memory not yet given back */
 	CNT("xfer_ops_done", xs.ops_done);
 	CNT("xfer_ops_failed", xs.ops_failed);
 	CNT("xfer_timeouts", xs.ops_timedout);

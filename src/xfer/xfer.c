@@ -63,6 +63,8 @@ struct xfer_req {
 	uint64_t bytes;      /* bytes of completed segments */
 	uint64_t total;      /* bytes of the whole op */
 	bool completed;      /* user completion delivered */
+	bool notify_settled; /* op->notify_settled */
+	bool owes_settled;   /* delivered unsettled: a settled completion follows at retire */
 	struct xfer_seg one; /* storage when nsegs == 1 */
 };
 
@@ -314,13 +316,25 @@ static void req_free(struct xfer_req *rq)
 	free(rq);
 }
 
+static void comp_push(struct xfer_req *rq, const struct xfer_comp *c)
+{
+	if (rq->cb)
+		rq->cb(rq->cb_arg, c);
+	else if (rq->cq)
+		cq_push(rq->cq, c);
+}
+
 static void deliver(struct xfer_engine *e, struct xfer_req *rq, int status)
 {
-	struct xfer_comp c = {.cookie = rq->cookie, .status = status, .bytes = rq->bytes};
+	struct xfer_comp c = {.cookie = rq->cookie,
+	                      .status = status,
+	                      .bytes = rq->bytes,
+	                      .unsettled = status < 0 && rq->posted > 0};
 
 	if (rq->completed)
 		return;
 	rq->completed = true;
+	rq->owes_settled = c.unsettled && rq->notify_settled;
 	/* Segments still at the provider become zombies: they no longer count
 	 * against max_inflight, so a dead peer that never returns them (shm)
 	 * cannot starve operations to other peers. */
@@ -337,10 +351,7 @@ static void deliver(struct xfer_engine *e, struct xfer_req *rq, int status)
 		if (status == -ETIMEDOUT)
 			atomic_fetch_add(&e->st.ops_timedout, 1);
 	}
-	if (rq->cb)
-		rq->cb(rq->cb_arg, &c);
-	else if (rq->cq)
-		cq_push(rq->cq, &c);
+	comp_push(rq, &c);
 }
 
 static void lost_free(struct xfer_engine *e);
@@ -888,6 +899,7 @@ int xfer_submit(struct xfer_engine *e, const struct xfer_op *op)
 	rq->has_imm = op->has_imm;
 	rq->imm = op->imm;
 	rq->cookie = op->cookie;
+	rq->notify_settled = op->notify_settled;
 	rq->cb = op->cb;
 	rq->cb_arg = op->cb_arg;
 	rq->cq = op->cq;
@@ -995,6 +1007,11 @@ static void live_unlink(struct xfer_engine *e, struct xfer_req *rq)
 static void req_maybe_retire(struct xfer_engine *e, struct xfer_req *rq)
 {
 	if (rq->completed && rq->posted == 0) {
+		if (rq->owes_settled) {
+			struct xfer_comp c = {.cookie = rq->cookie, .status = 0, .settled = true};
+
+			comp_push(rq, &c);
+		}
 		live_unlink(e, rq);
 		pthread_mutex_lock(&e->lock);
 		if (rq->peer < e->npeers && e->peers[rq->peer].refs) {

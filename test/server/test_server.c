@@ -262,6 +262,118 @@ Test(server_shm, client_dies_mid_put, .timeout = 120)
 	client_dies_mid_put("shm");
 }
 
+/* A client paused (SIGSTOP) past the server's deadline in the middle of
+ * its PUT sends the rest of the value once it resumes.  By then the server
+ * has answered TIMEOUT, but it must not have given the value's range to
+ * anyone else, or the late bytes land in another value (they did, before
+ * xfer_comp.unsettled).  So the range stays reserved until the provider
+ * gives it back -- a PUT that needs the room meanwhile finds the server
+ * full -- and every value reads back intact.  When the pause caught no
+ * segment at the provider, nothing can land late and the room is free at
+ * once; that attempt is repeated.  (tcp: over shm the server copies from a
+ * paused client without its help.) */
+static pid_t spawn_paused_put(const struct srv *s, const void *b, size_t big, int *ready_fd)
+{
+	int p[2];
+	pid_t pid;
+
+	cr_assert_eq(pipe(p), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct kvc_opts o;
+		struct kvc *c;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* never left stopped */
+		close(p[0]);
+		kvc_opts_init(&o);
+		o.server = s->addr;
+		o.provider = "tcp";
+		o.timeout_ms = 120000;
+		/* an RDMA PUT first, so the transfer connection is up and the
+		 * big one's segments go straight out */
+		if (kvc_connect(&o, &c) || kvc_put(c, "warm", 4, b, MIB, NULL, NULL) ||
+		    write(p[1], "w", 1) != 1)
+			_exit(3);
+		_exit(kvc_put(c, "paused", 6, b, big, NULL, NULL) == 0 ? 0 : 1);
+	}
+	close(p[1]);
+	*ready_fd = p[0];
+	return pid;
+}
+
+Test(server_tcp, paused_client_late_put_lands_nowhere, .timeout = 240)
+{
+	const char *extra[] = {"--timeout", "1500", NULL};
+	const size_t big = 160 * MIB;
+	struct srv s = {0};
+	struct kvc_entry e;
+	struct kvc *kvc;
+	bool caught = false;
+	uint64_t t0, fails0;
+	int st, r, fd;
+	char ch;
+	pid_t pid;
+	void *b;
+
+	srv_start_args(&s, "tcp", "200M", extra); /* room for one such value */
+	kvc = connect_to(&s, "tcp");
+	b = xmalloc(big);
+	for (int attempt = 0; attempt < 6 && !caught; attempt++) {
+		fill(b, big, 9);
+		fails0 = counter(kvc, "rdma_failures");
+		pid = spawn_paused_put(&s, b, big, &fd);
+		cr_assert_eq(read(fd, &ch, 1), 1, "the client could not warm up");
+		close(fd);
+		t0 = kv_now_ms();
+		while (kv_now_ms() - t0 < 60000 && counter(kvc, "reservations") == 0)
+			usleep(500);
+		kill(pid, SIGSTOP);
+		/* past the server's deadline it answers TIMEOUT to the paused client */
+		while (kv_now_ms() - t0 < 60000 && counter(kvc, "rdma_failures") == fails0 &&
+		       counter(kvc, "reservations") != 0)
+			usleep(20000);
+		caught = counter(kvc, "rdma_unsettled") == 1;
+		fill(b, big, 11); /* not what the paused client sends */
+		r = kvc_put(kvc, "other", 5, b, big, NULL, NULL);
+		if (caught)
+			cr_assert_eq(
+			        r, -ENOSPC,
+			        "the range of the paused PUT was given away: PUT answered %d (%s)",
+			        r, kvc_strerror());
+		else
+			cr_assert(r == 0 || r == -ENOSPC, "PUT other: %d (%s)", r, kvc_strerror());
+		kill(pid, SIGCONT);
+		cr_assert_eq(waitpid(pid, &st, 0), pid);
+		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) <= 1, "the paused client: status %d",
+		          st);
+		/* whatever came late has landed (or the range is still held) */
+		t0 = kv_now_ms();
+		while (kv_now_ms() - t0 < 30000 &&
+		       (counter(kvc, "reservations") != 0 || counter(kvc, "rdma_unsettled") != 0))
+			usleep(20000);
+		cr_assert_eq(counter(kvc, "reservations"), 0, "reservation leaked");
+		cr_assert_eq(counter(kvc, "rdma_unsettled"), 0);
+		if (r == 0)
+			check_value(kvc, "other", big, 11); /* no late byte landed in it */
+		if (caught)
+			cr_assert_eq(kvc_stat(kvc, "paused", 6, &e), -ENOENT,
+			             "a timed-out PUT was stored");
+		kvc_delete(kvc, "paused", 6, 0);
+		kvc_delete(kvc, "other", 5, 0);
+		kvc_delete(kvc, "warm", 4, 0);
+	}
+	cr_assert(caught, "no attempt paused the client with segments of its PUT in flight");
+	/* the room is usable again */
+	fill(b, big, 10);
+	cr_assert_eq(kvc_put(kvc, "other", 5, b, big, NULL, NULL), 0, "PUT other: %s",
+	             kvc_strerror());
+	check_value(kvc, "other", big, 10);
+	free(b);
+	kvc_close(kvc);
+	srv_done(&s);
+}
+
 /* A client dies while the server RDMA-WRITEs its GET: the value's pin is
  * released, the value is intact, and deleting it frees its space. */
 static void client_dies_mid_get(const char *prov)
