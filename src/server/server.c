@@ -943,15 +943,6 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 		if (r < 0 && !unsettled)
 			store_put_abort(s->store, op->resv);
 	}
-	c->ops--;
-	s->ops--;
-	if (c->closed) {
-		if (c->ops == 0)
-			conn_free(c);
-	} else {
-		respond(c, op->id, r, msg, &resp);
-		conn_arm(c);
-	}
 	if (unsettled) { /* op_settled() follows */
 		KV_INFO(TAG,
 		        "%s: %s: the provider still holds part of it; its %s stays held until "
@@ -960,9 +951,18 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 		        op->kind == OP_GET ? "value" : "reservation");
 		op->conn = NULL;
 		s->unsettled++;
-		return;
 	}
-	op_free(op);
+	c->ops--;
+	s->ops--;
+	if (c->closed) {
+		if (c->ops == 0)
+			conn_free(c); /* c is gone from here on */
+	} else {
+		respond(c, op->id, r, msg, &resp);
+		conn_arm(c);
+	}
+	if (!unsettled)
+		op_free(op);
 }
 
 static void srv_reap(struct srv *s)

@@ -324,6 +324,16 @@ static void comp_push(struct xfer_req *rq, const struct xfer_comp *c)
 		cq_push(rq->cq, c);
 }
 
+/* The second completion of an unsettled op: the provider can no longer
+ * touch its local memory. */
+static void settle(struct xfer_req *rq)
+{
+	struct xfer_comp c = {.cookie = rq->cookie, .status = 0, .settled = true};
+
+	rq->owes_settled = false;
+	comp_push(rq, &c);
+}
+
 static void deliver(struct xfer_engine *e, struct xfer_req *rq, int status)
 {
 	struct xfer_comp c = {.cookie = rq->cookie,
@@ -1007,11 +1017,8 @@ static void live_unlink(struct xfer_engine *e, struct xfer_req *rq)
 static void req_maybe_retire(struct xfer_engine *e, struct xfer_req *rq)
 {
 	if (rq->completed && rq->posted == 0) {
-		if (rq->owes_settled) {
-			struct xfer_comp c = {.cookie = rq->cookie, .status = 0, .settled = true};
-
-			comp_push(rq, &c);
-		}
+		if (rq->owes_settled)
+			settle(rq);
 		live_unlink(e, rq);
 		pthread_mutex_lock(&e->lock);
 		if (rq->peer < e->npeers && e->peers[rq->peer].refs) {
@@ -1144,8 +1151,17 @@ static int post_ready(struct xfer_engine *e)
 	return did;
 }
 
-/* Fail what is past its deadline or aimed at a failed peer; returns the
- * earliest remaining deadline. */
+/* Has the process at the other end of @rq exited?  Then it can never touch
+ * our memory again, whatever the provider still holds (shm returns nothing
+ * posted to a dead peer). */
+static bool peer_is_dead(struct xfer_engine *e, const struct xfer_req *rq)
+{
+	return peer_gone(e, rq->peer) || (e->ops->peer_dead && e->ops->peer_dead(e, rq->prov_addr));
+}
+
+/* Fail what is past its deadline or aimed at a failed peer, and settle
+ * what only a dead peer still held; returns the earliest remaining
+ * deadline. */
 static uint64_t check_deadlines(struct xfer_engine *e, uint64_t now)
 {
 	struct xfer_req *rq, *next;
@@ -1153,8 +1169,11 @@ static uint64_t check_deadlines(struct xfer_engine *e, uint64_t now)
 
 	for (rq = e->active_head; rq; rq = next) {
 		next = rq->next;
-		if (rq->completed)
+		if (rq->completed) {
+			if (rq->owes_settled && peer_is_dead(e, rq))
+				settle(rq);
 			continue;
+		}
 		if (now >= rq->deadline_ns) {
 			KV_DEBUG(XFER_TAG,
 			         "%s to peer %llu: deadline passed with %u segments posted",

@@ -64,6 +64,8 @@ struct xfer_backend_ops {
 	 * region).  Called from the watchdog with the engine lock held, beside
 	 * the stuck call.  Returns how many things it released.  Optional. */
 	int (*unwedge)(struct xfer_engine *e);
+	/* Is the process behind this peer known to have exited?  Optional. */
+	bool (*peer_dead)(struct xfer_engine *e, uint64_t prov_addr);
 };
 
 extern const struct xfer_backend_ops xfer_ofi_ops;

@@ -443,6 +443,11 @@ static int ofi_unwedge(struct xfer_engine *e)
 	return be_of(e)->shm ? shm_unwedge(be_of(e)->shm) : 0;
 }
 
+static bool ofi_peer_dead(struct xfer_engine *e, uint64_t prov_addr)
+{
+	return be_of(e)->shm && shm_peer_dead(be_of(e)->shm, prov_addr);
+}
+
 const struct xfer_backend_ops xfer_ofi_ops = {
         .name = "ofi",
         .open = ofi_open,
@@ -457,4 +462,5 @@ const struct xfer_backend_ops xfer_ofi_ops = {
         .wait_fd = ofi_wait_fd,
         .needs_target_progress = ofi_needs_target_progress,
         .unwedge = ofi_unwedge,
+        .peer_dead = ofi_peer_dead,
 };
