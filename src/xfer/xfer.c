@@ -15,7 +15,10 @@
  * the one user completion when the last segment is done, on the first
  * error, or at the deadline.  A request completed early whose segments are
  * still at the provider stays on the live list as a zombie until they come
- * back, so the provider never holds a dangling context.
+ * back, so the provider never holds a dangling context.  Its completion
+ * says so (unsettled); with op->notify_settled a second one (settled)
+ * follows when they are back or the peer's process is gone, whichever
+ * comes first: only then may the caller reuse the local memory.
  */
 #include <errno.h>
 #include <fcntl.h>
