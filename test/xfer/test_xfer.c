@@ -484,6 +484,29 @@ Test(xfer_shm, peer_killed_mid_transfer, .timeout = 120)
 	peer_killed("shm");
 }
 
+/* A shm engine with @c as a peer and a registered buffer of @size bytes
+ * holding pattern 7, written once to the peer to see that it works. */
+static struct xfer_engine *shm_engine_to(const struct child *c, int timeout_ms, size_t size,
+                                         xfer_peer_t *peer, struct xfer_mr **buf)
+{
+	struct xfer_opts o;
+	struct xfer_engine *e;
+	struct one_xfer x;
+	int r;
+
+	xfer_opts_init(&o);
+	o.provider = "shm";
+	o.timeout_ms = timeout_ms;
+	cr_assert_eq(xfer_open(&o, &e), 0);
+	cr_assert_eq(xfer_peer_add(e, c->addr, c->alen, peer), 0);
+	cr_assert_eq(xfer_buf_alloc(e, size, ACC_ALL, buf), 0);
+	pat_fill(xfer_mr_addr(*buf), size, 7);
+	one_xfer_init(&x, *peer, XFER_WRITE, *buf, 0, &c->desc, 0, size);
+	r = xfer_submit_wait(e, &x.op);
+	cr_assert_eq(r, 0, "write to the live peer: %s", strerror(-r));
+	return e;
+}
+
 /* A watched peer (xfer_peer_watch()): once its watch fd polls readable,
  * nothing more is posted to it -- the next operation fails at once with
  * -ECONNRESET instead of reaching the provider (kv-server watches a shm
@@ -494,7 +517,7 @@ Test(xfer_shm, peer_killed_mid_transfer, .timeout = 120)
 Test(xfer_shm, watched_peer_gone, .timeout = 120)
 {
 	const size_t size = 4 * 1024 * 1024;
-	struct xfer_opts o;
+	const int tmo = 5000;
 	struct xfer_engine *e;
 	struct xfer_mr *buf;
 	struct child c;
@@ -504,28 +527,22 @@ Test(xfer_shm, watched_peer_gone, .timeout = 120)
 
 	kv_log_level = KV_LOG_ERR;
 	child_start(&c, NULL, "shm", "-", size, 1);
-	xfer_opts_init(&o);
-	o.provider = "shm";
-	o.timeout_ms = 5000;
-	cr_assert_eq(xfer_open(&o, &e), 0);
-	cr_assert_eq(xfer_peer_add(e, c.addr, c.alen, &peer), 0);
+	e = shm_engine_to(&c, tmo, size, &peer, &buf);
 	efd = eventfd(0, EFD_CLOEXEC);
 	cr_assert_geq(efd, 0);
 	cr_assert_eq(xfer_peer_watch(e, peer + 1000, dup(efd)), -EINVAL, "unknown peer");
 	cr_assert_eq(xfer_peer_watch(e, peer, dup(efd)), 0);
-	cr_assert_eq(xfer_buf_alloc(e, size, ACC_ALL, &buf), 0);
-	pat_fill(xfer_mr_addr(buf), size, 7);
 	struct one_xfer x;
 
 	one_xfer_init(&x, peer, XFER_WRITE, buf, 0, &c.desc, 0, size);
 	r = xfer_submit_wait(e, &x.op);
-	cr_assert_eq(r, 0, "write to the live peer: %s", strerror(-r));
+	cr_assert_eq(r, 0, "write to the live watched peer: %s", strerror(-r));
 
 	cr_assert_eq(write(efd, &one, sizeof(one)), (ssize_t)sizeof(one));
 	t0 = kv_now_ms();
 	r = xfer_submit_wait(e, &x.op);
 	cr_assert_eq(r, -ECONNRESET, "write to a peer whose watch fired: %d (%s)", r, strerror(-r));
-	cr_assert_lt(kv_now_ms() - t0, (uint64_t)o.timeout_ms, "failed only at the deadline");
+	cr_assert_lt(kv_now_ms() - t0, (uint64_t)tmo, "failed only at the deadline");
 	x.op.opcode = XFER_READ;
 	cr_assert_eq(xfer_submit_wait(e, &x.op), -ECONNRESET, "reads are refused too");
 	close(efd);
@@ -543,7 +560,7 @@ Test(xfer_shm, watched_peer_gone, .timeout = 120)
 	waitpid(c.pid, NULL, 0);
 	t0 = kv_now_ms();
 	cr_assert_eq(xfer_submit_wait(e, &x.op), -ECONNRESET, "write to the exited peer");
-	cr_assert_lt(kv_now_ms() - t0, (uint64_t)o.timeout_ms, "failed only at the deadline");
+	cr_assert_lt(kv_now_ms() - t0, (uint64_t)tmo, "failed only at the deadline");
 	fclose(c.in);
 	fclose(c.out);
 	xfer_mr_dereg(buf);
@@ -579,7 +596,6 @@ Test(xfer_shm, peer_dies_holding_its_lock, .timeout = 120)
 {
 	const size_t size = 4 * 1024 * 1024;
 	struct done_status d = {0};
-	struct xfer_opts o;
 	struct xfer_engine *e;
 	struct xfer_mr *buf;
 	struct xfer_stats st;
@@ -591,19 +607,11 @@ Test(xfer_shm, peer_dies_holding_its_lock, .timeout = 120)
 	kv_log_level = KV_LOG_ERR;
 	child_start(&c, NULL, "shm", "-", size, 1);
 	child_start(&c2, NULL, "shm", "-", size, 2);
-	xfer_opts_init(&o);
-	o.provider = "shm";
-	o.timeout_ms = 3000;
-	cr_assert_eq(xfer_open(&o, &e), 0);
-	cr_assert_eq(xfer_peer_add(e, c.addr, c.alen, &peer), 0);
+	e = shm_engine_to(&c, 3000, size, &peer, &buf);
 	cr_assert_eq(xfer_peer_add(e, c2.addr, c2.alen, &peer2), 0);
-	cr_assert_eq(xfer_buf_alloc(e, size, ACC_ALL, &buf), 0);
-	pat_fill(xfer_mr_addr(buf), size, 7);
 	struct one_xfer x;
 
 	one_xfer_init(&x, peer, XFER_WRITE, buf, 0, &c.desc, 0, size);
-	r = xfer_submit_wait(e, &x.op);
-	cr_assert_eq(r, 0, "write to the live peer: %s", strerror(-r));
 
 	child_expect(&c, "LOCK", "LOCKED");
 	x.op.cb = note_done;
