@@ -286,7 +286,7 @@ struct xfer_stats {
 	uint64_t inflight;       /* operations submitted and not completed */
 	uint64_t stuck;          /* 1 while the progress thread is stuck in a provider call */
 	uint64_t stuck_events;   /* times it got stuck (see xfer_submit()) */
-	uint64_t locks_released; /* shm locks of dead peers the watchdog released */
+	uint64_t locks_released; /* shm locks dead peers left held, released */
 };
 void xfer_get_stats(struct xfer_engine *engine, struct xfer_stats *ret_stats);
 

@@ -183,6 +183,17 @@ static void wake(struct xfer_engine *e)
 }
 
 static void *progress_main(void *arg);
+static void watchdog_self_check(struct xfer_engine *e)
+{
+	int n;
+
+	pthread_mutex_unlock(&e->wd_lock);
+	n = e->ops->self_check(e);
+	pthread_mutex_lock(&e->wd_lock);
+	if (n > 0)
+		atomic_fetch_add(&e->st.locks_released, (unsigned)n);
+}
+
 static void *watchdog_main(void *arg);
 static inline void prov_enter(struct xfer_engine *e);
 static inline void prov_leave(struct xfer_engine *e);
@@ -1225,7 +1236,10 @@ static bool take_submissions(struct xfer_engine *e)
  * that, once a call is a second old, it asks the back-end to undo what a
  * dead peer may have left to block it (ops->unwedge: shm releases the lock
  * of a dead peer's region), which frees the thread in the case seen here;
- * if the call does return, the engine carries on.
+ * if the call does return, the engine carries on.  Every tick, stuck or
+ * not, it also asks the back-end to look at what a dead peer may have left
+ * in our own resources (ops->self_check: shm releases our region's lock if
+ * a peer died holding it, which would block the next post to us).
  */
 static void watchdog_unwedge(struct xfer_engine *e)
 {
@@ -1263,6 +1277,8 @@ static void *watchdog_main(void *arg)
 		}
 		if (since && now - since > unwedge_after && e->ops->unwedge)
 			watchdog_unwedge(e);
+		if (e->ops->self_check)
+			watchdog_self_check(e);
 		stuck = since && now - since > limit;
 		if (stuck && !atomic_load(&e->stuck)) {
 			atomic_store(&e->stuck, true);

@@ -64,6 +64,12 @@ struct xfer_backend_ops {
 	 * region).  Called from the watchdog with the engine lock held, beside
 	 * the stuck call.  Returns how many things it released.  Optional. */
 	int (*unwedge)(struct xfer_engine *e);
+	/* Every watchdog tick (200 ms), stuck or not: undo what a dead peer
+	 * left in our own resources (shm: the lock of our own region, held by
+	 * a peer that died posting to us).  Called without the engine lock;
+	 * takes it itself and may wait up to a second without it.  Returns
+	 * how many things it released.  Optional. */
+	int (*self_check)(struct xfer_engine *e);
 	/* Is the process behind this peer known to have exited?  Optional. */
 	bool (*peer_dead)(struct xfer_engine *e, uint64_t prov_addr);
 };

@@ -31,6 +31,7 @@
 #include <rdma/fi_rma.h>
 
 #include "kvfs/log.h"
+#include "kvfs/util.h"
 #include "kvfs/topo.h"
 #include "xfer_i.h"
 #include "xfer_shm.h"
@@ -232,6 +233,11 @@ static int ofi_open(struct xfer_engine *e, const struct xfer_opts *o)
 		r = b->is_shm && !(b->shm = shm_peers_new()) ? -ENOMEM : ofi_setup(e, b);
 		if (r == 0) {
 			size_t maxmsg = b->info->ep_attr->max_msg_size;
+			char self[XFER_ADDR_MAX];
+			size_t slen = sizeof(self);
+
+			if (b->shm && fi_getname(&b->ep->fid, self, &slen) == 0)
+				shm_self_note(b->shm, self, slen);
 
 			if (maxmsg && e->chunk > maxmsg)
 				e->chunk = maxmsg;
@@ -443,6 +449,27 @@ static int ofi_unwedge(struct xfer_engine *e)
 	return be_of(e)->shm ? shm_unwedge(be_of(e)->shm) : 0;
 }
 
+static int ofi_self_check(struct xfer_engine *e)
+{
+	struct shm_peers *t = be_of(e)->shm;
+	pid_t dead[8];
+	bool got;
+	int n;
+
+	if (!t)
+		return 0;
+	pthread_mutex_lock(&e->lock);
+	n = shm_self_suspect(t, dead, (int)KV_ARRAY_SIZE(dead));
+	pthread_mutex_unlock(&e->lock);
+	if (n <= 0)
+		return 0;
+	got = shm_self_wait(t, SHM_SELF_WAIT_MS); /* a live holder lets go */
+	pthread_mutex_lock(&e->lock);
+	n = shm_self_release(t, dead, n, !got);
+	pthread_mutex_unlock(&e->lock);
+	return n;
+}
+
 static bool ofi_peer_dead(struct xfer_engine *e, uint64_t prov_addr)
 {
 	return be_of(e)->shm && shm_peer_dead(be_of(e)->shm, prov_addr);
@@ -462,5 +489,6 @@ const struct xfer_backend_ops xfer_ofi_ops = {
         .wait_fd = ofi_wait_fd,
         .needs_target_progress = ofi_needs_target_progress,
         .unwedge = ofi_unwedge,
+        .self_check = ofi_self_check,
         .peer_dead = ofi_peer_dead,
 };

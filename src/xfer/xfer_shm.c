@@ -26,6 +26,20 @@
  *    libfabric's: it acts only on the header version it knows (4:
  *    libfabric 1.17 and 1.18, same prefix) and only on a region whose
  *    header names the dead process.
+ *  - shm_self_*(): our *own* region.  A sender holds the receiver's
+ *    lock for the whole CMA copy of an RMA, so a kv-server SIGKILLed while
+ *    writing into kvfs leaves kvfs's lock held.  kvfs itself does not
+ *    notice (its progress takes its own lock only when signalled), but
+ *    the next post to it -- the restarted server's first write -- spins
+ *    for good.  A spin lock does not say who holds it, so the engine's
+ *    watchdog, every tick, tries our lock once (shm_self_suspect()); only
+ *    if it is taken, a process that was our peer has died since we last
+ *    looked (each dead peer accounts for one release at most) and no live
+ *    peer of ours is stopped (a stopped holder would come back for it),
+ *    it keeps trying for SHM_SELF_WAIT_MS (shm_self_wait()).  A live
+ *    holder keeps the lock for one copy at a time, so one of those tries
+ *    gets it; if none does, the dead peer held it, and shm_self_release()
+ *    releases it.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -48,6 +62,7 @@
 #define SHM_PREFIX    "fi_shm://"
 #define SHM_MAX_PEERS 256 /* libfabric's SMR_MAX_PEERS: AV_TABLE indices stay below */
 #define SHM_NAME_MAX  64  /* "PID:UID:N" */
+#define SHM_GONE_MAX  16  /* forgotten peers still watched for our own lock */
 
 /* The start of libfabric's struct smr_region, header version 4. */
 struct shm_hdr_v4 {
@@ -66,11 +81,23 @@ struct shm_hdr_v4 {
 struct shm_peer {
 	atomic_int pid; /* 0: no peer at this fi_addr */
 	bool done;      /* shm_unwedge() released its lock or gave up on it: once */
+	bool self_done; /* dead, and accounted for in a look at our own lock */
 	char name[SHM_NAME_MAX];
+};
+
+/* A peer removed from the table: its process may still hold our lock. */
+struct shm_gone {
+	pid_t pid; /* 0: unused */
+	bool self_done;
 };
 
 struct shm_peers {
 	struct shm_peer p[SHM_MAX_PEERS];
+	struct shm_gone gone[SHM_GONE_MAX];
+	unsigned gone_next;
+	char self[SHM_NAME_MAX];       /* our own region; "" if unknown */
+	pthread_spinlock_t *self_lock; /* its lock, mapped on first use */
+	bool self_done;                /* its layout is unknown: never touch it */
 };
 
 void shm_reap_stale(void)
@@ -101,34 +128,61 @@ struct shm_peers *shm_peers_new(void)
 
 void shm_peers_free(struct shm_peers *t)
 {
+	if (t)
+		shm_lock_unmap(t->self_lock);
 	free(t);
+}
+
+/* "fi_shm://PID:UID:N" (perhaps NUL-terminated) -> name "PID:UID:N" and
+ * its pid; 0 if @addr is not one. */
+static pid_t shm_addr_name(const void *addr, size_t len, char name[SHM_NAME_MAX])
+{
+	const size_t plen = sizeof(SHM_PREFIX) - 1;
+	long pid;
+
+	if (len <= plen || memcmp(addr, SHM_PREFIX, plen))
+		return 0;
+	len = strnlen((const char *)addr + plen, len - plen);
+	if (len >= SHM_NAME_MAX)
+		return 0;
+	memcpy(name, (const char *)addr + plen, len);
+	name[len] = '\0';
+	pid = strtol(name, NULL, 10);
+	return pid > 0 && pid <= 4194304 ? (pid_t)pid : 0;
+}
+
+void shm_self_note(struct shm_peers *t, const void *addr, size_t len)
+{
+	if (!shm_addr_name(addr, len, t->self))
+		t->self[0] = '\0';
 }
 
 void shm_peer_note(struct shm_peers *t, uint64_t fa, const void *addr, size_t len)
 {
-	const size_t plen = sizeof(SHM_PREFIX) - 1;
 	char name[SHM_NAME_MAX];
-	long pid;
+	pid_t pid;
 
-	if (fa >= SHM_MAX_PEERS || len <= plen || memcmp(addr, SHM_PREFIX, plen))
+	if (fa >= SHM_MAX_PEERS || !(pid = shm_addr_name(addr, len, name)))
 		return;
-	len = strnlen((const char *)addr + plen, len - plen); /* may end in a NUL */
-	if (len >= sizeof(name))
-		return;
-	memcpy(name, (const char *)addr + plen, len);
-	name[len] = '\0';
-	pid = strtol(name, NULL, 10);
-	if (pid <= 0 || pid > 4194304)
-		return;
-	memcpy(t->p[fa].name, name, len + 1);
+	memcpy(t->p[fa].name, name, sizeof(name));
 	t->p[fa].done = false;
+	t->p[fa].self_done = false;
 	atomic_store_explicit(&t->p[fa].pid, (int)pid, memory_order_release);
 }
 
 void shm_peer_forget(struct shm_peers *t, uint64_t fa)
 {
-	if (fa < SHM_MAX_PEERS)
-		atomic_store_explicit(&t->p[fa].pid, 0, memory_order_release);
+	struct shm_gone *g;
+	pid_t pid;
+
+	if (fa >= SHM_MAX_PEERS)
+		return;
+	pid = atomic_exchange_explicit(&t->p[fa].pid, 0, memory_order_acq_rel);
+	if (pid <= 0 || t->p[fa].self_done)
+		return;
+	g = &t->gone[t->gone_next++ % SHM_GONE_MAX]; /* the oldest goes */
+	g->pid = pid;
+	g->self_done = false;
 }
 
 static bool pid_gone(pid_t pid)
@@ -146,27 +200,43 @@ bool shm_peer_dead(const struct shm_peers *t, uint64_t fa)
 	return pid > 0 && pid_gone(pid);
 }
 
-/* Gone, or a zombie: nothing of it runs any more.  (A process that is
- * still tearing down after SIGKILL shows up on a later call.) */
-static bool pid_dead(pid_t pid)
+/* The state letter of /proc/PID/stat ('R', 'S', 'T', 'Z', ...), 'X' if
+ * the process is gone, '?' if it cannot be read. */
+static char pid_state(pid_t pid)
 {
 	char path[32], buf[512], *p;
 	ssize_t n;
 	int fd;
 
 	if (pid_gone(pid))
-		return true;
+		return 'X';
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return errno == ENOENT;
+		return errno == ENOENT ? 'X' : '?';
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
-		return false;
+		return '?';
 	buf[n] = '\0';
 	p = strrchr(buf, ')'); /* "PID (comm) S ...": comm may hold anything */
-	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+	return p && p[1] == ' ' && p[2] ? p[2] : '?';
+}
+
+/* Gone, or a zombie: nothing of it runs any more.  (A process that is
+ * still tearing down after SIGKILL shows up on a later call.) */
+static bool pid_dead(pid_t pid)
+{
+	char c = pid_state(pid);
+
+	return c == 'X' || c == 'Z' || c == 'x';
+}
+
+static bool pid_stopped(pid_t pid)
+{
+	char c = pid_state(pid);
+
+	return c == 'T' || c == 't' || c == '?';
 }
 
 pthread_spinlock_t *shm_lock_map(const char *name, pid_t pid)
@@ -235,4 +305,89 @@ int shm_unwedge(struct shm_peers *t)
 		shm_lock_unmap(lock);
 	}
 	return released;
+}
+
+/* Peers and removed peers alike, by index below SHM_MAX_PEERS +
+ * SHM_GONE_MAX: the pid (0: none) and the flag saying it is accounted for
+ * in a look at our own lock. */
+static pid_t watched(struct shm_peers *t, size_t i, bool **self_done)
+{
+	if (i < SHM_MAX_PEERS) {
+		*self_done = &t->p[i].self_done;
+		return atomic_load_explicit(&t->p[i].pid, memory_order_acquire);
+	}
+	*self_done = &t->gone[i - SHM_MAX_PEERS].self_done;
+	return t->gone[i - SHM_MAX_PEERS].pid;
+}
+
+/* Our own region's lock; see the comment at the top. */
+int shm_self_suspect(struct shm_peers *t, pid_t *dead, int max)
+{
+	int n = 0;
+
+	if (!t->self[0] || t->self_done)
+		return 0;
+	if (!t->self_lock) {
+		t->self_lock = shm_lock_map(t->self, getpid());
+		if (!t->self_lock) {
+			t->self_done = true;
+			KV_WARN(SHM_TAG,
+			        "our shm region %s: %s; a lock a dead peer leaves "
+			        "in it will not be released",
+			        t->self, errno == EPROTO ? "unknown layout" : strerror(errno));
+			return 0;
+		}
+	}
+	if (pthread_spin_trylock(t->self_lock) == 0) {
+		pthread_spin_unlock(t->self_lock); /* free: nothing to do */
+		return 0;
+	}
+	for (size_t i = 0; i < SHM_MAX_PEERS + SHM_GONE_MAX; i++) {
+		bool *done;
+		pid_t pid = watched(t, i, &done);
+
+		if (pid <= 0 || *done)
+			continue;
+		if (pid_dead(pid)) {
+			if (n < max)
+				dead[n++] = pid;
+		} else if (pid_stopped(pid)) {
+			return 0; /* it may hold our lock and come back for it */
+		}
+	}
+	return n;
+}
+
+bool shm_self_wait(struct shm_peers *t, unsigned ms)
+{
+	for (unsigned i = 0; i <= ms; i++) {
+		if (pthread_spin_trylock(t->self_lock) == 0) {
+			pthread_spin_unlock(t->self_lock);
+			return true;
+		}
+		usleep(1000);
+	}
+	return false;
+}
+
+int shm_self_release(struct shm_peers *t, const pid_t *dead, int n, bool held)
+{
+	/* Held or not, these dead peers are accounted for: a dead process
+	 * takes no lock, and holds at most the one it had. */
+	for (size_t i = 0; i < SHM_MAX_PEERS + SHM_GONE_MAX; i++) {
+		bool *done;
+		pid_t pid = watched(t, i, &done);
+
+		for (int j = 0; j < n && pid > 0; j++)
+			if (pid == dead[j])
+				*done = true;
+	}
+	if (!held)
+		return 0;
+	pthread_spin_unlock(t->self_lock);
+	KV_WARN(SHM_TAG,
+	        "our shm region %s stayed locked for %d ms after peer process %d%s died: "
+	        "released the lock",
+	        t->self, SHM_SELF_WAIT_MS, (int)dead[0], n > 1 ? " (or another)" : "");
+	return 1;
 }

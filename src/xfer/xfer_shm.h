@@ -22,6 +22,9 @@ void shm_reap_stale(void);
  * may run beside them. */
 struct shm_peers *shm_peers_new(void);
 void shm_peers_free(struct shm_peers *t);
+/* Remember our own address ("fi_shm://PID:..."): its region's lock too
+ * can be left held by a peer that dies. */
+void shm_self_note(struct shm_peers *t, const void *addr, size_t len);
 /* Remember the peer at @fa from the address it sent ("fi_shm://PID:..."). */
 void shm_peer_note(struct shm_peers *t, uint64_t fa, const void *addr, size_t len);
 void shm_peer_forget(struct shm_peers *t, uint64_t fa);
@@ -30,6 +33,24 @@ bool shm_peer_dead(const struct shm_peers *t, uint64_t fa);
 /* Release the region lock of every peer whose process has exited (or is a
  * zombie) while holding it.  Returns how many locks were released. */
 int shm_unwedge(struct shm_peers *t);
+
+/*
+ * Our own region's lock, left held by a peer that died posting to us
+ * (xfer_shm.c says when that is safe to conclude).  In three steps, so
+ * that the wait holds no lock of the caller's:
+ *  - shm_self_suspect() (serialized with the writers): 0 if our lock is
+ *    free or nothing suggests a dead holder; else the number of dead
+ *    peers, their pids in @dead (up to @max);
+ *  - shm_self_wait() (alone): keeps trying the lock for @ms; true if it
+ *    got it (a live holder);
+ *  - shm_self_release() (serialized): the dead peers are accounted for,
+ *    and the lock is released if @held (the wait never got it).  Returns
+ *    how many locks it released (0 or 1).
+ */
+#define SHM_SELF_WAIT_MS 1000
+int shm_self_suspect(struct shm_peers *t, pid_t *dead, int max);
+bool shm_self_wait(struct shm_peers *t, unsigned ms);
+int shm_self_release(struct shm_peers *t, const pid_t *dead, int n, bool held);
 
 /*
  * Map the header of region @name (no "fi_shm://" prefix) and return its

@@ -193,22 +193,13 @@ static void env_umount(int i)
 	}
 }
 
-/* A fresh server on the same port after a crash of the old one, and the
- * mount serving again.  Over shm kvfs is restarted with it: libfabric
- * 1.17's shm can leave the lock of kvfs's region held by the dead server,
- * and any process touching the region then spins (docs/semantics.md). */
+/* A fresh server on the same port after a crash of the old one; the
+ * mount must serve again without a remount, over every provider.  (Over
+ * shm the dead server may have left the lock of kvfs's region held; kvfs
+ * releases it: docs/semantics.md.) */
 static inline void env_server_restart_after_crash(void)
 {
-	const char *prov = getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp";
-
-	if (!strcmp(prov, "shm")) {
-		env_umount(0);
-		E.nmounts = 0;
-		env_server_start(NULL);
-		env_mount(NULL);
-	} else {
-		env_server_start(NULL);
-	}
+	env_server_start(NULL);
 }
 
 static inline void env_setup(void)

@@ -645,6 +645,91 @@ Test(xfer_shm, peer_dies_holding_its_lock, .timeout = 120)
 	xfer_close(e);
 }
 
+/* The other way round: a peer dies in the middle of a post into *our*
+ * region (kv-server SIGKILLed while writing into kvfs: shm holds the
+ * target's lock for the whole copy).  The next post to us -- a restarted
+ * server's first write -- then spins on that lock for good.  While the
+ * holder lives the lock is left alone; once it is dead, our watchdog
+ * releases it and the new peer's write lands, intact. */
+Test(xfer_shm, peer_dies_holding_our_lock, .timeout = 120)
+{
+	const size_t size = 4 * 1024 * 1024;
+	struct done_status d = {0};
+	struct xfer_engine *e, *e2;
+	struct xfer_mr *buf, *src;
+	struct xfer_stats st, st2;
+	struct xfer_opts o;
+	struct xfer_desc desc;
+	struct child c;
+	xfer_peer_t peer, to_e;
+	uint8_t self[XFER_ADDR_MAX];
+	char cmd[16 + 2 * XFER_ADDR_MAX];
+	size_t slen = sizeof(self);
+	struct one_xfer x;
+	uint64_t t0;
+	long bad;
+	int r;
+
+	kv_log_level = KV_LOG_ERR;
+	child_start(&c, NULL, "shm", "-", size, 1);
+	e = shm_engine_to(&c, 10000, size, &peer, &buf); /* c is e's peer */
+	memset(xfer_mr_addr(buf), 0, size);
+	xfer_mr_desc(buf, &desc);
+	cr_assert_eq(xfer_addr(e, self, &slen), 0);
+	strcpy(cmd, "LOCKPEER ");
+	hex_encode(self, slen, cmd + strlen(cmd));
+	child_expect(&c, cmd, "LOCKED"); /* as in the middle of its post to e */
+
+	/* the "restarted server": another engine writing into e */
+	xfer_opts_init(&o);
+	o.provider = "shm";
+	o.timeout_ms = 20000;
+	cr_assert_eq(xfer_open(&o, &e2), 0);
+	cr_assert_eq(xfer_peer_add(e2, self, slen, &to_e), 0);
+	cr_assert_eq(xfer_buf_alloc(e2, size, ACC_ALL, &src), 0);
+	pat_fill(xfer_mr_addr(src), size, 9);
+	one_xfer_init(&x, to_e, XFER_WRITE, src, 0, &desc, 0, size);
+	x.op.cb = note_done;
+	x.op.cb_arg = &d;
+	cr_assert_eq(xfer_submit(e2, &x.op), 0);
+	usleep(2500000);
+	xfer_get_stats(e, &st);
+	cr_assert_eq(atomic_load(&d.done), 0, "the write went through a held lock: %d",
+	             atomic_load(&d.status));
+	cr_assert_eq(st.locks_released, 0, "released a lock its live holder had");
+
+	kill(c.pid, SIGKILL);
+	waitpid(c.pid, NULL, 0);
+	t0 = kv_now_ms();
+	while (kv_now_ms() - t0 < 15000 && !atomic_load(&d.done))
+		usleep(20000);
+	xfer_get_stats(e, &st);
+	xfer_get_stats(e2, &st2);
+	cr_assert_eq(atomic_load(&d.done), 1,
+	             "the write into our region never completed (locks released %llu)",
+	             (unsigned long long)st.locks_released);
+	r = atomic_load(&d.status);
+	cr_assert_eq(r, 0, "the write into our region failed: %s", strerror(-r));
+	bad = pat_check(xfer_mr_addr(buf), size, 9);
+	cr_assert_lt(bad, 0, "the bytes written differ at %ld", bad);
+	cr_assert_eq(st.locks_released, 1);
+	cr_assert_eq(st2.stuck_events, 0, "the writer was reported stuck");
+
+	/* and it goes on working */
+	pat_fill(xfer_mr_addr(src), size, 10);
+	one_xfer_init(&x, to_e, XFER_WRITE, src, 0, &desc, 0, size);
+	r = xfer_submit_wait(e2, &x.op);
+	cr_assert_eq(r, 0, "a second write: %s", strerror(-r));
+	bad = pat_check(xfer_mr_addr(buf), size, 10);
+	cr_assert_lt(bad, 0, "the second write differs at %ld", bad);
+	fclose(c.in);
+	fclose(c.out);
+	xfer_mr_dereg(src);
+	xfer_close(e2);
+	xfer_mr_dereg(buf);
+	xfer_close(e);
+}
+
 /* A provider call that does not return (here the engine's test hook makes
  * the first post sleep 13 s inside the provider window): after twice the
  * deadline, at least 10 s, the watchdog reports it, new submissions fail at

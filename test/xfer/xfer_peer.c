@@ -9,6 +9,8 @@
  *   LOCK          -> "LOCKED" (shm: takes the spin lock of our own region
  *                    and keeps it, as libfabric's progress does for a moment:
  *                    a peer killed now dies holding it) or "NOLOCK <why>"
+ *   LOCKPEER <hex> -> the same for the region of the engine at address
+ *                    <hex> (as a peer posting to it holds that lock)
  *   QUIT or EOF   -> exit 0
  * Immediates received are printed as "IMM <value>".
  */
@@ -92,14 +94,23 @@ int main(int argc, char **argv)
 			if (write(STDOUT_FILENO, line, (size_t)n) < 0)
 				return 1;
 		} else if (!strncmp(line, "LOCK", 4)) {
-			/* our address is "fi_shm://NAME", the region /dev/shm/NAME */
+			/* an address is "fi_shm://NAME", the region /dev/shm/NAME,
+			 * NAME = "PID:UID:N" */
+			uint8_t other[XFER_ADDR_MAX];
+			const uint8_t *a = addr;
+			size_t al = alen;
 			char name[XFER_ADDR_MAX + 1] = "";
 			pthread_spinlock_t *lock = NULL;
 
+			if (!strncmp(line, "LOCKPEER ", 9)) {
+				line[strcspn(line, "\n")] = '\0';
+				al = hex_decode(line + 9, other, sizeof(other));
+				a = other;
+			}
 			errno = EPROTO;
-			if (alen > 9 && !memcmp(addr, "fi_shm://", 9)) {
-				memcpy(name, addr + 9, alen - 9);
-				lock = shm_lock_map(name, getpid());
+			if (al > 9 && al <= XFER_ADDR_MAX && !memcmp(a, "fi_shm://", 9)) {
+				memcpy(name, a + 9, al - 9);
+				lock = shm_lock_map(name, (pid_t)strtol(name, NULL, 10));
 			}
 
 			if (lock)
