@@ -41,8 +41,8 @@ int shm_unwedge(struct shm_peers *t);
  *  - shm_self_suspect() (serialized with the writers): 0 if our lock is
  *    free or nothing suggests a dead holder; else the number of dead
  *    peers, their pids in @dead (up to @max);
- *  - shm_self_wait() (alone): keeps trying the lock for @ms; true if it
- *    got it (a live holder);
+ *  - shm_self_wait() (alone): spins on the lock for up to @ms, as a
+ *    waiter would; true if it got it (a live holder);
  *  - shm_self_release() (serialized): the dead peers are accounted for,
  *    and the lock is released if @held (the wait never got it).  Returns
  *    how many locks it released (0 or 1).
