@@ -183,17 +183,6 @@ static void wake(struct xfer_engine *e)
 }
 
 static void *progress_main(void *arg);
-static void watchdog_self_check(struct xfer_engine *e)
-{
-	int n;
-
-	pthread_mutex_unlock(&e->wd_lock);
-	n = e->ops->self_check(e);
-	pthread_mutex_lock(&e->wd_lock);
-	if (n > 0)
-		atomic_fetch_add(&e->st.locks_released, (unsigned)n);
-}
-
 static void *watchdog_main(void *arg);
 static inline void prov_enter(struct xfer_engine *e);
 static inline void prov_leave(struct xfer_engine *e);
@@ -1249,6 +1238,17 @@ static void watchdog_unwedge(struct xfer_engine *e)
 	pthread_mutex_lock(&e->lock);
 	n = e->ops->unwedge(e);
 	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_lock(&e->wd_lock);
+	if (n > 0)
+		atomic_fetch_add(&e->st.locks_released, (unsigned)n);
+}
+
+static void watchdog_self_check(struct xfer_engine *e)
+{
+	int n;
+
+	pthread_mutex_unlock(&e->wd_lock);
+	n = e->ops->self_check(e);
 	pthread_mutex_lock(&e->wd_lock);
 	if (n > 0)
 		atomic_fetch_add(&e->st.locks_released, (unsigned)n);
