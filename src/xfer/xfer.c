@@ -1221,34 +1221,20 @@ static bool take_submissions(struct xfer_engine *e)
  * dead peer held in its region), no deadline fires and every transfer
  * waits forever.  This thread notices a provider call older than twice the
  * deadline (at least 10 s), says so once, and from then on xfer_submit()
- * fails at once with -EDEADLK instead of queueing behind it.  Before
- * that, once a call is a second old, it asks the back-end to undo what a
- * dead peer may have left to block it (ops->unwedge: shm releases the lock
- * of a dead peer's region), which frees the thread in the case seen here;
- * if the call does return, the engine carries on.  Every tick, stuck or
- * not, it also asks the back-end to look at what a dead peer may have left
- * in our own resources (ops->self_check: shm releases our region's lock if
- * a peer died holding it, which would block the next post to us).
+ * fails at once with -EDEADLK instead of queueing behind it.  Every tick
+ * it asks the back-end to undo what a dead peer may have left held
+ * (ops->unwedge): in our own resources always (shm: our region's lock,
+ * which would block the next post to us), and in the peer's once a call
+ * is a second old (shm: the lock of a dead peer's region), which frees
+ * the thread in the case seen here; if the call does return, the engine
+ * carries on.
  */
-static void watchdog_unwedge(struct xfer_engine *e)
+static void watchdog_unwedge(struct xfer_engine *e, bool stuck)
 {
 	int n;
 
 	pthread_mutex_unlock(&e->wd_lock); /* never both: xfer_close() takes them in turn */
-	pthread_mutex_lock(&e->lock);
-	n = e->ops->unwedge(e);
-	pthread_mutex_unlock(&e->lock);
-	pthread_mutex_lock(&e->wd_lock);
-	if (n > 0)
-		atomic_fetch_add(&e->st.locks_released, (unsigned)n);
-}
-
-static void watchdog_self_check(struct xfer_engine *e)
-{
-	int n;
-
-	pthread_mutex_unlock(&e->wd_lock);
-	n = e->ops->self_check(e);
+	n = e->ops->unwedge(e, stuck);
 	pthread_mutex_lock(&e->wd_lock);
 	if (n > 0)
 		atomic_fetch_add(&e->st.locks_released, (unsigned)n);
@@ -1275,10 +1261,8 @@ static void *watchdog_main(void *arg)
 			since = 0;
 			last_calls = calls;
 		}
-		if (since && now - since > unwedge_after && e->ops->unwedge)
-			watchdog_unwedge(e);
-		if (e->ops->self_check)
-			watchdog_self_check(e);
+		if (e->ops->unwedge)
+			watchdog_unwedge(e, since && now - since > unwedge_after);
 		stuck = since && now - since > limit;
 		if (stuck && !atomic_load(&e->stuck)) {
 			atomic_store(&e->stuck, true);

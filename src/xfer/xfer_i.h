@@ -59,17 +59,14 @@ struct xfer_backend_ops {
 	int (*wait_fd)(struct xfer_engine *e);
 	/* Must the target side be progressed for peers' RMA to complete (shm)? */
 	bool (*needs_target_progress)(struct xfer_engine *e);
-	/* The progress thread has been inside one provider call for a while:
-	 * undo what a dead peer left to block it (shm: the lock in its
-	 * region).  Called from the watchdog with the engine lock held, beside
-	 * the stuck call.  Returns how many things it released.  Optional. */
-	int (*unwedge)(struct xfer_engine *e);
-	/* Every watchdog tick (200 ms), stuck or not: undo what a dead peer
-	 * left in our own resources (shm: the lock of our own region, held by
-	 * a peer that died posting to us).  Called without the engine lock;
-	 * takes it itself and may wait up to a second without it.  Returns
-	 * how many things it released.  Optional. */
-	int (*self_check)(struct xfer_engine *e);
+	/* Every watchdog tick (200 ms): undo what a dead peer left held.
+	 * Always in our own resources (shm: our region's lock, held by a peer
+	 * that died posting to us); when @stuck (the progress thread has been
+	 * inside one provider call for a second), also in the peer's (shm:
+	 * the lock of its region).  Called without the engine lock; takes it
+	 * itself, and may wait up to a second without it.  Returns how many
+	 * things it released.  Optional. */
+	int (*unwedge)(struct xfer_engine *e, bool stuck);
 	/* Is the process behind this peer known to have exited?  Optional. */
 	bool (*peer_dead)(struct xfer_engine *e, uint64_t prov_addr);
 };

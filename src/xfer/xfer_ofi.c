@@ -31,7 +31,6 @@
 #include <rdma/fi_rma.h>
 
 #include "kvfs/log.h"
-#include "kvfs/util.h"
 #include "kvfs/topo.h"
 #include "xfer_i.h"
 #include "xfer_shm.h"
@@ -444,30 +443,19 @@ static bool ofi_needs_target_progress(struct xfer_engine *e)
 	return be_of(e)->is_shm || be_of(e)->wait_fd < 0;
 }
 
-static int ofi_unwedge(struct xfer_engine *e)
-{
-	return be_of(e)->shm ? shm_unwedge(be_of(e)->shm) : 0;
-}
-
-static int ofi_self_check(struct xfer_engine *e)
+static int ofi_unwedge(struct xfer_engine *e, bool stuck)
 {
 	struct shm_peers *t = be_of(e)->shm;
-	pid_t dead[8];
-	bool got;
-	int n;
+	int n = 0;
 
 	if (!t)
 		return 0;
-	pthread_mutex_lock(&e->lock);
-	n = shm_self_suspect(t, dead, (int)KV_ARRAY_SIZE(dead));
-	pthread_mutex_unlock(&e->lock);
-	if (n <= 0)
-		return 0;
-	got = shm_self_wait(t, SHM_SELF_WAIT_MS); /* a live holder lets go */
-	pthread_mutex_lock(&e->lock);
-	n = shm_self_release(t, dead, n, !got);
-	pthread_mutex_unlock(&e->lock);
-	return n;
+	if (stuck) {
+		pthread_mutex_lock(&e->lock); /* serializes the peer table's writers */
+		n = shm_unwedge(t);
+		pthread_mutex_unlock(&e->lock);
+	}
+	return n + shm_self_check(t, &e->lock);
 }
 
 static bool ofi_peer_dead(struct xfer_engine *e, uint64_t prov_addr)
@@ -489,6 +477,5 @@ const struct xfer_backend_ops xfer_ofi_ops = {
         .wait_fd = ofi_wait_fd,
         .needs_target_progress = ofi_needs_target_progress,
         .unwedge = ofi_unwedge,
-        .self_check = ofi_self_check,
         .peer_dead = ofi_peer_dead,
 };

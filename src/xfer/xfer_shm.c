@@ -26,20 +26,19 @@
  *    libfabric's: it acts only on the header version it knows (4:
  *    libfabric 1.17 and 1.18, same prefix) and only on a region whose
  *    header names the dead process.
- *  - shm_self_*(): our *own* region.  A sender holds the receiver's
+ *  - shm_self_check(): our *own* region.  A sender holds the receiver's
  *    lock for the whole CMA copy of an RMA, so a kv-server SIGKILLed while
  *    writing into kvfs leaves kvfs's lock held.  kvfs itself does not
  *    notice (its progress takes its own lock only when signalled), but
  *    the next post to it -- the restarted server's first write -- spins
  *    for good.  A spin lock does not say who holds it, so the engine's
- *    watchdog, every tick, tries our lock once (shm_self_suspect()); only
+ *    watchdog, every tick, tries our lock once; only
  *    if it is taken, a process that was our peer has died since we last
  *    looked (each dead peer accounts for one release at most) and no live
  *    peer of ours is stopped (a stopped holder would come back for it),
- *    it spins on it for SHM_SELF_WAIT_MS as a waiter would
- *    (shm_self_wait()).  A live holder lets go after each copy, so the
- *    spin gets it, most often within microseconds; if it never does, the
- *    dead peer held it, and shm_self_release() releases it.
+ *    it spins on it for SHM_SELF_WAIT_MS as a waiter would.  A live holder lets go after each copy,
+ * so the spin gets it, most often within microseconds; if it never does, the dead peer held it, and
+ * it is released.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -60,11 +59,12 @@
 #include "kvfs/util.h"
 #include "xfer_shm.h"
 
-#define SHM_TAG       "xfer"
-#define SHM_PREFIX    "fi_shm://"
-#define SHM_MAX_PEERS 256 /* libfabric's SMR_MAX_PEERS: AV_TABLE indices stay below */
-#define SHM_NAME_MAX  64  /* "PID:UID:N" */
-#define SHM_GONE_MAX  16  /* forgotten peers still watched for our own lock */
+#define SHM_TAG          "xfer"
+#define SHM_PREFIX       "fi_shm://"
+#define SHM_MAX_PEERS    256 /* libfabric's SMR_MAX_PEERS: AV_TABLE indices stay below */
+#define SHM_NAME_MAX     64  /* "PID:UID:N" */
+#define SHM_GONE_MAX     16  /* forgotten peers still watched for our own lock */
+#define SHM_SELF_WAIT_MS 1000
 
 /* The start of libfabric's struct smr_region, header version 4. */
 struct shm_hdr_v4 {
@@ -97,10 +97,8 @@ struct shm_peers {
 	struct shm_peer p[SHM_MAX_PEERS];
 	struct shm_gone gone[SHM_GONE_MAX];
 	unsigned gone_next;
-	char self[SHM_NAME_MAX];       /* our own region; "" if unknown */
-	pthread_spinlock_t *self_lock; /* its lock, mapped on first use */
-	bool self_done;                /* its layout is unknown: never touch it */
-	uint64_t self_waited_ns;       /* how long the last shm_self_wait() took */
+	char self[SHM_NAME_MAX];       /* our own region */
+	pthread_spinlock_t *self_lock; /* its lock; NULL: not known, never touched */
 };
 
 void shm_reap_stale(void)
@@ -157,7 +155,13 @@ static pid_t shm_addr_name(const void *addr, size_t len, char name[SHM_NAME_MAX]
 void shm_self_note(struct shm_peers *t, const void *addr, size_t len)
 {
 	if (!shm_addr_name(addr, len, t->self))
-		t->self[0] = '\0';
+		return;
+	t->self_lock = shm_lock_map(t->self, getpid());
+	if (!t->self_lock)
+		KV_WARN(SHM_TAG,
+		        "our shm region %s: %s; a lock a dead peer leaves in it will not be "
+		        "released",
+		        t->self, errno == EPROTO ? "unknown layout" : strerror(errno));
 }
 
 void shm_peer_note(struct shm_peers *t, uint64_t fa, const void *addr, size_t len)
@@ -273,12 +277,20 @@ void shm_lock_unmap(pthread_spinlock_t *lock)
 		munmap((char *)lock - offsetof(struct shm_hdr_v4, lock), sizeof(struct shm_hdr_v4));
 }
 
+/* What a free spin lock holds: 1 on x86-64 glibc, 0 elsewhere. */
+static int spin_free_value(void)
+{
+	pthread_spinlock_t l;
+
+	pthread_spin_init(&l, PTHREAD_PROCESS_SHARED);
+	return (int)l;
+}
+
 int shm_unwedge(struct shm_peers *t)
 {
-	pthread_spinlock_t fresh; /* a free lock: 1 on x86-64 glibc, 0 elsewhere */
+	const int fresh = spin_free_value();
 	int released = 0;
 
-	pthread_spin_init(&fresh, PTHREAD_PROCESS_SHARED);
 	for (size_t i = 0; i < SHM_MAX_PEERS; i++) {
 		pid_t pid = atomic_load_explicit(&t->p[i].pid, memory_order_acquire);
 		pthread_spinlock_t *lock, now;
@@ -323,28 +335,12 @@ static pid_t watched(struct shm_peers *t, size_t i, bool **self_done)
 	return t->gone[i - SHM_MAX_PEERS].pid;
 }
 
-/* Our own region's lock; see the comment at the top. */
-int shm_self_suspect(struct shm_peers *t, pid_t *dead, int max)
+/* Dead peers not yet accounted for, their pids in @dead; 0 if there are
+ * none or a live peer is stopped (it may hold our lock and come back). */
+static int dead_suspects(struct shm_peers *t, pid_t *dead, int max)
 {
 	int n = 0;
 
-	if (!t->self[0] || t->self_done)
-		return 0;
-	if (!t->self_lock) {
-		t->self_lock = shm_lock_map(t->self, getpid());
-		if (!t->self_lock) {
-			t->self_done = true;
-			KV_WARN(SHM_TAG,
-			        "our shm region %s: %s; a lock a dead peer leaves "
-			        "in it will not be released",
-			        t->self, errno == EPROTO ? "unknown layout" : strerror(errno));
-			return 0;
-		}
-	}
-	if (pthread_spin_trylock(t->self_lock) == 0) {
-		pthread_spin_unlock(t->self_lock); /* free: nothing to do */
-		return 0;
-	}
 	for (size_t i = 0; i < SHM_MAX_PEERS + SHM_GONE_MAX; i++) {
 		bool *done;
 		pid_t pid = watched(t, i, &done);
@@ -355,33 +351,30 @@ int shm_self_suspect(struct shm_peers *t, pid_t *dead, int max)
 			if (n < max)
 				dead[n++] = pid;
 		} else if (pid_stopped(pid)) {
-			return 0; /* it may hold our lock and come back for it */
+			return 0;
 		}
 	}
 	return n;
 }
 
-bool shm_self_wait(struct shm_peers *t, unsigned ms)
+/* Spin on @lock for up to @ms as a waiter would, reading first and taking
+ * only what looks free: a live holder lets go between two posts, perhaps
+ * for well under a microsecond.  Returns the nanoseconds it took to get
+ * the lock (and let it go), or UINT64_MAX if it never did. */
+static uint64_t spin_until_free(pthread_spinlock_t *lock, unsigned ms)
 {
-	pthread_spinlock_t fresh; /* a free lock: 1 on x86-64 glibc, 0 elsewhere */
+	const int fresh = spin_free_value();
 	uint64_t start = kv_now_ns(), end = start + (uint64_t)ms * 1000000;
 
-	/* Spin as a waiter would: a live holder lets go between two posts,
-	 * for well under a microsecond perhaps, and a test now and then
-	 * could miss that.  Read first, take only what looks free. */
-	pthread_spin_init(&fresh, PTHREAD_PROCESS_SHARED);
 	for (unsigned i = 1;; i++) {
-		if (__atomic_load_n(t->self_lock, __ATOMIC_RELAXED) == fresh &&
-		    pthread_spin_trylock(t->self_lock) == 0) {
-			pthread_spin_unlock(t->self_lock);
-			t->self_waited_ns = kv_now_ns() - start;
-			return true;
+		if (__atomic_load_n(lock, __ATOMIC_RELAXED) == fresh &&
+		    pthread_spin_trylock(lock) == 0) {
+			pthread_spin_unlock(lock);
+			return kv_now_ns() - start;
 		}
 		if (i % 4096 == 0) {
-			if (kv_now_ns() >= end) {
-				t->self_waited_ns = kv_now_ns() - start;
-				return false;
-			}
+			if (kv_now_ns() >= end)
+				return UINT64_MAX;
 			sched_yield(); /* the holder may want this CPU */
 		}
 #if defined(__x86_64__) || defined(__i386__)
@@ -390,10 +383,30 @@ bool shm_self_wait(struct shm_peers *t, unsigned ms)
 	}
 }
 
-int shm_self_release(struct shm_peers *t, const pid_t *dead, int n, bool held)
+int shm_self_check(struct shm_peers *t, pthread_mutex_t *writers)
 {
+	pid_t dead[8];
+	uint64_t waited;
+	int n;
+
+	if (!t->self_lock)
+		return 0;
+	if (pthread_spin_trylock(t->self_lock) == 0) {
+		pthread_spin_unlock(t->self_lock); /* free: nothing to do */
+		return 0;
+	}
+	pthread_mutex_lock(writers);
+	n = dead_suspects(t, dead, (int)KV_ARRAY_SIZE(dead));
+	pthread_mutex_unlock(writers);
+	if (n == 0)
+		return 0;
+
+	/* without the writers' lock: the table may change meanwhile */
+	waited = spin_until_free(t->self_lock, SHM_SELF_WAIT_MS);
+
 	/* Held or not, these dead peers are accounted for: a dead process
 	 * takes no lock, and holds at most the one it had. */
+	pthread_mutex_lock(writers);
 	for (size_t i = 0; i < SHM_MAX_PEERS + SHM_GONE_MAX; i++) {
 		bool *done;
 		pid_t pid = watched(t, i, &done);
@@ -402,11 +415,12 @@ int shm_self_release(struct shm_peers *t, const pid_t *dead, int n, bool held)
 			if (pid == dead[j])
 				*done = true;
 	}
-	if (!held) {
+	pthread_mutex_unlock(writers);
+	if (waited != UINT64_MAX) {
 		KV_DEBUG(SHM_TAG,
 		         "our shm region %s was locked after peer process %d died; a live "
 		         "holder let go after %llu us: left alone",
-		         t->self, (int)dead[0], (unsigned long long)(t->self_waited_ns / 1000));
+		         t->self, (int)dead[0], (unsigned long long)(waited / 1000));
 		return 0;
 	}
 	pthread_spin_unlock(t->self_lock);

@@ -35,22 +35,13 @@ bool shm_peer_dead(const struct shm_peers *t, uint64_t fa);
 int shm_unwedge(struct shm_peers *t);
 
 /*
- * Our own region's lock, left held by a peer that died posting to us
- * (xfer_shm.c says when that is safe to conclude).  In three steps, so
- * that the wait holds no lock of the caller's:
- *  - shm_self_suspect() (serialized with the writers): 0 if our lock is
- *    free or nothing suggests a dead holder; else the number of dead
- *    peers, their pids in @dead (up to @max);
- *  - shm_self_wait() (alone): spins on the lock for up to @ms, as a
- *    waiter would; true if it got it (a live holder);
- *  - shm_self_release() (serialized): the dead peers are accounted for,
- *    and the lock is released if @held (the wait never got it).  Returns
- *    how many locks it released (0 or 1).
+ * Our own region's lock, left held by a peer that died posting to us:
+ * release it if that is safe to conclude (xfer_shm.c says when).  Takes
+ * @writers (what serializes note, forget and unwedge) for the table, and
+ * may then spin up to a second without it.  Returns 1 if it released the
+ * lock, else 0.
  */
-#define SHM_SELF_WAIT_MS 1000
-int shm_self_suspect(struct shm_peers *t, pid_t *dead, int max);
-bool shm_self_wait(struct shm_peers *t, unsigned ms);
-int shm_self_release(struct shm_peers *t, const pid_t *dead, int n, bool held);
+int shm_self_check(struct shm_peers *t, pthread_mutex_t *writers);
 
 /*
  * Map the header of region @name (no "fi_shm://" prefix) and return its

@@ -586,6 +586,19 @@ static void note_done(void *arg, const struct xfer_comp *c)
 	atomic_store(&d->done, 1);
 }
 
+/* SIGKILL the test peer @c, then give the pending op behind @d up to @ms
+ * to complete. */
+static void kill_then_wait_done(struct child *c, const struct done_status *d, uint64_t ms)
+{
+	uint64_t t0;
+
+	kill(c->pid, SIGKILL);
+	waitpid(c->pid, NULL, 0);
+	t0 = kv_now_ms();
+	while (kv_now_ms() - t0 < ms && !atomic_load(&d->done))
+		usleep(20000);
+}
+
 /* A shm peer dies holding the spin lock of its own region (libfabric's
  * progress takes it all the time, so a killed client often does) while
  * our post waits for that lock.  The watchdog releases the dead peer's
@@ -601,7 +614,6 @@ Test(xfer_shm, peer_dies_holding_its_lock, .timeout = 120)
 	struct xfer_stats st;
 	struct child c, c2;
 	xfer_peer_t peer, peer2;
-	uint64_t t0;
 	int r;
 
 	kv_log_level = KV_LOG_ERR;
@@ -620,11 +632,7 @@ Test(xfer_shm, peer_dies_holding_its_lock, .timeout = 120)
 	usleep(300000);
 	cr_assert_eq(atomic_load(&d.done), 0, "the write went through a held lock: %d",
 	             atomic_load(&d.status));
-	kill(c.pid, SIGKILL);
-	waitpid(c.pid, NULL, 0);
-	t0 = kv_now_ms();
-	while (kv_now_ms() - t0 < 20000 && !atomic_load(&d.done))
-		usleep(20000);
+	kill_then_wait_done(&c, &d, 20000);
 	xfer_get_stats(e, &st);
 	cr_assert_eq(atomic_load(&d.done), 1,
 	             "the write to the dead peer never completed (stuck %llu, locks released %llu)",
@@ -648,86 +656,135 @@ Test(xfer_shm, peer_dies_holding_its_lock, .timeout = 120)
 /* The other way round: a peer dies in the middle of a post into *our*
  * region (kv-server SIGKILLed while writing into kvfs: shm holds the
  * target's lock for the whole copy).  The next post to us -- a restarted
- * server's first write -- then spins on that lock for good.  While the
- * holder lives the lock is left alone; once it is dead, our watchdog
- * releases it and the new peer's write lands, intact. */
-Test(xfer_shm, peer_dies_holding_our_lock, .timeout = 120)
-{
-	const size_t size = 4 * 1024 * 1024;
-	struct done_status d = {0};
+ * server's first write -- then spins on that lock for good.  The fixture:
+ * engine e, whose region lock the test peer c holds, and engine e2 (the
+ * "restarted server") whose 4 MiB write into e waits on it. */
+struct our_lock {
+	struct child c;
 	struct xfer_engine *e, *e2;
 	struct xfer_mr *buf, *src;
-	struct xfer_stats st, st2;
-	struct xfer_opts o;
 	struct xfer_desc desc;
-	struct child c;
 	xfer_peer_t peer, to_e;
+	struct done_status d;
+	struct one_xfer x;
+};
+#define OUR_LOCK_SIZE (4u * 1024 * 1024)
+
+static void our_lock_start(struct our_lock *h)
+{
 	uint8_t self[XFER_ADDR_MAX];
 	char cmd[16 + 2 * XFER_ADDR_MAX];
 	size_t slen = sizeof(self);
-	struct one_xfer x;
-	uint64_t t0;
-	long bad;
-	int r;
+	struct xfer_opts o;
 
 	kv_log_level = KV_LOG_ERR;
-	child_start(&c, NULL, "shm", "-", size, 1);
-	e = shm_engine_to(&c, 10000, size, &peer, &buf); /* c is e's peer */
-	memset(xfer_mr_addr(buf), 0, size);
-	xfer_mr_desc(buf, &desc);
-	cr_assert_eq(xfer_addr(e, self, &slen), 0);
+	memset(h, 0, sizeof(*h));
+	child_start(&h->c, NULL, "shm", "-", OUR_LOCK_SIZE, 1);
+	h->e = shm_engine_to(&h->c, 10000, OUR_LOCK_SIZE, &h->peer, &h->buf); /* c: e's peer */
+	memset(xfer_mr_addr(h->buf), 0, OUR_LOCK_SIZE);
+	xfer_mr_desc(h->buf, &h->desc);
+	cr_assert_eq(xfer_addr(h->e, self, &slen), 0);
 	strcpy(cmd, "LOCKPEER ");
 	hex_encode(self, slen, cmd + strlen(cmd));
-	child_expect(&c, cmd, "LOCKED"); /* as in the middle of its post to e */
+	child_expect(&h->c, cmd, "LOCKED"); /* as in the middle of its post to e */
 
-	/* the "restarted server": another engine writing into e */
 	xfer_opts_init(&o);
 	o.provider = "shm";
 	o.timeout_ms = 20000;
-	cr_assert_eq(xfer_open(&o, &e2), 0);
-	cr_assert_eq(xfer_peer_add(e2, self, slen, &to_e), 0);
-	cr_assert_eq(xfer_buf_alloc(e2, size, ACC_ALL, &src), 0);
-	pat_fill(xfer_mr_addr(src), size, 9);
-	one_xfer_init(&x, to_e, XFER_WRITE, src, 0, &desc, 0, size);
-	x.op.cb = note_done;
-	x.op.cb_arg = &d;
-	cr_assert_eq(xfer_submit(e2, &x.op), 0);
-	usleep(2500000);
-	xfer_get_stats(e, &st);
-	cr_assert_eq(atomic_load(&d.done), 0, "the write went through a held lock: %d",
-	             atomic_load(&d.status));
-	cr_assert_eq(st.locks_released, 0, "released a lock its live holder had");
+	cr_assert_eq(xfer_open(&o, &h->e2), 0);
+	cr_assert_eq(xfer_peer_add(h->e2, self, slen, &h->to_e), 0);
+	cr_assert_eq(xfer_buf_alloc(h->e2, OUR_LOCK_SIZE, ACC_ALL, &h->src), 0);
+	pat_fill(xfer_mr_addr(h->src), OUR_LOCK_SIZE, 9);
+	one_xfer_init(&h->x, h->to_e, XFER_WRITE, h->src, 0, &h->desc, 0, OUR_LOCK_SIZE);
+	h->x.op.cb = note_done;
+	h->x.op.cb_arg = &h->d;
+	cr_assert_eq(xfer_submit(h->e2, &h->x.op), 0);
+}
 
-	kill(c.pid, SIGKILL);
-	waitpid(c.pid, NULL, 0);
-	t0 = kv_now_ms();
-	while (kv_now_ms() - t0 < 15000 && !atomic_load(&d.done))
-		usleep(20000);
-	xfer_get_stats(e, &st);
-	xfer_get_stats(e2, &st2);
-	cr_assert_eq(atomic_load(&d.done), 1,
+/* Waited 2.5 s: e2's write still waits, and e released nothing. */
+static void our_lock_still_held(struct our_lock *h, const char *why)
+{
+	struct xfer_stats st;
+
+	usleep(2500000);
+	xfer_get_stats(h->e, &st);
+	cr_assert_eq(atomic_load(&h->d.done), 0, "the write went through a held lock: %d",
+	             atomic_load(&h->d.status));
+	cr_assert_eq(st.locks_released, 0, "released a lock %s", why);
+}
+
+/* e2's write completed, intact; e released exactly one lock; e2 was
+ * never reported stuck; and a second write works. */
+static void our_lock_released(struct our_lock *h)
+{
+	struct xfer_stats st, st2;
+	long bad;
+	int r;
+
+	xfer_get_stats(h->e, &st);
+	xfer_get_stats(h->e2, &st2);
+	cr_assert_eq(atomic_load(&h->d.done), 1,
 	             "the write into our region never completed (locks released %llu)",
 	             (unsigned long long)st.locks_released);
-	r = atomic_load(&d.status);
+	r = atomic_load(&h->d.status);
 	cr_assert_eq(r, 0, "the write into our region failed: %s", strerror(-r));
-	bad = pat_check(xfer_mr_addr(buf), size, 9);
+	bad = pat_check(xfer_mr_addr(h->buf), OUR_LOCK_SIZE, 9);
 	cr_assert_lt(bad, 0, "the bytes written differ at %ld", bad);
 	cr_assert_eq(st.locks_released, 1);
 	cr_assert_eq(st2.stuck_events, 0, "the writer was reported stuck");
 
-	/* and it goes on working */
-	pat_fill(xfer_mr_addr(src), size, 10);
-	one_xfer_init(&x, to_e, XFER_WRITE, src, 0, &desc, 0, size);
-	r = xfer_submit_wait(e2, &x.op);
+	pat_fill(xfer_mr_addr(h->src), OUR_LOCK_SIZE, 10);
+	one_xfer_init(&h->x, h->to_e, XFER_WRITE, h->src, 0, &h->desc, 0, OUR_LOCK_SIZE);
+	r = xfer_submit_wait(h->e2, &h->x.op);
 	cr_assert_eq(r, 0, "a second write: %s", strerror(-r));
-	bad = pat_check(xfer_mr_addr(buf), size, 10);
+	bad = pat_check(xfer_mr_addr(h->buf), OUR_LOCK_SIZE, 10);
 	cr_assert_lt(bad, 0, "the second write differs at %ld", bad);
-	fclose(c.in);
-	fclose(c.out);
-	xfer_mr_dereg(src);
-	xfer_close(e2);
-	xfer_mr_dereg(buf);
-	xfer_close(e);
+}
+
+static void our_lock_stop(struct our_lock *h)
+{
+	fclose(h->c.in);
+	fclose(h->c.out);
+	xfer_mr_dereg(h->src);
+	xfer_close(h->e2);
+	xfer_mr_dereg(h->buf);
+	xfer_close(h->e);
+}
+
+/* While the holder lives the lock is left alone; once it is dead, our
+ * watchdog releases it and the new peer's write lands, intact. */
+Test(xfer_shm, peer_dies_holding_our_lock, .timeout = 120)
+{
+	struct our_lock h;
+
+	our_lock_start(&h);
+	our_lock_still_held(&h, "its live holder had");
+	kill_then_wait_done(&h.c, &h.d, 15000);
+	our_lock_released(&h);
+	our_lock_stop(&h);
+}
+
+/* A spin lock does not say who holds it: while another peer of ours is
+ * stopped (SIGSTOP), it may be the holder and come back for it, so even
+ * after the holder died nothing is released until that peer runs again. */
+Test(xfer_shm, stopped_peer_defers_our_lock_release, .timeout = 120)
+{
+	struct our_lock h;
+	struct child c3;
+	xfer_peer_t p3;
+
+	our_lock_start(&h);
+	child_start(&c3, NULL, "shm", "-", 4096, 3);
+	cr_assert_eq(xfer_peer_add(h.e, c3.addr, c3.alen, &p3), 0);
+	kill(c3.pid, SIGSTOP);
+	kill_then_wait_done(&h.c, &h.d, 0);
+	our_lock_still_held(&h, "while a stopped peer might hold it");
+	kill(c3.pid, SIGCONT);
+	for (uint64_t t0 = kv_now_ms(); kv_now_ms() - t0 < 15000 && !atomic_load(&h.d.done);)
+		usleep(20000);
+	our_lock_released(&h);
+	child_stop(&c3);
+	our_lock_stop(&h);
 }
 
 /* A provider call that does not return (here the engine's test hook makes

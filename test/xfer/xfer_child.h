@@ -6,8 +6,10 @@
 
 #include <criterion/criterion.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,6 +50,7 @@ static void child_start(struct child *c, const char *netns, const char *prov, co
 	c->pid = fork();
 	cr_assert_geq(c->pid, 0);
 	if (c->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* even if stopped: never outlive a failed test */
 		dup2(to[0], 0);
 		dup2(from[1], 1);
 		close(to[1]);
