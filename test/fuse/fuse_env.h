@@ -42,7 +42,7 @@ struct env {
 
 static struct env E;
 
-static uint64_t env_ms(void)
+static inline uint64_t env_ms(void)
 {
 	struct timespec ts;
 
@@ -50,7 +50,7 @@ static uint64_t env_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static const char *env_bin(const char *var)
+static inline const char *env_bin(const char *var)
 {
 	const char *p = getenv(var);
 
@@ -59,7 +59,7 @@ static const char *env_bin(const char *var)
 }
 
 /* Run a shell command; returns its exit status (or -1). */
-static int sh(const char *fmt, ...)
+static inline int sh(const char *fmt, ...)
 {
 	char cmd[4096];
 	va_list ap;
@@ -73,7 +73,7 @@ static int sh(const char *fmt, ...)
 }
 
 /* Start kv-server with extra @args; waits for its "listening" line. */
-static void env_server_start(const char *args)
+static inline void env_server_start(const char *args)
 {
 	char log[300], cmd[1024], line[512];
 	uint64_t t0 = env_ms();
@@ -112,7 +112,7 @@ static void env_server_start(const char *args)
 	}
 }
 
-static void env_server_kill(int sig)
+static inline void env_server_kill(int sig)
 {
 	if (E.srv_pid > 0) {
 		kill(E.srv_pid, sig);
@@ -121,7 +121,7 @@ static void env_server_kill(int sig)
 	}
 }
 
-static bool is_mounted(const char *mnt)
+static inline bool is_mounted(const char *mnt)
 {
 	char line[1024], needle[1024];
 	FILE *f = fopen("/proc/self/mounts", "r");
@@ -137,7 +137,7 @@ static bool is_mounted(const char *mnt)
 }
 
 /* Mount kvfs (foreground process we own) on a new dir; returns its index. */
-static int env_mount(const char *opts)
+static inline int env_mount(const char *opts)
 {
 	int i = E.nmounts++;
 	char log[400], cmd[2048];
@@ -169,7 +169,7 @@ static int env_mount(const char *opts)
 	return i;
 }
 
-static void env_umount(int i)
+static inline void env_umount(int i)
 {
 	pid_t p = E.kvfs_pid[i];
 	int st = 0, k;
@@ -215,7 +215,7 @@ static inline void env_setup(void)
 	env_mount(NULL);
 }
 
-static void env_stop(void)
+static inline void env_stop(void)
 {
 	for (int i = 0; i < E.nmounts; i++)
 		env_umount(i);
@@ -225,7 +225,7 @@ static void env_stop(void)
 }
 
 /* Path inside mount @i. */
-static const char *mp(int i, const char *rel)
+static inline const char *mp(int i, const char *rel)
 {
 	static __thread char buf[4][700];
 	static __thread int k;
@@ -236,7 +236,7 @@ static const char *mp(int i, const char *rel)
 }
 
 /* Path in the scratch dir (outside any mount). */
-static const char *sp(const char *rel)
+static inline const char *sp(const char *rel)
 {
 	static __thread char buf[4][700];
 	static __thread int k;
@@ -247,7 +247,7 @@ static const char *sp(const char *rel)
 }
 
 /* Write @len pattern bytes (seeded) to @path on the local disk. */
-static void make_file(const char *path, size_t len, unsigned seed)
+static inline void make_file(const char *path, size_t len, unsigned seed)
 {
 	FILE *f = fopen(path, "w");
 	uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
