@@ -49,6 +49,8 @@ struct node {
 	bool dir;
 	uint64_t nlookup;        /* kernel references */
 	uint64_t cache_version;  /* version whose pages the kernel may keep */
+	uint64_t attr_version;   /* version whose size the kernel last got from us
+	                          * (0: unknown, e.g. while it writes the file) */
 	struct kfile *writer;    /* an open file with staged bytes, for getattr */
 	struct kvc_entry open_e; /* what the last open learned from the server, */
 	uint64_t open_ms;        /* and when: answers the kernel's GETATTR after it */
@@ -325,6 +327,8 @@ static void reply_entry(fuse_req_t req, const char *key, bool dir, const struct 
 
 	pthread_mutex_lock(&fs.lock);
 	n = node_get(key, dir);
+	if (n && !dir)
+		n->attr_version = e->version;
 	pthread_mutex_unlock(&fs.lock);
 	if (!n) {
 		fuse_reply_err(req, ENOMEM);
@@ -561,6 +565,10 @@ static void kvfs_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* every read checks the attributes (kvfs_open() drops them when the
+	 * value changed under the kernel's cache) */
+	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
+		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	KV_DEBUG(TAG, "FUSE capable 0x%x want 0x%x", conn->capable, conn->want);
 }
@@ -642,6 +650,7 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		e.size = f->len;
 		e.mode = f->mode;
 		e.mtime_ns = (int64_t)time(NULL) * 1000000000;
+		n->attr_version = 0;
 		pthread_mutex_unlock(&fs.lock);
 		fill_file_attr(&st, ino, &e);
 		fuse_reply_attr(req, &st, 0);
@@ -653,6 +662,7 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	    n->open_e.version == n->cache_version &&
 	    kv_now_ms() - n->open_ms < (uint64_t)(KV_MIN(fs.cfg.attr_timeout, 1.0) * 1000)) {
 		e = n->open_e;
+		n->attr_version = e.version;
 		pthread_mutex_unlock(&fs.lock);
 		fill_file_attr(&st, ino, &e);
 		fuse_reply_attr(req, &st, fs.cfg.attr_timeout);
@@ -664,10 +674,16 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		fuse_reply_err(req, r == -ENOENT ? ENOENT : fs_err(r));
 		return;
 	}
-	if (r == 1)
+	if (r == 1) {
 		fill_dir_attr(&st, ino, &e);
-	else
+	} else {
 		fill_file_attr(&st, ino, &e);
+		pthread_mutex_lock(&fs.lock);
+		n = node_by_ino(ino);
+		if (n)
+			n->attr_version = e.version;
+		pthread_mutex_unlock(&fs.lock);
+	}
 	fuse_reply_attr(req, &st, fs.cfg.attr_timeout);
 }
 
@@ -696,14 +712,16 @@ static void kfile_set_writer(struct kfile *f, bool on)
 			n->writer = f;
 		else if (n->writer == f)
 			n->writer = NULL;
+		n->attr_version = 0; /* the kernel sizes the file as it writes */
 	}
 	pthread_mutex_unlock(&fs.lock);
 }
 
 /* Put @len bytes of an inode's value, from offset 0, into the kernel's page
- * cache (FUSE_NOTIFY_STORE).  0, or a negative errno (e.g. -ENOSYS on an
- * old kernel: then reads simply ask). */
-static int store_head(fuse_ino_t ino, const uint8_t *bytes, size_t len)
+ * cache (FUSE_NOTIFY_STORE), after dropping its cached pages and attributes
+ * first if @inval.  0, or a negative errno (e.g. -ENOSYS on an old kernel:
+ * then reads simply ask). */
+static int store_head(fuse_ino_t ino, const uint8_t *bytes, size_t len, bool inval)
 {
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
 	int r;
@@ -719,7 +737,9 @@ static int store_head(fuse_ino_t ino, const uint8_t *bytes, size_t len)
 		return -EBUSY;
 	}
 	bv.buf[0].mem = (void *)bytes;
-	r = fuse_lowlevel_notify_store(fs.se, ino, 0, &bv, 0);
+	r = inval ? fuse_lowlevel_notify_inval_inode(fs.se, ino, 0, 0) : 0;
+	if (r == 0)
+		r = fuse_lowlevel_notify_store(fs.se, ino, 0, &bv, 0);
 	atomic_fetch_add(&fs.store_slots, 1);
 	return r;
 }
@@ -730,7 +750,7 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct kvc_entry e;
 	struct kfile *f;
 	struct node *n;
-	bool dir, writing, wr = (fi->flags & O_ACCMODE) != O_RDONLY;
+	bool dir, writing, stale_size, wr = (fi->flags & O_ACCMODE) != O_RDONLY;
 	uint8_t *head = NULL;
 	ssize_t n_head = 0;
 	int r;
@@ -782,7 +802,18 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	pthread_mutex_lock(&fs.lock);
 	n = node_by_ino(ino);
-	fi->keep_cache = n && n->cache_version == e.version && !(fi->flags & O_TRUNC);
+	/*
+	 * The kernel's size of the file may be another version's (attributes
+	 * it cached before another client changed the value).  Dropping the
+	 * pages is not enough then: a read inside that old size asks nobody,
+	 * so a shrunk value would read old bytes past its end and a grown one
+	 * would end early.  Its cached attributes are dropped too, so the
+	 * first read asks GETATTR (FUSE_CAP_AUTO_INVAL_DATA), which answers
+	 * with this open's version.
+	 */
+	stale_size = !n || n->attr_version != e.version;
+	fi->keep_cache =
+	        n && !stale_size && n->cache_version == e.version && !(fi->flags & O_TRUNC);
 	writing = n && n->writer;
 	pthread_mutex_unlock(&fs.lock);
 	/*
@@ -793,8 +824,10 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * are in that cache and must not be overwritten with older bytes.
 	 */
 	if (!wr && !fi->keep_cache && !writing && e.size > 0 && f->head_len == e.size && fs.se &&
-	    store_head(ino, head, f->head_len) == 0)
+	    store_head(ino, head, f->head_len, stale_size) == 0)
 		fi->keep_cache = 1;
+	else if (stale_size && fs.se)
+		fuse_lowlevel_notify_inval_inode(fs.se, ino, -1, 0); /* attributes only */
 	pthread_mutex_lock(&fs.lock);
 	if (n) {
 		n->cache_version = e.version;
@@ -1477,6 +1510,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 					continue;
 				pthread_mutex_lock(&fs.lock);
 				n = node_get(key, s->dir);
+				if (n && !s->dir)
+					n->attr_version = s->e.version;
 				pthread_mutex_unlock(&fs.lock);
 				if (!n)
 					break;

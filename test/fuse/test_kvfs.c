@@ -327,6 +327,90 @@ Test(kvfs, small_file_cached_at_open_is_current)
 	}
 }
 
+/* Fill @buf with @len bytes that differ between @seed values. */
+static void pattern(uint8_t *buf, size_t len, unsigned seed)
+{
+	for (size_t j = 0; j < len; j++)
+		buf[j] = (uint8_t)(j * (seed * 2 + 5) + seed + (j >> 12));
+}
+
+/*
+ * A value changed to another size on another mount, while this mount's
+ * kernel still holds the old size and pages (attributes cached for 30 s):
+ * the next open must read the new value whole, by plain read() without an
+ * fstat() first (dd, head), and a pread() inside the old size but past the
+ * new one must find the end of the file.
+ */
+Test(kvfs, size_changed_on_other_mount_reads_the_new_value_whole)
+{
+	static const size_t sizes[][2] = {
+	        {100000, 3000},      /* small file stored at open, shrunk */
+	        {3000, 100000},      /* grown */
+	        {5000000, 70000},    /* large, shrunk past the first 1 MiB read */
+	        {70000, 5000000},    /* large, grown */
+	        {2 << 20, 1 << 20},  /* shrunk to a read's size */
+	        {40000, 40000 - 1}}; /* one byte less */
+	int m1 = env_mount("attr_timeout=30,entry_timeout=30");
+	uint8_t *v1 = malloc(5000000), *v2 = malloc(5000000), *got = malloc(5000000 + 4096);
+
+	cr_assert(v1 && v2 && got);
+	for (size_t c = 0; c < 2 * sizeof(sizes) / sizeof(sizes[0]); c++) {
+		size_t i = c / 2, l1 = sizes[i][0], l2 = sizes[i][1], have = 0;
+		bool whole = c % 2 == 0; /* else one pread() between the two sizes */
+		char name[32];
+		ssize_t n;
+		int fd;
+
+		snprintf(name, sizeof(name), "sz%zu", c);
+		pattern(v1, l1, (unsigned)i * 2);
+		pattern(v2, l2, (unsigned)i * 2 + 1);
+		fd = open(mp(0, name), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		cr_assert_geq(fd, 0);
+		cr_assert_eq(write(fd, v1, l1), (ssize_t)l1);
+		cr_assert_eq(close(fd), 0);
+		/* mount m1 caches the size and the pages of the first value */
+		fd = open(mp(m1, name), O_RDONLY);
+		cr_assert_geq(fd, 0);
+		while ((n = read(fd, got, 1 << 20)) > 0)
+			have += (size_t)n;
+		cr_assert_eq(have, l1);
+		close(fd);
+
+		fd = open(mp(0, name), O_WRONLY | O_TRUNC);
+		cr_assert_geq(fd, 0);
+		cr_assert_eq(write(fd, v2, l2), (ssize_t)l2);
+		cr_assert_eq(close(fd), 0);
+
+		fd = open(mp(m1, name), O_RDONLY);
+		cr_assert_geq(fd, 0, "open: %s", strerror(errno));
+		if (whole) {
+			have = 0;
+			while (have < l2 + 4096 && (n = read(fd, got + have, 1 << 20)) > 0)
+				have += (size_t)n;
+			cr_assert_eq(have, l2,
+			             "%zu bytes changed to %zu on another mount: read %zu", l1, l2,
+			             have);
+			cr_assert_eq(memcmp(got, v2, l2), 0, "%zu -> %zu bytes: not the new value",
+			             l1, l2);
+		} else {
+			size_t off = (l1 + l2) / 2, want = off >= l2         ? 0
+			                                   : l2 - off < 4096 ? l2 - off
+			                                                     : 4096;
+
+			n = pread(fd, got, 4096, (off_t)off);
+			cr_assert_eq(n, (ssize_t)want,
+			             "%zu -> %zu bytes: pread at %zu gave %zd, not %zu", l1, l2,
+			             off, n, want);
+			cr_assert_eq(memcmp(got, v2 + off, want), 0,
+			             "%zu -> %zu bytes: pread at %zu", l1, l2, off);
+		}
+		close(fd);
+	}
+	free(v1);
+	free(v2);
+	free(got);
+}
+
 Test(kvfs, rsync_tree_and_tar)
 {
 	cr_assert_eq(sh("mkdir -p %s && cd %s && mkdir -p a/b c && echo 1 > a/one && "
