@@ -156,6 +156,29 @@ static void node_hash_path(struct node *n)
 	fs.by_path[b] = n;
 }
 
+/*
+ * A node whose name went away (unlinked, or replaced by a rename) while the
+ * kernel still holds it, e.g. open: its path becomes one no key can have, so
+ * the name maps to a new node, reads find the value gone (ESTALE), and the
+ * bytes a writer staged are dropped at close instead of bringing the file
+ * back.  Called with fs.lock held.
+ */
+#define NODE_ORPHAN '\x01'
+
+static void node_orphan(struct node *n, const char *why)
+{
+	char *p = malloc(strlen(why) + 2);
+
+	if (!p)
+		return;
+	p[0] = NODE_ORPHAN;
+	strcpy(p + 1, why);
+	node_unhash_path(n);
+	free(n->path);
+	n->path = p;
+	node_hash_path(n);
+}
+
 /* Find or create the node for @path, taking one kernel reference.
  * Called with fs.lock held.  NULL on ENOMEM. */
 static struct node *node_get(const char *path, bool dir)
@@ -530,6 +553,12 @@ static int stage_store(struct kfile *f)
 	r = ino_path(f->ino, key, sizeof(key), NULL);
 	if (r < 0)
 		return r;
+	if (key[0] == NODE_ORPHAN) { /* removed while open: nothing to store */
+		KV_DEBUG(TAG, "close of a file %s while open: %zu staged bytes dropped", key + 1,
+		         f->len);
+		f->dirty = false;
+		return 0;
+	}
 	r = kvc_put(fs.kvc, key, strlen(key), stage_ptr(f), f->len, &po, &e);
 	if (r < 0) {
 		KV_DEBUG(TAG, "PUT %s (%zu bytes): %s", key, f->len, kvc_strerror());
@@ -929,6 +958,8 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	r = ino_path(ino, key, sizeof(key), NULL);
+	if (r == 0 && key[0] == NODE_ORPHAN)
+		r = -ESTALE; /* removed since the open */
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -1194,6 +1225,17 @@ static void kvfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		r = kvfs_path_join(ppath, name, key, sizeof(key));
 	if (r >= 0)
 		r = kvc_delete(fs.kvc, key, strlen(key), 0);
+	if (r == 0 || r == -ENOENT) {
+		struct node *n;
+
+		pthread_mutex_lock(&fs.lock);
+		n = node_by_path(key);
+		if (n && r == -ENOENT && n->writer)
+			r = 0; /* created here and not stored yet */
+		if (n && r == 0)
+			node_orphan(n, "unlinked");
+		pthread_mutex_unlock(&fs.lock);
+	}
 	fuse_reply_err(req, r < 0 ? (r == -ENOENT || r == -ENAMETOOLONG ? -r : fs_err(r)) : 0);
 }
 
@@ -1285,6 +1327,7 @@ static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 	char pp[KVFS_KEY_MAX + 1], np[KVFS_KEY_MAX + 1];
 	char src[KVFS_KEY_MAX + 2], dst[KVFS_KEY_MAX + 2];
 	struct kvc_entry se, de;
+	bool pending = false;
 	int r, sk, dk;
 
 	if (flags & ~(unsigned)RENAME_NOREPLACE) {
@@ -1303,6 +1346,13 @@ static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 		return;
 	}
 	sk = probe(src, &se);
+	if (sk == -ENOENT) { /* created here and not stored yet: renamed here */
+		pthread_mutex_lock(&fs.lock);
+		pending = node_by_path(src) && node_by_path(src)->writer;
+		pthread_mutex_unlock(&fs.lock);
+		if (pending)
+			sk = 0;
+	}
 	if (sk < 0) {
 		fuse_reply_err(req, sk == -ENOENT ? ENOENT : fs_err(sk));
 		return;
@@ -1321,7 +1371,8 @@ static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 			fuse_reply_err(req, EISDIR);
 			return;
 		}
-		r = kvc_rename(fs.kvc, src, strlen(src), dst, strlen(dst), false, NULL);
+		r = pending ? 0
+		            : kvc_rename(fs.kvc, src, strlen(src), dst, strlen(dst), false, NULL);
 	} else {
 		if (dk == 0) {
 			fuse_reply_err(req, ENOTDIR);
@@ -1353,12 +1404,8 @@ static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 		size_t sl = strlen(src);
 		struct node *old = node_by_path(dst);
 
-		if (old) { /* the replaced file keeps its inode but loses its name */
-			node_unhash_path(old);
-			free(old->path);
-			old->path = strdup("\x01replaced");
-			node_hash_path(old);
-		}
+		if (old) /* the replaced file keeps its inode but loses its name */
+			node_orphan(old, "replaced");
 		for (size_t b = 0; b < fs.nbuckets; b++) {
 			for (struct node *n = fs.by_ino[b]; n; n = n->next_ino) {
 				if (strncmp(n->path, src, sl) ||

@@ -411,6 +411,75 @@ Test(kvfs, size_changed_on_other_mount_reads_the_new_value_whole)
 	free(got);
 }
 
+/* What @path holds, as a string (at most 63 bytes), or "" with errno. */
+static const char *contents(const char *path)
+{
+	static char buf[64];
+	int fd = open(path, O_RDONLY);
+	ssize_t n;
+
+	buf[0] = '\0';
+	if (fd < 0)
+		return buf;
+	n = read(fd, buf, sizeof(buf) - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	close(fd);
+	return buf;
+}
+
+/*
+ * A file removed or renamed while a process still has it open for writing
+ * behaves as on a local file system: the close does not bring the removed
+ * name back, a file created and not yet closed can be renamed and removed,
+ * and a file replaced by a rename keeps the new bytes when its old writer
+ * closes.  Checked from a second mount too (the server's view).
+ */
+Test(kvfs, removed_or_renamed_while_open_for_writing)
+{
+	int m1 = env_mount(NULL);
+	int fd;
+
+	/* created, written, unlinked, closed: gone */
+	fd = open(mp(0, "new"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "abc", 3), 3);
+	cr_assert_eq(unlink(mp(0, "new")), 0, "unlink of a created, open file: %s",
+	             strerror(errno));
+	cr_assert_eq(close(fd), 0);
+	cr_assert_neq(access(mp(0, "new"), F_OK), 0, "the close brought an unlinked file back");
+	cr_assert_eq(errno, ENOENT);
+	cr_assert_neq(access(mp(m1, "new"), F_OK), 0, "the server has the unlinked file");
+
+	/* a stored file rewritten, unlinked before the close: stays gone */
+	cr_assert_eq(sh("echo old > %s", mp(0, "old")), 0);
+	fd = open(mp(0, "old"), O_WRONLY | O_TRUNC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "newer", 5), 5);
+	cr_assert_eq(unlink(mp(0, "old")), 0);
+	cr_assert_eq(close(fd), 0);
+	cr_assert_neq(access(mp(m1, "old"), F_OK), 0, "the close stored an unlinked file");
+	cr_assert_neq(access(mp(0, "old"), F_OK), 0);
+
+	/* created, renamed before the close: stored under the new name */
+	fd = open(mp(0, "draft"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "text", 4), 4);
+	cr_assert_eq(rename(mp(0, "draft"), mp(0, "final")), 0,
+	             "rename of a created, open file: %s", strerror(errno));
+	cr_assert_eq(close(fd), 0);
+	cr_assert_str_eq(contents(mp(m1, "final")), "text");
+	cr_assert_neq(access(mp(m1, "draft"), F_OK), 0);
+
+	/* a file open for writing replaced by a rename: the rename wins */
+	cr_assert_eq(sh("echo one > %s && echo two > %s", mp(0, "target"), mp(0, "source")), 0);
+	fd = open(mp(0, "target"), O_WRONLY | O_TRUNC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "lost", 4), 4);
+	cr_assert_eq(rename(mp(0, "source"), mp(0, "target")), 0);
+	cr_assert_eq(close(fd), 0);
+	cr_assert_str_eq(contents(mp(m1, "target")), "two\n");
+}
+
 Test(kvfs, rsync_tree_and_tar)
 {
 	cr_assert_eq(sh("mkdir -p %s && cd %s && mkdir -p a/b c && echo 1 > a/one && "
