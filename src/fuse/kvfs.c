@@ -1552,12 +1552,29 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			struct node *n = NULL;
 
 			name = s->name;
-			if (plus) {
+			if (plus && s->dir) {
+				/*
+				 * LIST names a directory without its marker's
+				 * mode and times: no attributes then (the kernel
+				 * asks LOOKUP), rather than ones that differ from
+				 * what stat shows (tar: "file changed as we read
+				 * it").
+				 */
 				if (kvfs_path_join(dkey, name, key, sizeof(key)) < 0)
 					continue;
 				pthread_mutex_lock(&fs.lock);
-				n = node_get(key, s->dir);
-				if (n && !s->dir)
+				n = node_by_path(key);
+				ep.attr.st_ino = n ? n->ino : hash_str(key) | 1ULL << 63;
+				pthread_mutex_unlock(&fs.lock);
+				n = NULL;
+				ep.attr.st_mode = S_IFDIR;
+				need = fuse_add_direntry_plus(req, p, rem, name, &ep, (off_t)i + 1);
+			} else if (plus) {
+				if (kvfs_path_join(dkey, name, key, sizeof(key)) < 0)
+					continue;
+				pthread_mutex_lock(&fs.lock);
+				n = node_get(key, false);
+				if (n)
 					n->attr_version = s->e.version;
 				pthread_mutex_unlock(&fs.lock);
 				if (!n)
@@ -1565,10 +1582,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				ep.ino = n->ino;
 				ep.attr_timeout = fs.cfg.attr_timeout;
 				ep.entry_timeout = fs.cfg.entry_timeout;
-				if (s->dir)
-					fill_dir_attr(&ep.attr, n->ino, NULL);
-				else
-					fill_file_attr(&ep.attr, n->ino, &s->e);
+				fill_file_attr(&ep.attr, n->ino, &s->e);
 				need = fuse_add_direntry_plus(req, p, rem, name, &ep, (off_t)i + 1);
 			} else {
 				ep.attr.st_ino = 0;

@@ -495,6 +495,11 @@ Test(kvfs, rsync_tree_and_tar)
 	                sp("t.tar"), mp(0, "untar"), mp(0, "untar"), sp("t.tar")),
 	             0, "tar x into the mount");
 	cr_assert_eq(sh("diff -r %s %s", sp("tree"), mp(0, "untar")), 0, "diff -r after tar");
+	/* and out of it: tar checks that nothing changed while it read */
+	cr_assert_eq(sh("sleep 1.1 && tar -C %s -cf %s . && mkdir %s && tar -C %s -xf %s",
+	                mp(0, "untar"), sp("out.tar"), sp("out"), sp("out"), sp("out.tar")),
+	             0, "tar c of the mount (exit status 1: a file changed as tar read it)");
+	cr_assert_eq(sh("diff -r %s %s", sp("tree"), sp("out")), 0, "diff -r after tar c");
 }
 
 Test(kvfs, server_killed_then_restarted)
