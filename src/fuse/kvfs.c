@@ -66,6 +66,7 @@ struct kfile {
 	uint64_t version; /* version read at open (0 = new file) */
 	uint64_t size;    /* size at open */
 	uint32_t mode;
+	int64_t mtime_ns; /* set by utimensat after the last write; 0 = the PUT's time */
 	bool writable;
 	bool dirty;  /* staged bytes not yet stored */
 	bool loaded; /* stage holds the whole value */
@@ -543,7 +544,7 @@ static int stage_load(struct kfile *f, const char *key)
 static int stage_store(struct kfile *f)
 {
 	char key[KVFS_KEY_MAX + 1];
-	struct kvc_put_opts po = {.mode = f->mode};
+	struct kvc_put_opts po = {.mode = f->mode, .mtime_ns = f->mtime_ns};
 	struct kvc_entry e;
 	struct node *n;
 	int r;
@@ -678,7 +679,7 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		memset(&e, 0, sizeof(e));
 		e.size = f->len;
 		e.mode = f->mode;
-		e.mtime_ns = (int64_t)time(NULL) * 1000000000;
+		e.mtime_ns = f->mtime_ns ? f->mtime_ns : (int64_t)time(NULL) * 1000000000;
 		n->attr_version = 0;
 		pthread_mutex_unlock(&fs.lock);
 		fill_file_attr(&st, ino, &e);
@@ -1025,6 +1026,7 @@ static void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t 
 	if (end > f->len)
 		f->len = end;
 	f->dirty = true;
+	f->mtime_ns = 0; /* a write after utimensat: the time of the store */
 	pthread_mutex_unlock(&f->lock);
 	kfile_set_writer(f, true);
 	fuse_reply_write(req, size);
@@ -1104,6 +1106,45 @@ static int truncate_key(const char *key, uint64_t size, uint64_t ino)
 	return r;
 }
 
+/* The mtime a SETATTR asks for, in ns since the epoch; -1 if none. */
+static int64_t setattr_mtime(const struct stat *attr, int to_set)
+{
+	struct timespec ts;
+
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	}
+	if (to_set & FUSE_SET_ATTR_MTIME)
+		return (int64_t)attr->st_mtim.tv_sec * 1000000000 + attr->st_mtim.tv_nsec;
+	return -1;
+}
+
+/* chmod and utimensat of directory @key: kept in its marker, which an
+ * implicit directory gets now (created with the mode asked, or 0755). */
+static int dir_setattr(const char *key, const struct stat *attr, int to_set)
+{
+	char marker[KVFS_KEY_MAX + 3];
+	int64_t mode = (to_set & FUSE_SET_ATTR_MODE) ? (int64_t)(attr->st_mode & 07777) : -1;
+	int64_t mt = setattr_mtime(attr, to_set);
+	struct kvc_put_opts po = {.mode = mode >= 0 ? (uint32_t)mode : 0755, .if_absent = true};
+	int r;
+
+	if (mode < 0 && mt < 0)
+		return 0;
+	r = kvfs_path_dir_marker(key, marker, sizeof(marker));
+	if (r < 0)
+		return r;
+	r = kvc_setattr(fs.kvc, marker, strlen(marker), mode, mt, NULL);
+	if (r == -ENOENT) {
+		po.mtime_ns = mt > 0 ? mt : 0;
+		r = kvc_put(fs.kvc, marker, strlen(marker), "", 0, &po, NULL);
+		if (r == -EEXIST) /* made meanwhile */
+			r = kvc_setattr(fs.kvc, marker, strlen(marker), mode, mt, NULL);
+	}
+	return r;
+}
+
 static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                          struct fuse_file_info *fi)
 {
@@ -1124,7 +1165,12 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 		fuse_reply_err(req, -r);
 		return;
 	}
-	if (dir) { /* directories: accept and ignore (attributes are synthesized) */
+	if (dir) {
+		r = key[0] ? dir_setattr(key, attr, to_set) : 0; /* the root's are synthesized */
+		if (r < 0) {
+			fuse_reply_err(req, fs_err(r));
+			return;
+		}
 		kvfs_getattr(req, ino, NULL);
 		return;
 	}
@@ -1159,21 +1205,17 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
 		int64_t mode =
 		        (to_set & FUSE_SET_ATTR_MODE) ? (int64_t)(attr->st_mode & 07777) : -1;
-		int64_t mt = -1;
+		int64_t mt = setattr_mtime(attr, to_set);
 		struct node *n;
 
-		if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			mt = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-		} else if (to_set & FUSE_SET_ATTR_MTIME) {
-			mt = (int64_t)attr->st_mtim.tv_sec * 1000000000 + attr->st_mtim.tv_nsec;
-		}
 		pthread_mutex_lock(&fs.lock);
 		n = node_by_ino(ino);
-		if (n && n->writer && mode >= 0)
-			n->writer->mode = (uint32_t)mode; /* applies to the pending PUT too */
+		if (n && n->writer) { /* applies to the pending PUT too */
+			if (mode >= 0)
+				n->writer->mode = (uint32_t)mode;
+			if (mt >= 0)
+				n->writer->mtime_ns = mt;
+		}
 		pthread_mutex_unlock(&fs.lock);
 		r = kvc_setattr(fs.kvc, key, strlen(key), mode, mt, &e);
 		if (r == -ENOENT && n && n->writer)

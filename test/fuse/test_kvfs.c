@@ -480,6 +480,43 @@ Test(kvfs, removed_or_renamed_while_open_for_writing)
 	cr_assert_str_eq(contents(mp(m1, "target")), "two\n");
 }
 
+/* `stat -c FMT PATH` equals @want: 0 if so. */
+static int stat_is(const char *fmt, const char *path, const char *want)
+{
+	return sh("[ \"$(stat -c '%s' %s)\" = '%s' ]", fmt, path, want);
+}
+
+/*
+ * Times set while the bytes are still staged (cp -p and tar x set them
+ * before close) survive the close, and chmod and utimensat of a directory
+ * are kept: seen again from a second mount.
+ */
+Test(kvfs, times_and_directory_modes_are_kept)
+{
+	int m1 = env_mount(NULL);
+
+	cr_assert_eq(sh("echo hi > %s && touch -d @1000000000 %s && cp -p %s %s", sp("f"), sp("f"),
+	                sp("f"), mp(0, "copied")),
+	             0);
+	cr_assert_eq(stat_is("%Y", mp(m1, "copied"), "1000000000"), 0, "cp -p lost the mtime");
+	cr_assert_eq(sh("cd %s && tar -cf %s f && cd %s && tar -xf %s", E.dir, sp("f.tar"),
+	                mp(0, ""), sp("f.tar")),
+	             0);
+	cr_assert_eq(stat_is("%Y", mp(m1, "f"), "1000000000"), 0, "tar x lost the mtime");
+
+	cr_assert_eq(sh("mkdir -m 700 %s && chmod 711 %s", mp(0, "d"), mp(0, "d")), 0);
+	cr_assert_eq(stat_is("%a", mp(m1, "d"), "711"), 0, "chmod of a directory");
+	/* (another directory: mount m1 caches d's attributes for a second) */
+	cr_assert_eq(sh("mkdir %s && touch -d @1100000000 %s", mp(0, "e"), mp(0, "e")), 0);
+	cr_assert_eq(stat_is("%Y", mp(m1, "e"), "1100000000"), 0, "utimensat of a directory");
+	/* a directory holding a file */
+	cr_assert_eq(sh("mkdir -p %s && echo x > %s && chmod 750 %s", mp(0, "i/j"), mp(0, "i/j/k"),
+	                mp(0, "i/j")),
+	             0);
+	cr_assert_eq(stat_is("%a", mp(m1, "i/j"), "750"), 0, "chmod of a directory holding a file");
+	cr_assert_str_eq(contents(mp(m1, "i/j/k")), "x\n");
+}
+
 Test(kvfs, rsync_tree_and_tar)
 {
 	cr_assert_eq(sh("mkdir -p %s && cd %s && mkdir -p a/b c && echo 1 > a/one && "
