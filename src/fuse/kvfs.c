@@ -608,7 +608,11 @@ static void kvfs_init(void *userdata, struct fuse_conn_info *conn)
  * fails at once with EINVAL rather than at close. */
 static int join_new(const char *parent, const char *name, char *out, size_t cap)
 {
-	int r = kvfs_path_join(parent, name, out, cap);
+	int r;
+
+	if (strlen(name) > KVFS_NAME_MAX)
+		return -ENAMETOOLONG; /* what statfs says: tools size names by it */
+	r = kvfs_path_join(parent, name, out, cap);
 
 	if (r > 0 && wire_key_check(out, (size_t)r) == -EINVAL)
 		r = -EINVAL;
@@ -1327,9 +1331,35 @@ static void kvfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 /* Rename every key under directory @src to the same place under @dst.
  * Renamed keys leave the listed prefix, so each page starts afresh. */
+/* Length of the longest key starting with @pfx, through every LIST page;
+ * negative errno on failure. */
+static ssize_t longest_key(const char *pfx)
+{
+	char after[KVFS_KEY_MAX + 1] = "";
+	size_t longest = 0;
+
+	for (;;) {
+		struct kvc_list l;
+		bool more;
+		int r = kvc_list(fs.kvc, pfx, NULL, after[0] ? after : NULL, 1000, &l);
+
+		if (r < 0)
+			return r;
+		for (size_t i = 0; i < l.n_entries; i++)
+			longest = KV_MAX(longest, l.entries[i].keylen);
+		more = l.truncated && l.n_entries > 0;
+		if (more)
+			snprintf(after, sizeof(after), "%s", l.entries[l.n_entries - 1].key);
+		kvc_list_free(&l);
+		if (!more)
+			return (ssize_t)longest;
+	}
+}
+
 static int rename_dir(const char *src, const char *dst)
 {
 	char spfx[KVFS_KEY_MAX + 3], dkey[2 * KVFS_KEY_MAX + 4];
+	ssize_t longest;
 	size_t sl;
 	int r;
 
@@ -1337,6 +1367,13 @@ static int rename_dir(const char *src, const char *dst)
 	if (r < 0)
 		return r;
 	sl = (size_t)r;
+	/* every new key must fit before the first is moved: a rename that
+	 * fails half way would leave the tree split in two */
+	longest = longest_key(spfx);
+	if (longest < 0)
+		return (int)longest;
+	if (longest > 0 && strlen(dst) + 1 + (size_t)longest - sl > KVFS_KEY_MAX)
+		return -ENAMETOOLONG;
 	for (;;) {
 		struct kvc_list l;
 		bool more;
@@ -1698,7 +1735,7 @@ static void kvfs_statfs(fuse_req_t req, fuse_ino_t ino)
 	sv.f_bfree = sv.f_bavail = a.free_b / 4096;
 	sv.f_files = a.keys + a.free_b / 4096;
 	sv.f_ffree = sv.f_favail = a.free_b / 4096;
-	sv.f_namemax = 255;
+	sv.f_namemax = KVFS_NAME_MAX;
 	fuse_reply_statfs(req, &sv);
 }
 

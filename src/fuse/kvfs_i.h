@@ -12,6 +12,9 @@
 
 /* Longest key kv-server accepts (bytes). */
 #define KVFS_KEY_MAX 1024
+/* Longest name kvfs creates (statfs f_namemax, as NAME_MAX); longer ones
+ * written by other clients can still be looked up. */
+#define KVFS_NAME_MAX 255
 
 /*
  * Key of @name inside directory @parent ("" is the root), written to @out

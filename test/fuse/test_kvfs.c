@@ -153,7 +153,31 @@ Test(kvfs, errors)
 	fd = open(path, O_CREAT | O_WRONLY, 0644);
 	cr_assert_eq(fd, -1, "a key over 1024 bytes was created");
 	cr_assert_eq(errno, ENAMETOOLONG);
+	/* a directory whose deepest key would outgrow 1024 bytes when renamed:
+	 * refused before anything moved */
+	cr_assert_eq(sh("echo x > %s/%s/%s/%s/%s/f", E.mnt[0], longname + 1, longname + 2,
+	                longname + 3, longname + 4),
+	             0);
+	snprintf(path, sizeof(path), "%s/%s", E.mnt[0], longname + 1);
+	cr_assert_eq(rename(path, mp(0, "ld")), 0, "a shorter name fits: %s", strerror(errno));
+	snprintf(path, sizeof(path), "%s/%s", E.mnt[0], longname + 5);
+	cr_assert_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/%s/%s", E.mnt[0], longname + 5, longname + 6);
+	cr_assert_eq(rename(mp(0, "ld"), path), -1, "a key of 1261 bytes was made");
+	cr_assert_eq(errno, ENAMETOOLONG);
+	cr_assert_eq(sh("[ $(find %s | wc -l) = 5 ] && [ -z \"$(ls %s/%s)\" ]", mp(0, "ld"),
+	                E.mnt[0], longname + 5),
+	             0, "a refused directory rename moved part of the tree");
+	/* names over 255 bytes (statfs f_namemax) are not created */
+	longname[255] = 'n';
+	longname[256] = '\0';
+	cr_assert_eq(open(mp(0, longname), O_CREAT | O_WRONLY, 0644), -1);
+	cr_assert_eq(errno, ENAMETOOLONG, "256-byte name: %s", strerror(errno));
+	cr_assert_eq(mkdir(mp(0, longname), 0755), -1);
+	cr_assert_eq(errno, ENAMETOOLONG);
 	cr_assert_eq(sh("echo a > %s", mp(0, "h")), 0);
+	cr_assert_eq(rename(mp(0, "h"), mp(0, longname)), -1);
+	cr_assert_eq(errno, ENAMETOOLONG);
 	cr_assert_eq(link(mp(0, "h"), mp(0, "h2")), -1);
 	cr_assert(errno == ENOTSUP || errno == EOPNOTSUPP, "hard link: %s", strerror(errno));
 	cr_assert_eq(symlink("h", mp(0, "s")), -1);
