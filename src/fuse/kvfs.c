@@ -1539,6 +1539,36 @@ static int kdir_add(struct kdir *d, size_t *cap, const char *name, size_t len, b
 	return 0;
 }
 
+static int dirent_cmp(const void *a, const void *b)
+{
+	const struct dirent_snap *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+
+	return c ? c : (int)x->dir - (int)y->dir; /* the file first */
+}
+
+/*
+ * Sort a listing by name, and list a name that is both a key and a prefix of
+ * others ("conf" and "conf/f", written by other clients) once, as the file:
+ * a lookup finds the file first too (probe()).
+ */
+static void kdir_dedup(struct kdir *d)
+{
+	size_t k = 0;
+
+	if (d->n < 2)
+		return;
+	qsort(d->ents, d->n, sizeof(*d->ents), dirent_cmp);
+	for (size_t i = 0; i < d->n; i++) {
+		if (k && !strcmp(d->ents[k - 1].name, d->ents[i].name)) {
+			free(d->ents[i].name);
+			continue;
+		}
+		d->ents[k++] = d->ents[i];
+	}
+	d->n = k;
+}
+
 static void kvfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	char key[KVFS_KEY_MAX + 1], pfx[KVFS_KEY_MAX + 2];
@@ -1592,6 +1622,7 @@ static void kvfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		fuse_reply_err(req, fs_err(r));
 		return;
 	}
+	kdir_dedup(d);
 	fi->fh = (uint64_t)(uintptr_t)d;
 	fi->cache_readdir = 0;
 	if (fuse_reply_open(req, fi))

@@ -541,6 +541,28 @@ Test(kvfs, times_and_directory_modes_are_kept)
 	cr_assert_str_eq(contents(mp(m1, "i/j/k")), "x\n");
 }
 
+/* A name that is both a file and a directory on the server (two mounts
+ * made it: one created the file, the other a directory of that name before
+ * the close) is listed once, as the file, and ls -l has no error. */
+Test(kvfs, name_both_file_and_directory_listed_once)
+{
+	int m1 = env_mount(NULL);
+	int fd = open(mp(0, "both"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(mkdir(mp(m1, "both"), 0755), 0, "mkdir on the other mount: %s",
+	             strerror(errno));
+	cr_assert_eq(write(fd, "file\n", 5), 5);
+	cr_assert_eq(close(fd), 0);
+	for (int m = 0; m < 2; m++) {
+		cr_assert_eq(sh("[ $(ls -a %s | grep -c '^both$') = 1 ]", E.mnt[m]), 0,
+		             "mount %d lists the name twice", m);
+		cr_assert_eq(sh("ls -la %s > /dev/null", E.mnt[m]), 0, "ls -la on mount %d", m);
+	}
+	cr_assert_eq(sh("sleep 1.1 && [ -f %s ]", mp(m1, "both")), 0, "the file wins");
+	cr_assert_str_eq(contents(mp(m1, "both")), "file\n");
+}
+
 Test(kvfs, rsync_tree_and_tar)
 {
 	cr_assert_eq(sh("mkdir -p %s && cd %s && mkdir -p a/b c && echo 1 > a/one && "
