@@ -206,11 +206,53 @@ static void set_readahead(const char *mnt, unsigned kb)
 	fclose(f);
 }
 
+/* An fstab option that only mount(8) or systemd act on: FUSE refuses it. */
+static bool mount_only_opt(const char *o, size_t len)
+{
+	static const char *const names[] = {"_netdev", "nofail", "auto",  "noauto", "user",
+	                                    "nouser",  "users",  "owner", "group",  "defaults"};
+
+	if ((len >= 2 && !strncmp(o, "x-", 2)) || (len >= 8 && !strncmp(o, "comment=", 8)))
+		return true;
+	for (size_t i = 0; i < KV_ARRAY_SIZE(names); i++)
+		if (strlen(names[i]) == len && !strncmp(o, names[i], len))
+			return true;
+	return false;
+}
+
+/* "-oOPTS" of @opts without the mount(8)-only options, in a new string
+ * ("" if none is left); NULL when out of memory. */
+static char *fuse_opts_of(const char *opts)
+{
+	char *out = malloc(strlen(opts) + 3), *w;
+
+	if (!out)
+		return NULL;
+	memcpy(out, "-o", 2);
+	w = out + 2;
+	for (const char *o = opts; *o;) {
+		size_t len = strcspn(o, ",");
+
+		if (len && !mount_only_opt(o, len)) {
+			if (w != out + 2)
+				*w++ = ',';
+			memcpy(w, o, len);
+			w += len;
+		}
+		o += len + (o[len] == ',');
+	}
+	*w = '\0';
+	if (w == out + 2)
+		*out = '\0';
+	return out;
+}
+
 /*
  * Called as mount.fuse.kvfs by mount(8) / fstab:
  *   mount.fuse.kvfs SOURCE DIR [-sfnv] [-N NS] [-o OPTIONS] [-t fuse.kvfs]
- * Keep SOURCE, DIR and -o; drop what only mount(8) means.  Returns the new
- * argc; -f (fake) makes kvfs exit 0 without mounting.
+ * Keep SOURCE, DIR and -o; drop what only mount(8) means, among the options
+ * too (_netdev, nofail, x-systemd.*, ...).  Returns the new argc, or -1 when
+ * out of memory; -f (fake) makes kvfs exit 0 without mounting.
  */
 static int mount_helper_args(int argc, char **argv, bool *fake)
 {
@@ -228,6 +270,17 @@ static int mount_helper_args(int argc, char **argv, bool *fake)
 				*fake = true;
 			continue;
 		}
+		if (!strncmp(a, "-o", 2) && (a[2] || i + 1 < argc)) {
+			char *o = fuse_opts_of(a[2] ? a + 2 : argv[++i]);
+
+			if (!o)
+				return -1;
+			if (*o)
+				argv[n++] = o; /* lives as long as argv */
+			else
+				free(o);
+			continue;
+		}
 		argv[n++] = argv[i];
 	}
 	argv[n] = NULL;
@@ -241,6 +294,10 @@ int main(int argc, char **argv)
 
 	if (!strncmp(base, "mount.", 6)) {
 		argc = mount_helper_args(argc, argv, &fake);
+		if (argc < 0) {
+			fprintf(stderr, "kvfs: out of memory\n");
+			return 1;
+		}
 		if (fake)
 			return 0;
 	}

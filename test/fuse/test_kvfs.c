@@ -497,7 +497,8 @@ Test(kvfs, ls_many_keys)
 	cr_assert_eq(sh("[ $(ls -l %s | grep -c '^-') = 2000 ]", mp(0, "many")), 0);
 }
 
-/* mount(8) / fstab call kvfs as mount.fuse.kvfs SOURCE DIR [-n] -o OPTS -t TYPE */
+/* mount(8) / fstab call kvfs as mount.fuse.kvfs SOURCE DIR [-n] -o OPTS -t TYPE;
+ * OPTS holds what fstab says, with options only mount(8) and systemd mean. */
 Test(kvfs, mount_helper_convention)
 {
 	char helper[400], mnt[400];
@@ -506,7 +507,9 @@ Test(kvfs, mount_helper_convention)
 	snprintf(mnt, sizeof(mnt), "%s/helper-mnt", E.dir);
 	cr_assert_eq(symlink(env_bin("KVFS"), helper), 0);
 	cr_assert_eq(mkdir(mnt, 0755), 0);
-	cr_assert_eq(sh("%s %s %s -n -o rw,provider=%s -t fuse.kvfs", helper, E.server, mnt,
+	cr_assert_eq(sh("%s %s %s -n -o rw,provider=%s,_netdev,nofail,x-systemd.automount,defaults "
+	                "-t fuse.kvfs",
+	                helper, E.server, mnt,
 	                getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp"),
 	             0, "mount helper failed");
 	cr_assert(is_mounted(mnt));
