@@ -365,6 +365,16 @@ static int kvfs_main(int argc, char **argv)
 		fuse_opt_add_arg(&args, fsname);
 	}
 	clear_stale_mount(o.mountpoint);
+	/* FUSE mounts on a regular file too, but kvfs serves a directory: every
+	 * access there would fail with EIO. */
+	{
+		struct stat st;
+
+		if (stat(o.mountpoint, &st) == 0 && !S_ISDIR(st.st_mode)) {
+			fprintf(stderr, "kvfs: %s is not a directory\n", o.mountpoint);
+			goto out_report;
+		}
+	}
 
 	/* Fork before any thread exists; the parent waits for the verdict. */
 	if (!o.foreground) {

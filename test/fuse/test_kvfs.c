@@ -526,6 +526,45 @@ Test(kvfs, mount_helper_convention)
 	cr_assert_not(is_mounted(mnt), "-f (fake) must not mount");
 }
 
+/* The first @len - 1 bytes of @path, NUL-terminated ("" if unreadable). */
+static const char *head_of(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "r");
+	size_t n = f ? fread(buf, 1, len - 1, f) : 0;
+
+	buf[n] = '\0';
+	if (f)
+		fclose(f);
+	return buf;
+}
+
+/* A regular file or a missing path is refused before anything is mounted:
+ * a mount on a file served only EIO. */
+Test(kvfs, mount_point_not_a_directory)
+{
+	const char *file = sp("plain-file"), *missing = sp("missing-dir"), *err = sp("mount.err");
+	char want[800], msg[1024];
+	bool mounted;
+	int st;
+
+	make_file(file, 10, 1);
+	st = sh("%s -o provider=%s %s %s 2>%s", env_bin("KVFS"),
+	        getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp", E.server, file, err);
+	mounted = is_mounted(file);
+	if (mounted)
+		sh("fusermount3 -u -z %s", file);
+	cr_assert_not(mounted, "kvfs mounted on a regular file");
+	cr_assert_eq(st, 1, "exit %d: %s", st, head_of(err, msg, sizeof(msg)));
+	snprintf(want, sizeof(want), "kvfs: %s is not a directory\n", file);
+	cr_assert_str_eq(head_of(err, msg, sizeof(msg)), want);
+
+	st = sh("%s -o provider=tcp %s %s 2>%s", env_bin("KVFS"), E.server, missing, err);
+	cr_assert_not(is_mounted(missing));
+	cr_assert_neq(st, 0);
+	head_of(err, msg, sizeof(msg));
+	cr_assert(strstr(msg, missing) && strstr(msg, "No such file or directory"), "%s", msg);
+}
+
 /* The bench's small-file reader (src/tools/file-bench.c) on a mount: every
  * file read whole, the CPU figures printed, and its exit statuses. */
 Test(kvfs, file_bench_reads_the_mount)
