@@ -1823,6 +1823,7 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	char saved[KVC_MSG_LEN];
 	struct kvc_lim lim;
 	struct kvc *kvc;
+	char addr[sizeof(kvc->host) + 8]; /* "[host]:port" */
 	int r;
 
 	if (!opts || !opts->server || !*opts->server || !ret_kvc)
@@ -1838,7 +1839,15 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	atomic_init(&kvc->next_id, 1);
 	atomic_init(&kvc->kick_pending, false);
 
-	kvc->server = strdup(opts->server);
+	r = kv_parse_hostport(opts->server, kvc->host, sizeof(kvc->host), KVC_DEFAULT_PORT,
+	                      &kvc->port);
+	if (r) {
+		r = fail(r, "kvc: bad server address '%s' (use HOST:PORT, HOST or [V6]:PORT)",
+		         opts->server);
+		goto out_close;
+	}
+	/* Messages name HOST:PORT, with the port even when it was left out. */
+	kvc->server = strdup(kv_fmt_hostport(kvc->host, kvc->port, addr, sizeof(addr)));
 	kvc->provider = strdup(opts->provider && *opts->provider ? opts->provider : "auto");
 	kvc->bind = dup_or_null(opts->bind);
 	kvc->client_id = strdup(opts->client_id ? opts->client_id : "kvfs-client");
@@ -1853,13 +1862,6 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	kvc->connect_timeout_ms =
 	        opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : kvc->timeout_ms;
 	kvc->bounce_size = opts->bounce_size ? opts->bounce_size : KVC_DEFAULT_BOUNCE;
-	r = kv_parse_hostport(opts->server, kvc->host, sizeof(kvc->host), KVC_DEFAULT_PORT,
-	                      &kvc->port);
-	if (r) {
-		r = fail(r, "kvc: bad server address '%s' (use HOST:PORT, HOST or [V6]:PORT)",
-		         opts->server);
-		goto out_close;
-	}
 	if (opts->auth_token_file) {
 		r = kv_read_token_file(opts->auth_token_file, kvc->token, sizeof(kvc->token),
 		                       &kvc->token_len);

@@ -131,7 +131,7 @@ struct kvc_call {
 
 struct kvc {
 	/* configuration (immutable after kvc_connect) */
-	char *server;   /* as given */
+	char *server;   /* "HOST:PORT" (the port even if left out), for messages */
 	char host[256]; /* parsed */
 	uint16_t port;
 	char *provider; /* "auto", "tcp", "shm", ... or "none" */

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kvfs/client.h"
 #include "kvfs/log.h"
 #include "kvfs/util.h"
 #include "kvfs_i.h"
@@ -312,6 +313,8 @@ static int kvfs_main(int argc, char **argv)
 	struct fuse_loop_config *lc;
 	struct fuse_session *se;
 	struct cli c = {0};
+	char host[256], server[270];
+	uint16_t port;
 	uint64_t v;
 	int pfd[2] = {-1, -1}, r = 1;
 	char status = 1;
@@ -333,7 +336,11 @@ static int kvfs_main(int argc, char **argv)
 		fprintf(stderr, "usage: %s [OPTIONS] HOST:PORT MOUNTPOINT (see --help)\n", argv[0]);
 		return 2;
 	}
+	/* Named HOST:PORT from here on, with the port even if it was left out;
+	 * a bad address is left to the client library to explain. */
 	cfg.server = c.server;
+	if (kv_parse_hostport(c.server, host, sizeof(host), KVC_DEFAULT_PORT, &port) == 0)
+		cfg.server = kv_fmt_hostport(host, port, server, sizeof(server));
 	cfg.provider = c.provider ? c.provider : "auto";
 	cfg.auth_token_file = c.auth_token_file;
 	cfg.buf_size = 1 << 20;
@@ -361,7 +368,7 @@ static int kvfs_main(int argc, char **argv)
 	{
 		char fsname[300];
 
-		snprintf(fsname, sizeof(fsname), "-ofsname=kvfs#%s,subtype=kvfs", c.server);
+		snprintf(fsname, sizeof(fsname), "-ofsname=kvfs#%s,subtype=kvfs", cfg.server);
 		fuse_opt_add_arg(&args, fsname);
 	}
 	clear_stale_mount(o.mountpoint);
@@ -424,7 +431,7 @@ static int kvfs_main(int argc, char **argv)
 		if (cfg.readahead_kb > 1024 && pthread_create(&t, NULL, readahead_late, &ra) == 0)
 			pthread_detach(t);
 	}
-	KV_INFO("kvfs", "mounted %s on %s", c.server, o.mountpoint);
+	KV_INFO("kvfs", "mounted %s on %s", cfg.server, o.mountpoint);
 	if (!o.foreground) {
 		int nul = open("/dev/null", O_RDWR);
 

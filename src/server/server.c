@@ -1458,7 +1458,7 @@ static int srv_listen(struct srv *s)
 	                         .ai_socktype = SOCK_STREAM,
 	                         .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *ai, *a;
-	char port[8];
+	char port[8], addr[sizeof(s->host) + 8];
 	int r, one = 1;
 
 	snprintf(port, sizeof(port), "%u", s->port);
@@ -1485,8 +1485,8 @@ static int srv_listen(struct srv *s)
 	}
 	freeaddrinfo(ai);
 	if (r < 0)
-		fprintf(stderr, "kv-server: cannot listen on %s:%u: %s%s\n", s->host, s->port,
-		        strerror(-r),
+		fprintf(stderr, "kv-server: cannot listen on %s: %s%s\n",
+		        kv_fmt_hostport(s->host, s->port, addr, sizeof(addr)), strerror(-r),
 		        r == -EADDRINUSE
 		                ? " (another server runs there: pick another --listen port)"
 		                : "");
@@ -1726,11 +1726,11 @@ int srv_poll_once(struct srv *s, int timeout_ms)
 int srv_run(struct srv *s)
 {
 	uint64_t stop_deadline = 0;
-	char b[32];
+	char b[32], addr[sizeof(s->host) + 8];
 
-	fprintf(stderr, "kv-server: listening on %s:%u (provider %s, memory %s, eviction %s%s)\n",
-	        s->host, s->port, s->eng ? xfer_provider(s->eng) : "none",
-	        kv_fmt_size(s->arena_len, b, sizeof(b)),
+	fprintf(stderr, "kv-server: listening on %s (provider %s, memory %s, eviction %s%s)\n",
+	        kv_fmt_hostport(s->host, s->port, addr, sizeof(addr)),
+	        s->eng ? xfer_provider(s->eng) : "none", kv_fmt_size(s->arena_len, b, sizeof(b)),
 	        s->o.eviction == STORE_EVICT_LRU ? "lru" : "none", s->auth ? ", auth" : "");
 	for (;;) {
 		int r = srv_poll_once(s, 1000);

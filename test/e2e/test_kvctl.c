@@ -746,6 +746,32 @@ Test(kvctl, server_down_exit_5_within_timeout)
 	run_free(&r);
 }
 
+/* A server given without a port: the message names the port assumed.  In
+ * a network namespace of its own nothing answers on 127.0.0.1:7070. */
+Test(kvctl, missing_port_is_named)
+{
+	char *argv[] = {"/usr/bin/unshare",
+	                "-n",
+	                (char *)env_path("KVCTL"),
+	                "--server",
+	                "127.0.0.1",
+	                "--timeout",
+	                "2000",
+	                "stat",
+	                "x",
+	                NULL};
+	struct run r;
+
+	if (access(argv[0], X_OK) < 0)
+		cr_skip_test("no %s", argv[0]);
+	run_argv(&r, NULL, NULL, argv);
+	if (strstr(r.err, "unshare:"))
+		cr_skip_test("cannot make a network namespace: %s", r.err);
+	expect_status(&r, 5, "stat with nothing listening");
+	cr_assert_not_null(strstr(r.err, "at 127.0.0.1:7070:"), "message: %s", r.err);
+	run_free(&r);
+}
+
 Test(kvctl, server_hung_exit_5_within_timeout)
 {
 	char *argv[] = {(char *)env_path("KVCTL"),
