@@ -507,8 +507,8 @@ static void do_hello(struct conn *c, const Kvfs__Request *rq)
 		    !wire_ct_equal(h->auth_proof.data, proof, sizeof(proof))) {
 			s->c.auth_failures++;
 			KV_WARN(TAG, "%s: authentication failed", c->name);
-			respond(c, rq->id, -EACCES,
-			        "authentication failed: check the client's auth token file", NULL);
+			/* the client advises: it knows how its user gives the token */
+			respond(c, rq->id, -EACCES, "authentication failed", NULL);
 			c->state = CONN_CLOSING;
 			return;
 		}
@@ -790,8 +790,7 @@ static void do_put(struct conn *c, const Kvfs__Request *rq)
 	r = store_put_begin(s->store, (const char *)p->key.data, p->key.len, len, &resv);
 	if (r < 0) {
 		respond(c, rq->id, r,
-		        r == -ENOSPC  ? "server full: nothing can be evicted (delete keys or "
-		                        "start kv-server with more --memory)"
+		        r == -ENOSPC  ? "server full: nothing can be evicted"
 		        : r == -EFBIG ? "value larger than the server's --max-value"
 		                      : NULL,
 		        NULL);

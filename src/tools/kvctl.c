@@ -1104,6 +1104,7 @@ int main(int argc, char **argv)
 		                   c.server);
 	c.o.server = c.server;
 	c.o.client_id = PROG;
+	c.o.auth_option = "--auth-token-file";
 
 	if (!strcmp(argv[optind], "help")) {
 		const char *t = optind + 1 < argc ? cmd_help_text(argv[optind + 1]) : NULL;
