@@ -812,6 +812,9 @@ Test(kvctl, usage_errors_and_help)
 	kvctl(&r, "--help");
 	expect_status(&r, 0, "--help");
 	cr_assert_not_null(strstr(r.out, "Exit status"), "--help: %s", r.out);
+	cr_assert_not_null(strstr(r.out, "2  bad usage: unknown command or option, missing "
+	                                 "argument, or a key"),
+	                   "--help: %s", r.out);
 	run_free(&r);
 	kvctl(&r, "ls", "--help");
 	expect_status(&r, 0, "ls --help");
@@ -845,6 +848,18 @@ Test(kvctl, usage_errors_and_help)
 	expect_status(&r, 2, "ls /top");
 	cr_assert_not_null(strstr(r.err, "prefix"), "%s", r.err);
 	run_free(&r);
+	{
+		char key[1026];
+
+		memset(key, 'k', 1025);
+		key[1025] = '\0';
+		kvctl(&r, "put", key, "/dev/null");
+		expect_status(&r, 2, "put of a 1025-byte key");
+		cr_assert_not_null(strstr(r.err, "1 to 1024 bytes; got one of 1025"), "%s", r.err);
+		run_free(&r);
+		key[1024] = '\0';
+		kvctl_ok("put of a 1024-byte key", "put", key, "/dev/null");
+	}
 	kvctl_ok("ls dir/. (a partial name is a fine prefix)", "ls", "dir/.");
 	{
 		char *argv[] = {(char *)env_path("KVCTL"), NULL};
