@@ -931,6 +931,34 @@ Test(kvctl, no_space_advice_once)
 	run_free(&r);
 }
 
+/* kv-server warns of a --max-value it can never honour (the suite's
+ * server holds the port, so this one exits when it finds it taken). */
+Test(kvctl, server_max_value_above_memory_warns)
+{
+	char *argv[] = {(char *)env_path("KV_SERVER"),
+	                "--provider",
+	                "none",
+	                "--memory",
+	                "64M",
+	                "--max-value",
+	                "1G",
+	                "--listen",
+	                addr,
+	                NULL};
+	struct run r;
+
+	run_argv(&r, NULL, NULL, argv);
+	cr_assert_neq(r.status, 0, "a second server on %s started", addr);
+	cr_assert_not_null(strstr(r.err, "--max-value 1.0 GiB is above --memory 64.0 MiB: values "
+	                                 "above the memory size can never be stored"),
+	                   "%s", r.err);
+	run_free(&r);
+	argv[6] = "64M";
+	run_argv(&r, NULL, NULL, argv);
+	cr_assert_null(strstr(r.err, "--max-value"), "warned of a fitting --max-value: %s", r.err);
+	run_free(&r);
+}
+
 /* ------------------------------------------------------------------ */
 /* kv-bench                                                            */
 
