@@ -82,6 +82,9 @@ struct kvc_opts {
 	                              * values go through a registered buffer of their size
 	                              * (the largest so far is kept for reuse) */
 	const char *client_id;       /* free text for the server's logs, NULL = "kvfs-client" */
+	const char *auth_option;     /* how the program's user gives auth_token_file, named in
+	                              * the advice of auth errors, e.g. "--auth-token-file";
+	                              * NULL = "auth_token_file" (kvfs's -o name) */
 };
 
 void kvc_opts_init(struct kvc_opts *opts);

@@ -46,6 +46,11 @@ char *kv_fmt_size(uint64_t bytes, char *buf, size_t len);
 int kv_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t default_port,
                       uint16_t *ret_port);
 
+/* Format @host and @port as "HOST:PORT", "[V6]:PORT" for a host holding a
+ * ':', into @buf; returns @buf.  Messages name an address this way, with the
+ * port kv_parse_hostport() assumed when it was left out. */
+char *kv_fmt_hostport(const char *host, uint16_t port, char *buf, size_t len);
+
 /* splitmix64: advance the generator state *@s and return its next value.
  * Deterministic for a given start state; the state belongs to the caller. */
 static inline uint64_t kv_splitmix64(uint64_t *s)

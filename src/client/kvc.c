@@ -105,9 +105,9 @@ static const char *hint(int err)
 	case ECONNRESET:
 		return " (connection lost; the next call reconnects)";
 	case EACCES:
-		return " (check that auth_token_file holds the server's token)";
+		return " (check that the client's token file holds the server's token)";
 	case ENOSPC:
-		return " (the store is full: delete keys or give kv-server more --memory)";
+		return " (delete keys or give kv-server more --memory)";
 	case EAGAIN:
 		return " (server busy: retry later)";
 	case EHOSTUNREACH:
@@ -1267,9 +1267,9 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 		if (!kvc->token_len) {
 			r = -EACCES;
 			fmt_msg(msg, msglen,
-			        "kvc: kv-server at %s requires authentication: set auth_token_file "
-			        "to a file holding its token",
-			        kvc->server);
+			        "kvc: kv-server at %s requires authentication: set %s to a file "
+			        "holding its token",
+			        kvc->server, kvc->auth_option);
 			goto out_close;
 		}
 		if (m.shel->auth_nonce.len != WIRE_AUTH_NONCE_LEN) {
@@ -1339,10 +1339,10 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 		if (r == -EACCES)
 			fmt_msg(msg, msglen,
 			        "kvc: kv-server at %s refused the authentication%s%s (check that "
-			        "auth_token_file holds the same token as the server's "
+			        "the file given by %s holds the same token as the server's "
 			        "--auth-token-file)",
 			        kvc->server, m.resp->message ? ": " : "",
-			        m.resp->message ? m.resp->message : "");
+			        m.resp->message ? m.resp->message : "", kvc->auth_option);
 		else
 			fmt_msg(msg, msglen, "kvc: kv-server at %s refused Hello: %s%s%s%s",
 			        kvc->server, wire_status_name(st), m.resp->message ? ": " : "",
@@ -1823,6 +1823,7 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	char saved[KVC_MSG_LEN];
 	struct kvc_lim lim;
 	struct kvc *kvc;
+	char addr[sizeof(kvc->host) + 8]; /* "[host]:port" */
 	int r;
 
 	if (!opts || !opts->server || !*opts->server || !ret_kvc)
@@ -1838,12 +1839,21 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	atomic_init(&kvc->next_id, 1);
 	atomic_init(&kvc->kick_pending, false);
 
-	kvc->server = strdup(opts->server);
+	r = kv_parse_hostport(opts->server, kvc->host, sizeof(kvc->host), KVC_DEFAULT_PORT,
+	                      &kvc->port);
+	if (r) {
+		r = fail(r, "kvc: bad server address '%s' (use HOST:PORT, HOST or [V6]:PORT)",
+		         opts->server);
+		goto out_close;
+	}
+	/* Messages name HOST:PORT, with the port even when it was left out. */
+	kvc->server = strdup(kv_fmt_hostport(kvc->host, kvc->port, addr, sizeof(addr)));
 	kvc->provider = strdup(opts->provider && *opts->provider ? opts->provider : "auto");
 	kvc->bind = dup_or_null(opts->bind);
+	kvc->auth_option = strdup(opts->auth_option ? opts->auth_option : "auth_token_file");
 	kvc->client_id = strdup(opts->client_id ? opts->client_id : "kvfs-client");
 	kvc->rbuf = malloc(KVC_RBUF_LEN);
-	if (!kvc->server || !kvc->provider || !kvc->client_id || !kvc->rbuf ||
+	if (!kvc->server || !kvc->provider || !kvc->client_id || !kvc->rbuf || !kvc->auth_option ||
 	    (opts->bind && !kvc->bind)) {
 		r = fail(-ENOMEM, "kvc: out of memory");
 		goto out_close;
@@ -1853,13 +1863,6 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	kvc->connect_timeout_ms =
 	        opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : kvc->timeout_ms;
 	kvc->bounce_size = opts->bounce_size ? opts->bounce_size : KVC_DEFAULT_BOUNCE;
-	r = kv_parse_hostport(opts->server, kvc->host, sizeof(kvc->host), KVC_DEFAULT_PORT,
-	                      &kvc->port);
-	if (r) {
-		r = fail(r, "kvc: bad server address '%s' (use HOST:PORT, HOST or [V6]:PORT)",
-		         opts->server);
-		goto out_close;
-	}
 	if (opts->auth_token_file) {
 		r = kv_read_token_file(opts->auth_token_file, kvc->token, sizeof(kvc->token),
 		                       &kvc->token_len);
@@ -1939,6 +1942,7 @@ void kvc_close(struct kvc *kvc)
 	free(kvc->server);
 	free(kvc->provider);
 	free(kvc->bind);
+	free(kvc->auth_option);
 	free(kvc->client_id);
 	free(kvc);
 }

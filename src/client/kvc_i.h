@@ -131,11 +131,12 @@ struct kvc_call {
 
 struct kvc {
 	/* configuration (immutable after kvc_connect) */
-	char *server;   /* as given */
+	char *server;   /* "HOST:PORT" (the port even if left out), for messages */
 	char host[256]; /* parsed */
 	uint16_t port;
-	char *provider; /* "auto", "tcp", "shm", ... or "none" */
-	char *bind;     /* engine bind address or NULL */
+	char *provider;    /* "auto", "tcp", "shm", ... or "none" */
+	char *bind;        /* engine bind address or NULL */
+	char *auth_option; /* the token file's option, named in advice (kvc_opts) */
 	char *client_id;
 	char token[4096]; /* auth token, token_len 0 = none */
 	size_t token_len;

@@ -2,6 +2,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +128,14 @@ int kv_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t defaul
 	host[hl] = '\0';
 	*ret_port = (uint16_t)port;
 	return 0;
+}
+
+char *kv_fmt_hostport(const char *host, uint16_t port, char *buf, size_t len)
+{
+	bool v6 = strchr(host, ':') != NULL;
+
+	snprintf(buf, len, "%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", (unsigned)port);
+	return buf;
 }
 
 void kv_json_str(FILE *f, const char *s)

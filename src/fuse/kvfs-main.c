@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kvfs/client.h"
 #include "kvfs/log.h"
 #include "kvfs/util.h"
 #include "kvfs_i.h"
@@ -206,11 +207,53 @@ static void set_readahead(const char *mnt, unsigned kb)
 	fclose(f);
 }
 
+/* An fstab option that only mount(8) or systemd act on: FUSE refuses it. */
+static bool mount_only_opt(const char *o, size_t len)
+{
+	static const char *const names[] = {"_netdev", "nofail", "auto",  "noauto", "user",
+	                                    "nouser",  "users",  "owner", "group",  "defaults"};
+
+	if ((len >= 2 && !strncmp(o, "x-", 2)) || (len >= 8 && !strncmp(o, "comment=", 8)))
+		return true;
+	for (size_t i = 0; i < KV_ARRAY_SIZE(names); i++)
+		if (strlen(names[i]) == len && !strncmp(o, names[i], len))
+			return true;
+	return false;
+}
+
+/* "-oOPTS" of @opts without the mount(8)-only options, in a new string
+ * ("" if none is left); NULL when out of memory. */
+static char *fuse_opts_of(const char *opts)
+{
+	char *out = malloc(strlen(opts) + 3), *w;
+
+	if (!out)
+		return NULL;
+	memcpy(out, "-o", 2);
+	w = out + 2;
+	for (const char *o = opts; *o;) {
+		size_t len = strcspn(o, ",");
+
+		if (len && !mount_only_opt(o, len)) {
+			if (w != out + 2)
+				*w++ = ',';
+			memcpy(w, o, len);
+			w += len;
+		}
+		o += len + (o[len] == ',');
+	}
+	*w = '\0';
+	if (w == out + 2)
+		*out = '\0';
+	return out;
+}
+
 /*
  * Called as mount.fuse.kvfs by mount(8) / fstab:
  *   mount.fuse.kvfs SOURCE DIR [-sfnv] [-N NS] [-o OPTIONS] [-t fuse.kvfs]
- * Keep SOURCE, DIR and -o; drop what only mount(8) means.  Returns the new
- * argc; -f (fake) makes kvfs exit 0 without mounting.
+ * Keep SOURCE, DIR and -o; drop what only mount(8) means, among the options
+ * too (_netdev, nofail, x-systemd.*, ...).  Returns the new argc, or -1 when
+ * out of memory; -f (fake) makes kvfs exit 0 without mounting.
  */
 static int mount_helper_args(int argc, char **argv, bool *fake)
 {
@@ -228,6 +271,17 @@ static int mount_helper_args(int argc, char **argv, bool *fake)
 				*fake = true;
 			continue;
 		}
+		if (!strncmp(a, "-o", 2) && (a[2] || i + 1 < argc)) {
+			char *o = fuse_opts_of(a[2] ? a + 2 : argv[++i]);
+
+			if (!o)
+				return -1;
+			if (*o)
+				argv[n++] = o; /* lives as long as argv */
+			else
+				free(o);
+			continue;
+		}
 		argv[n++] = argv[i];
 	}
 	argv[n] = NULL;
@@ -241,6 +295,10 @@ int main(int argc, char **argv)
 
 	if (!strncmp(base, "mount.", 6)) {
 		argc = mount_helper_args(argc, argv, &fake);
+		if (argc < 0) {
+			fprintf(stderr, "kvfs: out of memory\n");
+			return 1;
+		}
 		if (fake)
 			return 0;
 	}
@@ -255,6 +313,8 @@ static int kvfs_main(int argc, char **argv)
 	struct fuse_loop_config *lc;
 	struct fuse_session *se;
 	struct cli c = {0};
+	char host[256], server[270];
+	uint16_t port;
 	uint64_t v;
 	int pfd[2] = {-1, -1}, r = 1;
 	char status = 1;
@@ -276,7 +336,11 @@ static int kvfs_main(int argc, char **argv)
 		fprintf(stderr, "usage: %s [OPTIONS] HOST:PORT MOUNTPOINT (see --help)\n", argv[0]);
 		return 2;
 	}
+	/* Named HOST:PORT from here on, with the port even if it was left out;
+	 * a bad address is left to the client library to explain. */
 	cfg.server = c.server;
+	if (kv_parse_hostport(c.server, host, sizeof(host), KVC_DEFAULT_PORT, &port) == 0)
+		cfg.server = kv_fmt_hostport(host, port, server, sizeof(server));
 	cfg.provider = c.provider ? c.provider : "auto";
 	cfg.auth_token_file = c.auth_token_file;
 	cfg.buf_size = 1 << 20;
@@ -304,10 +368,20 @@ static int kvfs_main(int argc, char **argv)
 	{
 		char fsname[300];
 
-		snprintf(fsname, sizeof(fsname), "-ofsname=kvfs#%s,subtype=kvfs", c.server);
+		snprintf(fsname, sizeof(fsname), "-ofsname=kvfs#%s,subtype=kvfs", cfg.server);
 		fuse_opt_add_arg(&args, fsname);
 	}
 	clear_stale_mount(o.mountpoint);
+	/* FUSE mounts on a regular file too, but kvfs serves a directory: every
+	 * access there would fail with EIO. */
+	{
+		struct stat st;
+
+		if (stat(o.mountpoint, &st) == 0 && !S_ISDIR(st.st_mode)) {
+			fprintf(stderr, "kvfs: %s is not a directory\n", o.mountpoint);
+			goto out_report;
+		}
+	}
 
 	/* Fork before any thread exists; the parent waits for the verdict. */
 	if (!o.foreground) {
@@ -357,7 +431,7 @@ static int kvfs_main(int argc, char **argv)
 		if (cfg.readahead_kb > 1024 && pthread_create(&t, NULL, readahead_late, &ra) == 0)
 			pthread_detach(t);
 	}
-	KV_INFO("kvfs", "mounted %s on %s", c.server, o.mountpoint);
+	KV_INFO("kvfs", "mounted %s on %s", cfg.server, o.mountpoint);
 	if (!o.foreground) {
 		int nul = open("/dev/null", O_RDWR);
 

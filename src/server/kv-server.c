@@ -259,6 +259,17 @@ int main(int argc, char **argv)
 		        argv[optind]);
 		return 2;
 	}
+	/* The store caps values at its memory (and says so in HELLO): a larger
+	 * --max-value would promise what it cannot keep. */
+	if (o.max_value > o.memory) {
+		char a[32], b[32];
+
+		KV_WARN("server",
+		        "--max-value %s is above --memory %s: values above the memory size can "
+		        "never be stored",
+		        kv_fmt_size(o.max_value, a, sizeof(a)),
+		        kv_fmt_size(o.memory, b, sizeof(b)));
+	}
 	/* An inline PUT of max_inline bytes with a longest key must fit a frame. */
 	if (o.max_inline + WIRE_KEY_MAX + 1024 > o.max_frame) {
 		uint64_t fit = o.max_frame - WIRE_KEY_MAX - 1024;

@@ -507,8 +507,8 @@ static void do_hello(struct conn *c, const Kvfs__Request *rq)
 		    !wire_ct_equal(h->auth_proof.data, proof, sizeof(proof))) {
 			s->c.auth_failures++;
 			KV_WARN(TAG, "%s: authentication failed", c->name);
-			respond(c, rq->id, -EACCES,
-			        "authentication failed: check the client's auth token file", NULL);
+			/* the client advises: it knows how its user gives the token */
+			respond(c, rq->id, -EACCES, "authentication failed", NULL);
 			c->state = CONN_CLOSING;
 			return;
 		}
@@ -790,8 +790,7 @@ static void do_put(struct conn *c, const Kvfs__Request *rq)
 	r = store_put_begin(s->store, (const char *)p->key.data, p->key.len, len, &resv);
 	if (r < 0) {
 		respond(c, rq->id, r,
-		        r == -ENOSPC  ? "server full: nothing can be evicted (delete keys or "
-		                        "start kv-server with more --memory)"
+		        r == -ENOSPC  ? "server full: nothing can be evicted"
 		        : r == -EFBIG ? "value larger than the server's --max-value"
 		                      : NULL,
 		        NULL);
@@ -1458,7 +1457,7 @@ static int srv_listen(struct srv *s)
 	                         .ai_socktype = SOCK_STREAM,
 	                         .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *ai, *a;
-	char port[8];
+	char port[8], addr[sizeof(s->host) + 8];
 	int r, one = 1;
 
 	snprintf(port, sizeof(port), "%u", s->port);
@@ -1485,8 +1484,8 @@ static int srv_listen(struct srv *s)
 	}
 	freeaddrinfo(ai);
 	if (r < 0)
-		fprintf(stderr, "kv-server: cannot listen on %s:%u: %s%s\n", s->host, s->port,
-		        strerror(-r),
+		fprintf(stderr, "kv-server: cannot listen on %s: %s%s\n",
+		        kv_fmt_hostport(s->host, s->port, addr, sizeof(addr)), strerror(-r),
 		        r == -EADDRINUSE
 		                ? " (another server runs there: pick another --listen port)"
 		                : "");
@@ -1726,11 +1725,11 @@ int srv_poll_once(struct srv *s, int timeout_ms)
 int srv_run(struct srv *s)
 {
 	uint64_t stop_deadline = 0;
-	char b[32];
+	char b[32], addr[sizeof(s->host) + 8];
 
-	fprintf(stderr, "kv-server: listening on %s:%u (provider %s, memory %s, eviction %s%s)\n",
-	        s->host, s->port, s->eng ? xfer_provider(s->eng) : "none",
-	        kv_fmt_size(s->arena_len, b, sizeof(b)),
+	fprintf(stderr, "kv-server: listening on %s (provider %s, memory %s, eviction %s%s)\n",
+	        kv_fmt_hostport(s->host, s->port, addr, sizeof(addr)),
+	        s->eng ? xfer_provider(s->eng) : "none", kv_fmt_size(s->arena_len, b, sizeof(b)),
 	        s->o.eviction == STORE_EVICT_LRU ? "lru" : "none", s->auth ? ", auth" : "");
 	for (;;) {
 		int r = srv_poll_once(s, 1000);

@@ -986,6 +986,7 @@ int main(int argc, char **argv)
 	o.auth_token_file = b.c.auth_token_file;
 	o.timeout_ms = b.c.timeout_ms;
 	o.client_id = PROG;
+	o.auth_option = "--auth-token-file";
 
 	b.w = calloc(b.c.conns, sizeof(*b.w));
 	if (!b.w) {

@@ -1436,6 +1436,7 @@ int main(int argc, char **argv)
 	o.auth_token_file = s->c.auth_token_file;
 	o.timeout_ms = s->c.timeout_ms;
 	o.client_id = PROG " monitor";
+	o.auth_option = "--auth-token-file";
 	o.provider = "none"; /* STATS only */
 	if (kvc_connect(&o, &s->mon) < 0) {
 		fprintf(stderr, PROG ": cannot connect to %s: %s\n", s->c.server, kvc_strerror());

@@ -106,7 +106,8 @@ static void usage(FILE *f)
 	        "Exit status:\n"
 	        "  0  success\n"
 	        "  1  other error (I/O, no space, value too big, auth, ...)\n"
-	        "  2  bad usage\n"
+	        "  2  bad usage: unknown command or option, missing argument, or a key the\n"
+	        "     server would refuse (empty, over 1024 bytes, '..', ...)\n"
 	        "  3  key not found\n"
 	        "  4  key exists (put -n, mv -n) or the value changed during the call\n"
 	        "  5  server unreachable or timed out\n"
@@ -296,13 +297,10 @@ static int check_key_flags(const struct ctl *c, const char *key, unsigned flags)
 	int r;
 
 	if (n == 0 && !(flags & WIRE_KEY_PREFIX))
-		return usage_error(c->cmd, "keys are 1 to 1024 bytes; got an empty key");
-	if (n > KEY_MAX) {
-		if (!c->quiet)
-			fprintf(stderr, PROG ": %s %.40s...: key is %zu bytes, the limit is %d\n",
-			        c->cmd, key, n, KEY_MAX);
-		return EX_ERR;
-	}
+		return usage_error(c->cmd, "keys are 1 to %d bytes; got an empty key", KEY_MAX);
+	if (n > KEY_MAX)
+		return usage_error(c->cmd, "keys are 1 to %d bytes; got one of %zu bytes", KEY_MAX,
+		                   n);
 	r = wire_key_validate(key, n, flags, &why);
 	if (r < 0)
 		/* The key itself is not echoed: it may hold control characters. */
@@ -1104,6 +1102,7 @@ int main(int argc, char **argv)
 		                   c.server);
 	c.o.server = c.server;
 	c.o.client_id = PROG;
+	c.o.auth_option = "--auth-token-file";
 
 	if (!strcmp(argv[optind], "help")) {
 		const char *t = optind + 1 < argc ? cmd_help_text(argv[optind + 1]) : NULL;

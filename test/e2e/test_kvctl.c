@@ -208,13 +208,21 @@ static void kvctl_in(struct run *r, const char *in, const char *out_path, ...)
 		run_free(&r_);                                                                     \
 	} while (0)
 
-static void server_start(void)
+/* kv-server on a fresh port with @extra options (NULL-terminated, may be
+ * NULL) after the suite's, which they override; the temp dir is made once. */
+static void server_start_with(const char *const *extra)
 {
 	char tmpl[] = "/tmp/kvctl-e2e-XXXXXX";
 	const char *bin = env_path("KV_SERVER");
+	const char *argv[32] = {bin, "--provider", "tcp", "--memory", "256M", "--listen", addr};
+	int n = 7;
 
-	cr_assert_not_null(mkdtemp(tmpl), "mkdtemp: %s", strerror(errno));
-	snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+	for (; extra && *extra && n < 31; extra++)
+		argv[n++] = *extra;
+	if (!tmpdir[0]) {
+		cr_assert_not_null(mkdtemp(tmpl), "mkdtemp: %s", strerror(errno));
+		snprintf(tmpdir, sizeof(tmpdir), "%s", tmpl);
+	}
 	snprintf(srv_log, sizeof(srv_log), "%s/server.log", tmpdir);
 	for (int attempt = 0; attempt < 8; attempt++) {
 		unsigned port = 30000 + ((unsigned)getpid() + (unsigned)attempt * 2311u) % 20000;
@@ -236,8 +244,7 @@ static void server_start(void)
 			/* Die with the test; it may already be gone before prctl(). */
 			if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 				_exit(125);
-			execl(bin, bin, "--provider", "tcp", "--memory", "256M", "--listen", addr,
-			      (char *)NULL);
+			execv(bin, (char *const *)argv);
 			_exit(127);
 		}
 		close(fd);
@@ -266,6 +273,11 @@ static void server_start(void)
 		}
 	}
 	cr_assert_fail("kv-server would not start on any of 8 ports: %s", slurp(srv_log, NULL));
+}
+
+static void server_start(void)
+{
+	server_start_with(NULL);
 }
 
 static void server_kill(void)
@@ -746,6 +758,32 @@ Test(kvctl, server_down_exit_5_within_timeout)
 	run_free(&r);
 }
 
+/* A server given without a port: the message names the port assumed.  In
+ * a network namespace of its own nothing answers on 127.0.0.1:7070. */
+Test(kvctl, missing_port_is_named)
+{
+	char *argv[] = {"/usr/bin/unshare",
+	                "-n",
+	                (char *)env_path("KVCTL"),
+	                "--server",
+	                "127.0.0.1",
+	                "--timeout",
+	                "2000",
+	                "stat",
+	                "x",
+	                NULL};
+	struct run r;
+
+	if (access(argv[0], X_OK) < 0)
+		cr_skip_test("no %s", argv[0]);
+	run_argv(&r, NULL, NULL, argv);
+	if (strstr(r.err, "unshare:"))
+		cr_skip_test("cannot make a network namespace: %s", r.err);
+	expect_status(&r, 5, "stat with nothing listening");
+	cr_assert_not_null(strstr(r.err, "at 127.0.0.1:7070:"), "message: %s", r.err);
+	run_free(&r);
+}
+
 Test(kvctl, server_hung_exit_5_within_timeout)
 {
 	char *argv[] = {(char *)env_path("KVCTL"),
@@ -774,6 +812,9 @@ Test(kvctl, usage_errors_and_help)
 	kvctl(&r, "--help");
 	expect_status(&r, 0, "--help");
 	cr_assert_not_null(strstr(r.out, "Exit status"), "--help: %s", r.out);
+	cr_assert_not_null(strstr(r.out, "2  bad usage: unknown command or option, missing "
+	                                 "argument, or a key"),
+	                   "--help: %s", r.out);
 	run_free(&r);
 	kvctl(&r, "ls", "--help");
 	expect_status(&r, 0, "ls --help");
@@ -807,6 +848,18 @@ Test(kvctl, usage_errors_and_help)
 	expect_status(&r, 2, "ls /top");
 	cr_assert_not_null(strstr(r.err, "prefix"), "%s", r.err);
 	run_free(&r);
+	{
+		char key[1026];
+
+		memset(key, 'k', 1025);
+		key[1025] = '\0';
+		kvctl(&r, "put", key, "/dev/null");
+		expect_status(&r, 2, "put of a 1025-byte key");
+		cr_assert_not_null(strstr(r.err, "1 to 1024 bytes; got one of 1025"), "%s", r.err);
+		run_free(&r);
+		key[1024] = '\0';
+		kvctl_ok("put of a 1024-byte key", "put", key, "/dev/null");
+	}
 	kvctl_ok("ls dir/. (a partial name is a fine prefix)", "ls", "dir/.");
 	{
 		char *argv[] = {(char *)env_path("KVCTL"), NULL};
@@ -815,6 +868,95 @@ Test(kvctl, usage_errors_and_help)
 		expect_status(&r, 2, "no command");
 		run_free(&r);
 	}
+}
+
+/* How many times @needle occurs in @hay. */
+static int count_of(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = hay; (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+/* kvctl names its own option for the token, and says what to check once. */
+Test(kvctl, auth_errors_name_kvctl_option)
+{
+	char token[PATH_MAX + 64];
+	const char *const extra[] = {"--auth-token-file", token, NULL};
+	struct run r;
+	FILE *f;
+
+	snprintf(token, sizeof(token), "%s", tp("token"));
+
+	cr_assert_not_null(f = fopen(token, "w"));
+	fputs("right-token\n", f);
+	cr_assert_eq(fclose(f), 0);
+	cr_assert_not_null(f = fopen(tp("wrong"), "w"));
+	fputs("wrong-token\n", f);
+	cr_assert_eq(fclose(f), 0);
+	server_kill();
+	server_start_with(extra);
+
+	kvctl(&r, "ls");
+	expect_status(&r, 1, "ls without a token");
+	cr_assert_not_null(strstr(r.err, "requires authentication: set --auth-token-file"), "%s",
+	                   r.err);
+	cr_assert_null(strstr(r.err, "auth_token_file"), "kvfs's option named: %s", r.err);
+	run_free(&r);
+	kvctl(&r, "-a", tp("wrong"), "ls");
+	expect_status(&r, 1, "ls with a wrong token");
+	cr_assert_not_null(strstr(r.err, "--auth-token-file"), "%s", r.err);
+	cr_assert_null(strstr(r.err, "auth_token_file"), "kvfs's option named: %s", r.err);
+	cr_assert_eq(count_of(r.err, "check"), 1, "advice not given once: %s", r.err);
+	run_free(&r);
+	kvctl_ok("ls with the token", "-a", token, "ls");
+}
+
+/* A full server that cannot evict: exit 1, the advice once. */
+Test(kvctl, no_space_advice_once)
+{
+	const char *const extra[] = {"--memory", "4M", "--eviction", "none", NULL};
+	struct run r;
+
+	server_kill();
+	server_start_with(extra);
+	make_file(tp("in"), 3 << 20, 7);
+	kvctl_ok("first 3 MiB put", "put", "a", tp("in"));
+	kvctl(&r, "put", "b", tp("in"));
+	expect_status(&r, 1, "put into a full server");
+	cr_assert_not_null(strstr(r.err, "more --memory"), "%s", r.err);
+	cr_assert_eq(count_of(r.err, "delete keys"), 1, "advice not given once: %s", r.err);
+	run_free(&r);
+}
+
+/* kv-server warns of a --max-value it can never honour (the suite's
+ * server holds the port, so this one exits when it finds it taken). */
+Test(kvctl, server_max_value_above_memory_warns)
+{
+	char *argv[] = {(char *)env_path("KV_SERVER"),
+	                "--provider",
+	                "none",
+	                "--memory",
+	                "64M",
+	                "--max-value",
+	                "1G",
+	                "--listen",
+	                addr,
+	                NULL};
+	struct run r;
+
+	run_argv(&r, NULL, NULL, argv);
+	cr_assert_neq(r.status, 0, "a second server on %s started", addr);
+	cr_assert_not_null(strstr(r.err, "--max-value 1.0 GiB is above --memory 64.0 MiB: values "
+	                                 "above the memory size can never be stored"),
+	                   "%s", r.err);
+	run_free(&r);
+	argv[6] = "64M";
+	run_argv(&r, NULL, NULL, argv);
+	cr_assert_null(strstr(r.err, "--max-value"), "warned of a fitting --max-value: %s", r.err);
+	run_free(&r);
 }
 
 /* ------------------------------------------------------------------ */

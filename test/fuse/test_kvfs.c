@@ -654,7 +654,8 @@ Test(kvfs, ls_many_keys)
 	cr_assert_eq(sh("[ $(ls -l %s | grep -c '^-') = 2000 ]", mp(0, "many")), 0);
 }
 
-/* mount(8) / fstab call kvfs as mount.fuse.kvfs SOURCE DIR [-n] -o OPTS -t TYPE */
+/* mount(8) / fstab call kvfs as mount.fuse.kvfs SOURCE DIR [-n] -o OPTS -t TYPE;
+ * OPTS holds what fstab says, with options only mount(8) and systemd mean. */
 Test(kvfs, mount_helper_convention)
 {
 	char helper[400], mnt[400];
@@ -663,7 +664,9 @@ Test(kvfs, mount_helper_convention)
 	snprintf(mnt, sizeof(mnt), "%s/helper-mnt", E.dir);
 	cr_assert_eq(symlink(env_bin("KVFS"), helper), 0);
 	cr_assert_eq(mkdir(mnt, 0755), 0);
-	cr_assert_eq(sh("%s %s %s -n -o rw,provider=%s -t fuse.kvfs", helper, E.server, mnt,
+	cr_assert_eq(sh("%s %s %s -n -o rw,provider=%s,_netdev,nofail,x-systemd.automount,defaults "
+	                "-t fuse.kvfs",
+	                helper, E.server, mnt,
 	                getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp"),
 	             0, "mount helper failed");
 	cr_assert(is_mounted(mnt));
@@ -678,6 +681,45 @@ Test(kvfs, mount_helper_convention)
 	cr_assert_eq(r, 0, "fusermount3 -u %s failed for 5 s", mnt);
 	cr_assert_eq(sh("%s %s %s -f -o provider=tcp", helper, E.server, mnt), 0, "fake mount");
 	cr_assert_not(is_mounted(mnt), "-f (fake) must not mount");
+}
+
+/* The first @len - 1 bytes of @path, NUL-terminated ("" if unreadable). */
+static const char *head_of(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "r");
+	size_t n = f ? fread(buf, 1, len - 1, f) : 0;
+
+	buf[n] = '\0';
+	if (f)
+		fclose(f);
+	return buf;
+}
+
+/* A regular file or a missing path is refused before anything is mounted:
+ * a mount on a file served only EIO. */
+Test(kvfs, mount_point_not_a_directory)
+{
+	const char *file = sp("plain-file"), *missing = sp("missing-dir"), *err = sp("mount.err");
+	char want[800], msg[1024];
+	bool mounted;
+	int st;
+
+	make_file(file, 10, 1);
+	st = sh("%s -o provider=%s %s %s 2>%s", env_bin("KVFS"),
+	        getenv("KVFS_PROVIDER") ? getenv("KVFS_PROVIDER") : "tcp", E.server, file, err);
+	mounted = is_mounted(file);
+	if (mounted)
+		sh("fusermount3 -u -z %s", file);
+	cr_assert_not(mounted, "kvfs mounted on a regular file");
+	cr_assert_eq(st, 1, "exit %d: %s", st, head_of(err, msg, sizeof(msg)));
+	snprintf(want, sizeof(want), "kvfs: %s is not a directory\n", file);
+	cr_assert_str_eq(head_of(err, msg, sizeof(msg)), want);
+
+	st = sh("%s -o provider=tcp %s %s 2>%s", env_bin("KVFS"), E.server, missing, err);
+	cr_assert_not(is_mounted(missing));
+	cr_assert_neq(st, 0);
+	head_of(err, msg, sizeof(msg));
+	cr_assert(strstr(msg, missing) && strstr(msg, "No such file or directory"), "%s", msg);
 }
 
 /* The bench's small-file reader (src/tools/file-bench.c) on a mount: every

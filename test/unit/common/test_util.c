@@ -57,3 +57,15 @@ Test(util, parse_hostport)
 	cr_assert_eq(kv_parse_hostport(":80", h, sizeof(h), 1, &p), -EINVAL);
 	cr_assert_eq(kv_parse_hostport("h:8x", h, sizeof(h), 1, &p), -EINVAL);
 }
+
+Test(util, fmt_hostport)
+{
+	char h[64], b[80];
+	uint16_t p = 0;
+
+	cr_assert_eq(kv_parse_hostport("127.0.0.1", h, sizeof(h), 7070, &p), 0);
+	cr_assert_str_eq(kv_fmt_hostport(h, p, b, sizeof(b)), "127.0.0.1:7070");
+	cr_assert_eq(kv_parse_hostport("[::1]", h, sizeof(h), 7070, &p), 0);
+	cr_assert_str_eq(kv_fmt_hostport(h, p, b, sizeof(b)), "[::1]:7070");
+	cr_assert_str_eq(kv_fmt_hostport("kv.example", 80, b, sizeof(b)), "kv.example:80");
+}
