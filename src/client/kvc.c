@@ -101,7 +101,8 @@ static const char *hint(int err)
 	case ECONNREFUSED:
 		return " (is kv-server running there?)";
 	case ETIMEDOUT:
-		return " (server slow or unreachable: check it, or raise timeout_ms)";
+		return " (server slow or unreachable: check it, or give the client a longer "
+		       "timeout)";
 	case ECONNRESET:
 		return " (connection lost; the next call reconnects)";
 	case EACCES:

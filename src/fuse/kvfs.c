@@ -1889,8 +1889,7 @@ int kvfs_fs_init(const struct kvfs_config *cfg)
 	ko.client_id = "kvfs";
 	r = kvc_connect(&ko, &fs.kvc);
 	if (r < 0) {
-		fprintf(stderr, "kvfs: cannot connect to kv-server at %s: %s\n", cfg->server,
-		        kvc_strerror());
+		fprintf(stderr, "kvfs: %s\n", kvc_strerror()); /* names the server */
 		return r;
 	}
 	r = pool_init();
