@@ -732,20 +732,34 @@ Test(kvctl, without_libfabric)
 	unsetenv("LD_LIBRARY_PATH");
 }
 
-Test(kvctl, server_down_exit_5_within_timeout)
+/* `kvctl --server SERVER --timeout MS stat x`, in a network namespace of
+ * its own (unshare -n: nothing answers there) if @own_netns. */
+static void stat_with_timeout(struct run *r, const char *server, const char *ms, bool own_netns)
 {
-	char *argv[] = {(char *)env_path("KVCTL"),
+	char *argv[] = {"/usr/bin/unshare",
+	                "-n",
+	                (char *)env_path("KVCTL"),
 	                "--server",
-	                addr,
+	                (char *)server,
 	                "--timeout",
-	                "2000",
+	                (char *)ms,
 	                "stat",
 	                "x",
 	                NULL};
+
+	if (own_netns && access(argv[0], X_OK) < 0)
+		cr_skip_test("no %s", argv[0]);
+	run_argv(r, NULL, NULL, own_netns ? argv : argv + 2);
+	if (own_netns && strstr(r->err, "unshare:"))
+		cr_skip_test("cannot make a network namespace: %s", r->err);
+}
+
+Test(kvctl, server_down_exit_5_within_timeout)
+{
 	struct run r;
 
 	server_kill(); /* the port is now free: nothing listens there */
-	run_argv(&r, NULL, NULL, argv);
+	stat_with_timeout(&r, addr, "2000", false);
 	expect_status(&r, 5, "stat with the server down");
 	cr_assert_lt(r.secs, 2.0 + 3.0, "took %.1f s with --timeout 2000", r.secs);
 	cr_assert(!strncmp(r.err, "kvctl: stat x: ", 15), "message: %s", r.err);
@@ -762,23 +776,9 @@ Test(kvctl, server_down_exit_5_within_timeout)
  * a network namespace of its own nothing answers on 127.0.0.1:7070. */
 Test(kvctl, missing_port_is_named)
 {
-	char *argv[] = {"/usr/bin/unshare",
-	                "-n",
-	                (char *)env_path("KVCTL"),
-	                "--server",
-	                "127.0.0.1",
-	                "--timeout",
-	                "2000",
-	                "stat",
-	                "x",
-	                NULL};
 	struct run r;
 
-	if (access(argv[0], X_OK) < 0)
-		cr_skip_test("no %s", argv[0]);
-	run_argv(&r, NULL, NULL, argv);
-	if (strstr(r.err, "unshare:"))
-		cr_skip_test("cannot make a network namespace: %s", r.err);
+	stat_with_timeout(&r, "127.0.0.1", "2000", true);
 	expect_status(&r, 5, "stat with nothing listening");
 	cr_assert_not_null(strstr(r.err, "at 127.0.0.1:7070:"), "message: %s", r.err);
 	run_free(&r);
@@ -786,19 +786,11 @@ Test(kvctl, missing_port_is_named)
 
 Test(kvctl, server_hung_exit_5_within_timeout)
 {
-	char *argv[] = {(char *)env_path("KVCTL"),
-	                "--server",
-	                addr,
-	                "--timeout",
-	                "1500",
-	                "stat",
-	                "x",
-	                NULL};
 	struct run r;
 
 	/* Connections are accepted by the kernel but nothing answers. */
 	cr_assert_eq(kill(srv_pid, SIGSTOP), 0);
-	run_argv(&r, NULL, NULL, argv);
+	stat_with_timeout(&r, addr, "1500", false);
 	kill(srv_pid, SIGCONT);
 	expect_status(&r, 5, "stat with the server stopped");
 	cr_assert_lt(r.secs, 1.5 + 3.0, "took %.1f s with --timeout 1500", r.secs);

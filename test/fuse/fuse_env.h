@@ -202,7 +202,8 @@ static inline void env_server_restart_after_crash(void)
 	env_server_start(NULL);
 }
 
-static inline void env_setup(void)
+/* A fresh temp dir and a free port; nothing started yet. */
+static inline void env_init(void)
 {
 	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 
@@ -211,6 +212,11 @@ static inline void env_setup(void)
 	cr_assert_not_null(mkdtemp(E.dir));
 	E.port = test_free_port();
 	snprintf(E.server, sizeof(E.server), "127.0.0.1:%d", E.port);
+}
+
+static inline void env_setup(void)
+{
+	env_init();
 	env_server_start(NULL);
 	env_mount(NULL);
 }

@@ -32,18 +32,12 @@ static void fini(void)
 		waitpid(script_pid, NULL, 0);
 	if (mnt[0] && is_mounted(mnt))
 		sh("fusermount3 -u -z %s 2>/dev/null", mnt);
-	if (E.dir[0] && !getenv("KVFS_TEST_KEEP"))
-		sh("rm -rf --one-file-system %s", E.dir);
+	env_stop(); /* the temp dir */
 }
 
 static void init(void)
 {
-	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-
-	memset(&E, 0, sizeof(E));
-	snprintf(E.dir, sizeof(E.dir), "%s/kvfs-test-XXXXXX", tmp);
-	cr_assert_not_null(mkdtemp(E.dir));
-	E.port = test_free_port();
+	env_init(); /* the script starts its own server and mount */
 	snprintf(out_path, sizeof(out_path), "%s/run.out", E.dir);
 	snprintf(mnt, sizeof(mnt), "%s/mnt", E.dir);
 }
