@@ -1368,12 +1368,15 @@ static int rename_dir(const char *src, const char *dst)
 		return r;
 	sl = (size_t)r;
 	/* every new key must fit before the first is moved: a rename that
-	 * fails half way would leave the tree split in two */
-	longest = longest_key(spfx);
-	if (longest < 0)
-		return (int)longest;
-	if (longest > 0 && strlen(dst) + 1 + (size_t)longest - sl > KVFS_KEY_MAX)
-		return -ENAMETOOLONG;
+	 * fails half way would leave the tree split in two (a name no longer
+	 * than the old one cannot grow a key: no scan then) */
+	if (strlen(dst) > strlen(src)) {
+		longest = longest_key(spfx);
+		if (longest < 0)
+			return (int)longest;
+		if (longest > 0 && strlen(dst) + 1 + (size_t)longest - sl > KVFS_KEY_MAX)
+			return -ENAMETOOLONG;
+	}
 	for (;;) {
 		struct kvc_list l;
 		bool more;
@@ -1426,8 +1429,11 @@ static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 	}
 	sk = probe(src, &se);
 	if (sk == -ENOENT) { /* created here and not stored yet: renamed here */
+		struct node *sn;
+
 		pthread_mutex_lock(&fs.lock);
-		pending = node_by_path(src) && node_by_path(src)->writer;
+		sn = node_by_path(src);
+		pending = sn && sn->writer;
 		pthread_mutex_unlock(&fs.lock);
 		if (pending)
 			sk = 0;

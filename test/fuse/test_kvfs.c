@@ -502,6 +502,21 @@ Test(kvfs, removed_or_renamed_while_open_for_writing)
 	cr_assert_eq(rename(mp(0, "source"), mp(0, "target")), 0);
 	cr_assert_eq(close(fd), 0);
 	cr_assert_str_eq(contents(mp(m1, "target")), "two\n");
+
+	/* open for reading, unlinked on the same mount: what is not cached yet
+	 * reads ESTALE, not bytes of whatever takes the name next */
+	char buf[4096];
+
+	make_file(sp("big"), 3 << 20, 5);
+	cr_assert_eq(sh("cp %s %s", sp("big"), mp(0, "ro")), 0);
+	fd = open(mp(0, "ro"), O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(unlink(mp(0, "ro")), 0);
+	cr_assert_eq(sh("echo other > %s", mp(0, "ro")), 0);
+	cr_assert_eq(pread(fd, buf, sizeof(buf), 2 << 20), -1, "read of an unlinked file");
+	cr_assert_eq(errno, ESTALE, "%s", strerror(errno));
+	close(fd);
+	cr_assert_str_eq(contents(mp(0, "ro")), "other\n");
 }
 
 /* `stat -c FMT PATH` equals @want: 0 if so. */
