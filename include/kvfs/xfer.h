@@ -176,6 +176,11 @@ void xfer_mr_dereg(struct xfer_mr *mr);
  * landing in memory reused for something else.  Caller memory (xfer_mr_reg)
  * cannot be fenced off: do not expose memory you will reuse.  Accepts NULL. */
 void xfer_mr_dereg_lost(struct xfer_mr *mr);
+/* The same for a region a peer can at most still read (the source of a
+ * transfer that outlived its deadline, never the destination of one): its
+ * range becomes read-only zeros, so a read the provider already accepted
+ * is still answered and the peer's operation completes. */
+void xfer_mr_dereg_lost_ro(struct xfer_mr *mr);
 
 void *xfer_mr_addr(const struct xfer_mr *mr);
 size_t xfer_mr_len(const struct xfer_mr *mr);

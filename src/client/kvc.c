@@ -246,7 +246,18 @@ static struct kvc_call *call_new(enum kvc_call_kind kind, const char *op, const 
 	return c;
 }
 
-static void bounce_put(struct kvc *kvc, struct kvc_bounce *b, bool drop)
+/* Fence off a staging or bounce buffer (xfer_mr_dereg_lost()): read-only
+ * zeros when the server can at most still read it (a PUT's source), so
+ * that a read it already asked for is answered and its PUT ends. */
+static void buf_fence(struct xfer_mr *mr, bool peer_writes)
+{
+	if (peer_writes)
+		xfer_mr_dereg_lost(mr);
+	else
+		xfer_mr_dereg_lost_ro(mr);
+}
+
+static void bounce_put(struct kvc *kvc, struct kvc_bounce *b, bool drop, bool peer_writes)
 {
 	struct xfer_mr *mr = NULL;
 
@@ -257,7 +268,8 @@ static void bounce_put(struct kvc *kvc, struct kvc_bounce *b, bool drop)
 	}
 	b->busy = false;
 	pthread_mutex_unlock(&kvc->lock);
-	xfer_mr_dereg_lost(mr);
+	if (mr)
+		buf_fence(mr, peer_writes);
 }
 
 /* A registered buffer of at least @len bytes for one call: the spare if it
@@ -292,12 +304,12 @@ static int stage_get(struct kvc *kvc, const char *what, size_t len, struct xfer_
 
 /* Done with a staging buffer: fenced off when @lost, else kept as the
  * spare if it is the larger one, and the other fenced off. */
-static void stage_put(struct kvc *kvc, struct xfer_mr *mr, bool lost)
+static void stage_put(struct kvc *kvc, struct xfer_mr *mr, bool lost, bool peer_writes)
 {
 	if (!mr)
 		return;
 	if (lost) {
-		xfer_mr_dereg_lost(mr);
+		buf_fence(mr, peer_writes);
 		return;
 	}
 	/*
@@ -316,7 +328,8 @@ static void stage_put(struct kvc *kvc, struct xfer_mr *mr, bool lost)
 		mr = old;
 	}
 	pthread_mutex_unlock(&kvc->lock);
-	xfer_mr_dereg_lost(mr);
+	if (mr) /* settled: no write can come late, a read can */
+		xfer_mr_dereg_lost_ro(mr);
 }
 
 /* A free bounce slot (registered on first use), or NULL when all are busy
@@ -342,7 +355,7 @@ static struct kvc_bounce *bounce_get(struct kvc *kvc)
 	if (r) {
 		KV_DEBUG(KVC_TAG, "bounce buffer of %zu bytes: %s; registering caller memory",
 		         kvc->bounce_size, strerror(-r));
-		bounce_put(kvc, b, false);
+		bounce_put(kvc, b, false, false);
 		return NULL;
 	}
 	return b;
@@ -355,8 +368,8 @@ static void call_free(struct kvc *kvc, struct kvc_call *c)
 	bool lost = c->lost || (c->expect && c->sent_ms && !c->settled);
 
 	if (c->bounce)
-		bounce_put(kvc, c->bounce, lost);
-	stage_put(kvc, c->stage, lost);
+		bounce_put(kvc, c->bounce, lost, c->peer_writes);
+	stage_put(kvc, c->stage, lost, c->peer_writes);
 	if (c->expect)
 		xfer_expect(kvc->engine, -1);
 	wire_msg_free(&c->resp);
@@ -2265,6 +2278,7 @@ static int get_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 		return fail(-ENOMEM, "kvc: %s: out of memory", c->what);
 	g->get.n_dst = n;
 	g->get.dst = g->segs;
+	c->peer_writes = true;
 	c->expect = true;
 	xfer_expect(kvc->engine, +1);
 	return 0;

@@ -127,6 +127,7 @@ struct kvc_call {
 	struct kvc_bounce *bounce; /* bounce slot held */
 	struct xfer_mr *stage;     /* staging buffer for a value larger than a bounce slot */
 	bool expect;               /* xfer_expect(+1) taken */
+	bool peer_writes;          /* a GET: the server writes into that memory */
 };
 
 struct kvc {

@@ -882,6 +882,8 @@ static void op_settled(struct srv *s, struct srv_op *op)
 	else
 		store_put_abort(s->store, op->resv);
 	s->unsettled--;
+	KV_DEBUG(TAG, "a failed %s's %llu bytes are back from the provider; %u still held",
+	         op->kind == OP_GET ? "GET" : "PUT", (unsigned long long)op->bytes, s->unsettled);
 	op_free(op);
 }
 

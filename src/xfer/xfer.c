@@ -68,6 +68,7 @@ struct xfer_req {
 	bool completed;      /* user completion delivered */
 	bool notify_settled; /* op->notify_settled */
 	bool owes_settled;   /* delivered unsettled: a settled completion follows at retire */
+	bool held;           /* delivered unsettled: counted in its peer's held */
 	struct xfer_seg one; /* storage when nsegs == 1 */
 };
 
@@ -348,6 +349,13 @@ static void deliver(struct xfer_engine *e, struct xfer_req *rq, int status)
 		return;
 	rq->completed = true;
 	rq->owes_settled = c.unsettled && rq->notify_settled;
+	if (c.unsettled) {
+		pthread_mutex_lock(&e->lock);
+		if (rq->peer < e->npeers)
+			e->peers[rq->peer].held++;
+		pthread_mutex_unlock(&e->lock);
+		rq->held = true;
+	}
 	/* Segments still at the provider become zombies: they no longer count
 	 * against max_inflight, so a dead peer that never returns them (shm)
 	 * cannot starve operations to other peers. */
@@ -568,6 +576,24 @@ int xfer_peer_add(struct xfer_engine *e, const void *addr, size_t len, xfer_peer
 		pthread_mutex_unlock(&e->lock);
 		return 0;
 	}
+	if (i < e->npeers && p->valid && p->held) {
+		/* Revive, but keep the provider entry: failed operations still
+		 * have segments posted on its connection.  Removing it would
+		 * close that connection under them, and libfabric 1.17's
+		 * ofi_rxm then never gives them back (measured: a 16 MiB PUT's
+		 * range held for good after one reconnect over a slow link),
+		 * later crashing in fi_cq_read.  They come back when the
+		 * connection moves again or fails by itself. */
+		KV_DEBUG(XFER_TAG,
+		         "peer %zu: added again; keeping its connection, which still holds %u "
+		         "failed operation(s)",
+		         i, p->held);
+		p->failed = false;
+		peer_unwatch_locked(e, p);
+		*ret_peer = i;
+		pthread_mutex_unlock(&e->lock);
+		return 0;
+	}
 	if (i < e->npeers && p->valid) {
 		/* Revive: drop the old provider entry (and its connection), and
 		 * the old watch: whoever revives it watches it anew. */
@@ -737,7 +763,19 @@ void xfer_mr_dereg(struct xfer_mr *mr)
 	free(mr);
 }
 
+static void mr_dereg_fenced(struct xfer_mr *mr, int prot);
+
 void xfer_mr_dereg_lost(struct xfer_mr *mr)
+{
+	mr_dereg_fenced(mr, PROT_NONE);
+}
+
+void xfer_mr_dereg_lost_ro(struct xfer_mr *mr)
+{
+	mr_dereg_fenced(mr, PROT_READ);
+}
+
+static void mr_dereg_fenced(struct xfer_mr *mr, int prot)
 {
 	struct xfer_engine *e;
 
@@ -749,9 +787,17 @@ void xfer_mr_dereg_lost(struct xfer_mr *mr)
 		free(mr);
 		return;
 	}
-	/* Keep the address range, without access: a late provider copy fails
-	 * (EFAULT) instead of landing in memory that is someone else's. */
-	if (mmap(mr->buf, mr->alloc_len, PROT_NONE,
+	/* Keep the address range.  Where a peer may still write (PROT_NONE),
+	 * without access: a late provider copy fails (EFAULT) instead of
+	 * landing in memory that is someone else's; the provider then drops
+	 * the connection, which gives the peer its operation back.  Where a
+	 * peer can at most still read (PROT_READ), as read-only zero pages: a
+	 * read the provider already accepted is answered, with zeros the
+	 * peer has given up on.  Made inaccessible instead, the answer failed
+	 * (EFAULT) and libfabric 1.17's tcp provider never told the peer: the
+	 * server's read, and the range it held for it, waited for good (one
+	 * range leaked per PUT that timed out over a slow link). */
+	if (mmap(mr->buf, mr->alloc_len, prot,
 	         MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) == MAP_FAILED) {
 		KV_WARN(XFER_TAG, "cannot fence off a lost buffer of %zu bytes: %s; leaking it",
 		        mr->alloc_len, strerror(errno));
@@ -1024,6 +1070,8 @@ static void req_maybe_retire(struct xfer_engine *e, struct xfer_req *rq)
 			settle(rq);
 		live_unlink(e, rq);
 		pthread_mutex_lock(&e->lock);
+		if (rq->held && rq->peer < e->npeers && e->peers[rq->peer].held)
+			e->peers[rq->peer].held--;
 		if (rq->peer < e->npeers && e->peers[rq->peer].refs) {
 			e->peers[rq->peer].refs--;
 			peer_release_locked(e, &e->peers[rq->peer]);

@@ -198,10 +198,13 @@ static inline void srv_kill(struct srv *s)
 	s->pid = 0;
 }
 
+/* Stop it; its log goes too, unless KVFS_TEST_KEEP_LOGS is set (to read a
+ * rare failure's whole server log, not only the tail a test prints). */
 static inline void srv_done(struct srv *s)
 {
 	srv_stop(s);
-	unlink(s->log);
+	if (!getenv("KVFS_TEST_KEEP_LOGS"))
+		unlink(s->log);
 }
 
 /* ------------------------------------------------------------------ */
