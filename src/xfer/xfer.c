@@ -68,7 +68,6 @@ struct xfer_req {
 	bool completed;      /* user completion delivered */
 	bool notify_settled; /* op->notify_settled */
 	bool owes_settled;   /* delivered unsettled: a settled completion follows at retire */
-	bool held;           /* delivered unsettled: counted in its peer's held */
 	struct xfer_seg one; /* storage when nsegs == 1 */
 };
 
@@ -349,13 +348,6 @@ static void deliver(struct xfer_engine *e, struct xfer_req *rq, int status)
 		return;
 	rq->completed = true;
 	rq->owes_settled = c.unsettled && rq->notify_settled;
-	if (c.unsettled) {
-		pthread_mutex_lock(&e->lock);
-		if (rq->peer < e->npeers)
-			e->peers[rq->peer].held++;
-		pthread_mutex_unlock(&e->lock);
-		rq->held = true;
-	}
 	/* Segments still at the provider become zombies: they no longer count
 	 * against max_inflight, so a dead peer that never returns them (shm)
 	 * cannot starve operations to other peers. */
@@ -576,18 +568,18 @@ int xfer_peer_add(struct xfer_engine *e, const void *addr, size_t len, xfer_peer
 		pthread_mutex_unlock(&e->lock);
 		return 0;
 	}
-	if (i < e->npeers && p->valid && p->held) {
-		/* Revive, but keep the provider entry: failed operations still
-		 * have segments posted on its connection.  Removing it would
-		 * close that connection under them, and libfabric 1.17's
-		 * ofi_rxm then never gives them back (measured: a 16 MiB PUT's
-		 * range held for good after one reconnect over a slow link),
-		 * later crashing in fi_cq_read.  They come back when the
-		 * connection moves again or fails by itself. */
+	if (i < e->npeers && p->valid && p->refs) {
+		/* Revive, but keep the provider entry: operations naming it are
+		 * still alive, failed ones perhaps with segments posted on its
+		 * connection.  Removing it would close that connection under
+		 * them, and libfabric 1.17's ofi_rxm then never gives them back
+		 * (seen: no completion, then a crash in fi_cq_read).  They come
+		 * back when the connection moves again or fails by itself; rxm
+		 * replaces a connection that failed on the next post. */
 		KV_DEBUG(XFER_TAG,
-		         "peer %zu: added again; keeping its connection, which still holds %u "
-		         "failed operation(s)",
-		         i, p->held);
+		         "peer %zu: added again; keeping its connection for the %u operation(s) "
+		         "still naming it",
+		         i, p->refs);
 		p->failed = false;
 		peer_unwatch_locked(e, p);
 		*ret_peer = i;
@@ -1070,8 +1062,6 @@ static void req_maybe_retire(struct xfer_engine *e, struct xfer_req *rq)
 			settle(rq);
 		live_unlink(e, rq);
 		pthread_mutex_lock(&e->lock);
-		if (rq->held && rq->peer < e->npeers && e->peers[rq->peer].held)
-			e->peers[rq->peer].held--;
 		if (rq->peer < e->npeers && e->peers[rq->peer].refs) {
 			e->peers[rq->peer].refs--;
 			peer_release_locked(e, &e->peers[rq->peer]);

@@ -147,7 +147,6 @@ struct xfer_peer_ent {
 	bool failed;        /* an operation to it failed: refuse new ones */
 	bool removing;      /* xfer_peer_remove()d: released when refs drops to 0 */
 	unsigned refs;      /* requests alive (submitted, not yet retired) naming it */
-	unsigned held;      /* of those, failed with segments still at the provider */
 	int gone_fd;        /* xfer_peer_watch(): readable once the peer has exited; 0 = none */
 };
 

@@ -500,7 +500,7 @@ static long long counter_inside(const char *name)
 Test(net_client, slow_link_timed_out_puts_give_room_back)
 {
 	struct kvc *kvc = client(DEADLINE);
-	uint8_t *val = xmalloc(VAL_BIG);
+	uint8_t *val = xmalloc(1 << 20);
 	long long held = -1, resv = -1, most = 0;
 	uint64_t t0, p, g;
 	int failed = 0;
