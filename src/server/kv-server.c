@@ -30,6 +30,10 @@ static void usage(FILE *f)
 	        "      --max-inline SIZE      largest value sent inline in a frame (default 64K)\n"
 	        "      --auth-token-file FILE clients must prove they hold this token\n"
 	        "      --timeout MS           RDMA transfer deadline (default 10000)\n"
+	        "      --max-held SIZE        memory one client may hold in failed transfers\n"
+	        "                             not yet given back (a slow or cut link) before\n"
+	        "                             its next transfer is refused with BUSY\n"
+	        "                             (default: 1/8 of --memory)\n"
 	        "\n"
 	        "Limits per connection (memory stays below about max-conns x (max-frame +\n"
 	        "max-outbuf + 1.2M); see docs/reliability.md):\n"
@@ -114,6 +118,7 @@ int main(int argc, char **argv)
 		O_HELLO_TMO,
 		O_FRAME_TMO,
 		O_IDLE_TMO,
+		O_HELD,
 	};
 	static const struct option lo[] = {
 	        {"listen", required_argument, NULL, 'l'},
@@ -132,6 +137,7 @@ int main(int argc, char **argv)
 	        {"hello-timeout", required_argument, NULL, O_HELLO_TMO},
 	        {"frame-timeout", required_argument, NULL, O_FRAME_TMO},
 	        {"idle-timeout", required_argument, NULL, O_IDLE_TMO},
+	        {"max-held", required_argument, NULL, O_HELD},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"quiet", no_argument, NULL, 'q'},
 	        {"help", no_argument, NULL, 'h'},
@@ -220,6 +226,14 @@ int main(int argc, char **argv)
 		case O_IDLE_TMO:
 			if (ms_arg("--idle-timeout", optarg, true, &o.idle_timeout_ms))
 				return 2;
+			break;
+		case O_HELD:
+			if (size_arg("--max-held", optarg, &o.max_held))
+				return 2;
+			if (!o.max_held) {
+				fprintf(stderr, "kv-server: --max-held must be above 0\n");
+				return 2;
+			}
 			break;
 		case O_TOKEN:
 			o.auth_token_file = optarg;

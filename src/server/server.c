@@ -93,7 +93,16 @@ struct srv_op {
 	uint32_t mode;
 	uint64_t mtime;
 	uint64_t bytes; /* GET: bytes being written */
+	xfer_peer_t peer;
 	struct xfer_rsge *rsge;
+};
+
+/* What one client (its engine address) holds in failed transfers whose
+ * memory its provider has not given back yet (op_complete() to
+ * op_settled()).  Only clients holding something have an entry. */
+struct srv_held {
+	xfer_peer_t peer;
+	uint64_t bytes;
 };
 
 struct srv {
@@ -116,11 +125,14 @@ struct srv {
 	bool stopping;
 	unsigned ops;       /* RDMA ops in flight, all connections */
 	unsigned unsettled; /* failed ops whose arena range the provider still holds */
+	uint64_t unsettled_bytes;
+	struct srv_held *held; /* per client, see srv_held */
+	size_t nheld, held_cap;
 	struct {
 		uint64_t gets, puts, deletes, lists, renames, setattrs, stats, stat_calls;
 		uint64_t get_bytes, put_bytes, rdma_gets, rdma_puts, inline_gets, inline_puts;
 		uint64_t errors, rdma_failures, conns_total, conns_refused, auth_failures;
-		uint64_t bad_frames, refused_keys;
+		uint64_t bad_frames, refused_keys, refused_held;
 		uint64_t closed_hello, closed_slow, closed_idle;
 	} c;
 	bool resume;       /* a connection with stashed bytes may read again */
@@ -146,6 +158,7 @@ void srv_opts_init(struct srv_opts *o)
 	o->hello_timeout_ms = 10000;
 	o->frame_timeout_ms = 10000;
 	o->idle_timeout_ms = 0;
+	o->max_held = 0; /* 1/8 of memory */
 }
 
 /* Queued-output capacity kept between responses; a larger buffer is freed
@@ -578,6 +591,84 @@ static void do_hello(struct conn *c, const Kvfs__Request *rq)
 	respond(c, rq->id, 0, NULL, &resp);
 }
 
+/* ------------------------------------------------------------------ */
+/* Failed transfers held per client                                    */
+
+static struct srv_held *held_find(struct srv *s, xfer_peer_t peer)
+{
+	for (size_t i = 0; i < s->nheld; i++)
+		if (s->held[i].peer == peer)
+			return &s->held[i];
+	return NULL;
+}
+
+/* @op failed with part of it still posted: its memory stays held until
+ * op_settled().  Without room for the entry the cap does not see it (the
+ * server-wide counters still do). */
+static void held_add(struct srv *s, struct srv_op *op)
+{
+	struct srv_held *h = held_find(s, op->peer);
+
+	s->unsettled++;
+	s->unsettled_bytes += op->bytes;
+	if (!h && s->nheld == s->held_cap) {
+		size_t ncap = s->held_cap ? s->held_cap * 2 : 8;
+		void *n = realloc(s->held, ncap * sizeof(*s->held));
+
+		if (!n)
+			return;
+		s->held = n;
+		s->held_cap = ncap;
+	}
+	if (!h) {
+		h = &s->held[s->nheld++];
+		h->peer = op->peer;
+		h->bytes = 0;
+	}
+	h->bytes += op->bytes;
+}
+
+static void held_sub(struct srv *s, struct srv_op *op)
+{
+	struct srv_held *h = held_find(s, op->peer);
+
+	s->unsettled--;
+	s->unsettled_bytes -= op->bytes;
+	if (!h)
+		return;
+	h->bytes -= KV_MIN(h->bytes, op->bytes);
+	if (!h->bytes)
+		*h = s->held[--s->nheld];
+}
+
+/* Refuse an RDMA GET or PUT of @len bytes from a client that already holds
+ * failed transfers (a slow or cut link): each attempt that reaches the
+ * server and fails the same way holds one more value's memory, until the
+ * link is back or TCP gives up on it.  Other clients keep their room.
+ * Answers BUSY and returns true when refused. */
+static bool held_refuse(struct conn *c, uint64_t id, uint64_t len)
+{
+	struct srv *s = c->srv;
+	struct srv_held *h = held_find(s, c->peer);
+	char a[32], b[32], msg[240];
+
+	if (!h || h->bytes + len <= s->o.max_held)
+		return false;
+	s->c.refused_held++;
+	KV_WARN_RL(TAG,
+	           "%s: refused a transfer of %llu bytes: the client holds %llu bytes in "
+	           "failed transfers not yet given back (--max-held %llu)",
+	           c->name, (unsigned long long)len, (unsigned long long)h->bytes,
+	           (unsigned long long)s->o.max_held);
+	snprintf(msg, sizeof(msg),
+	         "this client already holds %s of the server's memory in earlier transfers "
+	         "that failed and have not come back (a slow or cut link?); the server's "
+	         "limit is %s (--max-held)",
+	         kv_fmt_size(h->bytes, a, sizeof(a)), kv_fmt_size(s->o.max_held, b, sizeof(b)));
+	respond(c, id, -EAGAIN, msg, NULL);
+	return true;
+}
+
 static void op_free(struct srv_op *op)
 {
 	free(op->rsge);
@@ -622,8 +713,10 @@ static int op_submit(struct conn *c, struct srv_op *op, enum xfer_opcode opc, ui
 	                    .notify_settled = true, /* see op_settled() */
 	                    .cookie = (uint64_t)(uintptr_t)op,
 	                    .cq = s->cq};
-	int r = xfer_submit(s->eng, &x);
+	int r;
 
+	op->peer = c->peer; /* held_add() may outlive the connection */
+	r = xfer_submit(s->eng, &x);
 	if (r < 0)
 		return r;
 	c->ops++;
@@ -686,6 +779,10 @@ static void do_get(struct conn *c, const Kvfs__Request *rq)
 	resp.get = &gr;
 
 	if (g->n_dst) {
+		if (n && held_refuse(c, rq->id, n)) {
+			store_item_unpin(s->store, it);
+			return;
+		}
 		op = op_new(g->n_dst);
 		if (!op) {
 			store_item_unpin(s->store, it);
@@ -786,6 +883,8 @@ static void do_put(struct conn *c, const Kvfs__Request *rq)
 			return;
 		}
 		len = p->length;
+		if (held_refuse(c, rq->id, len))
+			return;
 	}
 	r = store_put_begin(s->store, (const char *)p->key.data, p->key.len, len, &resv);
 	if (r < 0) {
@@ -881,7 +980,7 @@ static void op_settled(struct srv *s, struct srv_op *op)
 		store_item_unpin(s->store, op->item);
 	else
 		store_put_abort(s->store, op->resv);
-	s->unsettled--;
+	held_sub(s, op);
 	KV_DEBUG(TAG, "a failed %s's %llu bytes are back from the provider; %u still held",
 	         op->kind == OP_GET ? "GET" : "PUT", (unsigned long long)op->bytes, s->unsettled);
 	op_free(op);
@@ -951,7 +1050,7 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 		        c->name, op->kind == OP_GET ? "GET" : "PUT",
 		        op->kind == OP_GET ? "value" : "reservation");
 		op->conn = NULL;
-		s->unsettled++;
+		held_add(s, op);
 	}
 	c->ops--;
 	s->ops--;
@@ -1238,6 +1337,8 @@ static void do_stats(struct conn *c, const Kvfs__Request *rq)
 	CNT("rdma_failures", s->c.rdma_failures);
 	CNT("rdma_inflight", s->ops);
 	CNT("rdma_unsettled", s->unsettled); /* failed, memory not yet given back */
+	CNT("rdma_unsettled_bytes", s->unsettled_bytes);
+	CNT("refused_held", s->c.refused_held); /* BUSY: the client held too much */
 	CNT("xfer_ops_done", xs.ops_done);
 	CNT("xfer_ops_failed", xs.ops_failed);
 	CNT("xfer_timeouts", xs.ops_timedout);
@@ -1520,6 +1621,8 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 		return -ENOMEM;
 	s->o = *o;
 	s->lfd = s->epfd = s->sigfd = -1;
+	if (!s->o.max_held)
+		s->o.max_held = KV_MAX(o->memory / 8, 1);
 	r = o->listen ? kv_parse_hostport(o->listen, s->host, sizeof(s->host), 7070, &s->port) : 0;
 	if (r < 0) {
 		fprintf(stderr,
@@ -1788,5 +1891,6 @@ void srv_destroy(struct srv *s)
 	close(s->sigfd);
 	close(s->epfd);
 	explicit_bzero(s->token, sizeof(s->token));
+	free(s->held);
 	free(s);
 }

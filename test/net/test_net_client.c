@@ -24,15 +24,20 @@
 
 static struct srv S;
 
-static void start(void)
+static void start_with(const char *const *extra)
 {
-	static const char *const extra[] = {"--timeout", "4000", NULL};
-
 	kv_log_init("test_net_client"); /* KVFS_LOG=debug shows the client's log */
 	memset(&S, 0, sizeof(S));
 	S.netns = net_ns();
 	S.host = getenv("KVFS_PEER_ADDR");
 	srv_start_args(&S, "tcp", "256M", extra);
+}
+
+static void start(void)
+{
+	static const char *const extra[] = {"--timeout", "4000", NULL};
+
+	start_with(extra);
 }
 
 static void stop(void)
@@ -555,6 +560,124 @@ Test(net_client, slow_link_timed_out_puts_give_room_back)
 	put_get_checked(kvc, "slow", VAL_BIG, 64, &p, &g);
 	kvc_close(kvc);
 	free(val);
+}
+
+/* A client on a slow link keeps retrying 2 MiB PUTs: each one that times
+ * out at the server leaves its read under way and its 2 MiB held.  With
+ * --max-held 1M the next transfer of that client is refused at once with
+ * BUSY (EAGAIN) instead of holding 2 MiB more, while another client, in the
+ * server's own namespace, still stores and reads 1 MiB.  Once the link is
+ * fast again everything comes back and the slow client works again. */
+static void start_held(void)
+{
+	static const char *const extra[] = {"--timeout", "3000", "--max-held", "1M", NULL};
+
+	start_with(extra);
+}
+
+TestSuite(net_held, .init = start_held, .fini = stop, .timeout = 180);
+
+/* kvctl inside the server's namespace: another client on a fast path. */
+static int kvctl_inside(const char *args)
+{
+	char cmd[1024];
+	int st;
+
+	snprintf(cmd, sizeof(cmd),
+	         "ip netns exec %s %s/src/tools/kvctl -q -p tcp -t 10000 -s %s %s", net_ns(),
+	         getenv("KVFS_BUILD_ROOT"), S.addr, args);
+	st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+Test(net_held, retrying_client_refused_others_served)
+{
+	struct kvc *kvc;
+	size_t len = 2 * MIB;
+	uint8_t *val = xmalloc(len), *got = xmalloc(MIB);
+	char in[] = "/tmp/kvfs-held-in.XXXXXX", out[64], args[256];
+	long long held = -1, refused;
+	int fd, refusals = 0, failed = 0, other = -1;
+	uint64_t t0, p, g;
+
+	if (!getenv("KVFS_BUILD_ROOT"))
+		cr_skip_test("KVFS_BUILD_ROOT is not set (run through meson test)");
+	/* A deadline past the server's (3 s): the client hears the server's
+	 * TIMEOUT or BUSY instead of giving up first. */
+	kvc = client(30000);
+	put_get_checked(kvc, "held-warm", MIB, 70, &p, &g); /* RDMA path up */
+	cr_assert_eq(net_sh("rate", "2000"), 0, "scripts/netns rate failed (tc tbf)");
+	for (int i = 0; i < 8 && refusals < 2; i++) {
+		int r;
+
+		fill(val, len, 71 + (uint64_t)i);
+		r = kvc_put(kvc, "held", 4, val, len, NULL, NULL);
+		cr_log_info("PUT %d of 2 MiB over 2 Mbit/s: %s (%s)", i, r ? strerror(-r) : "ok",
+		            r ? kvc_strerror() : "");
+		if (r == -EAGAIN) {
+			cr_expect(strstr(kvc_strerror(), "--max-held"),
+			          "the refusal does not say what limit: %s", kvc_strerror());
+			if (refusals++ == 0) { /* while refused, another client is served */
+				fd = mkstemp(in);
+				cr_assert_geq(fd, 0);
+				fill(got, MIB, 79);
+				cr_assert_eq(write(fd, got, MIB), (ssize_t)MIB);
+				close(fd);
+				snprintf(out, sizeof(out), "%s.out", in);
+				snprintf(args, sizeof(args), "put held-other %s", in);
+				other = kvctl_inside(args);
+				if (other == 0) {
+					snprintf(args, sizeof(args), "get held-other %s", out);
+					other = kvctl_inside(args);
+				}
+			}
+		} else if (r < 0) {
+			cr_expect(net_error(r), "PUT over a slow link: %s", kvc_strerror());
+			failed++;
+		}
+	}
+	refused = counter_inside("refused_held");
+	held = counter_inside("rdma_unsettled_bytes");
+	cr_log_info("%d PUTs failed, %d refused (server: refused_held %lld, %lld bytes held)",
+	            failed, refusals, refused, held);
+	if (!refusals)
+		srv_dump_log(&S);
+	cr_assert_gt(failed, 0, "no PUT failed over a 2 Mbit/s link: the test proves nothing");
+	cr_assert_gt(refusals, 0, "a client holding failed transfers was never refused");
+	cr_assert_geq(refused, refusals, "the server counted %lld refusals, the client saw %d",
+	              refused, refusals);
+	cr_assert_eq(other, 0, "another client could not PUT and GET while one was refused");
+	{
+		uint8_t *want = xmalloc(MIB);
+		FILE *f = fopen(out, "rb");
+
+		cr_assert_not_null(f, "%s: %s", out, strerror(errno));
+		cr_assert_eq(fread(got, 1, MIB, f), MIB);
+		fclose(f);
+		fill(want, MIB, 79);
+		check_bytes(got, want, MIB, "held-other");
+		free(want);
+		unlink(in);
+		unlink(out);
+	}
+
+	net_restore();
+	t0 = net_now_ms();
+	while (net_now_ms() - t0 < 30000 && (held = counter_inside("rdma_unsettled_bytes")) != 0)
+		usleep(250000);
+	cr_assert_eq(held, 0, "30 s after the link was fast again %lld bytes are still held", held);
+	/* no longer refused: the client stores its 2 MiB again */
+	{
+		int r = -1;
+
+		for (int i = 0; i < 5 && r < 0; i++)
+			r = kvc_put(kvc, "held", 4, val, len, NULL, NULL);
+		cr_assert_eq(r, 0, "PUT after the link was fast again: %s", kvc_strerror());
+	}
+	put_get_checked(kvc, "held", len, 78, &p, &g);
+	kvc_close(kvc);
+	free(val);
+	free(got);
 }
 
 /* ------------------------------------------------------------------ */
