@@ -202,7 +202,9 @@ struct kvc_list_entry {
 struct kvc_list {
 	struct kvc_list_entry *entries;
 	size_t n_entries;
-	char **prefixes; /* common prefixes, each ending with the delimiter */
+	char **prefixes;            /* common prefixes, each ending with the delimiter */
+	struct kvc_entry *prefix_e; /* per prefix: the key equal to it (a directory
+	                             * marker), or all zero (version 0) when none */
 	size_t n_prefixes;
 	bool truncated;
 	char *next_start_after; /* pass as start_after for the next page, or NULL */

@@ -2651,8 +2651,17 @@ void kvc_list_free(struct kvc_list *l)
 		free(l->prefixes[i]);
 	free(l->entries);
 	free(l->prefixes);
+	free(l->prefix_e);
 	free(l->next_start_after);
 	memset(l, 0, sizeof(*l));
+}
+
+/* memcmp order of two byte strings, shorter first on a tie */
+static int bin_cmp(const ProtobufCBinaryData *a, const ProtobufCBinaryData *b)
+{
+	int c = memcmp(a->data, b->data, KV_MIN(a->len, b->len));
+
+	return c ? c : (a->len > b->len) - (a->len < b->len);
 }
 
 static void set_bin(protobuf_c_boolean *has, ProtobufCBinaryData *b, const char *s)
@@ -2692,7 +2701,9 @@ int kvc_list(struct kvc *kvc, const char *prefix, const char *delimiter, const c
 	l.entries = calloc(res->n_entries ? res->n_entries : 1, sizeof(*l.entries));
 	l.prefixes =
 	        calloc(res->n_common_prefixes ? res->n_common_prefixes : 1, sizeof(*l.prefixes));
-	if (!l.entries || !l.prefixes)
+	l.prefix_e =
+	        calloc(res->n_common_prefixes ? res->n_common_prefixes : 1, sizeof(*l.prefix_e));
+	if (!l.entries || !l.prefixes || !l.prefix_e)
 		goto out_nomem;
 	for (size_t i = 0; i < res->n_entries; i++) {
 		l.entries[i].key = bin_dup(&res->entries[i]->key);
@@ -2702,11 +2713,18 @@ int kvc_list(struct kvc *kvc, const char *prefix, const char *delimiter, const c
 		l.entries[i].keylen = res->entries[i]->key.len;
 		entry_from_pb(res->entries[i], &l.entries[i].e);
 	}
-	for (size_t i = 0; i < res->n_common_prefixes; i++) {
-		l.prefixes[i] = bin_dup(&res->common_prefixes[i]);
+	for (size_t i = 0, m = 0; i < res->n_common_prefixes; i++) {
+		const ProtobufCBinaryData *pb = &res->common_prefixes[i];
+
+		l.prefixes[i] = bin_dup(pb);
 		if (!l.prefixes[i])
 			goto out_nomem;
 		l.n_prefixes++;
+		/* markers come in the same order as their prefixes */
+		while (m < res->n_prefix_markers && bin_cmp(&res->prefix_markers[m]->key, pb) < 0)
+			m++;
+		if (m < res->n_prefix_markers && !bin_cmp(&res->prefix_markers[m]->key, pb))
+			entry_from_pb(res->prefix_markers[m++], &l.prefix_e[i]);
 	}
 	l.truncated = res->has_truncated && res->truncated;
 	if (l.truncated && res->has_next_start_after) {

@@ -1614,7 +1614,9 @@ static void kvfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		for (size_t i = 0; i < l.n_prefixes && r >= 0; i++) {
 			size_t len = strlen(l.prefixes[i]);
 
-			r = kdir_add(d, &cap, l.prefixes[i] + pl, len - pl - 1, true, NULL);
+			/* with its marker's mode and times (zero: an implicit one) */
+			r = kdir_add(d, &cap, l.prefixes[i] + pl, len - pl - 1, true,
+			             &l.prefix_e[i]);
 		}
 		if (r >= 0 && l.truncated && l.next_start_after)
 			after = strdup(l.next_start_after);
@@ -1668,29 +1670,15 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			struct node *n = NULL;
 
 			name = s->name;
-			if (plus && s->dir) {
-				/*
-				 * LIST names a directory without its marker's
-				 * mode and times: no attributes then (the kernel
-				 * asks LOOKUP), rather than ones that differ from
-				 * what stat shows (tar: "file changed as we read
-				 * it").
-				 */
+			if (plus) {
+				/* A directory's attributes are its marker's, which
+				 * LIST carries (prefix_markers), as stat shows them:
+				 * tar finds nothing "changed as we read it". */
 				if (kvfs_path_join(dkey, name, key, sizeof(key)) < 0)
 					continue;
 				pthread_mutex_lock(&fs.lock);
-				n = node_by_path(key);
-				ep.attr.st_ino = n ? n->ino : hash_str(key) | 1ULL << 63;
-				pthread_mutex_unlock(&fs.lock);
-				n = NULL;
-				ep.attr.st_mode = S_IFDIR;
-				need = fuse_add_direntry_plus(req, p, rem, name, &ep, (off_t)i + 1);
-			} else if (plus) {
-				if (kvfs_path_join(dkey, name, key, sizeof(key)) < 0)
-					continue;
-				pthread_mutex_lock(&fs.lock);
-				n = node_get(key, false);
-				if (n)
+				n = node_get(key, s->dir);
+				if (n && !s->dir)
 					n->attr_version = s->e.version;
 				pthread_mutex_unlock(&fs.lock);
 				if (!n)
@@ -1698,7 +1686,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				ep.ino = n->ino;
 				ep.attr_timeout = fs.cfg.attr_timeout;
 				ep.entry_timeout = fs.cfg.entry_timeout;
-				fill_file_attr(&ep.attr, n->ino, &s->e);
+				if (s->dir)
+					fill_dir_attr(&ep.attr, n->ino, &s->e);
+				else
+					fill_file_attr(&ep.attr, n->ino, &s->e);
 				need = fuse_add_direntry_plus(req, p, rem, name, &ep, (off_t)i + 1);
 			} else {
 				ep.attr.st_ino = 0;

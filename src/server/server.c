@@ -1090,26 +1090,32 @@ struct list_ctx {
 	size_t lastlen;
 };
 
-static int list_cb(void *arg, const char *name, size_t namelen, const struct store_item *it)
+static int list_cb(void *arg, const char *name, size_t namelen, const struct store_item *it,
+                   bool prefix)
 {
 	struct list_ctx *l = arg;
 	Kvfs__ListResponse *lr = l->lr;
+	size_t need = namelen + 48 + (prefix && it ? namelen + 48 : 0);
+	Kvfs__Entry *e;
 
-	if (l->bytes + namelen + 48 > l->max_bytes) {
+	if (l->bytes + need > l->max_bytes) {
 		l->cut = true;
 		return -ENOSPC;
 	}
-	l->bytes += namelen + 48;
-	if (it) {
-		Kvfs__Entry *e = &l->ents[lr->n_entries];
-
-		kvfs__entry__init(e);
-		fill_entry(e, it);
-		lr->entries[lr->n_entries++] = e;
-	} else {
+	l->bytes += need;
+	if (prefix) {
 		lr->common_prefixes[lr->n_common_prefixes].data = (uint8_t *)name;
 		lr->common_prefixes[lr->n_common_prefixes].len = namelen;
 		lr->n_common_prefixes++;
+	}
+	if (it) { /* a key, or a prefix's marker */
+		e = &l->ents[lr->n_entries + lr->n_prefix_markers];
+		kvfs__entry__init(e);
+		fill_entry(e, it);
+		if (prefix)
+			lr->prefix_markers[lr->n_prefix_markers++] = e;
+		else
+			lr->entries[lr->n_entries++] = e;
 	}
 	l->last = name;
 	l->lastlen = namelen;
@@ -1144,7 +1150,8 @@ static void do_list(struct conn *c, const Kvfs__Request *rq)
 	l.ents = calloc(limit, sizeof(*l.ents));
 	lr.entries = calloc(limit, sizeof(*lr.entries));
 	lr.common_prefixes = calloc(limit, sizeof(*lr.common_prefixes));
-	if (!l.ents || !lr.entries || !lr.common_prefixes) {
+	lr.prefix_markers = calloc(limit, sizeof(*lr.prefix_markers));
+	if (!l.ents || !lr.entries || !lr.common_prefixes || !lr.prefix_markers) {
 		respond(c, rq->id, -ENOMEM, NULL, NULL);
 		goto out_free;
 	}
@@ -1169,6 +1176,7 @@ out_free:
 	free(l.ents);
 	free(lr.entries);
 	free(lr.common_prefixes);
+	free(lr.prefix_markers);
 }
 
 static void do_meta(struct conn *c, const Kvfs__Request *rq)

@@ -1178,7 +1178,8 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
 struct list_ent {
 	const char *name;
 	size_t len;
-	const struct store_item *it; /* NULL for a common prefix */
+	const struct store_item *it; /* a common prefix: its marker key, or NULL */
+	bool prefix;
 };
 
 int store_list(struct store *s, const struct store_list_req *req, store_list_cb cb, void *arg,
@@ -1198,7 +1199,7 @@ int store_list(struct store *s, const struct store_list_req *req, store_list_cb 
 		const struct store_item *it;
 
 		for (it = s->buckets[b]; it; it = it->hnext) {
-			struct list_ent e = {it->key, it->keylen, it};
+			struct list_ent e = {it->key, it->keylen, it, false};
 			size_t lo = 0, hi = n;
 			const char *d;
 
@@ -1210,7 +1211,9 @@ int store_list(struct store *s, const struct store_list_req *req, store_list_cb 
 				           it->keylen - req->prefixlen);
 				if (d) {
 					e.len = (size_t)(d - it->key) + 1;
-					e.it = NULL;
+					e.prefix = true;
+					if (e.len != it->keylen)
+						e.it = NULL; /* not the marker itself */
 				}
 			}
 			if (req->start_after_len &&
@@ -1227,8 +1230,11 @@ int store_list(struct store *s, const struct store_list_req *req, store_list_cb 
 				else
 					hi = mid;
 			}
-			if (lo < n && !key_cmp(ents[lo].name, ents[lo].len, e.name, e.len))
-				continue; /* common prefix already listed */
+			if (lo < n && !key_cmp(ents[lo].name, ents[lo].len, e.name, e.len)) {
+				if (e.it) /* common prefix already listed: the marker */
+					ents[lo].it = e.it;
+				continue;
+			}
 			if (n == cap)
 				n--;
 			memmove(&ents[lo + 1], &ents[lo], (n - lo) * sizeof(*ents));
@@ -1238,7 +1244,7 @@ int store_list(struct store *s, const struct store_list_req *req, store_list_cb 
 	}
 
 	for (i = 0; i < n && i < req->limit; i++) {
-		err = cb(arg, ents[i].name, ents[i].len, ents[i].it);
+		err = cb(arg, ents[i].name, ents[i].len, ents[i].it, ents[i].prefix);
 		if (err < 0)
 			goto out_free_ents;
 	}

@@ -185,13 +185,14 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
  *
  * At most @limit entries are passed to @cb, in order; *ret_truncated (may be
  * NULL) says whether more entries follow.  @cb gets the entry name (not
- * NUL-terminated), and the item for keys or NULL for common prefixes; it
- * must not modify the store; a negative return stops the listing and is
- * returned.  Cost: one scan of the index, O(N log limit).
+ * NUL-terminated), whether it is a common prefix, and the item: the key's,
+ * or for a common prefix the key equal to it (a directory marker, "dir/")
+ * or NULL.  @cb must not modify the store; a negative return stops the
+ * listing and is returned.  Cost: one scan of the index, O(N log limit).
  * Returns 0, a negative return of @cb or -ENOMEM.
  */
 typedef int (*store_list_cb)(void *arg, const char *name, size_t namelen,
-                             const struct store_item *it);
+                             const struct store_item *it, bool prefix);
 
 struct store_list_req {
 	const char *prefix;

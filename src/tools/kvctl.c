@@ -920,12 +920,21 @@ static void print_entry(const struct kvc_list_entry *le, bool lng)
 	       le->e.mode & 07777, le->key);
 }
 
-static void print_prefix(const char *p, bool lng)
+/* A common prefix; with -l its marker's version, mtime and mode (a key
+ * equal to the prefix: what kvfs's mkdir stores), or dashes. */
+static void print_prefix(const char *p, const struct kvc_entry *marker, bool lng)
 {
-	if (lng)
-		printf("%12s %10s %-20s %4s %s\n", "DIR", "-", "-", "-", p);
-	else
+	char ts[64];
+
+	if (!lng) {
 		printf("%s\n", p);
+	} else if (marker->version) {
+		fmt_mtime(marker->mtime_ns, ts, sizeof(ts));
+		printf("%12s %10" PRIu64 " %-20s %04o %s\n", "DIR", marker->version, ts,
+		       marker->mode & 07777, p);
+	} else {
+		printf("%12s %10s %-20s %4s %s\n", "DIR", "-", "-", "-", p);
+	}
 }
 
 static int cmd_ls(struct ctl *c, int argc, char **argv)
@@ -980,8 +989,10 @@ static int cmd_ls(struct ctl *c, int argc, char **argv)
 			if (j == l.n_prefixes ||
 			    (i < l.n_entries && strcmp(l.entries[i].key, l.prefixes[j]) < 0))
 				print_entry(&l.entries[i++], lng);
-			else
-				print_prefix(l.prefixes[j++], lng);
+			else {
+				print_prefix(l.prefixes[j], &l.prefix_e[j], lng);
+				j++;
+			}
 		}
 		if (!l.truncated) {
 			kvc_list_free(&l);

@@ -472,6 +472,32 @@ Test(kvctl, ls_plain_long_dirs)
 	cr_assert_not_null(strstr(r.out, "DIR"), "ls -l -d: %s", r.out);
 	run_free(&r);
 
+	/* a prefix that is also a key (kvfs's mkdir marker) shows that key's */
+	make_file(tp("empty"), 0, 4);
+	kvctl(&r, "put", "b/", tp("empty"));
+	expect_status(&r, 0, "put b/");
+	run_free(&r);
+	kvctl(&r, "ls", "-l", "-d");
+	expect_status(&r, 0, "ls -l -d with a marker");
+	cr_assert_eq(count_lines(r.out), 3, "ls -l -d: %s", r.out);
+	{
+		unsigned long long version = 0;
+		char what[16], mtime[64], mode[16], key[64];
+		const char *line = strstr(r.out, "b/\n");
+
+		cr_assert_not_null(line, "no b/ in: %s", r.out);
+		while (line > r.out && line[-1] != '\n')
+			line--;
+		cr_assert_eq(sscanf(line, "%15s %llu %63s %15s %63s", what, &version, mtime, mode,
+		                    key),
+		             5, "ls -l -d line of a marked prefix: %s", r.out);
+		cr_assert_str_eq(what, "DIR");
+		cr_assert_gt(version, 0);
+		cr_assert_str_eq(mode, "0644");
+		cr_assert_str_eq(key, "b/");
+	}
+	run_free(&r);
+
 	kvctl(&r, "ls", "nothing-here/");
 	expect_status(&r, 0, "ls of an empty prefix");
 	cr_assert_str_eq(r.out, "");

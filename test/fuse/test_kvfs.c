@@ -669,6 +669,65 @@ Test(kvfs, ls_many_keys)
 	cr_assert_eq(sh("[ $(ls -l %s | grep -c '^-') = 2000 ]", mp(0, "many")), 0);
 }
 
+/* The server's counter @name (kvctl stats), or -1. */
+static long long server_counter(const char *name)
+{
+	char cmd[512], line[256];
+	long long v = -1;
+	size_t n = strlen(name);
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "%s -q -s %s stats", env_bin("KVCTL"), E.server);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, name, n) && line[n] == ' ')
+			v = atoll(line + n + 1);
+	pclose(f);
+	return v;
+}
+
+/*
+ * ls -l of directories: the listing carries each subdirectory's marker
+ * (mode, mtime), so READDIRPLUS gives directories their attributes and a
+ * fresh mount needs no LOOKUP (a STAT and a LIST) per subdirectory.  What
+ * ls -l shows is what stat shows once the cached attributes have expired
+ * (tar compares the two).
+ */
+Test(kvfs, ls_l_of_directories_needs_no_lookups)
+{
+	long long st0, st1;
+	int m1;
+
+	cr_assert_eq(sh("mkdir %s && cd %s && for i in $(seq 1 100); do mkdir d$i; done && "
+	                "chmod 700 d1? && touch -d @1200000000 d2?",
+	                mp(0, "dirs"), mp(0, "dirs")),
+	             0);
+	/* and one directory that exists only through a key under it */
+	cr_assert_eq(sh("echo x | %s -q -s %s put dirs/implicit/x -", env_bin("KVCTL"), E.server),
+	             0);
+	m1 = env_mount(NULL); /* nothing cached */
+	st0 = server_counter("stat_calls");
+	cr_assert_eq(sh("LC_ALL=C ls -l --time-style=+%%s %s | awk 'NR>1 {print $1, $6, $7}' > %s",
+	                mp(m1, "dirs"), sp("ls.out")),
+	             0);
+	st1 = server_counter("stat_calls");
+	cr_log_info("ls -l of 101 directories on a fresh mount: %lld STATs", st1 - st0);
+	cr_assert_lt(st1 - st0, 50, "ls -l of 101 directories made %lld STATs: a LOOKUP each",
+	             st1 - st0);
+	cr_assert_eq(sh("[ $(grep -c '^drwx------ ' %s) = 10 ]", sp("ls.out")), 0,
+	             "ls -l does not show the 10 directories chmod'ed 700");
+	cr_assert_eq(sh("[ $(grep -c ' 1200000000 ' %s) = 10 ]", sp("ls.out")), 0,
+	             "ls -l does not show the 10 directories whose mtime was set");
+	cr_assert_eq(sh("grep -q '^drwxr-xr-x .* implicit$' %s", sp("ls.out")), 0,
+	             "the implicit directory");
+	cr_assert_eq(
+	        sh("sleep 1.1 && cd %s && for d in $(LC_ALL=C ls); do stat -c '%%A %%Y %%n' $d; "
+	           "done > %s && diff %s %s",
+	           mp(m1, "dirs"), sp("stat.out"), sp("ls.out"), sp("stat.out")),
+	        0, "ls -l and stat disagree");
+}
+
 /* mount(8) / fstab call kvfs as mount.fuse.kvfs SOURCE DIR [-n] -o OPTS -t TYPE;
  * OPTS holds what fstab says, with options only mount(8) and systemd mean. */
 Test(kvfs, mount_helper_convention)

@@ -543,19 +543,29 @@ Test(store, setattr, .init = setup_lru)
 struct collect {
 	char names[2048][64];
 	bool is_prefix[2048];
+	bool has_marker[2048]; /* a common prefix that is also a key */
 	int n;
 };
 
-static int collect_cb(void *arg, const char *name, size_t len, const struct store_item *it)
+static int collect_cb(void *arg, const char *name, size_t len, const struct store_item *it,
+                      bool prefix)
 {
 	struct collect *c = arg;
 
 	cr_assert_lt(len, 64);
 	memcpy(c->names[c->n], name, len);
 	c->names[c->n][len] = 0;
-	c->is_prefix[c->n] = it == NULL;
+	c->is_prefix[c->n] = prefix;
+	c->has_marker[c->n] = prefix && it;
 	if (it)
 		cr_assert_eq(store_item_size(it), 3);
+	if (prefix && it) { /* the marker is the key equal to the prefix */
+		size_t kl;
+		const char *k = store_item_key(it, &kl);
+
+		cr_assert(kl == len && !memcmp(k, name, len), "marker of %.*s is another key",
+		          (int)len, name);
+	}
 	c->n++;
 	return 0;
 }
@@ -596,6 +606,7 @@ Test(store, list_small, .init = setup_lru)
 	cr_assert_eq(c.n, 3);
 	cr_assert_str_eq(c.names[0], "a/");
 	cr_assert(c.is_prefix[0]);
+	cr_assert(c.has_marker[0], "the key \"a/\" is the prefix's marker");
 	cr_assert_str_eq(c.names[1], "ab");
 	cr_assert(!c.is_prefix[1]);
 	cr_assert_str_eq(c.names[2], "b");
@@ -606,6 +617,7 @@ Test(store, list_small, .init = setup_lru)
 	cr_assert(!c.is_prefix[0]);
 	cr_assert_str_eq(c.names[1], "a/b/");
 	cr_assert(c.is_prefix[1]);
+	cr_assert(!c.has_marker[1], "no key \"a/b/\": no marker");
 	cr_assert_str_eq(c.names[2], "a/c");
 	cr_assert_str_eq(c.names[3], "a/d/");
 
@@ -631,7 +643,8 @@ Test(store, list_small, .init = setup_lru)
 	cr_assert(t);
 }
 
-static int stop_cb(void *arg, const char *name, size_t len, const struct store_item *it)
+static int stop_cb(void *arg, const char *name, size_t len, const struct store_item *it,
+                   bool prefix)
 {
 	int *n = arg;
 
