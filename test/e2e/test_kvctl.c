@@ -488,9 +488,9 @@ Test(kvctl, ls_plain_long_dirs)
 		cr_assert_not_null(line, "no b/ in: %s", r.out);
 		while (line > r.out && line[-1] != '\n')
 			line--;
-		cr_assert_eq(sscanf(line, "%15s %llu %63s %15s %63s", what, &version, mtime, mode,
-		                    key),
-		             5, "ls -l -d line of a marked prefix: %s", r.out);
+		cr_assert_eq(
+		        sscanf(line, "%15s %llu %63s %15s %63s", what, &version, mtime, mode, key),
+		        5, "ls -l -d line of a marked prefix: %s", r.out);
 		cr_assert_str_eq(what, "DIR");
 		cr_assert_gt(version, 0);
 		cr_assert_str_eq(mode, "0644");
