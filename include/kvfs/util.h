@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #define KV_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define KV_MIN(a, b)     ((a) < (b) ? (a) : (b))
@@ -60,6 +61,15 @@ static inline uint64_t kv_splitmix64(uint64_t *s)
 	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
 	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
 	return z ^ (z >> 31);
+}
+
+/* Bytewise (memcmp) order of two keys, the shorter first when one is a
+ * prefix of the other: the order LIST returns keys in. */
+static inline int kv_key_cmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+	int c = memcmp(a, b, alen < blen ? alen : blen);
+
+	return c ? c : (alen > blen) - (alen < blen);
 }
 
 /* Write @s to @f as a JSON string literal, quotes included. */

@@ -2656,12 +2656,9 @@ void kvc_list_free(struct kvc_list *l)
 	memset(l, 0, sizeof(*l));
 }
 
-/* memcmp order of two byte strings, shorter first on a tie */
-static int bin_cmp(const ProtobufCBinaryData *a, const ProtobufCBinaryData *b)
+static int marker_cmp(const Kvfs__Entry *marker, const ProtobufCBinaryData *prefix)
 {
-	int c = memcmp(a->data, b->data, KV_MIN(a->len, b->len));
-
-	return c ? c : (a->len > b->len) - (a->len < b->len);
+	return kv_key_cmp(marker->key.data, marker->key.len, prefix->data, prefix->len);
 }
 
 static void set_bin(protobuf_c_boolean *has, ProtobufCBinaryData *b, const char *s)
@@ -2720,10 +2717,10 @@ int kvc_list(struct kvc *kvc, const char *prefix, const char *delimiter, const c
 		if (!l.prefixes[i])
 			goto out_nomem;
 		l.n_prefixes++;
-		/* markers come in the same order as their prefixes */
-		while (m < res->n_prefix_markers && bin_cmp(&res->prefix_markers[m]->key, pb) < 0)
+		/* markers come in their prefixes' order; skip any that match none */
+		while (m < res->n_prefix_markers && marker_cmp(res->prefix_markers[m], pb) < 0)
 			m++;
-		if (m < res->n_prefix_markers && !bin_cmp(&res->prefix_markers[m]->key, pb))
+		if (m < res->n_prefix_markers && marker_cmp(res->prefix_markers[m], pb) == 0)
 			entry_from_pb(res->prefix_markers[m++], &l.prefix_e[i]);
 	}
 	l.truncated = res->has_truncated && res->truncated;

@@ -219,15 +219,6 @@ static uint64_t round_up(uint64_t x, uint64_t a)
 	return (x + a - 1) / a * a;
 }
 
-static int key_cmp(const char *a, size_t alen, const char *b, size_t blen)
-{
-	int c = memcmp(a, b, KV_MIN(alen, blen));
-
-	if (c)
-		return c;
-	return alen < blen ? -1 : alen > blen;
-}
-
 static int key_check(const char *key, size_t len)
 {
 	if (!key || !len)
@@ -1217,20 +1208,20 @@ int store_list(struct store *s, const struct store_list_req *req, store_list_cb 
 				}
 			}
 			if (req->start_after_len &&
-			    key_cmp(e.name, e.len, req->start_after, req->start_after_len) <= 0)
+			    kv_key_cmp(e.name, e.len, req->start_after, req->start_after_len) <= 0)
 				continue;
 			if (n == cap &&
-			    key_cmp(e.name, e.len, ents[n - 1].name, ents[n - 1].len) >= 0)
+			    kv_key_cmp(e.name, e.len, ents[n - 1].name, ents[n - 1].len) >= 0)
 				continue;
 			while (lo < hi) {
 				size_t mid = (lo + hi) / 2;
 
-				if (key_cmp(ents[mid].name, ents[mid].len, e.name, e.len) < 0)
+				if (kv_key_cmp(ents[mid].name, ents[mid].len, e.name, e.len) < 0)
 					lo = mid + 1;
 				else
 					hi = mid;
 			}
-			if (lo < n && !key_cmp(ents[lo].name, ents[lo].len, e.name, e.len)) {
+			if (lo < n && !kv_key_cmp(ents[lo].name, ents[lo].len, e.name, e.len)) {
 				if (e.it) /* common prefix already listed: the marker */
 					ents[lo].it = e.it;
 				continue;
