@@ -617,7 +617,25 @@ Test(net_held, retrying_client_refused_others_served)
 		if (r == -EAGAIN) {
 			cr_expect(strstr(kvc_strerror(), "--max-held"),
 			          "the refusal does not say what limit: %s", kvc_strerror());
-			if (refusals++ == 0) { /* while refused, another client is served */
+			if (refusals++ == 0) {
+				/* A GET of this client is refused too.  It is checked
+				 * only when bytes were held before and after it: no
+				 * other transfer of this client is under way, and an
+				 * admitted GET of 128 KiB ends well inside the server's
+				 * deadline, so they were held throughout. */
+				long long h0 = counter_inside("rdma_unsettled_bytes"), h1;
+				ssize_t gr = kvc_get(kvc, "held-warm", 9, 0, got, 128 * 1024, NULL,
+				                     NULL);
+
+				h1 = counter_inside("rdma_unsettled_bytes");
+				cr_log_info("GET of 128 KiB with %lld, then %lld bytes held: %s",
+				            h0, h1, gr < 0 ? kvc_strerror() : "ok");
+				if (h0 > 0 && h1 > 0)
+					cr_expect_eq(
+					        gr, -EAGAIN,
+					        "a GET while the client held %lld bytes: %zd (%s)",
+					        h0, gr, kvc_strerror());
+				/* while refused, another client is served */
 				fd = mkstemp(in);
 				cr_assert_geq(fd, 0);
 				fill(got, MIB, 79);

@@ -44,6 +44,38 @@ static void check_value(struct kvc *kvc, const char *key, size_t len, uint64_t s
 	free(got);
 }
 
+/* kv-server's bad command lines: exit status 2 and a message that names
+ * the option (the server never starts, so nothing listens). */
+Test(server, bad_options_exit_2_naming_the_option)
+{
+	static const char *const cases[][2] = {
+	        {"--max-held 0", "--max-held"},    {"--max-held lots", "--max-held"},
+	        {"--memory 1K", "--memory"},       {"--max-frame 1K", "--max-frame"},
+	        {"--eviction fifo", "--eviction"}, {"stray-argument", "unexpected argument"},
+	};
+	const char *bin = getenv("KV_SERVER");
+
+	if (!bin)
+		cr_skip_test("KV_SERVER is not set (run through meson test)");
+	for (size_t i = 0; i < KV_ARRAY_SIZE(cases); i++) {
+		char cmd[512], out[1024] = "";
+		size_t n;
+		FILE *f;
+		int st;
+
+		snprintf(cmd, sizeof(cmd), "%s --listen 127.0.0.1:1 %s 2>&1", bin, cases[i][0]);
+		f = popen(cmd, "r");
+		cr_assert_not_null(f);
+		n = fread(out, 1, sizeof(out) - 1, f);
+		out[n] = '\0';
+		st = pclose(f);
+		cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 2,
+		          "kv-server %s: status %d, said: %s", cases[i][0], st, out);
+		cr_expect(strstr(out, cases[i][1]), "kv-server %s does not name %s: %s",
+		          cases[i][0], cases[i][1], out);
+	}
+}
+
 Test(server, bad_frames_close_only_the_offender, .timeout = 120)
 {
 	static const uint8_t garbage[] = {0,    0,    0,    9,    1,    0xff, 0xfe,
