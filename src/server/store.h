@@ -188,7 +188,8 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
  * NUL-terminated), whether it is a common prefix, and the item: the key's,
  * or for a common prefix the key equal to it (a directory marker, "dir/")
  * or NULL.  @cb must not modify the store; a negative return stops the
- * listing and is returned.  Cost: one scan of the index, O(N log limit).
+ * listing and is returned.  Cost: O(log N) to find the first entry and to
+ * step past each common prefix, O(1) per key listed; never a scan.
  * Returns 0, a negative return of @cb or -ENOMEM.
  */
 typedef int (*store_list_cb)(void *arg, const char *name, size_t namelen,

@@ -84,6 +84,15 @@ static uint64_t seed_of(const char *key, uint64_t version)
 	return h ^ (version << 1);
 }
 
+/* xorshift64: a reproducible sequence for the randomized tests. */
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
 /* put with the bytes written into the reserved range; returns errno. */
 static int put_v(const char *key, uint64_t size, const struct store_put_cond *cond,
                  uint64_t *ret_version)
@@ -698,6 +707,180 @@ Test(store, list_100k_paged, .init = setup_lru)
 	cr_assert_str_eq(c.names[1], "other");
 }
 
+/*
+ * LIST against a brute-force model, under puts, deletes and renames.  Keys
+ * are the 1,364 strings of 1 to 5 characters over "ab/c", so prefixes,
+ * delimiters, markers ("a/") and neighbours ("a/" < "a/a" < "a0") are dense,
+ * and enough keys come and go for the ordered index to split and merge.
+ */
+#define LK_ALPHA  "/abc"
+#define LK_MAXLEN 5
+#define LK_N      (4 + 16 + 64 + 256 + 1024)
+
+static void lk_name(int id, char *out)
+{
+	int len = 1, span = 4;
+
+	while (id >= span) {
+		id -= span;
+		span *= 4;
+		len++;
+	}
+	for (int i = len - 1; i >= 0; i--, id /= 4)
+		out[i] = LK_ALPHA[id % 4];
+	out[len] = 0;
+}
+
+static int lk_cmp(const void *a, const void *b)
+{
+	const char *x = a, *y = b;
+
+	return kv_key_cmp(x, strlen(x), y, strlen(y));
+}
+
+/* Expected entries of a listing, from the model's present keys. */
+static int lk_expect(const bool *present, const char *prefix, char delim, const char *after,
+                     size_t limit, char (*out)[8], bool *out_prefix, bool *out_marker, bool *trunc)
+{
+	static char keys[LK_N][8];
+	int nk = 0, n = 0;
+	size_t pl = strlen(prefix);
+
+	for (int id = 0; id < LK_N; id++) {
+		if (present[id])
+			lk_name(id, keys[nk++]);
+	}
+	qsort(keys, (size_t)nk, sizeof(keys[0]), lk_cmp);
+	*trunc = false;
+	for (int i = 0; i < nk; i++) {
+		char name[8];
+		const char *d;
+		bool isp = false;
+
+		if (strncmp(keys[i], prefix, pl))
+			continue;
+		strcpy(name, keys[i]);
+		d = delim ? strchr(keys[i] + pl, delim) : NULL;
+		if (d) {
+			name[d - keys[i] + 1] = 0;
+			isp = true;
+		}
+		if (*after && lk_cmp(name, after) <= 0)
+			continue;
+		if (n && !strcmp(out[n - 1], name))
+			continue; /* same common prefix */
+		if ((size_t)n == limit) {
+			*trunc = true;
+			break;
+		}
+		strcpy(out[n], name);
+		out_prefix[n] = isp;
+		out_marker[n] = isp && !strcmp(name, keys[i]);
+		n++;
+	}
+	return n;
+}
+
+static void lk_check(const bool *present, const char *prefix, char delim, const char *after,
+                     size_t limit)
+{
+	static char want[LK_N][8];
+	static bool want_prefix[LK_N], want_marker[LK_N];
+	static struct collect c;
+	bool t, want_t;
+	int n = lk_expect(present, prefix, delim, after, limit, want, want_prefix, want_marker,
+	                  &want_t);
+
+	cr_assert_eq(list(&c, prefix, delim, after, limit, &t), 0);
+	cr_assert_eq(c.n, n,
+	             "list prefix \"%s\" delim %d after \"%s\" limit %zu: %d entries, "
+	             "want %d",
+	             prefix, delim, after, limit, c.n, n);
+	cr_assert_eq(t, want_t, "truncated, prefix \"%s\" after \"%s\" limit %zu", prefix, after,
+	             limit);
+	for (int i = 0; i < n; i++) {
+		cr_assert_str_eq(c.names[i], want[i], "entry %d of prefix \"%s\" after \"%s\"", i,
+		                 prefix, after);
+		cr_assert_eq(c.is_prefix[i], want_prefix[i], "entry %s", want[i]);
+		cr_assert_eq(c.has_marker[i], want_marker[i], "marker of %s", want[i]);
+	}
+}
+
+/* Page through with start_after = last entry, as kvfs's readdir does. */
+static void lk_check_paged(const bool *present, const char *prefix, char delim, size_t page)
+{
+	static char want[LK_N][8], last[8];
+	static bool want_prefix[LK_N], want_marker[LK_N];
+	static struct collect c;
+	bool t = true, want_t;
+	int n = lk_expect(present, prefix, delim, "", LK_N, want, want_prefix, want_marker,
+	                  &want_t),
+	    got = 0;
+
+	last[0] = 0;
+	while (t) {
+		cr_assert_eq(list(&c, prefix, delim, last, page, &t), 0);
+		for (int i = 0; i < c.n; i++, got++) {
+			cr_assert_lt(got, n, "more entries than keys");
+			cr_assert_str_eq(c.names[i], want[got], "paged entry %d", got);
+		}
+		if (c.n)
+			strcpy(last, c.names[c.n - 1]);
+		cr_assert(c.n || !t, "an empty page says more follow");
+	}
+	cr_assert_eq(got, n, "paged listing of \"%s\": %d entries, want %d", prefix, got, n);
+}
+
+Test(store, list_matches_model, .init = setup_lru)
+{
+	static bool present[LK_N];
+	static const char *prefixes[] = {"", "a", "a/", "/", "b/a", "c/c/", "ab", "//"};
+	uint64_t r = 0x5eed;
+	char key[8], key2[8], after[8];
+
+	for (int op = 0; op < 40000; op++) {
+		int id = (int)(rnd(&r) % LK_N), id2 = (int)(rnd(&r) % LK_N);
+		unsigned what = (unsigned)(rnd(&r) % 100);
+
+		/* Phases of 5,000 ops fill up and drain in turn, so that the
+		 * ordered index both splits and merges leaves. */
+		if ((op / 5000) % 2)
+			what = what < 15 ? what : what < 85 ? 60 : 90;
+		lk_name(id, key);
+		lk_name(id2, key2);
+		if (what < 50) {
+			cr_assert_eq(put(key, 3), 0);
+			present[id] = true;
+		} else if (what < 80) {
+			cr_assert_eq(store_delete(st, key, strlen(key), 0),
+			             present[id] ? 0 : -ENOENT);
+			present[id] = false;
+		} else {
+			cr_assert_eq(store_rename(st, key, strlen(key), key2, strlen(key2), false),
+			             present[id] ? 0 : -ENOENT);
+			if (present[id] && id != id2) {
+				present[id] = false;
+				present[id2] = true;
+			}
+		}
+		if (op % 97)
+			continue;
+		lk_name((int)(rnd(&r) % LK_N), after);
+		if (rnd(&r) % 4 == 0)
+			after[0] = 0;
+		lk_check(present, prefixes[rnd(&r) % KV_ARRAY_SIZE(prefixes)],
+		         rnd(&r) % 2 ? '/' : 0, after, (size_t)(rnd(&r) % 40));
+		if (op % (97 * 16) == 0)
+			lk_check_paged(present, prefixes[rnd(&r) % KV_ARRAY_SIZE(prefixes)],
+			               rnd(&r) % 2 ? '/' : 0, 1 + (size_t)(rnd(&r) % 7));
+	}
+	for (size_t i = 0; i < KV_ARRAY_SIZE(prefixes); i++) {
+		lk_check_paged(present, prefixes[i], '/', 3);
+		lk_check_paged(present, prefixes[i], 0, 50);
+	}
+	cr_assert_eq(stats().evictions, 0, "the model assumes nothing was evicted");
+}
+
 /* ---- accounting -------------------------------------------------------- */
 
 Test(store, overhead_per_key, .init = setup_lru)
@@ -819,14 +1002,6 @@ struct heldpin {
 	struct store_item *it;
 	uint64_t size, seed;
 };
-
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
 
 static uint64_t rnd_size(uint64_t *r)
 {
