@@ -21,9 +21,13 @@
  * reason; empty after a successful call).  Server status codes map to
  * errno as in wire.h: -ENOENT, -EEXIST, -ESTALE (version mismatch),
  * -ENOSPC, -EFBIG, -ENAMETOOLONG, -EINVAL, -EACCES (auth), -ENOTSUP, -EIO,
- * -ETIMEDOUT.
+ * -ETIMEDOUT, -EAGAIN (BUSY).
  * A call never waits longer than its deadline (opts.timeout_ms): a dead or
  * unreachable server gives -ETIMEDOUT, -ECONNREFUSED or -ECONNRESET.
+ * A synchronous call the server refuses with BUSY (it did nothing: its
+ * in-flight limit, or this client holding failed transfers past the
+ * server's --max-held) is resent after a pause, 10 ms doubling to 500 ms,
+ * while its deadline leaves room for one; it fails with -EAGAIN only then.
  *
  * Reconnect
  * ---------
@@ -220,8 +224,9 @@ int kvc_stats(struct kvc *kvc, void (*fn)(void *arg, const char *name, uint64_t 
  * the I/O thread with the result (bytes for GET, 0 for PUT, or -errno) and
  * the entry (NULL on failure).  A nonzero return means @done will not run.
  * The submitting thread may block (re)connecting, up to the deadline.
- * Unlike the synchronous calls these are not resent after a reconnect;
- * without RDMA an async GET returns at most max_inline bytes (short read).
+ * Unlike the synchronous calls these are not resent after a reconnect or a
+ * BUSY; without RDMA an async GET returns at most max_inline bytes (short
+ * read).
  * The piece list is copied; the regions must stay registered until @done,
  * and after a failure they may still be written (GET) or read (PUT) by a
  * transfer under way, as for kvc_get_mr(). */

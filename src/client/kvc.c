@@ -709,6 +709,7 @@ static void io_dispatch(struct kvc *kvc, struct wire_msg *msg)
 		if (c->status) {
 			stale = st == KVFS__STATUS__STALE;
 			c->retry = stale; /* the server did nothing: safe to resend */
+			c->busy = st == KVFS__STATUS__BUSY;
 			fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: %s%s%s%s", c->what,
 			        wire_status_name(st), resp->message && *resp->message ? ": " : "",
 			        resp->message ? resp->message : "", hint(c->status));
@@ -1594,6 +1595,7 @@ static int direct_dispatch(struct kvc *kvc, struct kvc_call *c, struct wire_msg 
 	c->status = wire_status_to_errno(st);
 	if (c->status) {
 		c->retry = st == KVFS__STATUS__STALE; /* the server did nothing: safe to resend */
+		c->busy = st == KVFS__STATUS__BUSY;
 		fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: %s%s%s%s", c->what, wire_status_name(st),
 		        resp->message && *resp->message ? ": " : "",
 		        resp->message ? resp->message : "", hint(c->status));
@@ -1776,12 +1778,14 @@ struct kvc_op {
 
 static int op_run(struct kvc *kvc, struct kvc_op *op, struct kvc_call **ret_call)
 {
+	uint64_t pause = KVC_BUSY_MIN_MS;
 	struct kvc_lim lim;
 	int r;
 
 	for (;;) {
+		uint64_t sent = kv_now_ms();
 		struct kvc_call *c;
-		bool retry;
+		bool retry, busy;
 
 		r = kvc_ensure_up(kvc, op->deadline, false, &lim);
 		if (r)
@@ -1809,7 +1813,25 @@ static int op_run(struct kvc *kvc, struct kvc_op *op, struct kvc_call **ret_call
 			return 0;
 		}
 		retry = c->retry;
+		busy = c->busy;
 		call_put(kvc, c);
+		if (busy) {
+			/* Refused before anything was done (the server's
+			 * in-flight limit, or this client holding failed
+			 * transfers past --max-held, which come back within
+			 * seconds once a link is up again): pause and resend
+			 * while the deadline leaves room for the pause and a
+			 * round trip as long as this one; else the BUSY stands. */
+			uint64_t now = kv_now_ms();
+
+			if (now + pause + (now - sent) >= op->deadline)
+				return r;
+			KV_DEBUG(KVC_TAG, "%s: resending in %llu ms after: %s", op->name,
+			         (unsigned long long)pause, kvc_errbuf);
+			usleep((useconds_t)pause * 1000);
+			pause = KV_MIN(pause * 2, KVC_BUSY_MAX_MS);
+			continue;
+		}
 		if (!retry || kv_now_ms() >= op->deadline)
 			return r;
 		KV_DEBUG(KVC_TAG, "%s: resending after: %s", op->name, kvc_errbuf);

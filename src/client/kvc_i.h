@@ -54,6 +54,8 @@
 #define KVC_BOUNCE_SLOTS     4    /* bounce buffers at most; more callers register their memory */
 #define KVC_BACKOFF_MIN_MS   100  /* reconnect backoff: first pause */
 #define KVC_BACKOFF_MAX_MS   2000 /* and its ceiling */
+#define KVC_BUSY_MIN_MS      10   /* pause before resending a call the server refused with BUSY */
+#define KVC_BUSY_MAX_MS      500  /* and its ceiling */
 #define KVC_MSG_LEN          320  /* error message buffer */
 #define KVC_RBUF_LEN         (256u << 10)
 #define KVC_SEND_BATCH       64 /* frames per sendmsg() of the I/O thread */
@@ -108,6 +110,7 @@ struct kvc_call {
 	bool counted;          /* counts against the server's max_inflight */
 	bool notified;         /* result delivered */
 	bool retry;            /* failed before a byte was sent: the caller may resend */
+	bool busy;             /* refused with BUSY, nothing done: resend after a pause */
 	bool lost;             /* resolved without a response: its memory may still be written */
 	bool settled;          /* the server answered in a way that leaves no transfer under
 	                        * way (success, or a refusal before any transfer) */

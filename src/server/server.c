@@ -1884,8 +1884,12 @@ void srv_destroy(struct srv *s)
 	if (s->eng) {
 		/* srv_run() waited for every transfer (bounded by their
 		 * deadlines); whatever is left fails into the cq at close and
-		 * only unpins or aborts, never touching the arena. */
-		xfer_mr_dereg(s->arena_mr);
+		 * only unpins or aborts, never touching the arena.  A failed
+		 * transfer whose memory the provider has not given back
+		 * (s->unsettled) may still use the arena: it stays registered,
+		 * and xfer_close() leaves the provider to the process's exit. */
+		if (!s->unsettled)
+			xfer_mr_dereg(s->arena_mr);
 		xfer_close(s->eng);
 		s->eng = NULL;
 		srv_reap(s);

@@ -405,6 +405,29 @@ void xfer_close(struct xfer_engine *e)
 		}
 	}
 
+	/* Segments still at the provider belong to operations that failed
+	 * with their memory not given back (a slow or cut link).  Closing the
+	 * endpoint over them crashed libfabric 1.17's tcp;ofi_rxm (SIGSEGV in
+	 * fi_close of the endpoint), so leave the provider, and the segment
+	 * contexts and memory it may still use, to the process's exit. */
+	{
+		unsigned held = 0;
+
+		for (rq = e->active_head; rq; rq = rq->next)
+			held += rq->posted;
+		if (held) {
+			KV_WARN(XFER_TAG,
+			        "%u transfer segments are still at provider %s (failed, their "
+			        "memory not given back); leaving its resources to process exit",
+			        held, e->prov_name);
+			for (rq = e->active_head; rq; rq = rq->next)
+				deliver(e, rq, -ECANCELED);
+			for (rq = e->submit_head; rq; rq = rq->next)
+				deliver(e, rq, -ECANCELED);
+			return;
+		}
+	}
+
 	/* Closing the endpoint makes the provider forget every posted segment. */
 	e->ops->close(e);
 	for (rq = e->active_head; rq; rq = next) {
