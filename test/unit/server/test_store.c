@@ -913,6 +913,17 @@ Test(store, overhead_per_key, .init = setup_lru)
 	cr_assert_eq(s.arena_free, ARENA_LEN);
 	cr_assert_eq(s.arena_free_pages, ARENA_LEN);
 	cr_assert_eq(s.largest_free, ARENA_LEN);
+
+	/* Keys arriving out of order leave the ordered index's leaves part
+	 * full: the budget must hold then too. */
+	for (i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "%032d", (int)((uint64_t)i * 7919 % N));
+		cr_assert_eq(put(key, 100), 0);
+	}
+	ov = store_overhead_per_key(st);
+	fprintf(stderr, "store: per-key overhead %.1f bytes (%d keys of 32 B, scrambled order)\n",
+	        ov, N);
+	cr_assert_leq(ov, 100.0);
 }
 
 Test(store, fragmentation, .init = setup_none)
