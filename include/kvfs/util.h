@@ -67,7 +67,8 @@ static inline uint64_t kv_splitmix64(uint64_t *s)
  * prefix of the other: the order LIST returns keys in. */
 static inline int kv_key_cmp(const void *a, size_t alen, const void *b, size_t blen)
 {
-	int c = memcmp(a, b, alen < blen ? alen : blen);
+	size_t n = alen < blen ? alen : blen;
+	int c = n ? memcmp(a, b, n) : 0; /* an empty key may be NULL */
 
 	return c ? c : (alen > blen) - (alen < blen);
 }

@@ -49,7 +49,7 @@ static bool before_le(const char *k, size_t klen, const char *t, size_t tlen)
 /* Keys starting with @t follow @t directly in key order. */
 static bool before_past(const char *k, size_t klen, const char *t, size_t tlen)
 {
-	return (klen >= tlen && !memcmp(k, t, tlen)) || kv_key_cmp(k, klen, t, tlen) < 0;
+	return (klen >= tlen && (!tlen || !memcmp(k, t, tlen))) || kv_key_cmp(k, klen, t, tlen) < 0;
 }
 
 static bool elem_before(const struct kidx *x, const void *e, before_fn before, const char *t,
