@@ -632,7 +632,7 @@ Test(net_held, retrying_client_refused_others_served)
 	uint8_t *val = xmalloc(len), *got = xmalloc(MIB);
 	char in[] = "/tmp/kvfs-held-in.XXXXXX", out[64], args[256];
 	long long held = -1, held_max = 0, refused = 0;
-	int fd, client_refused = 0, failed = 0, other = -1;
+	int fd, client_refused = 0, failed = 0, other = -1, resent = 0;
 	bool checked = false;
 	uint64_t t0, p, g;
 
@@ -643,7 +643,8 @@ Test(net_held, retrying_client_refused_others_served)
 	kvc = client(30000);
 	put_get_checked(kvc, "held-warm", MIB, 70, &p, &g); /* RDMA path up */
 	cr_assert_eq(net_sh("rate", "2000"), 0, "scripts/netns rate failed (tc tbf)");
-	for (int i = 0; i < 6 && (refused < 2 || failed < 2); i++) {
+	for (int i = 0; i < 6 && (refused < 2 || failed < 2 || !resent); i++) {
+		long long before = counter_inside("refused_held");
 		int r;
 
 		fill(val, len, 71 + (uint64_t)i);
@@ -656,6 +657,10 @@ Test(net_held, retrying_client_refused_others_served)
 			failed++;
 		}
 		refused = counter_inside("refused_held");
+		/* Refused during the call, yet not ended by the refusal: the
+		 * client resent it until it was admitted. */
+		if (refused > before && r != -EAGAIN)
+			resent++;
 		held = counter_inside("rdma_unsettled_bytes");
 		held_max = KV_MAX(held_max, held);
 		if (r < 0 && !checked && held > 0) {
@@ -706,13 +711,14 @@ Test(net_held, retrying_client_refused_others_served)
 			}
 		}
 	}
-	cr_log_info("%d PUTs failed; the server refused %lld transfers and held at most %lld "
-	            "bytes for this client",
-	            failed, refused, held_max);
+	cr_log_info("%d PUTs failed, %d of them admitted after a refusal; the server refused %lld "
+	            "transfers and held at most %lld bytes for this client",
+	            failed, resent, refused, held_max);
 	if (refused <= 0)
 		srv_dump_log(&S);
 	cr_assert_gt(failed, 0, "no PUT failed over a 2 Mbit/s link: the test proves nothing");
 	cr_assert_gt(refused, 0, "a client holding failed transfers was never refused");
+	cr_assert_gt(resent, 0, "no refused PUT was resent and admitted once the bytes came back");
 	cr_assert_leq(held_max, (long long)len,
 	              "the client held %lld bytes, more than one value, with --max-held 1M",
 	              held_max);
