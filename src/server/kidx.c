@@ -5,9 +5,9 @@
  * Layout: a sorted array of leaves, each a sorted array of up to KIDX_LEAF
  * element pointers.  A lookup is a binary search over the leaves' first keys
  * and one inside a leaf; an insert or erase moves at most one leaf's
- * pointers.  A full leaf splits in half, except at the very end of the
- * index, where a new leaf is started, so keys that arrive in order pack
- * leaves full.  A leaf that falls below a quarter merges with a neighbour
+ * pointers.  A full leaf splits in half, except at either end of the
+ * index, where a new leaf is started, so keys that arrive in ascending or
+ * descending order pack leaves full.  A leaf that falls below a quarter merges with a neighbour
  * when the two fit in three quarters; an empty one goes.  Splitting inserts
  * into the leaf array (a memmove of nleaf pointers), but only once per
  * KIDX_LEAF / 2 inserts at worst.
@@ -125,15 +125,6 @@ void kidx_next(const struct kidx *x, struct kidx_pos *p)
 	}
 }
 
-size_t kidx_count(const struct kidx *x)
-{
-	size_t i, n = 0;
-
-	for (i = 0; i < x->nleaf; i++)
-		n += x->leaf[i]->n;
-	return n;
-}
-
 void kidx_init(struct kidx *x, kidx_key_fn key)
 {
 	memset(x, 0, sizeof(*x));
@@ -248,6 +239,12 @@ void kidx_insert(struct kidx *x, const void *e)
 		nl->n = 0;
 		leaf_put(nl, 0, e);
 		leaf_link(x, p.leaf + 1, nl);
+		return;
+	}
+	if (p.leaf == 0 && p.i == 0) { /* prepending in descending order */
+		nl->n = 0;
+		leaf_put(nl, 0, e);
+		leaf_link(x, 0, nl);
 		return;
 	}
 	nl->n = KIDX_LEAF - half;

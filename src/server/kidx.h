@@ -64,6 +64,4 @@ const void *kidx_at(const struct kidx *x, const struct kidx_pos *p);
 /* Advance @p, which is not past the end. */
 void kidx_next(const struct kidx *x, struct kidx_pos *p);
 
-size_t kidx_count(const struct kidx *x);
-
 #endif /* KVFS_SERVER_KIDX_H */

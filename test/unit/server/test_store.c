@@ -888,7 +888,7 @@ Test(store, overhead_per_key, .init = setup_lru)
 	enum { N = 100000 };
 	struct store_stats s;
 	char key[33];
-	double ov;
+	double ov, ov_in_order;
 	int i;
 
 	for (i = 0; i < N; i++) {
@@ -896,7 +896,7 @@ Test(store, overhead_per_key, .init = setup_lru)
 		cr_assert_eq(put(key, 100), 0);
 	}
 	s = stats();
-	ov = store_overhead_per_key(st);
+	ov = ov_in_order = store_overhead_per_key(st);
 	cr_log_info("per-key overhead, %d keys of 32 bytes, 100-byte values: %.1f bytes "
 	            "(meta %llu, overhead %llu)",
 	            N, ov, (unsigned long long)s.meta_bytes, (unsigned long long)s.overhead_bytes);
@@ -924,6 +924,22 @@ Test(store, overhead_per_key, .init = setup_lru)
 	fprintf(stderr, "store: per-key overhead %.1f bytes (%d keys of 32 B, scrambled order)\n",
 	        ov, N);
 	cr_assert_leq(ov, 100.0);
+	for (i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "%032d", i);
+		cr_assert_eq(store_delete(st, key, 32, 0), 0);
+	}
+	/* and in descending order */
+	for (i = N - 1; i >= 0; i--) {
+		snprintf(key, sizeof(key), "%032d", i);
+		cr_assert_eq(put(key, 100), 0);
+	}
+	ov = store_overhead_per_key(st);
+	fprintf(stderr, "store: per-key overhead %.1f bytes (%d keys of 32 B, descending order)\n",
+	        ov, N);
+	cr_assert_leq(ov, ov_in_order + 1.0,
+	              "keys stored in descending order cost %.1f B/key, in order %.1f: the ordered "
+	              "index packs its leaves only half",
+	              ov, ov_in_order);
 }
 
 Test(store, fragmentation, .init = setup_none)
