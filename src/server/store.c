@@ -1196,39 +1196,30 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
 	return 0;
 }
 
-struct list_ent {
-	const char *name;
-	size_t len;
-	const struct store_item *it; /* a common prefix: its marker key, or NULL */
-	bool prefix;
-};
-
 int store_list(struct store *s, const struct store_list_req *req, store_list_cb cb, void *arg,
                bool *ret_truncated)
 {
-	size_t cap = KV_MIN(req->limit, (size_t)s->nitems) + 1, n = 0, i;
 	const struct store_item *it;
-	struct list_ent *ents;
 	struct kidx_pos p;
-	int err = 0;
+	bool more = false;
+	size_t n = 0;
 
-	ents = malloc(cap * sizeof(*ents));
-	if (!ents)
-		return -ENOMEM;
-
-	/* Walk the keys in order from the first one that can be listed, and
-	 * collect cap entries: one more than asked, to know whether more
-	 * follow.  A common prefix is listed once, from the first key under it
-	 * (its marker, if the marker exists: a prefix sorts before its
-	 * extensions), and the walk then seeks past all of its keys. */
+	/* Walk the keys in order from the first one that can be listed.  A
+	 * common prefix is listed once, from the first key under it (its
+	 * marker, if the marker exists: a prefix sorts before its extensions),
+	 * and the walk then seeks past all of its keys.  One entry past the
+	 * limit tells whether more follow.  @cb leaves the store alone, so the
+	 * position stays valid across it. */
 	if (req->start_after_len &&
 	    kv_key_cmp(req->start_after, req->start_after_len, req->prefix, req->prefixlen) >= 0)
 		kidx_seek_gt(&s->order, req->start_after, req->start_after_len, &p);
 	else
 		kidx_seek_ge(&s->order, req->prefix, req->prefixlen, &p);
-	while (n < cap && (it = kidx_at(&s->order, &p))) {
-		struct list_ent e = {it->key, it->keylen, it, false};
+	while ((it = kidx_at(&s->order, &p))) {
+		const struct store_item *e = it; /* a common prefix: its marker, or NULL */
+		size_t len = it->keylen;
 		const char *d = NULL;
+		int err;
 
 		if (it->keylen < req->prefixlen ||
 		    (req->prefixlen && memcmp(it->key, req->prefix, req->prefixlen)))
@@ -1237,34 +1228,30 @@ int store_list(struct store *s, const struct store_list_req *req, store_list_cb 
 			d = memchr(it->key + req->prefixlen, req->delimiter,
 			           it->keylen - req->prefixlen);
 		if (d) {
-			e.len = (size_t)(d - it->key) + 1;
-			e.prefix = true;
-			if (e.len != it->keylen)
-				e.it = NULL; /* not the marker itself */
-			kidx_seek_past(&s->order, e.name, e.len, &p);
+			len = (size_t)(d - it->key) + 1;
+			if (len != it->keylen)
+				e = NULL; /* not the marker itself */
+			kidx_seek_past(&s->order, it->key, len, &p);
 		} else {
 			kidx_next(&s->order, &p);
 		}
 		/* Only a common prefix can be <= start_after here: the one that
 		 * start_after lies under. */
 		if (req->start_after_len &&
-		    kv_key_cmp(e.name, e.len, req->start_after, req->start_after_len) <= 0)
+		    kv_key_cmp(it->key, len, req->start_after, req->start_after_len) <= 0)
 			continue;
-		ents[n++] = e;
-	}
-
-	for (i = 0; i < n && i < req->limit; i++) {
-		err = cb(arg, ents[i].name, ents[i].len, ents[i].it, ents[i].prefix);
+		if (n == req->limit) {
+			more = true;
+			break;
+		}
+		err = cb(arg, it->key, len, e, d != NULL);
 		if (err < 0)
-			goto out_free_ents;
+			return err;
+		n++;
 	}
-	err = 0;
 	if (ret_truncated)
-		*ret_truncated = n > req->limit;
-
-out_free_ents:
-	free(ents);
-	return err;
+		*ret_truncated = more;
+	return 0;
 }
 
 void store_get_stats(const struct store *s, struct store_stats *ret)

@@ -190,7 +190,7 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
  * or NULL.  @cb must not modify the store; a negative return stops the
  * listing and is returned.  Cost: O(log N) to find the first entry and to
  * step past each common prefix, O(1) per key listed; never a scan.
- * Returns 0, a negative return of @cb or -ENOMEM.
+ * Returns 0 or a negative return of @cb.
  */
 typedef int (*store_list_cb)(void *arg, const char *name, size_t namelen,
                              const struct store_item *it, bool prefix);
