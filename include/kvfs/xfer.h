@@ -100,7 +100,12 @@ const char *xfer_strerror(int err);
 
 /* Stop the progress thread, fail every pending operation with -ECANCELED
  * (their completions are delivered before this returns), and free the
- * engine.  All memory regions must have been deregistered.  Accepts NULL. */
+ * engine.  All memory regions must have been deregistered, except those a
+ * failed operation's segments may still use (xfer_comp.unsettled, no
+ * settled completion yet): while any segment is still at the provider,
+ * closing the endpoint crashed libfabric 1.17's tcp;ofi_rxm, so the
+ * provider, those regions and the engine are left to the process's exit
+ * (a warning says so).  Accepts NULL. */
 void xfer_close(struct xfer_engine *engine);
 
 /* libfabric provider name in use ("tcp;ofi_rxm", "shm", "efa", "verbs;ofi_rxm"). */

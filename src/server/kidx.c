@@ -7,14 +7,15 @@
  * and one inside a leaf; an insert or erase moves at most one leaf's
  * pointers.  A full leaf splits in half, except at either end of the
  * index, where a new leaf is started, so keys that arrive in ascending or
- * descending order pack leaves full.  A leaf that falls below a quarter merges with a neighbour
- * when the two fit in three quarters; an empty one goes.  Splitting inserts
- * into the leaf array (a memmove of nleaf pointers), but only once per
- * KIDX_LEAF / 2 inserts at worst.
+ * descending order pack leaves full.  A leaf that falls below a quarter
+ * merges with a neighbour when the two fit in three quarters; an empty one
+ * goes.  Splitting inserts into the leaf array (a memmove of nleaf
+ * pointers), but only once per KIDX_LEAF / 2 inserts at worst.
  *
- * Memory: 8 bytes per element in full leaves, about 11.6 at the 69% fill
- * that random inserts give, plus 8 per leaf in the array.  No pointer in the
- * elements, so the caller's structures keep their size.
+ * Memory: 8 bytes per element in full leaves, plus 8 per leaf in the array;
+ * measured in the store (test_store), 100,000 keys cost 8.3 bytes each in
+ * order and 10.8 in scrambled order.  No pointer in the elements, so the
+ * caller's structures keep their size.
  */
 #include <assert.h>
 #include <errno.h>

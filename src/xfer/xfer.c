@@ -369,9 +369,25 @@ static void deliver(struct xfer_engine *e, struct xfer_req *rq, int status)
 
 static void lost_free(struct xfer_engine *e);
 
+/* xfer_close(): fail every operation not yet delivered with -ECANCELED, and
+ * free them unless the provider may still hold their segment contexts. */
+static void cancel_all(struct xfer_engine *e, bool free_reqs)
+{
+	struct xfer_req *lists[2] = {e->active_head, e->submit_head}, *rq, *next;
+
+	for (size_t i = 0; i < KV_ARRAY_SIZE(lists); i++) {
+		for (rq = lists[i]; rq; rq = next) {
+			next = rq->next;
+			deliver(e, rq, -ECANCELED);
+			if (free_reqs)
+				req_free(rq);
+		}
+	}
+}
+
 void xfer_close(struct xfer_engine *e)
 {
-	struct xfer_req *rq, *next;
+	struct xfer_req *rq;
 
 	if (!e)
 		return;
@@ -420,26 +436,14 @@ void xfer_close(struct xfer_engine *e)
 			        "%u transfer segments are still at provider %s (failed, their "
 			        "memory not given back); leaving its resources to process exit",
 			        held, e->prov_name);
-			for (rq = e->active_head; rq; rq = rq->next)
-				deliver(e, rq, -ECANCELED);
-			for (rq = e->submit_head; rq; rq = rq->next)
-				deliver(e, rq, -ECANCELED);
+			cancel_all(e, false);
 			return;
 		}
 	}
 
 	/* Closing the endpoint makes the provider forget every posted segment. */
 	e->ops->close(e);
-	for (rq = e->active_head; rq; rq = next) {
-		next = rq->next;
-		deliver(e, rq, -ECANCELED);
-		req_free(rq);
-	}
-	for (rq = e->submit_head; rq; rq = next) {
-		next = rq->next;
-		deliver(e, rq, -ECANCELED);
-		req_free(rq);
-	}
+	cancel_all(e, true);
 	while (e->free_posts) {
 		struct xfer_post *ctx = e->free_posts;
 
