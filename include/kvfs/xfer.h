@@ -278,10 +278,11 @@ int xfer_cq_poll(struct xfer_cq *cq, struct xfer_comp *comps, int max);
 
 /*
  * Tell the engine that a peer is about to RMA into (or out of) our memory,
- * e.g. a GET request is outstanding: @delta +1 before, -1 after.  Some
- * providers (shm) move data only while the target side is progressed; while
- * the balance is positive the progress thread polls eagerly instead of
- * sleeping up to a millisecond between polls.  Harmless on other providers.
+ * e.g. a GET request is outstanding: @delta +1 before, -1 after.  Where the
+ * provider moves the bytes only while the target side is progressed (shm
+ * when the peer may not copy into us with CMA), the progress thread polls
+ * eagerly while the balance is positive instead of sleeping up to a
+ * millisecond between polls.  Harmless elsewhere.
  */
 void xfer_expect(struct xfer_engine *engine, int delta);
 

@@ -1369,6 +1369,7 @@ static void *progress_main(void *arg)
 	unsigned spins = 0;
 
 	for (;;) {
+		enum xfer_target_progress tp;
 		uint64_t now, v;
 		bool busy;
 		int did, fd, tmo;
@@ -1390,11 +1391,13 @@ static void *progress_main(void *arg)
 			spins = 0;
 			continue;
 		}
-		/* A peer's RMA into us needs our progress only on providers that
-		 * move data in the target (shm); on tcp the CQ's wait fd wakes us,
-		 * so an expected transfer is no reason to spin. */
-		busy = e->active_head ||
-		       (atomic_load(&e->expect) > 0 && e->ops->needs_target_progress(e));
+		/* A peer's RMA into us needs our eager progress only where the
+		 * provider moves its bytes in the target (shm without CMA); on tcp
+		 * the CQ's wait fd wakes us, and shm with CMA copies in the
+		 * initiator, so there an expected transfer is no reason to spin:
+		 * on two CPUs the spinning took CPU from the copy itself. */
+		tp = e->ops->target_progress(e);
+		busy = e->active_head || (atomic_load(&e->expect) > 0 && tp == XFER_TP_SPIN);
 		if (busy && spins < XFER_SPIN_LIMIT) {
 			spins++;
 			sched_yield();
@@ -1402,7 +1405,7 @@ static void *progress_main(void *arg)
 		}
 		spins = 0;
 		/* Sleep until the provider, a submitter or a deadline needs us. */
-		if (busy || e->ops->needs_target_progress(e))
+		if (busy || tp != XFER_TP_NONE)
 			tmo = 1;
 		else
 			tmo = 100;

@@ -38,6 +38,12 @@ struct xfer_post {
 	bool heap; /* allocated past the pool (see post_ctx_get) */
 };
 
+enum xfer_target_progress {
+	XFER_TP_NONE,
+	XFER_TP_POLL,
+	XFER_TP_SPIN,
+};
+
 struct xfer_backend_ops {
 	const char *name;
 	/* Open the provider for @opts; fills engine->prov_name/domain_name. */
@@ -57,8 +63,12 @@ struct xfer_backend_ops {
 	int (*progress)(struct xfer_engine *e);
 	/* fd readable when progress has work, or -1 (then the engine polls). */
 	int (*wait_fd)(struct xfer_engine *e);
-	/* Must the target side be progressed for peers' RMA to complete (shm)? */
-	bool (*needs_target_progress)(struct xfer_engine *e);
+	/* How a peer's RMA into us depends on our progress: XFER_TP_NONE (the
+	 * wait fd tells us), XFER_TP_POLL (only for what rides in our queue,
+	 * e.g. immediate data: a poll every millisecond will do) or
+	 * XFER_TP_SPIN (it moves no byte without us: poll eagerly while a
+	 * transfer is expected). */
+	enum xfer_target_progress (*target_progress)(struct xfer_engine *e);
 	/* Every watchdog tick (200 ms): undo what a dead peer left held.
 	 * Always in our own resources (shm: our region's lock, held by a peer
 	 * that died posting to us); when @stuck (the progress thread has been

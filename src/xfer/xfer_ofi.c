@@ -50,6 +50,7 @@ struct ofi_be {
 	uint64_t next_key; /* when the provider does not pick keys */
 	int wait_fd;       /* CQ wait fd, -1 when the CQ has none */
 	bool is_shm;
+	bool cma_warned;       /* shm without CMA said once (progress thread only) */
 	uint64_t write_flags;  /* FI_DELIVERY_COMPLETE where it is needed */
 	struct shm_peers *shm; /* shm: its peers' processes and regions (xfer_shm.c) */
 };
@@ -225,8 +226,9 @@ static int ofi_open(struct xfer_engine *e, const struct xfer_opts *o)
 		b->mr_mode = b->info->domain_attr->mr_mode;
 		b->is_shm = !strcmp(b->info->fabric_attr->prov_name, "shm");
 		b->next_key = 1;
-		/* shm completes a write only after the target copied it; asking
-		 * it for FI_DELIVERY_COMPLETE as well stalls writes with data. */
+		/* shm with CMA completes a write once it copied it into the
+		 * target; asking it for FI_DELIVERY_COMPLETE as well stalls writes
+		 * with data.  Without CMA it must be asked: ofi_write_flags(). */
 		b->write_flags = b->is_shm ? 0 : FI_DELIVERY_COMPLETE;
 		e->be = b;
 		r = b->is_shm && !(b->shm = shm_peers_new()) ? -ENOMEM : ofi_setup(e, b);
@@ -341,6 +343,15 @@ static void ofi_mr_dereg(struct xfer_engine *e, struct xfer_mr *mr)
 	mr->prov = NULL;
 }
 
+/* shm completes a write at once when it copied it with CMA itself; else
+ * when the bytes were queued, unless asked for delivery (see above). */
+static uint64_t ofi_write_flags(const struct ofi_be *b)
+{
+	if (b->is_shm && shm_peer_cma(b->shm) != 1)
+		return FI_DELIVERY_COMPLETE;
+	return b->write_flags;
+}
+
 static int ofi_post(struct xfer_engine *e, enum xfer_opcode op, uint64_t peer,
                     const struct xfer_seg *seg, bool has_imm, uint32_t imm, struct xfer_post *ctx)
 {
@@ -372,7 +383,8 @@ static int ofi_post(struct xfer_engine *e, enum xfer_opcode op, uint64_t peer,
 	msg.data = imm;
 	if (op == XFER_WRITE)
 		r = fi_writemsg(b->ep, &msg,
-		                FI_COMPLETION | b->write_flags | (has_imm ? FI_REMOTE_CQ_DATA : 0));
+		                FI_COMPLETION | ofi_write_flags(b) |
+		                        (has_imm ? FI_REMOTE_CQ_DATA : 0));
 	else
 		r = fi_readmsg(b->ep, &msg, FI_COMPLETION);
 	if (r == -FI_EAGAIN)
@@ -436,11 +448,28 @@ static int ofi_wait_fd(struct xfer_engine *e)
 	return b->wait_fd;
 }
 
-static bool ofi_needs_target_progress(struct xfer_engine *e)
+static enum xfer_target_progress ofi_target_progress(struct xfer_engine *e)
 {
-	/* shm moves large RMA payloads in the target's progress; tcp without a
-	 * wait fd cannot tell us when data arrives. */
-	return be_of(e)->is_shm || be_of(e)->wait_fd < 0;
+	struct ofi_be *b = be_of(e);
+
+	/* shm (no wait fd): a peer that may process_vm_writev into us copies
+	 * an RMA write without us; immediate data still waits in our queue
+	 * for a poll.  Without CMA the bytes go through our queue in pieces. */
+	if (b->is_shm) {
+		int cma = shm_peer_cma(b->shm);
+
+		if (cma == 0 && !b->cma_warned) {
+			b->cma_warned = true;
+			KV_WARN(OFI_TAG,
+			        "shm: peers may not copy into this process (no CMA: "
+			        "process_vm_writev not permitted here); bytes go through the "
+			        "queue, slower, and a peer that dies mid-transfer can stall "
+			        "others until their deadline: prefer provider=tcp");
+		}
+		return cma == 1 ? XFER_TP_POLL : XFER_TP_SPIN;
+	}
+	/* tcp without a wait fd cannot tell us when data arrives. */
+	return b->wait_fd < 0 ? XFER_TP_SPIN : XFER_TP_NONE;
 }
 
 static int ofi_unwedge(struct xfer_engine *e, bool stuck)
@@ -475,7 +504,7 @@ const struct xfer_backend_ops xfer_ofi_ops = {
         .post = ofi_post,
         .progress = ofi_progress,
         .wait_fd = ofi_wait_fd,
-        .needs_target_progress = ofi_needs_target_progress,
+        .target_progress = ofi_target_progress,
         .unwedge = ofi_unwedge,
         .peer_dead = ofi_peer_dead,
 };

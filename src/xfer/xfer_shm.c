@@ -79,6 +79,8 @@ struct shm_hdr_v4 {
 	pthread_spinlock_t lock; /* what "free" is depends on the C library's port */
 };
 #define SHM_HDR_VERSION 4
+#define SHM_CMA_CAP_ON  1 /* libfabric's SMR_CMA_CAP_*: NA 0, ON 1, OFF 2 */
+#define SHM_CMA_CAP_OFF 2
 
 struct shm_peer {
 	atomic_int pid; /* 0: no peer at this fi_addr */
@@ -162,6 +164,23 @@ void shm_self_note(struct shm_peers *t, const void *addr, size_t len)
 		        "our shm region %s: %s; a lock a dead peer leaves in it will not be "
 		        "released",
 		        t->self, errno == EPROTO ? "unknown layout" : strerror(errno));
+}
+
+int shm_peer_cma(const struct shm_peers *t)
+{
+	const struct shm_hdr_v4 *h;
+
+	if (!t || !t->self_lock)
+		return -1;
+	h = (const void *)((const char *)t->self_lock - offsetof(struct shm_hdr_v4, lock));
+	switch (__atomic_load_n(&h->cma_cap_peer, __ATOMIC_RELAXED)) {
+	case SHM_CMA_CAP_ON:
+		return 1;
+	case SHM_CMA_CAP_OFF:
+		return 0;
+	default:
+		return -1;
+	}
 }
 
 void shm_peer_note(struct shm_peers *t, uint64_t fa, const void *addr, size_t len)

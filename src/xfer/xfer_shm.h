@@ -44,6 +44,17 @@ int shm_unwedge(struct shm_peers *t);
 int shm_self_check(struct shm_peers *t, pthread_mutex_t *writers);
 
 /*
+ * May the peers copy into our memory themselves (process_vm_writev)?  As
+ * libfabric's shm records it in our region (cma_cap_peer, set by the first
+ * peer that connects): 1 yes, 0 no, -1 not known (no peer yet, or a layout
+ * this code does not know).  With CMA an RMA write into us needs none of
+ * our progress, unless it carries immediate data; without it, the bytes
+ * go through our queue, and a write completes at the initiator when they
+ * are put there, not when they land.
+ */
+int shm_peer_cma(const struct shm_peers *t);
+
+/*
  * Map the header of region @name (no "fi_shm://" prefix) and return its
  * spin lock, or NULL with errno: ENOENT (no such region), EPROTO (a
  * layout this code does not know), ESRCH (the region is not @pid's).
