@@ -278,7 +278,8 @@ static int target_main(const char *provider, uint64_t bytes, uint64_t chunk, int
 		n = 0; /* nobody to report to */
 		goto out_dereg;
 	}
-	/* A passive target the whole time: shm moves data in our progress. */
+	/* A passive target the whole time: shm without CMA moves data in our
+	 * progress. */
 	xfer_expect(e, 1);
 	for (;;) {
 		struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};

@@ -51,7 +51,6 @@ struct ofi_be {
 	int wait_fd;       /* CQ wait fd, -1 when the CQ has none */
 	bool is_shm;
 	bool cma_warned;       /* shm without CMA said once (progress thread only) */
-	uint64_t write_flags;  /* FI_DELIVERY_COMPLETE where it is needed */
 	struct shm_peers *shm; /* shm: its peers' processes and regions (xfer_shm.c) */
 };
 
@@ -226,10 +225,6 @@ static int ofi_open(struct xfer_engine *e, const struct xfer_opts *o)
 		b->mr_mode = b->info->domain_attr->mr_mode;
 		b->is_shm = !strcmp(b->info->fabric_attr->prov_name, "shm");
 		b->next_key = 1;
-		/* shm with CMA completes a write once it copied it into the
-		 * target; asking it for FI_DELIVERY_COMPLETE as well stalls writes
-		 * with data.  Without CMA it must be asked: ofi_write_flags(). */
-		b->write_flags = b->is_shm ? 0 : FI_DELIVERY_COMPLETE;
 		e->be = b;
 		r = b->is_shm && !(b->shm = shm_peers_new()) ? -ENOMEM : ofi_setup(e, b);
 		if (r == 0) {
@@ -343,13 +338,17 @@ static void ofi_mr_dereg(struct xfer_engine *e, struct xfer_mr *mr)
 	mr->prov = NULL;
 }
 
-/* shm completes a write at once when it copied it with CMA itself; else
- * when the bytes were queued, unless asked for delivery (see above). */
+/*
+ * A write completes when the peer has the bytes (see the hints).  shm with
+ * CMA copies them into the peer before it completes, and asking it for
+ * FI_DELIVERY_COMPLETE as well takes it off that path and stalls writes
+ * with data; without CMA (or before libfabric has checked) it completes
+ * when the bytes are queued, so there it must be asked.  libfabric makes
+ * the same choice from the same field of our region (smr_cma_enabled()).
+ */
 static uint64_t ofi_write_flags(const struct ofi_be *b)
 {
-	if (b->is_shm && shm_peer_cma(b->shm) != 1)
-		return FI_DELIVERY_COMPLETE;
-	return b->write_flags;
+	return b->is_shm && shm_peer_cma(b->shm) == 1 ? 0 : FI_DELIVERY_COMPLETE;
 }
 
 static int ofi_post(struct xfer_engine *e, enum xfer_opcode op, uint64_t peer,
