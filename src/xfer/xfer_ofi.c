@@ -397,6 +397,12 @@ static int ofi_progress(struct xfer_engine *e)
 	struct fi_cq_data_entry ent[OFI_CQ_BATCH];
 	int total = 0;
 
+	/* A peer copying into us holds our shm lock, which progress would
+	 * spin on: come back when the copy is over.  Nothing waits for us
+	 * meanwhile (the copy completes at the peer), and a held lock is
+	 * never held for long by a live peer (shm_self_check() for dead ones). */
+	if (b->is_shm && shm_self_busy(b->shm))
+		return 0;
 	for (;;) {
 		ssize_t n = fi_cq_read(b->cq, ent, OFI_CQ_BATCH);
 

@@ -183,6 +183,19 @@ int shm_peer_cma(const struct shm_peers *t)
 	}
 }
 
+static int spin_free_value(void);
+
+bool shm_self_busy(const struct shm_peers *t)
+{
+	static int fresh = -1;
+
+	if (!t || !t->self_lock)
+		return false;
+	if (fresh < 0)
+		fresh = spin_free_value(); /* the same each time: a benign race */
+	return __atomic_load_n((const int *)t->self_lock, __ATOMIC_RELAXED) != fresh;
+}
+
 void shm_peer_note(struct shm_peers *t, uint64_t fa, const void *addr, size_t len)
 {
 	char name[SHM_NAME_MAX];

@@ -55,6 +55,15 @@ int shm_self_check(struct shm_peers *t, pthread_mutex_t *writers);
 int shm_peer_cma(const struct shm_peers *t);
 
 /*
+ * Is our own region's lock held right now?  A peer holds it for the whole
+ * CMA copy of an RMA into us (libfabric 1.17's smr_generic_rma), and our
+ * progress, once signalled, takes it: progress then spins as long as the
+ * copy lasts, on the CPU the copy needs.  A look, not a lock: false when
+ * the layout is not known.
+ */
+bool shm_self_busy(const struct shm_peers *t);
+
+/*
  * Map the header of region @name (no "fi_shm://" prefix) and return its
  * spin lock, or NULL with errno: ENOENT (no such region), EPROTO (a
  * layout this code does not know), ESRCH (the region is not @pid's).
