@@ -397,10 +397,11 @@ static int ofi_progress(struct xfer_engine *e)
 	struct fi_cq_data_entry ent[OFI_CQ_BATCH];
 	int total = 0;
 
-	/* A peer copying into us holds our shm lock, which progress would
-	 * spin on: come back when the copy is over.  Nothing waits for us
-	 * meanwhile (the copy completes at the peer), and a held lock is
-	 * never held for long by a live peer (shm_self_check() for dead ones). */
+	/* A peer copying into us holds our shm lock, which progress, once
+	 * signalled, would spin on: come back at the next tick instead.  A
+	 * live peer delays our progress by one copy at most, and the thread
+	 * stays free to enforce deadlines meanwhile (a dead peer's lock is
+	 * released by shm_self_check()). */
 	if (b->is_shm && shm_self_busy(b->shm))
 		return 0;
 	for (;;) {

@@ -101,6 +101,7 @@ struct shm_peers {
 	unsigned gone_next;
 	char self[SHM_NAME_MAX];       /* our own region */
 	pthread_spinlock_t *self_lock; /* its lock; NULL: not known, never touched */
+	int spin_free;                 /* what a free spin lock holds (spin_free_value()) */
 };
 
 void shm_reap_stale(void)
@@ -124,9 +125,15 @@ void shm_reap_stale(void)
 	closedir(d);
 }
 
+static int spin_free_value(void);
+
 struct shm_peers *shm_peers_new(void)
 {
-	return calloc(1, sizeof(struct shm_peers));
+	struct shm_peers *t = calloc(1, sizeof(*t));
+
+	if (t)
+		t->spin_free = spin_free_value();
+	return t;
 }
 
 void shm_peers_free(struct shm_peers *t)
@@ -183,17 +190,11 @@ int shm_peer_cma(const struct shm_peers *t)
 	}
 }
 
-static int spin_free_value(void);
-
 bool shm_self_busy(const struct shm_peers *t)
 {
-	static int fresh = -1;
-
 	if (!t || !t->self_lock)
 		return false;
-	if (fresh < 0)
-		fresh = spin_free_value(); /* the same each time: a benign race */
-	return __atomic_load_n((const int *)t->self_lock, __ATOMIC_RELAXED) != fresh;
+	return __atomic_load_n((const int *)t->self_lock, __ATOMIC_RELAXED) != t->spin_free;
 }
 
 void shm_peer_note(struct shm_peers *t, uint64_t fa, const void *addr, size_t len)
