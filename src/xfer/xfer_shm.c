@@ -39,6 +39,10 @@
  *    it spins on it for SHM_SELF_WAIT_MS as a waiter would.  A live holder lets go after each copy,
  * so the spin gets it, most often within microseconds; if it never does, the dead peer held it, and
  * it is released.
+ *
+ * Live peers hold our lock too, for every copy they make into us, and our
+ * progress would spin on it meanwhile: shm_self_busy() lets the engine look
+ * first and come back later (xfer_ofi.c, ofi_progress()).
  */
 #include <dirent.h>
 #include <errno.h>
