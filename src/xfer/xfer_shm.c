@@ -129,7 +129,14 @@ void shm_reap_stale(void)
 	closedir(d);
 }
 
-static int spin_free_value(void);
+/* What a free spin lock holds: 1 on x86-64 glibc, 0 elsewhere. */
+static int spin_free_value(void)
+{
+	pthread_spinlock_t l;
+
+	pthread_spin_init(&l, PTHREAD_PROCESS_SHARED);
+	return (int)l;
+}
 
 struct shm_peers *shm_peers_new(void)
 {
@@ -314,18 +321,9 @@ void shm_lock_unmap(pthread_spinlock_t *lock)
 		munmap((char *)lock - offsetof(struct shm_hdr_v4, lock), sizeof(struct shm_hdr_v4));
 }
 
-/* What a free spin lock holds: 1 on x86-64 glibc, 0 elsewhere. */
-static int spin_free_value(void)
-{
-	pthread_spinlock_t l;
-
-	pthread_spin_init(&l, PTHREAD_PROCESS_SHARED);
-	return (int)l;
-}
-
 int shm_unwedge(struct shm_peers *t)
 {
-	const int fresh = spin_free_value();
+	const int fresh = t->spin_free;
 	int released = 0;
 
 	for (size_t i = 0; i < SHM_MAX_PEERS; i++) {
@@ -395,12 +393,12 @@ static int dead_suspects(struct shm_peers *t, pid_t *dead, int max)
 }
 
 /* Spin on @lock for up to @ms as a waiter would, reading first and taking
- * only what looks free: a live holder lets go between two posts, perhaps
- * for well under a microsecond.  Returns the nanoseconds it took to get
- * the lock (and let it go), or UINT64_MAX if it never did. */
-static uint64_t spin_until_free(pthread_spinlock_t *lock, unsigned ms)
+ * only what looks free (@fresh: what a free lock holds).  A live holder
+ * lets go between two posts, perhaps for well under a microsecond.
+ * Returns the nanoseconds it took to get the lock (and let it go), or
+ * UINT64_MAX if it never did. */
+static uint64_t spin_until_free(pthread_spinlock_t *lock, int fresh, unsigned ms)
 {
-	const int fresh = spin_free_value();
 	uint64_t start = kv_now_ns(), end = start + (uint64_t)ms * 1000000;
 
 	for (unsigned i = 1;; i++) {
@@ -439,7 +437,7 @@ int shm_self_check(struct shm_peers *t, pthread_mutex_t *writers)
 		return 0;
 
 	/* without the writers' lock: the table may change meanwhile */
-	waited = spin_until_free(t->self_lock, SHM_SELF_WAIT_MS);
+	waited = spin_until_free(t->self_lock, t->spin_free, SHM_SELF_WAIT_MS);
 
 	/* Held or not, these dead peers are accounted for: a dead process
 	 * takes no lock, and holds at most the one it had. */

@@ -499,24 +499,25 @@ Test(xfer_shm, peer_killed_mid_transfer, .timeout = 120)
 	peer_killed("shm");
 }
 
-/* The two completions of an op with notify_settled. */
-struct settle_status {
-	atomic_int first, settled;
+/* What an op's completion said; with notify_settled, also its second
+ * (settled) completion. */
+struct done_status {
+	atomic_int done, settled;
 	atomic_int status;
 	atomic_bool unsettled;
 };
 
-static void note_settle(void *arg, const struct xfer_comp *c)
+static void note_done(void *arg, const struct xfer_comp *c)
 {
-	struct settle_status *s = arg;
+	struct done_status *d = arg;
 
 	if (c->settled) {
-		atomic_store(&s->settled, 1);
+		atomic_store(&d->settled, 1);
 		return;
 	}
-	atomic_store(&s->status, c->status);
-	atomic_store(&s->unsettled, c->unsettled);
-	atomic_store(&s->first, 1);
+	atomic_store(&d->status, c->status);
+	atomic_store(&d->unsettled, c->unsettled);
+	atomic_store(&d->done, 1);
 }
 
 static bool wait_flag(const atomic_int *flag, uint64_t ms)
@@ -541,7 +542,7 @@ static bool wait_flag(const atomic_int *flag, uint64_t ms)
 Test(xfer_tcp, revive_with_live_ops, .timeout = 120)
 {
 	const size_t size = 64 * 1024 * 1024;
-	struct settle_status s = {0};
+	struct done_status s = {0};
 	struct xfer_opts o;
 	struct xfer_engine *e;
 	struct xfer_mr *buf;
@@ -566,10 +567,10 @@ Test(xfer_tcp, revive_with_live_ops, .timeout = 120)
 	one_xfer_init(&x, peer, XFER_READ, buf, 0, &c.desc, 0, size);
 	x.op.timeout_ms = 300;
 	x.op.notify_settled = true;
-	x.op.cb = note_settle;
+	x.op.cb = note_done;
 	x.op.cb_arg = &s;
 	cr_assert_eq(xfer_submit(e, &x.op), 0);
-	cr_assert(wait_flag(&s.first, 10000), "the read from the stopped peer never ended");
+	cr_assert(wait_flag(&s.done, 10000), "the read from the stopped peer never ended");
 	cr_assert_eq(atomic_load(&s.status), -ETIMEDOUT, "read from the stopped peer: %s",
 	             strerror(-atomic_load(&s.status)));
 	cr_assert(atomic_load(&s.unsettled), "no segment was left posted: nothing to keep");
@@ -680,30 +681,13 @@ static void count_done(void *arg, const struct xfer_comp *c)
 	atomic_fetch_add((atomic_int *)arg, 1);
 }
 
-struct done_status {
-	atomic_int done;
-	atomic_int status;
-};
-
-static void note_done(void *arg, const struct xfer_comp *c)
-{
-	struct done_status *d = arg;
-
-	atomic_store(&d->status, c->status);
-	atomic_store(&d->done, 1);
-}
-
 /* SIGKILL the test peer @c, then give the pending op behind @d up to @ms
  * to complete. */
 static void kill_then_wait_done(struct child *c, const struct done_status *d, uint64_t ms)
 {
-	uint64_t t0;
-
 	kill(c->pid, SIGKILL);
 	waitpid(c->pid, NULL, 0);
-	t0 = kv_now_ms();
-	while (kv_now_ms() - t0 < ms && !atomic_load(&d->done))
-		usleep(20000);
+	wait_flag(&d->done, ms);
 }
 
 /* A shm peer dies holding the spin lock of its own region (libfabric's
