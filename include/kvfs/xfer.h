@@ -36,6 +36,15 @@
  * completion once the provider has given the memory back
  * (op->notify_settled; not delivered at xfer_close()).
  *
+ * Reset
+ * -----
+ * Where a peer that dies with segments posted to it would hold every later
+ * completion behind them for good (libfabric 1.17's shm without CMA), the
+ * engine opens its endpoint anew once it sees such a peer dead: every
+ * operation not yet completed fails with -ECONNRESET, every peer is marked
+ * failed (add it again, as after any failure), and xfer_addr() changes, so
+ * peers must be given the new address.  xfer_stats.resets counts it.
+ *
  * Safety
  * ------
  * A local range outside its registered region, or a remote range outside the
@@ -116,8 +125,9 @@ const char *xfer_domain(const struct xfer_engine *engine);
 size_t xfer_chunk_size(const struct xfer_engine *engine);
 
 /* Copy the engine's address into @buf (capacity *@len); sets *@len.
- * Returns 0 or -ENOSPC (then *@len is the size needed). */
-int xfer_addr(const struct xfer_engine *engine, void *buf, size_t *len);
+ * Returns 0, -ENOSPC (then *@len is the size needed) or -ENOTCONN (a reset
+ * could not open a new endpoint).  Ask again after a reset (see above). */
+int xfer_addr(struct xfer_engine *engine, void *buf, size_t *len);
 
 typedef uint64_t xfer_peer_t;
 
@@ -259,7 +269,8 @@ struct xfer_op {
  * -ECONNRESET (peer failed), -ENOMEM, -ESHUTDOWN (engine closing), -EDEADLK
  * (the progress thread has been stuck inside one provider call for longer
  * than twice the deadline, at least 10 s: nothing queued now could move;
- * logged once, and counted in xfer_stats.stuck).
+ * logged once, and counted in xfer_stats.stuck; or, for good, a reset
+ * could not open a new endpoint).
  */
 int xfer_submit(struct xfer_engine *engine, const struct xfer_op *op);
 
@@ -295,9 +306,11 @@ struct xfer_stats {
 	uint64_t bytes_read;
 	uint64_t imm_received;
 	uint64_t inflight;       /* operations submitted and not completed */
-	uint64_t stuck;          /* 1 while the progress thread is stuck in a provider call */
+	uint64_t stuck;          /* 1 while the progress thread is stuck in a provider call,
+	                          * or for good if a reset could not open an endpoint */
 	uint64_t stuck_events;   /* times it got stuck (see xfer_submit()) */
 	uint64_t locks_released; /* shm locks dead peers left held, released */
+	uint64_t resets;         /* endpoint opened anew after a dead peer blocked it */
 };
 void xfer_get_stats(struct xfer_engine *engine, struct xfer_stats *ret_stats);
 

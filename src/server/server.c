@@ -1353,6 +1353,7 @@ static void do_stats(struct conn *c, const Kvfs__Request *rq)
 	CNT("xfer_stuck", xs.stuck); /* 1: a provider call has not returned (see xfer_submit) */
 	CNT("xfer_stuck_events", xs.stuck_events);
 	CNT("xfer_locks_released", xs.locks_released);
+	CNT("xfer_resets", xs.resets);
 #undef CNT
 	sr.n_counters = n;
 	sr.counters = cp;

@@ -476,9 +476,14 @@ size_t xfer_chunk_size(const struct xfer_engine *e)
 	return e->chunk;
 }
 
-int xfer_addr(const struct xfer_engine *e, void *buf, size_t *len)
+int xfer_addr(struct xfer_engine *e, void *buf, size_t *len)
 {
-	return e->ops->addr(e, buf, len);
+	int r;
+
+	pthread_mutex_lock(&e->lock); /* not during a reset */
+	r = e->ops->addr(e, buf, len);
+	pthread_mutex_unlock(&e->lock);
+	return r;
 }
 
 void xfer_expect(struct xfer_engine *e, int delta)
@@ -496,9 +501,10 @@ void xfer_get_stats(struct xfer_engine *e, struct xfer_stats *s)
 	s->bytes_read = atomic_load(&e->st.bytes_read);
 	s->imm_received = atomic_load(&e->st.imm_received);
 	s->inflight = atomic_load(&e->st.inflight);
-	s->stuck = atomic_load(&e->stuck);
+	s->stuck = atomic_load(&e->stuck) || atomic_load(&e->no_ep);
 	s->stuck_events = atomic_load(&e->st.stuck_events);
 	s->locks_released = atomic_load(&e->st.locks_released);
+	s->resets = atomic_load(&e->st.resets);
 }
 
 /* ------------------------------------------------------------------ */
@@ -990,7 +996,7 @@ int xfer_submit(struct xfer_engine *e, const struct xfer_op *op)
 		req_free(rq);
 		return -ESHUTDOWN;
 	}
-	if (atomic_load(&e->stuck)) {
+	if (atomic_load(&e->stuck) || atomic_load(&e->no_ep)) {
 		pthread_mutex_unlock(&e->lock);
 		req_free(rq);
 		return -EDEADLK;
@@ -1162,6 +1168,8 @@ static struct xfer_post *post_ctx_get(struct xfer_engine *e)
 	if (!ctx)
 		return NULL;
 	ctx->heap = true;
+	ctx->heap_next = e->heap_posts;
+	e->heap_posts = ctx;
 	e->free_posts = ctx;
 	return ctx;
 }
@@ -1257,6 +1265,93 @@ static uint64_t check_deadlines(struct xfer_engine *e, uint64_t now)
 		req_maybe_retire(e, rq);
 	}
 	return earliest;
+}
+
+/* A peer whose process has died while segments of ours are still posted
+ * to it; UINT64_MAX if none (with the number of such segments). */
+static xfer_peer_t dead_peer_posted(struct xfer_engine *e, unsigned *ret_segs)
+{
+	for (struct xfer_req *rq = e->active_head; rq; rq = rq->next) {
+		if (rq->posted && peer_is_dead(e, rq)) {
+			*ret_segs = rq->posted;
+			return rq->peer;
+		}
+	}
+	return UINT64_MAX;
+}
+
+/*
+ * The provider holds every completion behind segments posted to @dead,
+ * a peer that died, and never gives them back (ops->dead_peer_blocks).
+ * Waiting would fail every operation, to every peer, at its deadline and
+ * go on doing so; so open the endpoint anew.  Every operation not yet
+ * completed fails with -ECONNRESET, what was posted is forgotten (so its
+ * memory is settled), and every peer is marked failed, as after a broken
+ * connection: callers add it again, with our new address.  kv-server does
+ * that when a client says Hello again, which a failed op makes it do.
+ */
+static void ep_reset(struct xfer_engine *e, xfer_peer_t dead, unsigned segs)
+{
+	struct xfer_req *rq, *next, *sub;
+	unsigned failed = 0;
+	int r;
+
+	pthread_mutex_lock(&e->lock);
+	sub = e->submit_head; /* they name addresses of the old endpoint */
+	e->submit_head = e->submit_tail = NULL;
+	for (size_t i = 0; i < e->npeers; i++) {
+		if (e->peers[i].valid) {
+			e->peers[i].valid = false; /* not in the new address vector */
+			e->peers[i].failed = true;
+		}
+	}
+	prov_enter(e);
+	r = e->ops->reset(e);
+	prov_leave(e);
+	pthread_mutex_unlock(&e->lock);
+	for (rq = sub; rq; rq = next) {
+		next = rq->next;
+		live_append(e, rq);
+	}
+
+	/* Nothing is at the provider any more: every context is free. */
+	e->free_posts = NULL;
+	for (unsigned i = 0; i < e->max_inflight; i++) {
+		e->post_pool[i].req = NULL;
+		e->post_pool[i].next_free = e->free_posts;
+		e->free_posts = &e->post_pool[i];
+	}
+	for (struct xfer_post *ctx = e->heap_posts; ctx; ctx = ctx->heap_next) {
+		ctx->req = NULL;
+		ctx->next_free = e->free_posts;
+		e->free_posts = ctx;
+	}
+	e->posted = 0;
+	for (rq = e->active_head; rq; rq = next) {
+		next = rq->next;
+		rq->posted = 0; /* so nothing is delivered unsettled */
+		if (!rq->completed) {
+			deliver(e, rq, -ECONNRESET);
+			failed++;
+		}
+		req_maybe_retire(e, rq); /* settles what was owed */
+	}
+	atomic_fetch_add(&e->st.resets, 1);
+	if (r < 0) {
+		atomic_store(&e->no_ep, true);
+		KV_ERR(XFER_TAG,
+		       "peer %llu died with %u segment(s) posted to it, which provider %s never "
+		       "completes; opening a new endpoint failed (%s): no transfer can run, "
+		       "restart this process",
+		       (unsigned long long)dead, segs, e->prov_name, strerror(-r));
+		return;
+	}
+	KV_WARN(XFER_TAG,
+	        "peer %llu died with %u segment(s) posted to it, which provider %s never "
+	        "completes (shm without CMA), holding every later completion behind them: "
+	        "opened a new endpoint; %u operation(s) failed, every peer must be added "
+	        "again",
+	        (unsigned long long)dead, segs, e->prov_name, failed);
 }
 
 static bool take_submissions(struct xfer_engine *e)
@@ -1365,7 +1460,7 @@ static inline void prov_leave(struct xfer_engine *e)
 static void *progress_main(void *arg)
 {
 	struct xfer_engine *e = arg;
-	uint64_t next_check = 0, earliest = UINT64_MAX;
+	uint64_t next_check = 0, earliest = UINT64_MAX, next_dead_check = 0;
 	unsigned spins = 0;
 
 	for (;;) {
@@ -1386,6 +1481,17 @@ static void *progress_main(void *arg)
 		if (now >= next_check || now >= earliest) {
 			earliest = check_deadlines(e, now);
 			next_check = now + 1000000ULL;
+		}
+		if (e->active_head && now >= next_dead_check && e->ops->reset &&
+		    e->ops->dead_peer_blocks && e->ops->dead_peer_blocks(e)) {
+			unsigned segs = 0;
+			xfer_peer_t dead = dead_peer_posted(e, &segs);
+
+			next_dead_check = now + 50000000ULL; /* a kill() per op: not every tick */
+			if (dead != UINT64_MAX) {
+				ep_reset(e, dead, segs);
+				continue;
+			}
 		}
 		if (did) {
 			spins = 0;

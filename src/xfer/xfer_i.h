@@ -34,6 +34,7 @@ struct xfer_post {
 	void *prov_ctx[8];    /* struct fi_context2, owned by the provider while posted */
 	struct xfer_req *req; /* operation this segment belongs to */
 	struct xfer_post *next_free;
+	struct xfer_post *heap_next; /* heap: the engine's list of them all */
 	uint64_t len;
 	bool heap; /* allocated past the pool (see post_ctx_get) */
 };
@@ -79,6 +80,13 @@ struct xfer_backend_ops {
 	int (*unwedge)(struct xfer_engine *e, bool stuck);
 	/* Is the process behind this peer known to have exited?  Optional. */
 	bool (*peer_dead)(struct xfer_engine *e, uint64_t prov_addr);
+	/* Does a peer that dies with segments posted to it hold every later
+	 * completion behind them, for good?  Then the engine resets.  Optional. */
+	bool (*dead_peer_blocks)(struct xfer_engine *e);
+	/* Open the endpoint anew: everything posted is forgotten, every peer
+	 * must be inserted again, our address changes.  Progress thread, with
+	 * the engine lock held.  Optional. */
+	int (*reset)(struct xfer_engine *e);
 };
 
 extern const struct xfer_backend_ops xfer_ofi_ops;
@@ -122,6 +130,7 @@ struct xfer_engine {
 	atomic_uint_fast64_t provider_calls; /* provider calls returned: the watchdog's heartbeat */
 	atomic_uint nwatched;                /* peers with a gone_fd (xfer_peer_watch) */
 	atomic_bool stuck;                   /* the provider call has not returned for too long */
+	atomic_bool no_ep;                   /* a reset could not open a new endpoint: for good */
 	pthread_mutex_t wd_lock;             /* wd_stop, and wd_cond's sleep */
 	pthread_cond_t wd_cond;              /* xfer_close() wakes the watchdog at once */
 	bool wd_stop;                        /* xfer_close(): watchdog, exit */
@@ -140,12 +149,13 @@ struct xfer_engine {
 	/* Progress-thread only. */
 	struct xfer_req *active_head, *active_tail; /* FIFO of operations with work */
 	struct xfer_post *post_pool, *free_posts;
-	unsigned posted; /* segments at the provider */
+	struct xfer_post *heap_posts; /* every context past the pool (heap_next) */
+	unsigned posted;              /* segments at the provider */
 
 	struct {
 		atomic_uint_fast64_t ops_done, ops_failed, ops_timedout;
 		atomic_uint_fast64_t bytes_written, bytes_read, imm_received, inflight;
-		atomic_uint_fast64_t stuck_events, locks_released;
+		atomic_uint_fast64_t stuck_events, locks_released, resets;
 	} st;
 };
 

@@ -114,39 +114,14 @@ static int ofi_getinfo(const char *prov, const struct xfer_opts *o, struct fi_in
 	return 0;
 }
 
-static void ofi_teardown(struct ofi_be *b)
-{
-	if (b->ep)
-		fi_close(&b->ep->fid);
-	if (b->av)
-		fi_close(&b->av->fid);
-	if (b->cq)
-		fi_close(&b->cq->fid);
-	if (b->domain)
-		fi_close(&b->domain->fid);
-	if (b->fabric)
-		fi_close(&b->fabric->fid);
-	if (b->info)
-		fi_freeinfo(b->info);
-	shm_peers_free(b->shm);
-	free(b);
-}
-
-static int ofi_setup(struct xfer_engine *e, struct ofi_be *b)
+/* The endpoint, its CQ and its address vector, on the open domain. */
+static int ofi_ep_open(struct xfer_engine *e, struct ofi_be *b)
 {
 	struct fi_cq_attr cq_attr = {.format = FI_CQ_FORMAT_DATA, .wait_obj = FI_WAIT_FD};
 	struct fi_av_attr av_attr = {.type = FI_AV_TABLE};
 	const char *what;
 	int r;
 
-	what = "fi_fabric";
-	r = fi_fabric(b->info->fabric_attr, &b->fabric, NULL);
-	if (r)
-		goto out_err;
-	what = "fi_domain";
-	r = fi_domain(b->fabric, b->info, &b->domain, NULL);
-	if (r)
-		goto out_err;
 	cq_attr.size = 1024;
 	b->wait_fd = -1;
 	r = fi_cq_open(b->domain, &cq_attr, &b->cq, NULL);
@@ -180,7 +155,60 @@ static int ofi_setup(struct xfer_engine *e, struct ofi_be *b)
 	r = fi_enable(b->ep);
 	if (r)
 		goto out_err;
+	if (b->shm) {
+		char self[XFER_ADDR_MAX];
+		size_t slen = sizeof(self);
+
+		if (fi_getname(&b->ep->fid, self, &slen) == 0)
+			shm_self_note(b->shm, self, slen);
+	}
 	return 0;
+out_err:
+	KV_DEBUG(OFI_TAG, "%s on %s: %s", what, e->prov_name, fi_strerror(-r));
+	return ofi_err(r);
+}
+
+static void ofi_ep_close(struct ofi_be *b)
+{
+	if (b->ep)
+		fi_close(&b->ep->fid);
+	if (b->av)
+		fi_close(&b->av->fid);
+	if (b->cq)
+		fi_close(&b->cq->fid);
+	b->ep = NULL;
+	b->av = NULL;
+	b->cq = NULL;
+	b->wait_fd = -1;
+}
+
+static void ofi_teardown(struct ofi_be *b)
+{
+	ofi_ep_close(b);
+	if (b->domain)
+		fi_close(&b->domain->fid);
+	if (b->fabric)
+		fi_close(&b->fabric->fid);
+	if (b->info)
+		fi_freeinfo(b->info);
+	shm_peers_free(b->shm);
+	free(b);
+}
+
+static int ofi_setup(struct xfer_engine *e, struct ofi_be *b)
+{
+	const char *what;
+	int r;
+
+	what = "fi_fabric";
+	r = fi_fabric(b->info->fabric_attr, &b->fabric, NULL);
+	if (r)
+		goto out_err;
+	what = "fi_domain";
+	r = fi_domain(b->fabric, b->info, &b->domain, NULL);
+	if (r)
+		goto out_err;
+	return ofi_ep_open(e, b);
 out_err:
 	KV_DEBUG(OFI_TAG, "%s on %s: %s", what, e->prov_name, fi_strerror(-r));
 	return ofi_err(r);
@@ -229,11 +257,6 @@ static int ofi_open(struct xfer_engine *e, const struct xfer_opts *o)
 		r = b->is_shm && !(b->shm = shm_peers_new()) ? -ENOMEM : ofi_setup(e, b);
 		if (r == 0) {
 			size_t maxmsg = b->info->ep_attr->max_msg_size;
-			char self[XFER_ADDR_MAX];
-			size_t slen = sizeof(self);
-
-			if (b->shm && fi_getname(&b->ep->fid, self, &slen) == 0)
-				shm_self_note(b->shm, self, slen);
 
 			if (maxmsg && e->chunk > maxmsg)
 				e->chunk = maxmsg;
@@ -263,7 +286,11 @@ static void ofi_close(struct xfer_engine *e)
 static int ofi_addr(const struct xfer_engine *e, void *buf, size_t *len)
 {
 	size_t l = *len;
-	int r = fi_getname(&be_of(e)->ep->fid, buf, &l);
+	int r;
+
+	if (!be_of(e)->ep) /* a reset could not open a new one */
+		return -ENOTCONN;
+	r = fi_getname(&be_of(e)->ep->fid, buf, &l);
 
 	*len = l;
 	if (r == -FI_ETOOSMALL)
@@ -277,6 +304,8 @@ static int ofi_peer_insert(struct xfer_engine *e, const void *addr, size_t len, 
 	int r;
 
 	(void)len;
+	if (!be_of(e)->av)
+		return -ENOTCONN;
 	r = fi_av_insert(be_of(e)->av, addr, 1, &fa, 0, NULL);
 	if (r != 1 || fa == FI_ADDR_UNSPEC)
 		return r < 0 ? ofi_err(r) : -EINVAL;
@@ -290,7 +319,8 @@ static void ofi_peer_remove(struct xfer_engine *e, uint64_t prov_addr)
 {
 	fi_addr_t fa = prov_addr;
 
-	fi_av_remove(be_of(e)->av, &fa, 1, 0);
+	if (be_of(e)->av)
+		fi_av_remove(be_of(e)->av, &fa, 1, 0);
 	if (be_of(e)->shm)
 		shm_peer_forget(be_of(e)->shm, prov_addr);
 }
@@ -361,6 +391,8 @@ static int ofi_post(struct xfer_engine *e, enum xfer_opcode op, uint64_t peer,
 	struct fi_msg_rma msg = {0};
 	ssize_t r;
 
+	if (!b->ep)
+		return -ENOTCONN;
 	if (b->shm && shm_peer_dead(b->shm, peer))
 		return -ECONNRESET;
 	if (seg->len) {
@@ -402,7 +434,7 @@ static int ofi_progress(struct xfer_engine *e)
 	 * live peer delays our progress by one copy at most, and the thread
 	 * stays free to enforce deadlines meanwhile (a dead peer's lock is
 	 * released by shm_self_check()). */
-	if (b->is_shm && shm_self_busy(b->shm))
+	if (!b->cq || (b->is_shm && shm_self_busy(b->shm)))
 		return 0;
 	for (;;) {
 		ssize_t n = fi_cq_read(b->cq, ent, OFI_CQ_BATCH);
@@ -445,10 +477,11 @@ static int ofi_progress(struct xfer_engine *e)
 static int ofi_wait_fd(struct xfer_engine *e)
 {
 	struct ofi_be *b = be_of(e);
-	struct fid *f = &b->cq->fid;
+	struct fid *f;
 
-	if (b->wait_fd < 0)
+	if (b->wait_fd < 0 || !b->cq)
 		return -ENOSYS;
+	f = &b->cq->fid;
 	if (fi_trywait(b->fabric, &f, 1) != FI_SUCCESS)
 		return -EAGAIN;
 	return b->wait_fd;
@@ -469,8 +502,9 @@ static enum xfer_target_progress ofi_target_progress(struct xfer_engine *e)
 			KV_WARN(OFI_TAG,
 			        "shm: peers may not copy into this process (no CMA: "
 			        "process_vm_writev not permitted here); bytes go through the "
-			        "queue, slower, and a peer that dies mid-transfer can stall "
-			        "others until their deadline: prefer provider=tcp");
+			        "queue, slower, and a peer that dies mid-transfer makes the "
+			        "engine open a new endpoint, failing the transfers under way: "
+			        "prefer provider=tcp");
 		}
 		return cma == 1 ? XFER_TP_POLL : XFER_TP_SPIN;
 	}
@@ -498,6 +532,42 @@ static bool ofi_peer_dead(struct xfer_engine *e, uint64_t prov_addr)
 	return be_of(e)->shm && shm_peer_dead(be_of(e)->shm, prov_addr);
 }
 
+/*
+ * libfabric 1.17's shm without CMA moves an RMA's bytes through the peer's
+ * SAR buffers, and the peer's progress answers each piece.  A peer that
+ * dies mid-transfer never answers, and smr_progress_resp() reads our
+ * response queue in order and stops at the first unanswered entry: every
+ * later completion, to every peer, waits behind it for good.  (With CMA a
+ * post to a dead peer fails in process_vm_writev instead.)
+ */
+static bool ofi_dead_peer_blocks(struct xfer_engine *e)
+{
+	const struct ofi_be *b = be_of(e);
+
+	return b->is_shm && shm_peer_cma(b->shm) != 1;
+}
+
+/* Close the endpoint, its CQ and address vector, and open new ones on the
+ * same domain: the provider forgets everything posted, and our address
+ * changes (shm: a new region).  Registrations live in the domain and stay,
+ * unless the provider binds them to the endpoint.  Progress thread, engine
+ * lock held (no insert, remove or getname meanwhile). */
+static int ofi_reset(struct xfer_engine *e)
+{
+	struct ofi_be *b = be_of(e);
+	int r;
+
+	if (b->mr_mode & FI_MR_ENDPOINT)
+		return -ENOTSUP;
+	ofi_ep_close(b);
+	if (b->shm)
+		shm_peers_reset(b->shm);
+	r = ofi_ep_open(e, b);
+	if (r < 0)
+		ofi_ep_close(b);
+	return r;
+}
+
 const struct xfer_backend_ops xfer_ofi_ops = {
         .name = "ofi",
         .open = ofi_open,
@@ -513,4 +583,6 @@ const struct xfer_backend_ops xfer_ofi_ops = {
         .target_progress = ofi_target_progress,
         .unwedge = ofi_unwedge,
         .peer_dead = ofi_peer_dead,
+        .dead_peer_blocks = ofi_dead_peer_blocks,
+        .reset = ofi_reset,
 };

@@ -36,9 +36,14 @@
  *    if it is taken, a process that was our peer has died since we last
  *    looked (each dead peer accounts for one release at most) and no live
  *    peer of ours is stopped (a stopped holder would come back for it),
- *    it spins on it for SHM_SELF_WAIT_MS as a waiter would.  A live holder lets go after each copy,
- * so the spin gets it, most often within microseconds; if it never does, the dead peer held it, and
- * it is released.
+ *    it spins on it for SHM_SELF_WAIT_MS as a waiter would.  A live
+ *    holder lets go after each copy, so the spin gets it, most often
+ *    within microseconds; if it never does, the dead peer held it, and it
+ *    is released.
+ *  - without CMA a peer that dies with pieces of our transfer posted never
+ *    answers them, and libfabric holds every later completion behind them:
+ *    the engine opens its endpoint anew (xfer.c, ep_reset()), and
+ *    shm_peers_reset() forgets the table and our old region with it.
  *
  * Live peers hold our lock too, for every copy they make into us, and our
  * progress would spin on it meanwhile: shm_self_busy() lets the engine look
@@ -69,6 +74,7 @@
 #define SHM_NAME_MAX     64  /* "PID:UID:N" */
 #define SHM_GONE_MAX     16  /* forgotten peers still watched for our own lock */
 #define SHM_SELF_WAIT_MS 1000
+#define SHM_OLD_SELF_MAX 16 /* our regions before endpoint resets, still mapped */
 
 /* The start of libfabric's struct smr_region, header version 4. */
 struct shm_hdr_v4 {
@@ -106,6 +112,10 @@ struct shm_peers {
 	char self[SHM_NAME_MAX];       /* our own region */
 	pthread_spinlock_t *self_lock; /* its lock; NULL: not known, never touched */
 	int spin_free;                 /* what a free spin lock holds (spin_free_value()) */
+	/* The locks of our regions before shm_peers_reset(): the watchdog may
+	 * still be looking at one, so they stay mapped until the end. */
+	pthread_spinlock_t *old_self[SHM_OLD_SELF_MAX];
+	unsigned nold;
 };
 
 void shm_reap_stale(void)
@@ -149,9 +159,29 @@ struct shm_peers *shm_peers_new(void)
 
 void shm_peers_free(struct shm_peers *t)
 {
-	if (t)
-		shm_lock_unmap(t->self_lock);
+	if (!t)
+		return;
+	shm_lock_unmap(t->self_lock);
+	for (unsigned i = 0; i < t->nold; i++)
+		shm_lock_unmap(t->old_self[i]);
 	free(t);
+}
+
+void shm_peers_reset(struct shm_peers *t)
+{
+	pthread_spinlock_t *old = __atomic_exchange_n(&t->self_lock, NULL, __ATOMIC_ACQ_REL);
+
+	/* Past SHM_OLD_SELF_MAX resets an old header stays mapped for good:
+	 * one page each, and unmapping it under the watchdog would fault. */
+	if (old && t->nold < SHM_OLD_SELF_MAX)
+		t->old_self[t->nold++] = old;
+	for (size_t i = 0; i < SHM_MAX_PEERS; i++) {
+		atomic_store_explicit(&t->p[i].pid, 0, memory_order_release);
+		t->p[i].done = t->p[i].self_done = false;
+	}
+	memset(t->gone, 0, sizeof(t->gone));
+	t->gone_next = 0;
+	t->self[0] = '\0';
 }
 
 /* "fi_shm://PID:UID:N" (perhaps NUL-terminated) -> name "PID:UID:N" and
@@ -174,10 +204,13 @@ static pid_t shm_addr_name(const void *addr, size_t len, char name[SHM_NAME_MAX]
 
 void shm_self_note(struct shm_peers *t, const void *addr, size_t len)
 {
+	pthread_spinlock_t *lock;
+
 	if (!shm_addr_name(addr, len, t->self))
 		return;
-	t->self_lock = shm_lock_map(t->self, getpid());
-	if (!t->self_lock)
+	lock = shm_lock_map(t->self, getpid());
+	__atomic_store_n(&t->self_lock, lock, __ATOMIC_RELEASE);
+	if (!lock)
 		KV_WARN(SHM_TAG,
 		        "our shm region %s: %s; a lock a dead peer leaves in it will not be "
 		        "released",
@@ -420,14 +453,16 @@ static uint64_t spin_until_free(pthread_spinlock_t *lock, int fresh, unsigned ms
 
 int shm_self_check(struct shm_peers *t, pthread_mutex_t *writers)
 {
+	/* Read once: an endpoint reset may put a new region in its place. */
+	pthread_spinlock_t *lock = __atomic_load_n(&t->self_lock, __ATOMIC_ACQUIRE);
 	pid_t dead[8];
 	uint64_t waited;
 	int n;
 
-	if (!t->self_lock)
+	if (!lock)
 		return 0;
-	if (pthread_spin_trylock(t->self_lock) == 0) {
-		pthread_spin_unlock(t->self_lock); /* free: nothing to do */
+	if (pthread_spin_trylock(lock) == 0) {
+		pthread_spin_unlock(lock); /* free: nothing to do */
 		return 0;
 	}
 	pthread_mutex_lock(writers);
@@ -437,7 +472,7 @@ int shm_self_check(struct shm_peers *t, pthread_mutex_t *writers)
 		return 0;
 
 	/* without the writers' lock: the table may change meanwhile */
-	waited = spin_until_free(t->self_lock, t->spin_free, SHM_SELF_WAIT_MS);
+	waited = spin_until_free(lock, t->spin_free, SHM_SELF_WAIT_MS);
 
 	/* Held or not, these dead peers are accounted for: a dead process
 	 * takes no lock, and holds at most the one it had. */
@@ -458,7 +493,7 @@ int shm_self_check(struct shm_peers *t, pthread_mutex_t *writers)
 		         t->self, (int)dead[0], (unsigned long long)(waited / 1000));
 		return 0;
 	}
-	pthread_spin_unlock(t->self_lock);
+	pthread_spin_unlock(lock);
 	KV_WARN(SHM_TAG,
 	        "our shm region %s stayed locked for %d ms after peer process %d%s died: "
 	        "released the lock",

@@ -22,6 +22,9 @@ void shm_reap_stale(void);
  * may run beside them. */
 struct shm_peers *shm_peers_new(void);
 void shm_peers_free(struct shm_peers *t);
+/* Forget every peer and our own region: the endpoint was opened anew (an
+ * empty address vector, a new region).  Note the new address next. */
+void shm_peers_reset(struct shm_peers *t);
 /* Remember our own address ("fi_shm://PID:..."): its region's lock too
  * can be left held by a peer that dies. */
 void shm_self_note(struct shm_peers *t, const void *addr, size_t len);

@@ -690,6 +690,21 @@ static void kill_then_wait_done(struct child *c, const struct done_status *d, ui
 	wait_flag(&d->done, ms);
 }
 
+/* Two test peers, @c (pattern 7 written to it by shm_engine_to()) and
+ * @c2, and an engine with both added. */
+static struct xfer_engine *shm_engine_to_two(struct child *c, struct child *c2, int timeout_ms,
+                                             size_t size, xfer_peer_t *peer, xfer_peer_t *peer2,
+                                             struct xfer_mr **buf)
+{
+	struct xfer_engine *e;
+
+	child_start(c, NULL, "shm", "-", size, 1);
+	child_start(c2, NULL, "shm", "-", size, 2);
+	e = shm_engine_to(c, timeout_ms, size, peer, buf);
+	cr_assert_eq(xfer_peer_add(e, c2->addr, c2->alen, peer2), 0);
+	return e;
+}
+
 /* A shm peer dies holding the spin lock of its own region (libfabric's
  * progress takes it all the time, so a killed client often does) while
  * our post waits for that lock.  The watchdog releases the dead peer's
@@ -708,10 +723,7 @@ Test(xfer_shm, peer_dies_holding_its_lock, .timeout = 120)
 	int r;
 
 	kv_log_level = KV_LOG_ERR;
-	child_start(&c, NULL, "shm", "-", size, 1);
-	child_start(&c2, NULL, "shm", "-", size, 2);
-	e = shm_engine_to(&c, 3000, size, &peer, &buf);
-	cr_assert_eq(xfer_peer_add(e, c2.addr, c2.alen, &peer2), 0);
+	e = shm_engine_to_two(&c, &c2, 3000, size, &peer, &peer2, &buf);
 	struct one_xfer x;
 
 	one_xfer_init(&x, peer, XFER_WRITE, buf, 0, &c.desc, 0, size);
@@ -732,10 +744,86 @@ Test(xfer_shm, peer_dies_holding_its_lock, .timeout = 120)
 	cr_assert_eq(st.locks_released, 1);
 	cr_assert_eq(st.stuck_events, 0, "reported stuck although released");
 
-	/* the engine still serves the other peer */
+	/* the engine still serves the other peer; without CMA (not the
+	 * suite's default) the released write went on into the dead region
+	 * and the engine had to open its endpoint anew, so the peer is added
+	 * again first (see peer_dies_mid_write_without_cma) */
 	one_xfer_init(&x, peer2, XFER_WRITE, buf, 0, &c2.desc, 0, size);
 	r = xfer_submit_wait(e, &x.op);
+	xfer_get_stats(e, &st);
+	if (r == -ECONNRESET && st.resets == 1) {
+		cr_assert_eq(xfer_peer_add(e, c2.addr, c2.alen, &peer2), 0);
+		r = xfer_submit_wait(e, &x.op);
+	}
 	cr_assert_eq(r, 0, "write to the other peer afterwards: %s", strerror(-r));
+	child_expect(&c2, "CHECK 7", "OK");
+	child_stop(&c2);
+	fclose(c.in);
+	fclose(c.out);
+	xfer_mr_dereg(buf);
+	xfer_close(e);
+}
+
+/*
+ * Without CMA, shm moves a write's bytes through the target's buffers and
+ * the target answers each piece.  A target killed with pieces posted never
+ * answers, and libfabric 1.17 then holds every later completion, to every
+ * peer, behind them (kv-server's other clients all timed out).  The engine
+ * opens its endpoint anew: the write fails with -ECONNRESET long before
+ * its 30 s deadline and is settled, our address changes, the other peer is
+ * refused until it is added again, and then a write to it lands whole.
+ * The victim is stopped first, so the pieces are surely posted when it
+ * dies.  Without the reset the write fails only at its deadline and the
+ * write to the other peer never completes.
+ */
+Test(xfer_shm, peer_dies_mid_write_without_cma, .timeout = 120)
+{
+	const size_t size = 64 * 1024 * 1024;
+	struct done_status d = {0};
+	struct xfer_engine *e;
+	struct xfer_mr *buf;
+	struct xfer_stats st;
+	struct child c, c2;
+	struct one_xfer x;
+	xfer_peer_t peer, peer2, again;
+	char a0[XFER_ADDR_MAX], a1[XFER_ADDR_MAX];
+	size_t l0 = sizeof(a0), l1 = sizeof(a1);
+	int r;
+
+	setenv("FI_SHM_DISABLE_CMA", "1", 1); /* read when libfabric loads: this process */
+	kv_log_level = KV_LOG_ERR;
+	e = shm_engine_to_two(&c, &c2, 30000, size, &peer, &peer2, &buf);
+	cr_assert_eq(xfer_addr(e, a0, &l0), 0);
+
+	kill(c.pid, SIGSTOP);
+	one_xfer_init(&x, peer, XFER_WRITE, buf, 0, &c.desc, 0, size);
+	x.op.notify_settled = true;
+	x.op.cb = note_done;
+	x.op.cb_arg = &d;
+	cr_assert_eq(xfer_submit(e, &x.op), 0);
+	usleep(300000);
+	cr_assert_eq(atomic_load(&d.done), 0, "a write to a stopped peer completed: %d",
+	             atomic_load(&d.status));
+	kill_then_wait_done(&c, &d, 20000);
+	cr_assert_eq(atomic_load(&d.done), 1, "the write to the dead peer did not end");
+	cr_assert_eq(atomic_load(&d.status), -ECONNRESET, "write to the dead peer: %s",
+	             strerror(-atomic_load(&d.status)));
+	/* unsettled if the post failed first, and then settled by the reset */
+	cr_assert(!atomic_load(&d.unsettled) || wait_flag(&d.settled, 10000),
+	          "the provider never gave the write's memory back");
+	for (int i = 0; i < 500 && (xfer_get_stats(e, &st), st.resets == 0); i++)
+		usleep(10000);
+	cr_assert_eq(st.resets, 1);
+	cr_assert_eq(st.stuck_events, 0);
+	cr_assert_eq(xfer_addr(e, a1, &l1), 0);
+	cr_assert(l0 != l1 || memcmp(a0, a1, l0), "the new endpoint has the old address");
+
+	one_xfer_init(&x, peer2, XFER_WRITE, buf, 0, &c2.desc, 0, size);
+	cr_assert_eq(xfer_submit_wait(e, &x.op), -ECONNRESET, "a peer not added again");
+	cr_assert_eq(xfer_peer_add(e, c2.addr, c2.alen, &again), 0);
+	cr_assert_eq(again, peer2, "added again under the same index");
+	r = xfer_submit_wait(e, &x.op);
+	cr_assert_eq(r, 0, "write to the other peer after the reset: %s", strerror(-r));
 	child_expect(&c2, "CHECK 7", "OK");
 	child_stop(&c2);
 	fclose(c.in);
