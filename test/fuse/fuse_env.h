@@ -252,6 +252,24 @@ static inline const char *sp(const char *rel)
 	return b;
 }
 
+/* The server's counter @name (kvctl stats), or -1. */
+static inline long long env_server_counter(const char *name)
+{
+	char cmd[512], line[256];
+	long long v = -1;
+	size_t n = strlen(name);
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "%s -q -s %s stats", env_bin("KVCTL"), E.server);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, name, n) && line[n] == ' ')
+			v = atoll(line + n + 1);
+	pclose(f);
+	return v;
+}
+
 /* Write @len pattern bytes (seeded) to @path on the local disk. */
 static inline void make_file(const char *path, size_t len, unsigned seed)
 {

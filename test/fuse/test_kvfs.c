@@ -669,24 +669,6 @@ Test(kvfs, ls_many_keys)
 	cr_assert_eq(sh("[ $(ls -l %s | grep -c '^-') = 2000 ]", mp(0, "many")), 0);
 }
 
-/* The server's counter @name (kvctl stats), or -1. */
-static long long server_counter(const char *name)
-{
-	char cmd[512], line[256];
-	long long v = -1;
-	size_t n = strlen(name);
-	FILE *f;
-
-	snprintf(cmd, sizeof(cmd), "%s -q -s %s stats", env_bin("KVCTL"), E.server);
-	f = popen(cmd, "r");
-	cr_assert_not_null(f);
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, name, n) && line[n] == ' ')
-			v = atoll(line + n + 1);
-	pclose(f);
-	return v;
-}
-
 /*
  * ls -l of directories: the listing carries each subdirectory's marker
  * (mode, mtime), so READDIRPLUS gives directories their attributes and a
@@ -707,11 +689,11 @@ Test(kvfs, ls_l_of_directories_needs_no_lookups)
 	cr_assert_eq(sh("echo x | %s -q -s %s put dirs/implicit/x -", env_bin("KVCTL"), E.server),
 	             0);
 	m1 = env_mount(NULL); /* nothing cached */
-	st0 = server_counter("stat_calls");
+	st0 = env_server_counter("stat_calls");
 	cr_assert_eq(sh("LC_ALL=C ls -l --time-style=+%%s %s | awk 'NR>1 {print $1, $6, $7}' > %s",
 	                mp(m1, "dirs"), sp("ls.out")),
 	             0);
-	st1 = server_counter("stat_calls");
+	st1 = env_server_counter("stat_calls");
 	cr_log_info("ls -l of 101 directories on a fresh mount: %lld STATs", st1 - st0);
 	cr_assert_lt(st1 - st0, 50, "ls -l of 101 directories made %lld STATs: a LOOKUP each",
 	             st1 - st0);
