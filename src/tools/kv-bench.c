@@ -168,6 +168,7 @@ static void usage(FILE *f)
 	        "  -t, --timeout MS         per-call deadline (default 10000)\n"
 	        "  -j, --json               print one JSON object instead of text\n"
 	        "  -h, --help               this text\n"
+	        "  -V, --version            print the version\n"
 	        "\n"
 	        "Every key's first GET is compared byte for byte with what was stored; the\n"
 	        "number of mismatches is reported and must be 0.  GB/s is 10^9 value bytes/s;\n"
@@ -646,6 +647,7 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 	        {"timeout", required_argument, NULL, 't'},
 	        {"json", no_argument, NULL, 'j'},
 	        {"help", no_argument, NULL, 'h'},
+	        {"version", no_argument, NULL, 'V'},
 	        {0},
 	};
 	uint64_t v;
@@ -667,7 +669,7 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 	c->read_pct = 90;
 	c->timeout_ms = 10000;
 
-	while ((opt = getopt_long(argc, argv, "s:o:z:c:d:k:p:ZD:r:a:t:jh", lo, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:o:z:c:d:k:p:ZD:r:a:t:jhV", lo, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 			c->server = optarg;
@@ -745,6 +747,9 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 		case 'j':
 			c->json = true;
 			break;
+		case 'V':
+			printf(PROG " %s\n", KVFS_VERSION);
+			exit(0);
 		case 'h':
 			usage(stdout);
 			exit(0);

@@ -215,6 +215,7 @@ static void usage(FILE *f)
 	        "  -t, --timeout MS         per-call deadline (default 10000)\n"
 	        "  -j, --json               print one JSON object instead of text\n"
 	        "  -h, --help               this text\n"
+	        "  -V, --version            print the version\n"
 	        "\n"
 	        "A progress line goes to stderr every --interval seconds.  Size the keys so\n"
 	        "that keys x mean size is well above the server's --memory: eviction is part\n"
@@ -1209,6 +1210,7 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 	        {"timeout", required_argument, NULL, 't'},
 	        {"json", no_argument, NULL, 'j'},
 	        {"help", no_argument, NULL, 'h'},
+	        {"version", no_argument, NULL, 'V'},
 	        {0},
 	};
 	uint64_t v;
@@ -1229,7 +1231,7 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 	c->max_size = 4 * KV_MIB;
 	c->timeout_ms = 10000;
 
-	while ((opt = getopt_long(argc, argv, "s:p:c:d:k:a:t:jh", lo, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:p:c:d:k:a:t:jhV", lo, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 			c->server = optarg;
@@ -1311,6 +1313,9 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 		case 'j':
 			c->json = true;
 			break;
+		case 'V':
+			printf(PROG " %s\n", KVFS_VERSION);
+			exit(0);
 		case 'h':
 			usage(stdout);
 			exit(0);

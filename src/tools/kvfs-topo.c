@@ -33,6 +33,7 @@ static void usage(FILE *out)
 	             "  --json     print one JSON object (keys nics, ibverbs_note, numa,\n"
 	             "             fabrics, auto) instead of the text report\n"
 	             "  -h, --help show this help and exit\n"
+	             "  -V, --version print the version and exit\n"
 	             "\n"
 	             "Environment: KVFS_LOG=debug shows how the scan went; FI_LOG_LEVEL and\n"
 	             "FI_PROVIDER are honoured by libfabric as usual.\n"
@@ -45,6 +46,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 	        {"json", no_argument, NULL, 'j'},
 	        {"help", no_argument, NULL, 'h'},
+	        {"version", no_argument, NULL, 'V'},
 	        {NULL, 0, NULL, 0},
 	};
 	struct topo *topo;
@@ -53,11 +55,14 @@ int main(int argc, char **argv)
 
 	kv_log_init(PROG);
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			json = true;
 			break;
+		case 'V':
+			printf(PROG " %s\n", KVFS_VERSION);
+			return 0;
 		case 'h':
 			usage(stdout);
 			return 0;

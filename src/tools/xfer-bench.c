@@ -144,6 +144,7 @@ static void usage(FILE *out)
 	        "      --no-memcpy      skip the memcpy lines\n"
 	        "  -j, --json           print one JSON object instead of the table\n"
 	        "  -h, --help           show this help and exit\n"
+	        "  -V, --version        print the version and exit\n"
 	        "\n"
 	        "GB/s is 10^9 bytes per second of payload.  Environment: KVFS_LOG=info shows\n"
 	        "which provider/domain/CPU the engines chose.\n"
@@ -940,6 +941,7 @@ int main(int argc, char **argv)
 	        {"no-memcpy", no_argument, NULL, OPT_NO_MEMCPY},
 	        {"json", no_argument, NULL, 'j'},
 	        {"help", no_argument, NULL, 'h'},
+	        {"version", no_argument, NULL, 'V'},
 	        /* internal: the passive side */
 	        {"target", no_argument, NULL, OPT_TARGET},
 	        {"bytes", required_argument, NULL, OPT_BYTES},
@@ -969,7 +971,7 @@ int main(int argc, char **argv)
 	if (!getenv("KVFS_LOG"))
 		kv_log_level = KV_LOG_WARN;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "p:s:d:o:t:n:c:jh", lopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "p:s:d:o:t:n:c:jhV", lopts, NULL)) != -1) {
 		char *end;
 
 		switch (opt) {
@@ -1055,6 +1057,9 @@ int main(int argc, char **argv)
 		case 'j':
 			c.json = true;
 			break;
+		case 'V':
+			printf(PROG " %s\n", KVFS_VERSION);
+			exit(0);
 		case 'h':
 			usage(stdout);
 			return 0;

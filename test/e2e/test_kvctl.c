@@ -823,6 +823,42 @@ Test(kvctl, server_hung_exit_5_within_timeout)
 	run_free(&r);
 }
 
+/*
+ * Every binary a user runs answers --version with "NAME VERSION" and
+ * --help with its usage, both with status 0, and an unknown option with
+ * status 2 (kv-bench, kv-soak, xfer-bench and kvfs-topo had no --version).
+ */
+Test(kvctl, every_binary_has_version_and_help)
+{
+	static const char *const bins[][2] = {
+	        {"KVCTL", "kvctl"},     {"KV_SERVER", "kv-server"},   {"KV_BENCH", "kv-bench"},
+	        {"KV_SOAK", "kv-soak"}, {"XFER_BENCH", "xfer-bench"}, {"KVFS_TOPO", "kvfs-topo"},
+	};
+	char want[64];
+	struct run r;
+
+	snprintf(want, sizeof(want), " %s", KVFS_VERSION);
+	for (size_t i = 0; i < sizeof(bins) / sizeof(bins[0]); i++) {
+		char *argv[3] = {(char *)env_path(bins[i][0]), "--version", NULL};
+
+		run_argv(&r, NULL, NULL, argv);
+		expect_status(&r, 0, bins[i][1]);
+		cr_assert(!strncmp(r.out, bins[i][1], strlen(bins[i][1])) && strstr(r.out, want),
+		          "%s --version printed '%s'", bins[i][1], r.out);
+		run_free(&r);
+		argv[1] = "--help";
+		run_argv(&r, NULL, NULL, argv);
+		expect_status(&r, 0, bins[i][1]);
+		cr_assert_not_null(strstr(r.out, "--version"), "%s --help does not name --version",
+		                   bins[i][1]);
+		run_free(&r);
+		argv[1] = "--no-such-option";
+		run_argv(&r, NULL, NULL, argv);
+		expect_status(&r, 2, bins[i][1]);
+		run_free(&r);
+	}
+}
+
 Test(kvctl, usage_errors_and_help)
 {
 	struct run r;
