@@ -13,7 +13,10 @@
  *
  * The defences, cheapest first:
  *  - shm_reap_stale(): a region left by a killed process is removed (else
- *    a later process with the same pid cannot open shm: EBUSY);
+ *    a later process with the same pid cannot open shm: EBUSY), its lock
+ *    released first if the process died holding it: a live peer may be
+ *    spinning on it, and once the name is gone shm_unwedge() cannot open
+ *    the region to release it (every kvfs and kv-server reaps at start);
  *  - shm_peer_dead(): before each post, the peer's process must exist
  *    (the engine also polls a pidfd when kv-server gave it one);
  *  - shm_unwedge(): the peer can still die after that check, holding the
@@ -118,6 +121,34 @@ struct shm_peers {
 	unsigned nold;
 };
 
+static int spin_free_value(void);
+
+/*
+ * A region's process is gone.  If it died holding its region's lock, a
+ * live peer may be spinning on that lock in a post to it right now, and
+ * only its watchdog's shm_unwedge() can let it go -- by opening the
+ * region by name, which unlinking it here would make impossible: the
+ * peer would spin for good.  So release the lock first (its holder never
+ * will), then remove the region.
+ */
+static void reap_one(int dirfd, const char *name, pid_t pid)
+{
+	pthread_spinlock_t *lock = shm_lock_map(name, pid);
+
+	if (lock) {
+		if (__atomic_load_n(lock, __ATOMIC_ACQUIRE) != spin_free_value()) {
+			pthread_spin_unlock(lock);
+			KV_WARN(SHM_TAG,
+			        "process %d died holding the lock of shm region %s: released it "
+			        "before removing the region",
+			        (int)pid, name);
+		}
+		shm_lock_unmap(lock);
+	}
+	if (unlinkat(dirfd, name, 0) == 0)
+		KV_DEBUG(SHM_TAG, "removed stale shm region /dev/shm/%s", name);
+}
+
 void shm_reap_stale(void)
 {
 	DIR *d = opendir("/dev/shm");
@@ -132,9 +163,8 @@ void shm_reap_stale(void)
 		if (sscanf(de->d_name, "%lu:%lu:%lu%c", &pid, &a, &b, &tail) != 3 || pid == 0 ||
 		    pid > 4194304)
 			continue;
-		if (kill((pid_t)pid, 0) < 0 && errno == ESRCH &&
-		    unlinkat(dirfd(d), de->d_name, 0) == 0)
-			KV_DEBUG(SHM_TAG, "removed stale shm region /dev/shm/%s", de->d_name);
+		if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+			reap_one(dirfd(d), de->d_name, (pid_t)pid);
 	}
 	closedir(d);
 }

@@ -14,7 +14,8 @@
 
 struct shm_peers;
 
-/* Remove /dev/shm regions of processes that no longer exist. */
+/* Remove /dev/shm regions of processes that no longer exist, releasing
+ * the lock of one whose process died holding it (a peer may spin on it). */
 void shm_reap_stale(void);
 
 /* The table of shm peers (pid and region name by fi_addr).  Writers

@@ -11,6 +11,8 @@
  *                    a peer killed now dies holding it) or "NOLOCK <why>"
  *   LOCKPEER <hex> -> the same for the region of the engine at address
  *                    <hex> (as a peer posting to it holds that lock)
+ *   REAP          -> "REAPED" (shm_reap_stale(): removes the regions of dead
+ *                    processes, as every kvfs and kv-server does at start)
  *   QUIT or EOF   -> exit 0
  * Immediates received are printed as "IMM <value>".
  */
@@ -117,6 +119,12 @@ int main(int argc, char **argv)
 				pthread_spin_lock(lock); /* and never unlock it */
 			n = lock ? snprintf(line, sizeof(line), "LOCKED\n")
 			         : snprintf(line, sizeof(line), "NOLOCK %s\n", strerror(errno));
+			if (write(STDOUT_FILENO, line, (size_t)n) < 0)
+				return 1;
+		} else if (!strncmp(line, "REAP", 4)) {
+			/* what every kvfs and kv-server does at start */
+			shm_reap_stale();
+			n = snprintf(line, sizeof(line), "REAPED\n");
 			if (write(STDOUT_FILENO, line, (size_t)n) < 0)
 				return 1;
 		} else if (!strncmp(line, "QUIT", 4)) {
