@@ -1055,8 +1055,14 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 	c->ops--;
 	s->ops--;
 	if (c->closed) {
-		if (c->ops == 0)
-			conn_free(c); /* c is gone from here on */
+		/* Freed after this epoll batch, not here: the batch may still
+		 * hold an event for @c, collected before another connection's
+		 * request closed it (a UAF under ASan: faults::
+		 * other_client_killed_mid_read over tcp, 1 of 8 runs). */
+		if (c->ops == 0) {
+			c->next = s->dead;
+			s->dead = c;
+		}
 	} else {
 		respond(c, op->id, r, msg, &resp);
 		conn_arm(c);
@@ -1894,6 +1900,7 @@ void srv_destroy(struct srv *s)
 		xfer_close(s->eng);
 		s->eng = NULL;
 		srv_reap(s);
+		srv_free_dead(s);
 	} else if (s->arena) {
 		munmap(s->arena, s->arena_len);
 	}
