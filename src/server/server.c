@@ -310,6 +310,16 @@ static void conn_free(struct conn *c)
 	free(c);
 }
 
+/* Free closed @c after the current epoll batch (srv_free_dead()), never
+ * inside it: the batch may still hold an event for @c, collected before
+ * it was closed (a use-after-free under ASan when the last completion of
+ * a closed connection freed it at once). */
+static void conn_defer_free(struct conn *c)
+{
+	c->next = c->srv->dead;
+	c->srv->dead = c;
+}
+
 static void conn_close(struct conn *c, const char *why)
 {
 	struct srv *s = c->srv;
@@ -336,11 +346,9 @@ static void conn_close(struct conn *c, const char *why)
 		c->next->prev = c->prev;
 	s->nconns--;
 	/* Not freed here: the callers up the stack (dispatch, conn_feed) still
-	 * look at @c.  Ops in flight free it on their last completion. */
-	if (c->ops == 0) {
-		c->next = s->dead;
-		s->dead = c;
-	}
+	 * look at @c.  Ops in flight hand it on at their last completion. */
+	if (c->ops == 0)
+		conn_defer_free(c);
 }
 
 static void srv_free_dead(struct srv *s)
@@ -1055,14 +1063,8 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 	c->ops--;
 	s->ops--;
 	if (c->closed) {
-		/* Freed after this epoll batch, not here: the batch may still
-		 * hold an event for @c, collected before another connection's
-		 * request closed it (a UAF under ASan: faults::
-		 * other_client_killed_mid_read over tcp, 1 of 8 runs). */
-		if (c->ops == 0) {
-			c->next = s->dead;
-			s->dead = c;
-		}
+		if (c->ops == 0)
+			conn_defer_free(c);
 	} else {
 		respond(c, op->id, r, msg, &resp);
 		conn_arm(c);

@@ -1059,7 +1059,7 @@ int main(int argc, char **argv)
 			break;
 		case 'V':
 			printf(PROG " %s\n", KVFS_VERSION);
-			exit(0);
+			return 0;
 		case 'h':
 			usage(stdout);
 			return 0;

@@ -124,34 +124,34 @@ struct shm_peers {
 static int spin_free_value(void);
 
 /*
- * A region's process is gone.  If it died holding its region's lock, a
- * live peer may be spinning on that lock in a post to it right now, and
- * only its watchdog's shm_unwedge() can let it go -- by opening the
- * region by name, which unlinking it here would make impossible: the
- * peer would spin for good.  So release the lock first (its holder never
- * will), then remove the region.
+ * The process @pid of region @name is gone.  If it died holding the
+ * region's lock, release it: its holder never will, and the next to take
+ * it is a live peer's post spinning on it.  Returns 1 if released, 0 if
+ * the lock was free, -errno if the region's header cannot be used
+ * (-ENOENT: removed; -EPROTO: a layout this code does not know).  @why
+ * ends the warning.
  */
-static void reap_one(int dirfd, const char *name, pid_t pid)
+static int release_dead_lock(const char *name, pid_t pid, int spin_free, const char *why)
 {
 	pthread_spinlock_t *lock = shm_lock_map(name, pid);
+	int released = 0;
 
-	if (lock) {
-		if (__atomic_load_n(lock, __ATOMIC_ACQUIRE) != spin_free_value()) {
-			pthread_spin_unlock(lock);
-			KV_WARN(SHM_TAG,
-			        "process %d died holding the lock of shm region %s: released it "
-			        "before removing the region",
-			        (int)pid, name);
-		}
-		shm_lock_unmap(lock);
+	if (!lock)
+		return -errno;
+	if (__atomic_load_n(lock, __ATOMIC_ACQUIRE) != spin_free) {
+		pthread_spin_unlock(lock);
+		released = 1;
+		KV_WARN(SHM_TAG, "process %d died holding the lock of shm region %s: released it%s",
+		        (int)pid, name, why);
 	}
-	if (unlinkat(dirfd, name, 0) == 0)
-		KV_DEBUG(SHM_TAG, "removed stale shm region /dev/shm/%s", name);
+	shm_lock_unmap(lock);
+	return released;
 }
 
 void shm_reap_stale(void)
 {
 	DIR *d = opendir("/dev/shm");
+	const int spin_free = spin_free_value();
 	struct dirent *de;
 
 	if (!d)
@@ -163,8 +163,15 @@ void shm_reap_stale(void)
 		if (sscanf(de->d_name, "%lu:%lu:%lu%c", &pid, &a, &b, &tail) != 3 || pid == 0 ||
 		    pid > 4194304)
 			continue;
-		if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
-			reap_one(dirfd(d), de->d_name, (pid_t)pid);
+		if (kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
+			/* Release first: once the name is gone, shm_unwedge()
+			 * could no longer open the region to do it. */
+			release_dead_lock(de->d_name, (pid_t)pid, spin_free,
+			                  " before removing the region");
+			if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+				KV_DEBUG(SHM_TAG, "removed stale shm region /dev/shm/%s",
+				         de->d_name);
+		}
 	}
 	closedir(d);
 }
@@ -386,36 +393,25 @@ void shm_lock_unmap(pthread_spinlock_t *lock)
 
 int shm_unwedge(struct shm_peers *t)
 {
-	const int fresh = t->spin_free;
 	int released = 0;
 
 	for (size_t i = 0; i < SHM_MAX_PEERS; i++) {
 		pid_t pid = atomic_load_explicit(&t->p[i].pid, memory_order_acquire);
-		pthread_spinlock_t *lock, now;
+		int r;
 
 		if (pid <= 0 || t->p[i].done || !pid_dead(pid))
 			continue;
-		lock = shm_lock_map(t->p[i].name, pid);
-		if (!lock) {
-			if (errno == EPROTO) {
-				t->p[i].done = true;
-				KV_WARN(SHM_TAG, "shm region %s: unknown layout, lock not released",
-				        t->p[i].name);
-			}
-			continue;
-		}
-		now = __atomic_load_n(lock, __ATOMIC_ACQUIRE);
-		if (now != fresh) {
-			/* Its holder is dead; the next to take it is our own
-			 * waiting post, so release it only this once. */
-			pthread_spin_unlock(lock);
+		/* The next to take it is our own waiting post, so release it
+		 * only this once. */
+		r = release_dead_lock(t->p[i].name, pid, t->spin_free, "");
+		if (r == -EPROTO) {
+			t->p[i].done = true;
+			KV_WARN(SHM_TAG, "shm region %s: unknown layout, lock not released",
+			        t->p[i].name);
+		} else if (r == 1) {
 			t->p[i].done = true;
 			released++;
-			KV_WARN(SHM_TAG,
-			        "process %d died holding the lock of shm region %s: released it",
-			        (int)pid, t->p[i].name);
 		}
-		shm_lock_unmap(lock);
 	}
 	return released;
 }

@@ -715,7 +715,7 @@ static struct xfer_engine *shm_engine_to_two(struct child *c, struct child *c2, 
  * region at once, as every kvfs and kv-server starting does
  * (shm_reap_stale()), before the watchdog could open it by name: the
  * reaper releases the lock.  Before it did, the post spun until the
- * process exited (kv-server's other clients all timed out: 1 of 4 runs of
+ * process exited (kv-server's other clients all timed out: 2 of 10 runs of
  * faults::other_client_killed_mid_read without CMA beside another suite). */
 static void peer_dies_holding_lock(bool reaped)
 {
