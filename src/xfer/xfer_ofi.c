@@ -30,6 +30,7 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 
+#include "kvfs/hmac.h" /* kv_random_bytes */
 #include "kvfs/log.h"
 #include "kvfs/topo.h"
 #include "xfer_i.h"
@@ -47,12 +48,19 @@ struct ofi_be {
 	struct fid_av *av;
 	struct fid_ep *ep;
 	uint64_t mr_mode;
-	uint64_t next_key; /* when the provider does not pick keys */
+	uint64_t key_mask; /* key bits the provider keeps, when it does not pick keys */
 	int wait_fd;       /* CQ wait fd, -1 when the CQ has none */
 	bool is_shm;
 	bool cma_warned;       /* shm without CMA said once (progress thread only) */
 	struct shm_peers *shm; /* shm: its peers' processes and regions (xfer_shm.c) */
 };
+
+/* The bits of a requested key that a provider with @size-byte keys keeps
+ * (0 = the provider did not say: assume 8). */
+static uint64_t ofi_key_mask(size_t size)
+{
+	return size == 0 || size >= sizeof(uint64_t) ? UINT64_MAX : (1ULL << (8 * size)) - 1;
+}
 
 static struct ofi_be *be_of(const struct xfer_engine *e)
 {
@@ -252,7 +260,7 @@ static int ofi_open(struct xfer_engine *e, const struct xfer_opts *o)
 		snprintf(e->domain_name, sizeof(e->domain_name), "%s", b->info->domain_attr->name);
 		b->mr_mode = b->info->domain_attr->mr_mode;
 		b->is_shm = !strcmp(b->info->fabric_attr->prov_name, "shm");
-		b->next_key = 1;
+		b->key_mask = ofi_key_mask(b->info->domain_attr->mr_key_size);
 		e->be = b;
 		r = b->is_shm && !(b->shm = shm_peers_new()) ? -ENOMEM : ofi_setup(e, b);
 		if (r == 0) {
@@ -338,9 +346,20 @@ static int ofi_mr_reg(struct xfer_engine *e, struct xfer_mr *mr, unsigned access
 		acc |= FI_REMOTE_READ;
 	if (access & XFER_ACCESS_REMOTE_WRITE)
 		acc |= FI_REMOTE_WRITE;
-	if (!(b->mr_mode & FI_MR_PROV_KEY))
-		key = __atomic_fetch_add(&b->next_key, 1, __ATOMIC_RELAXED);
-	r = fi_mr_reg(b->domain, mr->buf, mr->len, acc, 0, key, 0, &fmr, NULL);
+	/* Where the provider takes the key we ask for (tcp;ofi_rxm), a key is
+	 * all a peer needs to reach the region: make it unguessable, never a
+	 * counter.  A random key that is already in use is drawn again. */
+	for (int tries = 0;; tries++) {
+		if (!(b->mr_mode & FI_MR_PROV_KEY)) {
+			r = kv_random_bytes(&key, sizeof(key));
+			if (r)
+				return r;
+			key &= b->key_mask;
+		}
+		r = fi_mr_reg(b->domain, mr->buf, mr->len, acc, 0, key, 0, &fmr, NULL);
+		if (r != -FI_ENOKEY || (b->mr_mode & FI_MR_PROV_KEY) || tries >= 8)
+			break;
+	}
 	if (r)
 		return ofi_err(r);
 	if (b->mr_mode & FI_MR_ENDPOINT) {

@@ -362,6 +362,67 @@ Test(xfer_tcp, forged_key_fails)
 	pair_close(&p);
 }
 
+/*
+ * Keys are not guessable: an engine that knows another's address but none of
+ * its descriptors (any host that can reach the engine's port) reads and
+ * writes nothing, whichever small key or offset it tries.  With counter
+ * keys (1, 2, 3, ...) the first guesses reached every region.
+ */
+Test(xfer_tcp, guessed_keys_reach_nothing, .timeout = 120)
+{
+	struct pair p;
+	struct xfer_mr *l, *r[4];
+	struct xfer_desc d;
+	int landed = 0;
+
+	pair_open(&p, "tcp");
+	cr_assert_eq(xfer_buf_alloc(p.a, 4096, ACC_ALL, &l), 0);
+	for (int i = 0; i < 4; i++) {
+		cr_assert_eq(xfer_buf_alloc(p.b, 4096, ACC_ALL, &r[i]), 0);
+		memset(xfer_mr_addr(r[i]), 0x5a, 4096);
+		xfer_mr_desc(r[i], &d);
+		cr_assert_gt(d.key, 0xffff, "region %d has a small key: %llu", i,
+		             (unsigned long long)d.key);
+	}
+	for (uint64_t key = 0; key < 16; key++) {
+		for (int opc = XFER_WRITE; opc <= XFER_READ; opc++) {
+			struct xfer_sge s = {l, 0, 64};
+			struct xfer_rsge rs = {.desc = {.addr = 0, .len = 4096, .key = key},
+			                       .len = 64};
+			struct xfer_op op = {.opcode = opc,
+			                     .peer = p.b_from_a,
+			                     .local = &s,
+			                     .nlocal = 1,
+			                     .remote = &rs,
+			                     .nremote = 1,
+			                     .timeout_ms = 3000};
+			uint8_t addr[XFER_ADDR_MAX];
+			size_t len = sizeof(addr);
+
+			memset(xfer_mr_addr(l), 0xee, 4096);
+			if (xfer_submit_wait(p.a, &op) == 0)
+				landed++;
+			if (opc == XFER_READ)
+				for (int i = 0; i < 64; i++)
+					cr_assert_eq(((uint8_t *)xfer_mr_addr(l))[i], 0xee,
+					             "key %llu read the peer's bytes",
+					             (unsigned long long)key);
+			/* a failed operation retires the peer: add it again */
+			cr_assert_eq(xfer_addr(p.b, addr, &len), 0);
+			cr_assert_eq(xfer_peer_add(p.a, addr, len, &p.b_from_a), 0);
+		}
+	}
+	cr_assert_eq(landed, 0, "%d guessed operations succeeded", landed);
+	for (int i = 0; i < 4; i++) {
+		for (int j = 0; j < 4096; j++)
+			cr_assert_eq(((uint8_t *)xfer_mr_addr(r[i]))[j], 0x5a,
+			             "region %d changed at %d", i, j);
+		xfer_mr_dereg(r[i]);
+	}
+	xfer_mr_dereg(l);
+	pair_close(&p);
+}
+
 /* Many operations in flight with a cq reaped through its eventfd. */
 static void many_inflight(const char *prov)
 {
