@@ -311,9 +311,10 @@ static int ofi_peer_insert(struct xfer_engine *e, const void *addr, size_t len, 
 	fi_addr_t fa = FI_ADDR_UNSPEC;
 	int r;
 
-	(void)len;
 	if (!be_of(e)->av)
 		return -ENOTCONN;
+	if (be_of(e)->shm && (r = shm_addr_check(addr, len)) < 0)
+		return r;
 	r = fi_av_insert(be_of(e)->av, addr, 1, &fa, 0, NULL);
 	if (r != 1 || fa == FI_ADDR_UNSPEC)
 		return r < 0 ? ofi_err(r) : -EINVAL;

@@ -239,6 +239,21 @@ static pid_t shm_addr_name(const void *addr, size_t len, char name[SHM_NAME_MAX]
 	return pid > 0 && pid <= 4194304 ? (pid_t)pid : 0;
 }
 
+int shm_addr_check(const void *addr, size_t len)
+{
+	char name[SHM_NAME_MAX];
+	pthread_spinlock_t *lock;
+	pid_t pid = shm_addr_name(addr, len, name);
+
+	if (!pid || strchr(name, '/'))
+		return -EINVAL;
+	lock = shm_lock_map(name, pid);
+	if (!lock)
+		return errno == ENOENT ? -ENOENT : -EINVAL;
+	shm_lock_unmap(lock);
+	return 0;
+}
+
 void shm_self_note(struct shm_peers *t, const void *addr, size_t len)
 {
 	pthread_spinlock_t *lock;

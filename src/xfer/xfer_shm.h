@@ -29,6 +29,13 @@ void shm_peers_reset(struct shm_peers *t);
 /* Remember our own address ("fi_shm://PID:..."): its region's lock too
  * can be left held by a peer that dies. */
 void shm_self_note(struct shm_peers *t, const void *addr, size_t len);
+/* Before an address a peer sent reaches the provider: is it a live shm
+ * region of the process it names ("fi_shm://PID:..." whose header is of
+ * the layout this code knows, written by that PID)?  libfabric 1.17 maps
+ * whatever /dev/shm object an address names and trusts what it finds
+ * there (a foreign object crashed kv-server in fi_av_insert).  0, -EINVAL
+ * (not such an address or region), -ENOENT (no such region). */
+int shm_addr_check(const void *addr, size_t len);
 /* Remember the peer at @fa from the address it sent ("fi_shm://PID:..."). */
 void shm_peer_note(struct shm_peers *t, uint64_t fa, const void *addr, size_t len);
 void shm_peer_forget(struct shm_peers *t, uint64_t fa);
