@@ -45,7 +45,6 @@
 #define GET_PIECE       (64 * KV_MIB) /* bytes per kvc_get() call */
 #define PROGRESS_MIN    (8 * KV_MIB)  /* show a progress bar above this */
 #define PROGRESS_TICKMS 200
-#define KEY_MAX         1024
 
 /* Exit codes; documented in usage(). */
 enum {
@@ -297,10 +296,11 @@ static int check_key_flags(const struct ctl *c, const char *key, unsigned flags)
 	int r;
 
 	if (n == 0 && !(flags & WIRE_KEY_PREFIX))
-		return usage_error(c->cmd, "keys are 1 to %d bytes; got an empty key", KEY_MAX);
-	if (n > KEY_MAX)
-		return usage_error(c->cmd, "keys are 1 to %d bytes; got one of %zu bytes", KEY_MAX,
-		                   n);
+		return usage_error(c->cmd, "keys are 1 to %d bytes; got an empty key",
+		                   WIRE_KEY_MAX);
+	if (n > WIRE_KEY_MAX)
+		return usage_error(c->cmd, "keys are 1 to %d bytes; got one of %zu bytes",
+		                   WIRE_KEY_MAX, n);
 	r = wire_key_validate(key, n, flags, &why);
 	if (r < 0)
 		/* The key itself is not echoed: it may hold control characters. */
@@ -850,7 +850,7 @@ static int cmd_mv(struct ctl *c, int argc, char **argv)
 	};
 	bool no_overwrite = false;
 	const char *src, *dst;
-	char what[2 * KEY_MAX + 2];
+	char what[2 * WIRE_KEY_MAX + 2];
 	int opt, r;
 
 	while ((opt = getopt_long(argc, argv, "+nh", lo, NULL)) != -1) {
