@@ -10,11 +10,13 @@
  * It negotiates exactly what kvfs does (src/fuse/kvfs.c kvfs_init and
  * kvfs-main.c): -o max_read=1048576; conn->max_read, max_write and
  * max_readahead 1 MiB; max_background 64, congestion_threshold 48; async
- * read, readdirplus (always), parallel dirops; a multi-threaded loop with 16 workers; and, after
- * the mount, the same write of readahead_kb (default 4096, again once INIT is answered) into the
- * mount's /sys/class/bdi/<maj:min>/read_ahead_kb, done at the same moment (after
- * fuse_session_mount, before the loop answers INIT).  Nothing of kvfs is
- * linked: a difference between the two is kvfs's own cost.
+ * read, readdirplus (always), parallel dirops, auto inval data, no
+ * writeback cache (null_init() asks what kvfs_init() asks); a
+ * multi-threaded loop with 16 workers; and, after the mount, the same write
+ * of readahead_kb (default 4096, again once INIT is answered) into the
+ * mount's /sys/class/bdi/<maj:min>/read_ahead_kb, done at the same moment
+ * (after fuse_session_mount, before the loop answers INIT).  Nothing of
+ * kvfs is linked: a difference between the two is kvfs's own cost.
  *
  * With -o files=N it also has a directory "small" of N files of 4 KiB,
  * served the way kvfs serves small files: the bytes go into the page cache
@@ -178,6 +180,10 @@ static void null_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* kvfs asks for it so that a read checks the attributes (its open
+	 * drops them when a value changed under the kernel's cache) */
+	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
+		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }
 
