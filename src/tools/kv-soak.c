@@ -1299,6 +1299,8 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 		fprintf(stderr, PROG ": --max-growth needs --server-pid\n");
 		return -EINVAL;
 	}
+	if (topt_client_check(&tool, &c->cli) < 0)
+		return -EINVAL;
 	if (c->warmup < 0)
 		c->warmup = c->duration / 5;
 	if (!c->seed_given)
