@@ -93,6 +93,36 @@ int topt_parse_duration(const char *s, uint64_t bare_ns, uint64_t min_ns, uint64
 	return 0;
 }
 
+int topt_parse_ms(const char *s, int min_ms, int max_ms, int *ret_ms)
+{
+	uint64_t ns;
+	int r;
+
+	if (min_ms < 0 || max_ms < min_ms)
+		return -EINVAL;
+	r = topt_parse_duration(s, TOPT_NS_PER_MS, (uint64_t)min_ms * TOPT_NS_PER_MS,
+	                        (uint64_t)max_ms * TOPT_NS_PER_MS, &ns);
+	if (r < 0)
+		return r;
+	*ret_ms = (int)((ns + TOPT_NS_PER_MS - 1) / TOPT_NS_PER_MS);
+	return 0;
+}
+
+int topt_parse_secs(const char *s, double min_s, double max_s, double *ret_s)
+{
+	uint64_t ns;
+	int r;
+
+	if (!(min_s >= 0) || !(max_s >= min_s) || max_s > 1e9)
+		return -EINVAL;
+	r = topt_parse_duration(s, TOPT_NS_PER_S, (uint64_t)round(min_s * 1e9),
+	                        (uint64_t)round(max_s * 1e9), &ns);
+	if (r < 0)
+		return r;
+	*ret_s = (double)ns / 1e9;
+	return 0;
+}
+
 int topt_uint_arg(const struct topt_tool *t, const char *opt, const char *s, uint64_t min,
                   uint64_t max, uint64_t *ret_v)
 {
@@ -107,13 +137,8 @@ int topt_uint_arg(const struct topt_tool *t, const char *opt, const char *s, uin
 int topt_secs_arg(const struct topt_tool *t, const char *opt, const char *s, double min_s,
                   double max_s, double *ret_s)
 {
-	uint64_t ns;
-
-	if (topt_parse_duration(s, TOPT_NS_PER_S, (uint64_t)round(min_s * 1e9),
-	                        (uint64_t)round(max_s * 1e9), &ns) == 0) {
-		*ret_s = (double)ns / 1e9;
+	if (topt_parse_secs(s, min_s, max_s, ret_s) == 0)
 		return 0;
-	}
 	fprintf(stderr, "%s: %s: '%s' is not a number of seconds\n", t->prog, opt, s);
 	return -EINVAL;
 }
@@ -147,8 +172,6 @@ void topt_client_init(struct topt_client *c)
 
 int topt_client_opt(const struct topt_tool *t, struct topt_client *c, int opt, const char *arg)
 {
-	uint64_t ns;
-
 	switch (opt) {
 	case 's':
 		c->server = arg;
@@ -160,16 +183,13 @@ int topt_client_opt(const struct topt_tool *t, struct topt_client *c, int opt, c
 		c->auth_token_file = arg;
 		return TOPT_TAKEN;
 	case 't':
-		if (topt_parse_duration(arg, TOPT_NS_PER_MS, TOPT_NS_PER_MS,
-		                        TOPT_MAX_TIMEOUT_MS * TOPT_NS_PER_MS, &ns) < 0) {
+		if (topt_parse_ms(arg, 1, TOPT_MAX_TIMEOUT_MS, &c->timeout_ms) < 0) {
 			fprintf(stderr,
 			        "%s: --timeout: '%s' is not a time from 1 ms to 24 h (a number of "
 			        "ms, or with a unit: 1500ms, 2s, 1m). Try '%s --help'.\n",
 			        t->prog, arg, t->prog);
 			return -EINVAL;
 		}
-		/* whole milliseconds, never shorter than asked */
-		c->timeout_ms = (int)((ns + TOPT_NS_PER_MS - 1) / TOPT_NS_PER_MS);
 		return TOPT_TAKEN;
 	case '?':
 		fprintf(stderr, "Try '%s --help'.\n", t->prog);

@@ -68,14 +68,21 @@ int topt_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *ret_byt
 int topt_parse_duration(const char *s, uint64_t bare_ns, uint64_t min_ns, uint64_t max_ns,
                         uint64_t *ret_ns);
 
+/* topt_parse_duration() with a bare number in ms, from @min_ms to @max_ms,
+ * as whole milliseconds (rounded up: never shorter than asked). */
+int topt_parse_ms(const char *s, int min_ms, int max_ms, int *ret_ms);
+
+/* topt_parse_duration() with a bare number in seconds, as seconds from
+ * @min_s to @max_s. */
+int topt_parse_secs(const char *s, double min_s, double max_s, double *ret_s);
+
 /* topt_parse_uint() for option @opt; on failure prints
  * "PROG: OPT: 'S' is not a number from MIN to MAX. Try 'PROG --help'."
  * and returns -EINVAL. */
 int topt_uint_arg(const struct topt_tool *t, const char *opt, const char *s, uint64_t min,
                   uint64_t max, uint64_t *ret_v);
 
-/* A duration in seconds (a bare number is seconds) from @min_s to @max_s
- * for option @opt; on failure prints "PROG: OPT: 'S' is not a number of
+/* topt_parse_secs() for option @opt; on failure prints "PROG: OPT: 'S' is not a number of
  * seconds" and returns -EINVAL. */
 int topt_secs_arg(const struct topt_tool *t, const char *opt, const char *s, double min_s,
                   double max_s, double *ret_s);

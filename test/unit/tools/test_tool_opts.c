@@ -121,6 +121,49 @@ Test(topt, parse_duration_units)
 	cr_assert_eq(v, 7, "output untouched on failure");
 }
 
+Test(topt, parse_ms_rounds_up_to_whole_ms)
+{
+	int ms = 7;
+
+	cr_assert_eq(topt_parse_ms("2500", 1, 600000, &ms), 0);
+	cr_assert_eq(ms, 2500);
+	cr_assert_eq(topt_parse_ms("2s", 1, 600000, &ms), 0);
+	cr_assert_eq(ms, 2000);
+	cr_assert_eq(topt_parse_ms("10m", 1, 600000, &ms), 0);
+	cr_assert_eq(ms, 600000);
+	cr_assert_eq(topt_parse_ms("1.2", 1, 600000, &ms), 0);
+	cr_assert_eq(ms, 2, "never shorter than asked");
+	cr_assert_eq(topt_parse_ms("0", 0, 10, &ms), 0);
+	cr_assert_eq(ms, 0);
+	ms = 7;
+	cr_assert_eq(topt_parse_ms("0.5", 1, 600000, &ms), -ERANGE);
+	cr_assert_eq(topt_parse_ms("0", 1, 600000, &ms), -ERANGE);
+	cr_assert_eq(topt_parse_ms("10.001m", 1, 600000, &ms), -ERANGE);
+	cr_assert_eq(topt_parse_ms("10x", 1, 600000, &ms), -EINVAL);
+	cr_assert_eq(ms, 7, "output untouched on failure");
+}
+
+Test(topt, parse_secs_fractions_and_units)
+{
+	double d = -1;
+
+	cr_assert_eq(topt_parse_secs("10", 0, 86400, &d), 0);
+	cr_assert_float_eq(d, 10.0, 1e-12);
+	cr_assert_eq(topt_parse_secs("2.5", 0, 86400, &d), 0);
+	cr_assert_float_eq(d, 2.5, 1e-12);
+	cr_assert_eq(topt_parse_secs("750ms", 0, 86400, &d), 0);
+	cr_assert_float_eq(d, 0.75, 1e-12);
+	cr_assert_eq(topt_parse_secs("60m", 0, 3600, &d), 0);
+	cr_assert_float_eq(d, 3600.0, 1e-12);
+	cr_assert_eq(topt_parse_secs("0.1", 0.1, 60, &d), 0);
+	cr_assert_float_eq(d, 0.1, 1e-12, "0.1 s is not rounded below a 0.1 s minimum");
+	d = -1;
+	cr_assert_eq(topt_parse_secs("3601", 0, 3600, &d), -ERANGE);
+	cr_assert_eq(topt_parse_secs("0.09", 0.1, 60, &d), -ERANGE);
+	cr_assert_eq(topt_parse_secs("1e1", 0, 60, &d), -EINVAL);
+	cr_assert_float_eq(d, -1.0, 1e-12, "output untouched on failure");
+}
+
 Test(topt, uint_arg_message, .init = cr_redirect_stderr)
 {
 	uint64_t v = 7;
