@@ -24,9 +24,10 @@
  *   topt_client_opt() takes them (and -h, -V) into a struct topt_client,
  *   and topt_client_kvc_opts() builds the struct kvc_opts from it.
  *
- * Everything here runs in main() before any thread starts (getopt and
- * getenv are not thread-safe).  Strings stored in a struct topt_client
- * point into argv or the environment: nothing is allocated or freed.
+ * Threads: the topt_parse_*() functions may be called from any thread;
+ * the rest is for main() before threads start (it reads the environment
+ * and writes stdout/stderr).  Strings stored in a struct topt_client point
+ * into argv or the environment: nothing is allocated or freed.
  */
 #ifndef KVFS_TOOL_OPTS_H
 #define KVFS_TOOL_OPTS_H
