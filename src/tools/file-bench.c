@@ -23,6 +23,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -34,6 +35,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "tool_opts.h"
 
 #define PROG "file-bench"
 
@@ -98,7 +101,7 @@ static void usage(FILE *out)
 	fprintf(out,
 	        "Usage: %s [--threads N] [--buf BYTES] [--cpu PID[,PID...]] DIR\n"
 	        "Read every regular file under DIR to its end with N threads (default 16),\n"
-	        "each thread with one buffer of BYTES (default 131072), and print\n"
+	        "each thread with one buffer of BYTES (default 131072; or e.g. 64K), and print\n"
 	        "  files=N bytes=N seconds=S files_per_s=R errors=N\n"
 	        "The walk that lists the files is not timed.  With --cpu the line adds the\n"
 	        "CPU-seconds of the timed part: all CPUs busy and idle, and each PID's\n"
@@ -106,7 +109,7 @@ static void usage(FILE *out)
 	        "could not be read):\n"
 	        "  cpu_busy_s=S cpu_idle_s=S cpu_pids_s=S[,S...]\n"
 	        "Exit 0 when every file was read, 1 when any open or read failed (the first\n"
-	        "failure is printed).\n",
+	        "failure is printed).  --help prints this, --version the version.\n",
 	        PROG, CPU_PIDS_MAX);
 }
 
@@ -211,21 +214,40 @@ static void *reader(void *arg)
 	return NULL;
 }
 
-static int parse_size(const char *s, size_t lo, size_t hi, size_t *ret)
-{
-	char *end;
-	unsigned long long v;
+static const struct topt_tool tool = {.prog = PROG, .usage = usage};
 
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		return -EINVAL;
-	*ret = (size_t)v;
+/* Append --cpu PID[,PID...] to the *@n entries of @pids (CPU_PIDS_MAX at
+ * most); 0 or -EINVAL. */
+static int add_pids(const char *arg, int *pids, size_t *n)
+{
+	const char *s = arg;
+	char *end;
+
+	while (*s) {
+		long v = strtol(s, &end, 10);
+
+		if (end == s || v <= 0 || v > INT32_MAX || *n == CPU_PIDS_MAX ||
+		    (*end && *end != ','))
+			return -EINVAL;
+		pids[(*n)++] = (int)v;
+		s = *end ? end + 1 : end;
+	}
 	return 0;
 }
 
 int main(int argc, char **argv)
 {
+	enum { O_THREADS = 256, O_BUF, O_CPU };
+	static const struct option lo[] = {
+	        {"threads", required_argument, NULL, O_THREADS},
+	        {"buf", required_argument, NULL, O_BUF},
+	        {"cpu", required_argument, NULL, O_CPU},
+	        {"help", no_argument, NULL, 'h'},
+	        {"version", no_argument, NULL, 'V'},
+	        {0},
+	};
+	uint64_t v;
+	int opt;
 	size_t nthreads = 16;
 	const char *dir = NULL;
 	pthread_t *tids;
@@ -237,51 +259,53 @@ int main(int argc, char **argv)
 	double secs;
 	size_t started = 0;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-			usage(stdout);
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "hV", lo, NULL)) != -1) {
+		if (topt_std_opt(&tool, opt))
 			return 0;
-		} else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-			if (parse_size(argv[++i], 1, 1024, &nthreads)) {
+		switch (opt) {
+		case O_THREADS:
+			if (topt_parse_uint(optarg, 1, 1024, &v)) {
 				fprintf(stderr, "%s: --threads wants 1..1024, not %s\n", PROG,
-				        argv[i]);
+				        optarg);
 				return 2;
 			}
-		} else if (!strcmp(argv[i], "--buf") && i + 1 < argc) {
-			if (parse_size(argv[++i], 1, (size_t)1 << 30, &buf_size)) {
+			nthreads = (size_t)v;
+			break;
+		case O_BUF:
+			if (topt_parse_size(optarg, 1, (size_t)1 << 30, &v)) {
 				fprintf(stderr, "%s: --buf wants 1..1073741824 bytes, not %s\n",
-				        PROG, argv[i]);
+				        PROG, optarg);
 				return 2;
 			}
-		} else if (!strcmp(argv[i], "--cpu") && i + 1 < argc) {
-			char *s = argv[++i], *end;
-
+			buf_size = (size_t)v;
+			break;
+		case O_CPU:
 			cpu = true;
-			while (*s) {
-				long v = strtol(s, &end, 10);
-
-				if (end == s || v <= 0 || v > INT32_MAX || npids == CPU_PIDS_MAX ||
-				    (*end && *end != ',')) {
-					fprintf(stderr,
-					        "%s: --cpu wants up to %d process IDs separated by "
-					        "commas, not %s\n",
-					        PROG, CPU_PIDS_MAX, argv[i]);
-					return 2;
-				}
-				pids[npids++] = (int)v;
-				s = *end ? end + 1 : end;
+			if (add_pids(optarg, pids, &npids)) {
+				fprintf(stderr,
+				        "%s: --cpu wants up to %d process IDs separated by "
+				        "commas, not %s\n",
+				        PROG, CPU_PIDS_MAX, optarg);
+				return 2;
 			}
-		} else if (argv[i][0] == '-' || dir) {
-			fprintf(stderr, "%s: unexpected argument %s (see --help)\n", PROG, argv[i]);
+			break;
+		default:
+			fprintf(stderr, "%s: unexpected argument %s (see --help)\n", PROG,
+			        argv[optind - 1]);
 			return 2;
-		} else {
-			dir = argv[i];
 		}
 	}
-	if (!dir) {
+	if (argc - optind > 1) {
+		fprintf(stderr, "%s: unexpected argument %s (see --help)\n", PROG,
+		        argv[optind + 1]);
+		return 2;
+	}
+	if (optind == argc) {
 		usage(stderr);
 		return 2;
 	}
+	dir = argv[optind];
 	if (walk(dir))
 		return 1;
 	if (files.n == 0) {

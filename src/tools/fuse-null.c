@@ -10,11 +10,15 @@
  * It negotiates exactly what kvfs does (src/fuse/kvfs.c kvfs_init and
  * kvfs-main.c): -o max_read=1048576; conn->max_read, max_write and
  * max_readahead 1 MiB; max_background 64, congestion_threshold 48; async
- * read, readdirplus (always), parallel dirops; a multi-threaded loop with 16 workers; and, after
- * the mount, the same write of readahead_kb (default 4096, again once INIT is answered) into the
- * mount's /sys/class/bdi/<maj:min>/read_ahead_kb, done at the same moment (after
- * fuse_session_mount, before the loop answers INIT).  Nothing of kvfs is
- * linked: a difference between the two is kvfs's own cost.
+ * read, readdirplus (always), parallel dirops, auto inval data, no
+ * writeback cache (null_init() asks what kvfs_init() asks); a
+ * multi-threaded loop with 16 workers; and, after the mount, the same write
+ * of readahead_kb (default 4096, again once INIT is answered) into the
+ * mount's /sys/class/bdi/<maj:min>/read_ahead_kb, done at the same moment
+ * (after fuse_session_mount, before the loop answers INIT).  Nothing of
+ * kvfs's file system or client is linked (only the tools' option parsing,
+ * whose sizes are kv_parse_size()'s, as kvfs's -o values are): a difference
+ * between the two is kvfs's own cost.
  *
  * With -o files=N it also has a directory "small" of N files of 4 KiB,
  * served the way kvfs serves small files: the bytes go into the page cache
@@ -37,6 +41,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "tool_opts.h"
 
 #define PROG       "fuse-null"
 #define FILE_NAME  "file"
@@ -98,47 +104,6 @@ static void usage(const char *prog)
 	fuse_lowlevel_help();
 }
 
-/* "1G", "512M", "4096": bytes into @ret; 0 or -EINVAL. */
-static int parse_size(const char *s, uint64_t *ret)
-{
-	unsigned long long v;
-	char *end;
-	int shift = 0;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 'K':
-	case 'k':
-		shift = 10;
-		break;
-	case 'M':
-	case 'm':
-		shift = 20;
-		break;
-	case 'G':
-	case 'g':
-		shift = 30;
-		break;
-	case 'T':
-	case 't':
-		shift = 40;
-		break;
-	case '\0':
-		break;
-	default:
-		return -EINVAL;
-	}
-	if (*end && end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))
-		return -EINVAL;
-	if (shift && v > (UINT64_MAX >> shift))
-		return -EINVAL;
-	*ret = (uint64_t)v << shift;
-	return 0;
-}
-
 static void fill_attr(fuse_ino_t ino, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -178,6 +143,10 @@ static void null_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* kvfs asks for it so that a read checks the attributes (its open
+	 * drops them when a value changed under the kernel's cache) */
+	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
+		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 }
 
@@ -434,13 +403,13 @@ int main(int argc, char **argv)
 		goto out_free;
 	}
 	file_size = 1ULL << 30;
-	if (c.size && parse_size(c.size, &file_size) < 0) {
+	if (c.size && topt_parse_size(c.size, 0, UINT64_MAX, &file_size) < 0) {
 		fprintf(stderr, PROG ": -o size=%s: not a size (try 1G, 512M or a byte count)\n",
 		        c.size);
 		r = 2;
 		goto out_free;
 	}
-	if (c.readahead_kb && (parse_size(c.readahead_kb, &ra) < 0 || ra > UINT_MAX)) {
+	if (c.readahead_kb && topt_parse_size(c.readahead_kb, 0, UINT_MAX, &ra) < 0) {
 		fprintf(stderr, PROG ": -o readahead_kb=%s: not a number of KiB\n", c.readahead_kb);
 		r = 2;
 		goto out_free;

@@ -48,24 +48,22 @@
 #include "kvfs/util.h"
 #include "kvfs/wire.h"
 #include "kvfs/xfer.h"
+#include "tool_opts.h"
 
-#define PROG           "kv-bench"
-#define SHIFT_WINDOW   (1u << 20) /* value of key k starts at (8*k) % this in the pattern */
-#define MAX_CONNS      1024
-#define MAX_DEPTH      256
-#define MAX_REPORTED   5 /* mismatches / errors printed in detail */
-#define HIST_SUB_BITS  5
-#define HIST_SUB       (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS   ((64 - HIST_SUB_BITS + 1) * HIST_SUB)
-#define DEFAULT_SERVER "127.0.0.1:7070"
+#define PROG          "kv-bench"
+#define SHIFT_WINDOW  (1u << 20) /* value of key k starts at (8*k) % this in the pattern */
+#define MAX_CONNS     1024
+#define MAX_DEPTH     256
+#define MAX_REPORTED  5 /* mismatches / errors printed in detail */
+#define HIST_SUB_BITS 5
+#define HIST_SUB      (1u << HIST_SUB_BITS)
+#define HIST_BUCKETS  ((64 - HIST_SUB_BITS + 1) * HIST_SUB)
 
 enum op { OP_GET, OP_PUT, OP_MIXED };
 
 struct cfg {
-	const char *server;
-	const char *provider;
-	const char *auth_token_file;
-	const char *prefix; /* key prefix */
+	struct topt_client cli; /* -s, -p, -a, -t */
+	const char *prefix;     /* key prefix */
 	enum op op;
 	uint64_t size;     /* value bytes */
 	unsigned conns;    /* connections = threads */
@@ -74,7 +72,6 @@ struct cfg {
 	uint64_t keys;     /* keys preloaded and used */
 	bool keys_given;   /* --keys on the command line */
 	unsigned read_pct; /* --op mixed: percentage of GETs */
-	int timeout_ms;    /* per-call deadline */
 	bool zero_copy;    /* registered buffers, kvc_*_mr */
 	bool json;
 };
@@ -147,14 +144,15 @@ static void usage(FILE *f)
 	        "Load a kv-server with GETs and/or PUTs from N connections and report ops/s,\n"
 	        "GB/s and p50/p99/p999 latency.  Comparable with redis-benchmark -c N.\n"
 	        "\n"
-	        "  -s, --server HOST:PORT   kv-server (default $KVFS_SERVER, else " DEFAULT_SERVER
-	        ")\n"
+	        "  -s, --server HOST:PORT   kv-server (default $KVFS_SERVER, "
+	        "else " TOPT_DEFAULT_SERVER ")\n"
 	        "  -o, --op OP              get, put or mixed (default get)\n"
 	        "  -z, --size SIZE          value size, e.g. 4K, 1M (default 4K)\n"
 	        "  -c, --concurrency N      connections, each driven by its own thread with\n"
 	        "                           synchronous calls (default 1)\n"
-	        "  -d, --duration S         seconds to measure, fractions allowed (default 10);\n"
-	        "                           0 = load the keys, print server counters, exit\n"
+	        "  -d, --duration S         seconds to measure, fractions allowed, or with a\n"
+	        "                           unit: 500ms, 2m (default 10); 0 = load the keys,\n"
+	        "                           print server counters, exit\n"
 	        "  -k, --keys N             keys loaded before the clock starts (default 1000,\n"
 	        "                           fewer if they would not fit in the server's memory)\n"
 	        "  -p, --provider NAME      auto|tcp|shm|verbs|efa|none (default auto)\n"
@@ -165,7 +163,8 @@ static void usage(FILE *f)
 	        "  -r, --read-pct P         --op mixed: percentage of GETs (default 90)\n"
 	        "      --prefix STR         key prefix (default 'kvbench/')\n"
 	        "  -a, --auth-token-file F  token file, when the server requires one\n"
-	        "  -t, --timeout MS         per-call deadline (default 10000)\n"
+	        "  -t, --timeout MS         per-call deadline in ms, or with a unit: 2s, 1m\n"
+	        "                           (default 10000)\n"
 	        "  -j, --json               print one JSON object instead of text\n"
 	        "  -h, --help               this text\n"
 	        "  -V, --version            print the version\n"
@@ -610,55 +609,30 @@ static void on_counter(void *arg, const char *name, uint64_t value)
 /* ------------------------------------------------------------------ */
 /* Command line                                                        */
 
-static int parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *ret)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (!*s || *end || errno || *s == '-' || v < min || v > max) {
-		fprintf(stderr,
-		        PROG ": %s: '%s' is not a number from %" PRIu64 " to %" PRIu64
-		             ". Try '" PROG " --help'.\n",
-		        opt, s, min, max);
-		return -EINVAL;
-	}
-	*ret = v;
-	return 0;
-}
+static const struct topt_tool tool = {.prog = PROG, .usage = usage};
 
 static int parse_args(int argc, char **argv, struct cfg *c)
 {
 	enum { O_PREFIX = 256 };
 	static const struct option lo[] = {
-	        {"server", required_argument, NULL, 's'},
+	        TOPT_CLIENT_LONG,
 	        {"op", required_argument, NULL, 'o'},
 	        {"size", required_argument, NULL, 'z'},
 	        {"concurrency", required_argument, NULL, 'c'},
 	        {"duration", required_argument, NULL, 'd'},
 	        {"keys", required_argument, NULL, 'k'},
-	        {"provider", required_argument, NULL, 'p'},
 	        {"zero-copy", no_argument, NULL, 'Z'},
 	        {"depth", required_argument, NULL, 'D'},
 	        {"read-pct", required_argument, NULL, 'r'},
 	        {"prefix", required_argument, NULL, O_PREFIX},
-	        {"auth-token-file", required_argument, NULL, 'a'},
-	        {"timeout", required_argument, NULL, 't'},
 	        {"json", no_argument, NULL, 'j'},
-	        {"help", no_argument, NULL, 'h'},
-	        {"version", no_argument, NULL, 'V'},
 	        {0},
 	};
 	uint64_t v;
-	char *end;
-	int opt;
+	int opt, r;
 
 	memset(c, 0, sizeof(*c));
-	c->server = getenv("KVFS_SERVER");
-	if (!c->server || !*c->server)
-		c->server = DEFAULT_SERVER;
-	c->provider = "auto";
+	topt_client_init(&c->cli);
 	c->prefix = "kvbench/";
 	c->op = OP_GET;
 	c->size = 4096;
@@ -667,13 +641,18 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 	c->duration = 10;
 	c->keys = 1000;
 	c->read_pct = 90;
-	c->timeout_ms = 10000;
 
-	while ((opt = getopt_long(argc, argv, "s:o:z:c:d:k:p:ZD:r:a:t:jhV", lo, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, TOPT_CLIENT_SHORT "o:z:c:d:k:ZD:r:j", lo, NULL)) !=
+	       -1) {
+		r = topt_client_opt(&tool, &c->cli, opt, optarg);
+		if (r == TOPT_EXIT)
+			exit(0);
+		if (r != TOPT_OTHER) {
+			if (r < 0)
+				return r;
+			continue;
+		}
 		switch (opt) {
-		case 's':
-			c->server = optarg;
-			break;
 		case 'o':
 			if (!strcmp(optarg, "get"))
 				c->op = OP_GET;
@@ -688,8 +667,7 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 			}
 			break;
 		case 'z':
-			if (kv_parse_size(optarg, &c->size) < 0 || c->size == 0 ||
-			    c->size > 64 * KV_GIB) {
+			if (topt_parse_size(optarg, 1, 64 * KV_GIB, &c->size) < 0) {
 				fprintf(stderr,
 				        PROG
 				        ": --size: '%s' is not a size from 1 byte to 64G (e.g. "
@@ -699,63 +677,38 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 			}
 			break;
 		case 'c':
-			if (parse_uint("--concurrency", optarg, 1, MAX_CONNS, &v))
+			if (topt_uint_arg(&tool, "--concurrency", optarg, 1, MAX_CONNS, &v))
 				return -EINVAL;
 			c->conns = (unsigned)v;
 			break;
 		case 'd':
-			c->duration = strtod(optarg, &end);
-			if (!*optarg || *end || !(c->duration >= 0) || c->duration > 86400) {
-				fprintf(stderr,
-				        PROG ": --duration: '%s' is not a number of seconds\n",
-				        optarg);
+			if (topt_secs_arg(&tool, "--duration", optarg, 0, 86400, &c->duration))
 				return -EINVAL;
-			}
 			break;
 		case 'k':
-			if (parse_uint("--keys", optarg, 1, 100000000, &c->keys))
+			if (topt_uint_arg(&tool, "--keys", optarg, 1, 100000000, &c->keys))
 				return -EINVAL;
 			c->keys_given = true;
-			break;
-		case 'p':
-			c->provider = optarg;
 			break;
 		case 'Z':
 			c->zero_copy = true;
 			break;
 		case 'D':
-			if (parse_uint("--depth", optarg, 1, MAX_DEPTH, &v))
+			if (topt_uint_arg(&tool, "--depth", optarg, 1, MAX_DEPTH, &v))
 				return -EINVAL;
 			c->depth = (unsigned)v;
 			break;
 		case 'r':
-			if (parse_uint("--read-pct", optarg, 0, 100, &v))
+			if (topt_uint_arg(&tool, "--read-pct", optarg, 0, 100, &v))
 				return -EINVAL;
 			c->read_pct = (unsigned)v;
 			break;
 		case O_PREFIX:
 			c->prefix = optarg;
 			break;
-		case 'a':
-			c->auth_token_file = optarg;
-			break;
-		case 't':
-			if (parse_uint("--timeout", optarg, 1, 86400000, &v))
-				return -EINVAL;
-			c->timeout_ms = (int)v;
-			break;
 		case 'j':
 			c->json = true;
 			break;
-		case 'V':
-			printf(PROG " %s\n", KVFS_VERSION);
-			exit(0);
-		case 'h':
-			usage(stdout);
-			exit(0);
-		default:
-			fprintf(stderr, "Try '" PROG " --help'.\n");
-			return -EINVAL;
 		}
 	}
 	if (optind < argc) {
@@ -787,7 +740,7 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 			return -EINVAL;
 		}
 	}
-	return 0;
+	return topt_client_check(&tool, &c->cli);
 }
 
 /* ------------------------------------------------------------------ */
@@ -824,7 +777,7 @@ static void report(const struct bench *b, const struct result *res)
 
 	if (c->json) {
 		printf("{\"server\":");
-		kv_json_str(stdout, c->server);
+		kv_json_str(stdout, c->cli.server);
 		printf(",\"provider\":");
 		kv_json_str(stdout, b->provider);
 		printf(",\"op\":\"%s\",\"size\":%" PRIu64 ",\"concurrency\":%u,\"depth\":%u,"
@@ -857,7 +810,7 @@ static void report(const struct bench *b, const struct result *res)
 	            " keys, provider %s, server %s\n",
 	       op_name(c->op), kv_fmt_size(c->size, sz, sizeof(sz)), c->conns,
 	       c->conns == 1 ? "" : "s", c->depth, c->zero_copy ? ", zero copy" : "", c->keys,
-	       b->provider, c->server);
+	       b->provider, c->cli.server);
 	printf("  load       %.2f s\n", res->load_secs);
 	if (c->duration > 0) {
 		printf("  ops        %" PRIu64 " in %.2f s (%" PRIu64 " GET, %" PRIu64 " PUT)\n",
@@ -974,24 +927,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (parse_args(argc, argv, &b.c) < 0)
 		return 2;
-	{
-		char host[256];
-		uint16_t port;
-
-		if (kv_parse_hostport(b.c.server, host, sizeof(host), KVC_DEFAULT_PORT, &port) <
-		    0) {
-			fprintf(stderr, PROG ": '%s' is not HOST:PORT (--server / KVFS_SERVER)\n",
-			        b.c.server);
-			return 2;
-		}
-	}
-	kvc_opts_init(&o);
-	o.server = b.c.server;
-	o.provider = b.c.provider;
-	o.auth_token_file = b.c.auth_token_file;
-	o.timeout_ms = b.c.timeout_ms;
-	o.client_id = PROG;
-	o.auth_option = "--auth-token-file";
+	topt_client_kvc_opts(&b.c.cli, PROG, &o);
 
 	b.w = calloc(b.c.conns, sizeof(*b.w));
 	if (!b.w) {
@@ -1022,7 +958,7 @@ int main(int argc, char **argv)
 
 	/* Bounded run: load + duration + a generous margin per call deadline. */
 	signal(SIGALRM, on_alarm);
-	alarm((unsigned)(b.c.duration + 3.0 * b.c.timeout_ms / 1000.0 + 60.0 +
+	alarm((unsigned)(b.c.duration + 3.0 * b.c.cli.timeout_ms / 1000.0 + 60.0 +
 	                 (double)b.c.keys * (double)b.c.size / 1e8));
 
 	pthread_barrier_init(&b.go, NULL, b.c.conns + 1);

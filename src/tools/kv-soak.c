@@ -57,15 +57,16 @@
 #include "kvfs/log.h"
 #include "kvfs/util.h"
 #include "kvfs/xfer.h"
+#include "tool_opts.h"
 
-#define PROG           "kv-soak"
-#define DEFAULT_SERVER "127.0.0.1:7070"
-#define VAL_MAGIC      0x4b41534bu /* "KSAK" */
-#define MAX_CLIENTS    256
-#define MAX_REPORTED   5 /* mismatches / unexpected errors printed in detail */
-#define MAX_ERRNO      256
-#define MAX_SAMPLES    8192
-#define RECENT         32 /* half of the GETs read one of the last RECENT keys written */
+#define PROG         "kv-soak"
+#define VAL_MAGIC    0x4b41534bu /* "KSAK" */
+#define MAX_CLIENTS  256
+#define MAX_REPORTED 5 /* mismatches / unexpected errors printed in detail */
+#define MAX_ERRNO    256
+#define MAX_SAMPLES  8192
+#define RECENT       32            /* half of the GETs read one of the last RECENT keys written */
+#define MAX_SECS     (86400.0 * 7) /* --duration, --interval, --warmup */
 
 enum op_type { OP_GET, OP_PUT, OP_DELETE, OP_RENAME, OP__N };
 static const char *const op_names[OP__N] = {"get", "put", "delete", "rename"};
@@ -94,9 +95,7 @@ struct expect {
 };
 
 struct cfg {
-	const char *server;
-	const char *provider;
-	const char *auth_token_file;
+	struct topt_client cli; /* -s, -p, -a, -t */
 	const char *prefix;
 	unsigned clients;
 	double duration; /* seconds of mixed operations */
@@ -111,7 +110,6 @@ struct cfg {
 	uint64_t reconnect;  /* each client reconnects after this many operations, 0 = never */
 	uint64_t max_growth; /* 0 = no memory check */
 	bool require_evictions;
-	int timeout_ms;
 	bool json;
 };
 
@@ -182,47 +180,48 @@ struct soak {
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-	        "Usage: " PROG " [OPTIONS]\n"
-	        "Soak a kv-server with mixed PUT/GET/DELETE/RENAME from several connections,\n"
-	        "checking every value, and watch the server's memory.\n"
-	        "\n"
-	        "  -s, --server HOST:PORT   kv-server (default $KVFS_SERVER, else " DEFAULT_SERVER
-	        ")\n"
-	        "  -p, --provider NAME      auto|tcp|shm|verbs|efa|none (default auto)\n"
-	        "  -c, --clients N          connections, one thread each (default 4)\n"
-	        "  -d, --duration S         seconds of mixed operations (default 60)\n"
-	        "  -k, --keys N             keys owned by the clients, split among them\n"
-	        "                           (default 1024)\n"
-	        "      --shared-keys N      keys every client writes (default 8)\n"
-	        "      --min-size SIZE      smallest value (default 0)\n"
-	        "      --max-size SIZE      largest value (default 4M); sizes are log-uniform\n"
-	        "                           in between, so small inline values and large RDMA\n"
-	        "                           ones mix (mean about max/ln(max))\n"
-	        "      --seed N             run seed (default: from the clock, printed)\n"
-	        "      --server-pid PID     sample VmRSS/VmData/VmHWM of this process\n"
-	        "      --interval S         seconds between progress lines and samples (default "
-	        "5)\n"
-	        "      --warmup S           the 'after warm-up' sample is the first one at or\n"
-	        "                           after S seconds (default duration/5)\n"
-	        "      --max-growth SIZE    fail if VmRSS or VmData grew more than SIZE from\n"
-	        "                           the warm-up sample to the end (needs --server-pid)\n"
-	        "      --require-evictions  fail unless the server evicted something\n"
-	        "      --reconnect N        each client closes its connection and opens a new\n"
-	        "                           one every N operations (default 0 = never)\n"
-	        "      --prefix STR         key prefix (default 'soak/')\n"
-	        "  -a, --auth-token-file F  token file, when the server requires one\n"
-	        "  -t, --timeout MS         per-call deadline (default 10000)\n"
-	        "  -j, --json               print one JSON object instead of text\n"
-	        "  -h, --help               this text\n"
-	        "  -V, --version            print the version\n"
-	        "\n"
-	        "A progress line goes to stderr every --interval seconds.  Size the keys so\n"
-	        "that keys x mean size is well above the server's --memory: eviction is part\n"
-	        "of what is checked.\n"
-	        "\n"
-	        "Exit status: 0 no mismatch, no unexpected error and the checks asked for\n"
-	        "passed; 1 otherwise; 2 bad usage.\n");
+	fprintf(f, "Usage: " PROG " [OPTIONS]\n"
+	           "Soak a kv-server with mixed PUT/GET/DELETE/RENAME from several connections,\n"
+	           "checking every value, and watch the server's memory.\n"
+	           "\n"
+	           "  -s, --server HOST:PORT   kv-server (default $KVFS_SERVER, "
+	           "else " TOPT_DEFAULT_SERVER ")\n"
+	           "  -p, --provider NAME      auto|tcp|shm|verbs|efa|none (default auto)\n"
+	           "  -c, --clients N          connections, one thread each (default 4)\n"
+	           "  -d, --duration S         seconds of mixed operations (default 60)\n"
+	           "  -k, --keys N             keys owned by the clients, split among them\n"
+	           "                           (default 1024)\n"
+	           "      --shared-keys N      keys every client writes (default 8)\n"
+	           "      --min-size SIZE      smallest value (default 0)\n"
+	           "      --max-size SIZE      largest value (default 4M); sizes are log-uniform\n"
+	           "                           in between, so small inline values and large RDMA\n"
+	           "                           ones mix (mean about max/ln(max))\n"
+	           "      --seed N             run seed (default: from the clock, printed)\n"
+	           "      --server-pid PID     sample VmRSS/VmData/VmHWM of this process\n"
+	           "      --interval S         seconds between progress lines and samples (default "
+	           "5)\n"
+	           "      --warmup S           the 'after warm-up' sample is the first one at or\n"
+	           "                           after S seconds (default duration/5)\n"
+	           "      --max-growth SIZE    fail if VmRSS or VmData grew more than SIZE from\n"
+	           "                           the warm-up sample to the end (needs --server-pid)\n"
+	           "      --require-evictions  fail unless the server evicted something\n"
+	           "      --reconnect N        each client closes its connection and opens a new\n"
+	           "                           one every N operations (default 0 = never)\n"
+	           "      --prefix STR         key prefix (default 'soak/')\n"
+	           "  -a, --auth-token-file F  token file, when the server requires one\n"
+	           "  -t, --timeout MS         per-call deadline in ms, or with a unit: 2s, 1m\n"
+	           "                           (default 10000)\n"
+	           "  -j, --json               print one JSON object instead of text\n"
+	           "  -h, --help               this text\n"
+	           "  -V, --version            print the version\n"
+	           "\n"
+	           "Times given in seconds (S) take fractions, or a unit: 500ms, 2s, 2m.\n"
+	           "A progress line goes to stderr every --interval seconds.  Size the keys so\n"
+	           "that keys x mean size is well above the server's --memory: eviction is part\n"
+	           "of what is checked.\n"
+	           "\n"
+	           "Exit status: 0 no mismatch, no unexpected error and the checks asked for\n"
+	           "passed; 1 otherwise; 2 bad usage.\n");
 }
 
 /* ------------------------------------------------------------------ */
@@ -838,8 +837,8 @@ static int client_connect(struct soak *s, struct client *c)
 
 	r = kvc_connect(s->opts, &c->kvc);
 	if (r < 0) {
-		fprintf(stderr, PROG ": client %u: cannot connect to %s: %s\n", c->id, s->c.server,
-		        kvc_strerror());
+		fprintf(stderr, PROG ": client %u: cannot connect to %s: %s\n", c->id,
+		        s->c.cli.server, kvc_strerror());
 		return r;
 	}
 	eng = kvc_engine(c->kvc);
@@ -1058,7 +1057,7 @@ static void report(struct soak *s, const struct totals *t, double secs, const ch
 
 	if (c->json) {
 		printf("{\"server\":");
-		kv_json_str(stdout, c->server);
+		kv_json_str(stdout, c->cli.server);
 		printf(",\"provider\":");
 		kv_json_str(stdout, s->provider);
 		printf(",\"clients\":%u,\"duration_s\":%.1f,\"keys\":%" PRIu32
@@ -1099,7 +1098,7 @@ static void report(struct soak *s, const struct totals *t, double secs, const ch
 		return;
 	}
 	printf(PROG ": %u clients, %.1f s, provider %s, server %s, seed %" PRIu64 "\n", c->clients,
-	       secs, s->provider, c->server, c->seed);
+	       secs, s->provider, c->cli.server, c->seed);
 	printf("  keys       %" PRIu32 " owned + %" PRIu32 " shared, values %" PRIu64 " to %" PRIu64
 	       " bytes\n",
 	       c->keys, c->shared, c->min_size, c->max_size);
@@ -1133,40 +1132,11 @@ static void report(struct soak *s, const struct totals *t, double secs, const ch
 /* ------------------------------------------------------------------ */
 /* Command line                                                        */
 
-static int parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max, uint64_t *ret)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (!*s || *end || errno || *s == '-' || v < min || v > max) {
-		fprintf(stderr,
-		        PROG ": %s: '%s' is not a number from %" PRIu64 " to %" PRIu64
-		             ". Try '" PROG " --help'.\n",
-		        opt, s, min, max);
-		return -EINVAL;
-	}
-	*ret = v;
-	return 0;
-}
-
-static int parse_secs(const char *opt, const char *s, double min, double *ret)
-{
-	char *end;
-	double v = strtod(s, &end);
-
-	if (!*s || *end || !(v >= min) || v > 86400 * 7) {
-		fprintf(stderr, PROG ": %s: '%s' is not a number of seconds\n", opt, s);
-		return -EINVAL;
-	}
-	*ret = v;
-	return 0;
-}
+static const struct topt_tool tool = {.prog = PROG, .usage = usage};
 
 static int parse_sz(const char *opt, const char *s, uint64_t *ret)
 {
-	if (kv_parse_size(s, ret) < 0 || *ret > 4 * KV_GIB) {
+	if (topt_parse_size(s, 0, 4 * KV_GIB, ret) < 0) {
 		fprintf(stderr, PROG ": %s: '%s' is not a size up to 4G (e.g. 0, 4K, 1M)\n", opt,
 		        s);
 		return -EINVAL;
@@ -1190,8 +1160,7 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 		O_PREFIX
 	};
 	static const struct option lo[] = {
-	        {"server", required_argument, NULL, 's'},
-	        {"provider", required_argument, NULL, 'p'},
+	        TOPT_CLIENT_LONG,
 	        {"clients", required_argument, NULL, 'c'},
 	        {"duration", required_argument, NULL, 'd'},
 	        {"keys", required_argument, NULL, 'k'},
@@ -1206,21 +1175,14 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 	        {"require-evictions", no_argument, NULL, O_REQEV},
 	        {"reconnect", required_argument, NULL, O_RECONNECT},
 	        {"prefix", required_argument, NULL, O_PREFIX},
-	        {"auth-token-file", required_argument, NULL, 'a'},
-	        {"timeout", required_argument, NULL, 't'},
 	        {"json", no_argument, NULL, 'j'},
-	        {"help", no_argument, NULL, 'h'},
-	        {"version", no_argument, NULL, 'V'},
 	        {0},
 	};
 	uint64_t v;
-	int opt;
+	int opt, r;
 
 	memset(c, 0, sizeof(*c));
-	c->server = getenv("KVFS_SERVER");
-	if (!c->server || !*c->server)
-		c->server = DEFAULT_SERVER;
-	c->provider = "auto";
+	topt_client_init(&c->cli);
 	c->prefix = "soak/";
 	c->clients = 4;
 	c->duration = 60;
@@ -1229,32 +1191,33 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 	c->keys = 1024;
 	c->shared = 8;
 	c->max_size = 4 * KV_MIB;
-	c->timeout_ms = 10000;
 
-	while ((opt = getopt_long(argc, argv, "s:p:c:d:k:a:t:jhV", lo, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, TOPT_CLIENT_SHORT "c:d:k:j", lo, NULL)) != -1) {
+		r = topt_client_opt(&tool, &c->cli, opt, optarg);
+		if (r == TOPT_EXIT)
+			exit(0);
+		if (r != TOPT_OTHER) {
+			if (r < 0)
+				return r;
+			continue;
+		}
 		switch (opt) {
-		case 's':
-			c->server = optarg;
-			break;
-		case 'p':
-			c->provider = optarg;
-			break;
 		case 'c':
-			if (parse_uint("--clients", optarg, 1, MAX_CLIENTS, &v))
+			if (topt_uint_arg(&tool, "--clients", optarg, 1, MAX_CLIENTS, &v))
 				return -EINVAL;
 			c->clients = (unsigned)v;
 			break;
 		case 'd':
-			if (parse_secs("--duration", optarg, 0, &c->duration))
+			if (topt_secs_arg(&tool, "--duration", optarg, 0, MAX_SECS, &c->duration))
 				return -EINVAL;
 			break;
 		case 'k':
-			if (parse_uint("--keys", optarg, 2, 10000000, &v))
+			if (topt_uint_arg(&tool, "--keys", optarg, 2, 10000000, &v))
 				return -EINVAL;
 			c->keys = (uint32_t)v;
 			break;
 		case O_SHARED:
-			if (parse_uint("--shared-keys", optarg, 0, 10000, &v))
+			if (topt_uint_arg(&tool, "--shared-keys", optarg, 0, 10000, &v))
 				return -EINVAL;
 			c->shared = (uint32_t)v;
 			break;
@@ -1267,25 +1230,25 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 				return -EINVAL;
 			break;
 		case O_SEED:
-			if (parse_uint("--seed", optarg, 0, UINT64_MAX, &c->seed))
+			if (topt_uint_arg(&tool, "--seed", optarg, 0, UINT64_MAX, &c->seed))
 				return -EINVAL;
 			c->seed_given = true;
 			break;
 		case O_PID:
-			if (parse_uint("--server-pid", optarg, 1, 1u << 30, &v))
+			if (topt_uint_arg(&tool, "--server-pid", optarg, 1, 1u << 30, &v))
 				return -EINVAL;
 			c->server_pid = (int)v;
 			break;
 		case O_INTERVAL:
-			if (parse_secs("--interval", optarg, 0.1, &c->interval))
+			if (topt_secs_arg(&tool, "--interval", optarg, 0.1, MAX_SECS, &c->interval))
 				return -EINVAL;
 			break;
 		case O_WARMUP:
-			if (parse_secs("--warmup", optarg, 0, &c->warmup))
+			if (topt_secs_arg(&tool, "--warmup", optarg, 0, MAX_SECS, &c->warmup))
 				return -EINVAL;
 			break;
 		case O_GROWTH:
-			if (kv_parse_size(optarg, &c->max_growth) < 0 || !c->max_growth) {
+			if (topt_parse_size(optarg, 1, UINT64_MAX, &c->max_growth) < 0) {
 				fprintf(stderr,
 				        PROG ": --max-growth: '%s' is not a size (e.g. 16M)\n",
 				        optarg);
@@ -1296,32 +1259,16 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 			c->require_evictions = true;
 			break;
 		case O_RECONNECT:
-			if (parse_uint("--reconnect", optarg, 0, UINT64_MAX, &c->reconnect))
+			if (topt_uint_arg(&tool, "--reconnect", optarg, 0, UINT64_MAX,
+			                  &c->reconnect))
 				return -EINVAL;
 			break;
 		case O_PREFIX:
 			c->prefix = optarg;
 			break;
-		case 'a':
-			c->auth_token_file = optarg;
-			break;
-		case 't':
-			if (parse_uint("--timeout", optarg, 1, 86400000, &v))
-				return -EINVAL;
-			c->timeout_ms = (int)v;
-			break;
 		case 'j':
 			c->json = true;
 			break;
-		case 'V':
-			printf(PROG " %s\n", KVFS_VERSION);
-			exit(0);
-		case 'h':
-			usage(stdout);
-			exit(0);
-		default:
-			fprintf(stderr, "Try '" PROG " --help'.\n");
-			return -EINVAL;
 		}
 	}
 	if (optind < argc) {
@@ -1352,6 +1299,8 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 		fprintf(stderr, PROG ": --max-growth needs --server-pid\n");
 		return -EINVAL;
 	}
+	if (topt_client_check(&tool, &c->cli) < 0)
+		return -EINVAL;
 	if (c->warmup < 0)
 		c->warmup = c->duration / 5;
 	if (!c->seed_given)
@@ -1436,20 +1385,16 @@ int main(int argc, char **argv)
 		             "the kv-server's PID?)\n",
 		        s->c.server_pid);
 
-	kvc_opts_init(&o);
-	o.server = s->c.server;
-	o.auth_token_file = s->c.auth_token_file;
-	o.timeout_ms = s->c.timeout_ms;
-	o.client_id = PROG " monitor";
-	o.auth_option = "--auth-token-file";
+	topt_client_kvc_opts(&s->c.cli, PROG " monitor", &o);
 	o.provider = "none"; /* STATS only */
 	if (kvc_connect(&o, &s->mon) < 0) {
-		fprintf(stderr, PROG ": cannot connect to %s: %s\n", s->c.server, kvc_strerror());
+		fprintf(stderr, PROG ": cannot connect to %s: %s\n", s->c.cli.server,
+		        kvc_strerror());
 		goto out_free;
 	}
 	if (check_limits(s) < 0)
 		goto out_free;
-	o.provider = s->c.provider;
+	o.provider = s->c.cli.provider;
 	o.client_id = PROG;
 	s->opts = &o;
 
@@ -1480,7 +1425,7 @@ int main(int argc, char **argv)
 
 	/* Bounded: clearing the keys + the run + a margin of call deadlines. */
 	signal(SIGALRM, on_alarm);
-	alarm((unsigned)(s->c.duration + 4.0 * s->c.timeout_ms / 1000.0 + 120.0 +
+	alarm((unsigned)(s->c.duration + 4.0 * s->c.cli.timeout_ms / 1000.0 + 120.0 +
 	                 s->c.keys / 50.0));
 	pthread_barrier_init(&s->go, NULL, s->c.clients + 1);
 	for (; started < s->c.clients; started++) {

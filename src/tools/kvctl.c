@@ -36,16 +36,15 @@
 #include "kvfs/util.h"
 #include "kvfs/wire.h"
 #include "kvfs/xfer.h"
+#include "tool_opts.h"
 
 /* Inputs above this are PUT from where they lie (put_value()). */
 #define KVCTL_PUT_MR_MIN ((size_t)8 << 20)
 
 #define PROG            "kvctl"
-#define DEFAULT_SERVER  "127.0.0.1:7070"
 #define GET_PIECE       (64 * KV_MIB) /* bytes per kvc_get() call */
 #define PROGRESS_MIN    (8 * KV_MIB)  /* show a progress bar above this */
 #define PROGRESS_TICKMS 200
-#define KEY_MAX         1024
 
 /* Exit codes; documented in usage(). */
 enum {
@@ -58,11 +57,11 @@ enum {
 };
 
 struct ctl {
-	struct kvc_opts o;
-	const char *server;
-	struct kvc *kvc; /* connected lazily by ctl_connect() */
-	bool quiet;      /* no progress bar, no error messages */
-	const char *cmd; /* command name, for messages */
+	struct topt_client cli; /* -s, -p, -a, -t */
+	struct kvc_opts o;      /* built from @cli */
+	struct kvc *kvc;        /* connected lazily by ctl_connect() */
+	bool quiet;             /* no progress bar, no error messages */
+	const char *cmd;        /* command name, for messages */
 };
 
 /* ------------------------------------------------------------------ */
@@ -87,14 +86,15 @@ static void usage(FILE *f)
 	        "\n"
 	        "Options (before the command):\n"
 	        "  -s, --server HOST:PORT    kv-server address (default $KVFS_SERVER, else "
-	        "" DEFAULT_SERVER ")\n"
+	        "" TOPT_DEFAULT_SERVER ")\n"
 	        "  -p, --provider NAME       auto|tcp|shm|verbs|efa|none (default auto; none =\n"
 	        "                            values travel inline on the control connection;\n"
 	        "                            unless -p is given, ls, stat, rm, mv, stats and\n"
 	        "                            values up to the server's inline limit use none:\n"
 	        "                            they need no transfer setup)\n"
 	        "  -a, --auth-token-file F   token file, when the server requires one\n"
-	        "  -t, --timeout MS          per-call deadline (default 10000)\n"
+	        "  -t, --timeout MS          per-call deadline in ms, or with a unit: 500ms, 2s,\n"
+	        "                            1m (default 10000)\n"
 	        "  -q, --quiet               no progress bar, no error messages (exit status "
 	        "only)\n"
 	        "  -h, --help                this text\n"
@@ -297,10 +297,11 @@ static int check_key_flags(const struct ctl *c, const char *key, unsigned flags)
 	int r;
 
 	if (n == 0 && !(flags & WIRE_KEY_PREFIX))
-		return usage_error(c->cmd, "keys are 1 to %d bytes; got an empty key", KEY_MAX);
-	if (n > KEY_MAX)
-		return usage_error(c->cmd, "keys are 1 to %d bytes; got one of %zu bytes", KEY_MAX,
-		                   n);
+		return usage_error(c->cmd, "keys are 1 to %d bytes; got an empty key",
+		                   WIRE_KEY_MAX);
+	if (n > WIRE_KEY_MAX)
+		return usage_error(c->cmd, "keys are 1 to %d bytes; got one of %zu bytes",
+		                   WIRE_KEY_MAX, n);
 	r = wire_key_validate(key, n, flags, &why);
 	if (r < 0)
 		/* The key itself is not echoed: it may hold control characters. */
@@ -850,7 +851,7 @@ static int cmd_mv(struct ctl *c, int argc, char **argv)
 	};
 	bool no_overwrite = false;
 	const char *src, *dst;
-	char what[2 * KEY_MAX + 2];
+	char what[2 * WIRE_KEY_MAX + 2];
 	int opt, r;
 
 	while ((opt = getopt_long(argc, argv, "+nh", lo, NULL)) != -1) {
@@ -1032,33 +1033,17 @@ static const struct command commands[] = {
         {"stat", cmd_stat}, {"mv", cmd_mv},   {"stats", cmd_stats},
 };
 
-static int parse_timeout(const char *s, int *ret)
-{
-	char *end;
-	long v = strtol(s, &end, 10);
-
-	if (!*s || *end || v <= 0 || v > 86400000)
-		return -EINVAL;
-	*ret = (int)v;
-	return 0;
-}
+static const struct topt_tool tool = {.prog = PROG, .usage = usage};
 
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-	        {"server", required_argument, NULL, 's'},
-	        {"provider", required_argument, NULL, 'p'},
-	        {"auth-token-file", required_argument, NULL, 'a'},
-	        {"timeout", required_argument, NULL, 't'},
+	        TOPT_CLIENT_LONG,
 	        {"quiet", no_argument, NULL, 'q'},
-	        {"help", no_argument, NULL, 'h'},
-	        {"version", no_argument, NULL, 'V'},
 	        {0},
 	};
 	struct ctl c = {0};
 	const struct command *cmd = NULL;
-	char host[256];
-	uint16_t port;
 	int opt, r;
 
 	kv_log_init(PROG);
@@ -1067,53 +1052,26 @@ int main(int argc, char **argv)
 		kv_log_level = KV_LOG_ERR;
 	/* A closed stdout pipe or a dead server shows up as EPIPE, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
-	kvc_opts_init(&c.o);
-	c.server = getenv("KVFS_SERVER");
-	if (!c.server || !*c.server)
-		c.server = DEFAULT_SERVER;
+	topt_client_init(&c.cli);
 	c.cmd = PROG;
 
-	while ((opt = getopt_long(argc, argv, "+s:p:a:t:qhV", lo, NULL)) != -1) {
-		switch (opt) {
-		case 's':
-			c.server = optarg;
-			break;
-		case 'p':
-			c.o.provider = optarg;
-			break;
-		case 'a':
-			c.o.auth_token_file = optarg;
-			break;
-		case 't':
-			if (parse_timeout(optarg, &c.o.timeout_ms) < 0)
-				return usage_error(NULL, "--timeout: '%s' is not a number of ms",
-				                   optarg);
-			break;
-		case 'q':
-			c.quiet = true;
-			break;
-		case 'h':
-			usage(stdout);
-			return EX_OK;
-		case 'V':
-			printf(PROG " %s\n", KVFS_VERSION);
-			return EX_OK;
-		default:
-			fprintf(stderr, "Try '" PROG " --help'.\n");
+	while ((opt = getopt_long(argc, argv, "+" TOPT_CLIENT_SHORT "q", lo, NULL)) != -1) {
+		r = topt_client_opt(&tool, &c.cli, opt, optarg);
+		if (r < 0)
 			return EX_USAGE;
-		}
+		if (r == TOPT_EXIT)
+			return EX_OK;
+		if (opt == 'q')
+			c.quiet = true;
 	}
 	if (optind >= argc) {
 		fprintf(stderr, PROG ": missing command\n");
 		usage(stderr);
 		return EX_USAGE;
 	}
-	if (kv_parse_hostport(c.server, host, sizeof(host), KVC_DEFAULT_PORT, &port) < 0)
-		return usage_error(NULL, "'%s' is not HOST:PORT (--server / KVFS_SERVER)",
-		                   c.server);
-	c.o.server = c.server;
-	c.o.client_id = PROG;
-	c.o.auth_option = "--auth-token-file";
+	if (topt_client_check(&tool, &c.cli) < 0)
+		return EX_USAGE;
+	topt_client_kvc_opts(&c.cli, PROG, &c.o);
 
 	if (!strcmp(argv[optind], "help")) {
 		const char *t = optind + 1 < argc ? cmd_help_text(argv[optind + 1]) : NULL;

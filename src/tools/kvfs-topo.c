@@ -13,6 +13,7 @@
 
 #include "kvfs/log.h"
 #include "kvfs/topo.h"
+#include "tool_opts.h"
 
 #define PROG "kvfs-topo"
 
@@ -41,6 +42,8 @@ static void usage(FILE *out)
 	             "Exit status: 0 on success, 1 when the scan fails, 2 on bad usage.\n");
 }
 
+static const struct topt_tool tool = {.prog = PROG, .usage = usage};
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -56,16 +59,12 @@ int main(int argc, char **argv)
 	kv_log_init(PROG);
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+		if (topt_std_opt(&tool, c))
+			return 0;
 		switch (c) {
 		case 'j':
 			json = true;
 			break;
-		case 'V':
-			printf(PROG " %s\n", KVFS_VERSION);
-			return 0;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
 			fprintf(stderr, PROG ": invalid option '%s' (try --help)\n",
 			        argv[optind - 1]);

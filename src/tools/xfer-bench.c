@@ -40,6 +40,7 @@
 #include "kvfs/log.h"
 #include "kvfs/util.h"
 #include "kvfs/xfer.h"
+#include "tool_opts.h"
 
 #define PROG            "xfer-bench"
 #define MAX_SIZES       32
@@ -132,14 +133,16 @@ static void usage(FILE *out)
 	        "                       4K,64K,1M,16M,64M)\n"
 	        "  -d, --depth LIST     operations in flight, e.g. 1,4,16 (default 1,4,16)\n"
 	        "  -o, --op OP          write, read or both (default both)\n"
-	        "  -t, --seconds S      time per point (default 1; 0 with --iters)\n"
+	        "  -t, --seconds S      time per point, or with a unit: 500ms, 1m (default 1;\n"
+	        "                       0 with --iters)\n"
 	        "  -n, --iters N        operations per point (stops at whichever comes first)\n"
 	        "  -c, --chunk SIZE     engine chunk size (default: the engine's, 1M)\n"
 	        "      --inflight N     engine provider operations in flight (default: engine's)\n"
 	        "      --cpu I,T        pin the progress threads of initiator I and target T\n"
 	        "                       (-1 = engine's choice, the default)\n"
 	        "      --node ADDR      local address both engines bind (tcp), e.g. 127.0.0.1\n"
-	        "      --timeout MS     per-operation deadline (default 10000)\n"
+	        "      --timeout MS     per-operation deadline in ms, or with a unit: 2s, 1m\n"
+	        "                       (default 10000)\n"
 	        "      --memcpy         only measure memcpy for the sizes\n"
 	        "      --no-memcpy      skip the memcpy lines\n"
 	        "  -j, --json           print one JSON object instead of the table\n"
@@ -166,7 +169,7 @@ static int parse_sizes(const char *s, uint64_t *out, size_t cap, size_t *ret_n)
 	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		uint64_t v;
 
-		if (n == cap || kv_parse_size(tok, &v) < 0 || v == 0)
+		if (n == cap || topt_parse_size(tok, 1, UINT64_MAX, &v) < 0)
 			return -EINVAL;
 		out[n++] = v;
 	}
@@ -185,10 +188,9 @@ static int parse_uint_list(const char *s, unsigned *out, size_t cap, unsigned ma
 		return -EINVAL;
 	strcpy(buf, s);
 	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		char *end;
-		unsigned long v = strtoul(tok, &end, 10);
+		uint64_t v;
 
-		if (n == cap || *end || end == tok || v == 0 || v > maxv)
+		if (n == cap || topt_parse_uint(tok, 1, maxv, &v) < 0)
 			return -EINVAL;
 		out[n++] = (unsigned)v;
 	}
@@ -917,6 +919,8 @@ enum {
 	OPT_TARGET_CPU,
 };
 
+static const struct topt_tool tool = {.prog = PROG, .usage = usage};
+
 static int bad_usage(const char *what, const char *val)
 {
 	fprintf(stderr, PROG ": invalid %s '%s' (see --help)\n", what, val ? val : "");
@@ -965,6 +969,7 @@ int main(int argc, char **argv)
 	uint64_t bytes = 0;
 	struct run run = {.c = &c};
 	char provbuf[256];
+	uint64_t v;
 	int opt, r = 0;
 
 	kv_log_init(PROG);
@@ -974,6 +979,8 @@ int main(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "p:s:d:o:t:n:c:jhV", lopts, NULL)) != -1) {
 		char *end;
 
+		if (topt_std_opt(&tool, opt))
+			return 0;
 		switch (opt) {
 		case 'p': {
 			char *save = NULL, *tok;
@@ -1012,27 +1019,22 @@ int main(int argc, char **argv)
 				return bad_usage("--op (write, read or both)", optarg);
 			break;
 		case 't':
-			c.seconds = strtod(optarg, &end);
-			if (*end || end == optarg || c.seconds < 0 || c.seconds > 3600)
+			if (topt_parse_secs(optarg, 0, 3600, &c.seconds) < 0)
 				return bad_usage("--seconds (0..3600)", optarg);
 			break;
 		case 'n':
-			c.iters = strtoull(optarg, &end, 10);
-			if (*end || end == optarg || c.iters == 0)
+			if (topt_parse_uint(optarg, 1, UINT64_MAX, &c.iters) < 0)
 				return bad_usage("--iters", optarg);
 			break;
 		case 'c':
-			if (kv_parse_size(optarg, &c.chunk) < 0 || c.chunk == 0)
+			if (topt_parse_size(optarg, 1, UINT64_MAX, &c.chunk) < 0)
 				return bad_usage("--chunk", optarg);
 			break;
-		case OPT_INFLIGHT: {
-			unsigned long v = strtoul(optarg, &end, 10);
-
-			if (*end || end == optarg || v == 0 || v > 65536)
+		case OPT_INFLIGHT:
+			if (topt_parse_uint(optarg, 1, 65536, &v) < 0)
 				return bad_usage("--inflight", optarg);
 			c.inflight = (unsigned)v;
 			break;
-		}
 		case OPT_CPU:
 			if (parse_cpu_pair(optarg, &c.cpu_init, &c.cpu_target) < 0)
 				return bad_usage("--cpu (want I,T, e.g. 0,1)", optarg);
@@ -1040,14 +1042,10 @@ int main(int argc, char **argv)
 		case OPT_NODE:
 			c.node = optarg;
 			break;
-		case OPT_TIMEOUT: {
-			long v = strtol(optarg, &end, 10);
-
-			if (*end || end == optarg || v <= 0 || v > 600000)
+		case OPT_TIMEOUT:
+			if (topt_parse_ms(optarg, 1, 600000, &c.timeout_ms) < 0)
 				return bad_usage("--timeout", optarg);
-			c.timeout_ms = (int)v;
 			break;
-		}
 		case OPT_MEMCPY:
 			c.memcpy_only = true;
 			break;
@@ -1057,17 +1055,11 @@ int main(int argc, char **argv)
 		case 'j':
 			c.json = true;
 			break;
-		case 'V':
-			printf(PROG " %s\n", KVFS_VERSION);
-			return 0;
-		case 'h':
-			usage(stdout);
-			return 0;
 		case OPT_TARGET:
 			target = true;
 			break;
 		case OPT_BYTES:
-			if (kv_parse_size(optarg, &bytes) < 0 || bytes == 0)
+			if (topt_parse_size(optarg, 1, UINT64_MAX, &bytes) < 0)
 				return bad_usage("--bytes", optarg);
 			break;
 		case OPT_TARGET_CPU:

@@ -859,6 +859,34 @@ Test(kvctl, every_binary_has_version_and_help)
 	}
 }
 
+/*
+ * A --server that is not HOST:PORT is bad usage, status 2, in every client
+ * tool, said before anything connects (kv-soak tried to connect and exited
+ * with 1).
+ */
+Test(kvctl, bad_server_address_is_bad_usage)
+{
+	static const char *const bins[][3] = {
+	        {"KVCTL", "kvctl", "stats"},
+	        {"KV_BENCH", "kv-bench", NULL},
+	        {"KV_SOAK", "kv-soak", NULL},
+	};
+	struct run r;
+
+	for (size_t i = 0; i < sizeof(bins) / sizeof(bins[0]); i++) {
+		char *argv[] = {(char *)env_path(bins[i][0]), "--server", "a:b:c",
+		                (char *)bins[i][2], NULL};
+
+		run_argv(&r, NULL, NULL, argv);
+		expect_status(&r, 2, bins[i][1]);
+		cr_assert_not_null(
+		        strstr(r.err, "'a:b:c' is not HOST:PORT (--server / KVFS_SERVER)"),
+		        "%s: %s", bins[i][1], r.err);
+		cr_assert_null(strstr(r.err, "cannot connect"), "%s: %s", bins[i][1], r.err);
+		run_free(&r);
+	}
+}
+
 Test(kvctl, usage_errors_and_help)
 {
 	struct run r;
