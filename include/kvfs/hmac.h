@@ -2,7 +2,8 @@
 /*
  * kvfs hmac: self-contained SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104)
  * for the control channel's token authentication (docs/protocol.md,
- * "Authentication"), plus random bytes and token-file reading.
+ * "Authentication").  It still includes kvfs/token.h and kvfs/util.h, where
+ * kv_read_token_file() and kv_random_bytes() moved, for its old users.
  *
  * All functions are reentrant and allocation-free; a struct kv_sha256_ctx
  * belongs to one thread at a time.  Nothing here logs.
@@ -13,16 +14,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kvfs/token.h"
+#include "kvfs/util.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define KV_SHA256_LEN   32 /* digest bytes */
 #define KV_SHA256_BLOCK 64 /* block bytes */
-
-/* Largest token kv_read_token_file() accepts by default (callers pass their
- * own capacity; this is a sensible buffer size). */
-#define KV_TOKEN_MAX 4096
 
 /* Incremental SHA-256.  Fields are private. */
 struct kv_sha256_ctx {
@@ -43,21 +43,6 @@ void kv_sha256(const void *data, size_t len, uint8_t out[KV_SHA256_LEN]);
 /* HMAC-SHA256 with a key of any length (keys above 64 bytes are hashed). */
 void kv_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen,
                     uint8_t out[KV_SHA256_LEN]);
-
-/* Fill @buf with @len bytes from getrandom(2) (blocks only until the kernel
- * pool is initialised, retries on EINTR and short reads).  Returns 0 or
- * -errno (-ENOSYS on kernels without getrandom). */
-int kv_random_bytes(void *buf, size_t len);
-
-/*
- * Read a token from @path into @buf (capacity @cap, NUL-terminated), strip
- * trailing newline and whitespace, and return 0 and *ret_len (bytes without
- * the NUL).  Errors: -errno from open/read (-ENOENT, -EACCES, ...),
- * -ENODATA when the token is empty (or only whitespace), -EFBIG when it does
- * not fit @cap - 1 bytes, -EINVAL for bad arguments.  On failure *ret_len
- * is untouched and @buf holds no part of the token (it is wiped).
- */
-int kv_read_token_file(const char *path, char *buf, size_t cap, size_t *ret_len);
 
 #ifdef __cplusplus
 }

@@ -1,13 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104), written from the
- * specifications; random bytes; token files.  See include/kvfs/hmac.h.
+ * specifications.  See include/kvfs/hmac.h.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <sys/random.h>
-#include <unistd.h>
 
 #include "kvfs/hmac.h"
 
@@ -202,86 +198,4 @@ void kv_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msgl
 	wipe(k, sizeof(k));
 	wipe(pad, sizeof(pad));
 	wipe(inner, sizeof(inner));
-}
-
-int kv_random_bytes(void *buf, size_t len)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = getrandom(p, len, 0);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
-int kv_read_token_file(const char *path, char *buf, size_t cap, size_t *ret_len)
-{
-	size_t have = 0;
-	int fd, err = 0;
-
-	if (!path || !buf || cap < 2 || !ret_len)
-		return -EINVAL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	for (;;) {
-		ssize_t n;
-
-		if (have == cap) {
-			/* Full: the token is too long unless only whitespace follows. */
-			char c;
-
-			n = read(fd, &c, 1);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0) {
-				err = -errno;
-				break;
-			}
-			if (n == 0)
-				break;
-			if (!is_space(c)) {
-				err = -EFBIG;
-				break;
-			}
-			continue;
-		}
-		n = read(fd, buf + have, cap - have);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			err = -errno;
-			break;
-		}
-		if (n == 0)
-			break;
-		have += (size_t)n;
-	}
-	close(fd);
-	while (!err && have && is_space(buf[have - 1]))
-		have--;
-	if (!err && have == 0)
-		err = -ENODATA;
-	if (!err && have >= cap)
-		err = -EFBIG;
-	if (err) {
-		wipe(buf, cap);
-		return err;
-	}
-	buf[have] = '\0';
-	*ret_len = have;
-	return 0;
 }

@@ -1,11 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* SHA-256 against FIPS 180-2 (appendix B) and HMAC-SHA256 against RFC 4231. */
 #include <criterion/criterion.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "kvfs/hmac.h"
 
@@ -130,62 +128,4 @@ Test(hmac, rfc4231)
 	                         "used by the HMAC algorithm.";
 	check_hmac(key, 131, m7, strlen(m7),
 	           "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
-}
-
-Test(random, bytes)
-{
-	uint8_t a[64] = {0}, b[64] = {0}, zero[64] = {0};
-
-	cr_assert_eq(kv_random_bytes(a, sizeof(a)), 0);
-	cr_assert_eq(kv_random_bytes(b, sizeof(b)), 0);
-	cr_assert_neq(memcmp(a, zero, sizeof(a)), 0);
-	cr_assert_neq(memcmp(a, b, sizeof(a)), 0);
-	cr_assert_eq(kv_random_bytes(a, 0), 0);
-}
-
-static void write_file(const char *path, const char *s)
-{
-	FILE *f = fopen(path, "w");
-
-	cr_assert_not_null(f);
-	fputs(s, f);
-	fclose(f);
-}
-
-Test(token, file)
-{
-	char path[] = "/tmp/kvfs-token-XXXXXX";
-	char buf[16];
-	size_t len = 99;
-	int fd = mkstemp(path);
-
-	cr_assert_geq(fd, 0);
-	close(fd);
-
-	write_file(path, "s3cret\n");
-	cr_assert_eq(kv_read_token_file(path, buf, sizeof(buf), &len), 0);
-	cr_assert_str_eq(buf, "s3cret");
-	cr_assert_eq(len, 6);
-
-	write_file(path, "  tok en \r\n\t\n");
-	cr_assert_eq(kv_read_token_file(path, buf, sizeof(buf), &len), 0);
-	cr_assert_str_eq(buf, "  tok en", "leading and inner whitespace are kept");
-	cr_assert_eq(len, 8);
-
-	len = 99;
-	write_file(path, "");
-	cr_assert_eq(kv_read_token_file(path, buf, sizeof(buf), &len), -ENODATA);
-	write_file(path, " \n\n");
-	cr_assert_eq(kv_read_token_file(path, buf, sizeof(buf), &len), -ENODATA);
-	cr_assert_eq(len, 99, "untouched on failure");
-
-	write_file(path, "0123456789abcdef");
-	cr_assert_eq(kv_read_token_file(path, buf, sizeof(buf), &len), -EFBIG);
-	write_file(path, "0123456789abcde\n\n\n   ");
-	cr_assert_eq(kv_read_token_file(path, buf, sizeof(buf), &len), 0);
-	cr_assert_eq(len, 15);
-
-	unlink(path);
-	cr_assert_eq(kv_read_token_file(path, buf, sizeof(buf), &len), -ENOENT);
-	cr_assert_eq(kv_read_token_file(NULL, buf, sizeof(buf), &len), -EINVAL);
 }
