@@ -1,63 +1,46 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * kvfs hmac: self-contained SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104)
- * for the control channel's token authentication (docs/protocol.md,
- * "Authentication"), plus random bytes and token-file reading.
+ * kvfs hmac: TRANSITIONAL, to be removed.  kv_hmac_sha256() on libcrypto's
+ * HMAC(), kept only so that src/client/kvc.c and src/server/server.c build
+ * unchanged until their hand-built auth proofs become wire_auth_*() calls
+ * (kvfs/wire_auth.h); delete this header then, and have them include
+ * kvfs/token.h and kvfs/util.h, the homes of kv_read_token_file() and
+ * kv_random_bytes(), which it includes for them meanwhile.
  *
- * All functions are reentrant and allocation-free; a struct kv_sha256_ctx
- * belongs to one thread at a time.  Nothing here logs.
+ * Reentrant; any thread.  Link libcrypto (wire_dep carries it).
  */
 #ifndef KVFS_HMAC_H
 #define KVFS_HMAC_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "kvfs/token.h"
+#include "kvfs/util.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define KV_SHA256_LEN   32 /* digest bytes */
-#define KV_SHA256_BLOCK 64 /* block bytes */
+#define KV_SHA256_LEN 32 /* digest bytes */
 
-/* Largest token kv_read_token_file() accepts by default (callers pass their
- * own capacity; this is a sensible buffer size). */
-#define KV_TOKEN_MAX 4096
+/* HMAC-SHA256 of @msg with a key of any length.  Aborts when libcrypto
+ * fails (it cannot allocate): the callers have no error path, and going on
+ * with an unwritten proof could let a forged one through. */
+static inline void kv_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen,
+                                  uint8_t out[KV_SHA256_LEN])
+{
+	unsigned int len = 0;
 
-/* Incremental SHA-256.  Fields are private. */
-struct kv_sha256_ctx {
-	uint32_t h[8];                /* chaining state */
-	uint64_t total;               /* bytes hashed so far */
-	uint8_t buf[KV_SHA256_BLOCK]; /* partial block */
-	size_t buflen;                /* bytes in buf */
-};
-
-void kv_sha256_init(struct kv_sha256_ctx *ctx);
-void kv_sha256_update(struct kv_sha256_ctx *ctx, const void *data, size_t len);
-/* Write the digest and wipe @ctx (init again to reuse it). */
-void kv_sha256_final(struct kv_sha256_ctx *ctx, uint8_t out[KV_SHA256_LEN]);
-
-/* One-shot SHA-256 of @len bytes at @data. */
-void kv_sha256(const void *data, size_t len, uint8_t out[KV_SHA256_LEN]);
-
-/* HMAC-SHA256 with a key of any length (keys above 64 bytes are hashed). */
-void kv_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen,
-                    uint8_t out[KV_SHA256_LEN]);
-
-/* Fill @buf with @len bytes from getrandom(2) (blocks only until the kernel
- * pool is initialised, retries on EINTR and short reads).  Returns 0 or
- * -errno (-ENOSYS on kernels without getrandom). */
-int kv_random_bytes(void *buf, size_t len);
-
-/*
- * Read a token from @path into @buf (capacity @cap, NUL-terminated), strip
- * trailing newline and whitespace, and return 0 and *ret_len (bytes without
- * the NUL).  Errors: -errno from open/read (-ENOENT, -EACCES, ...),
- * -ENODATA when the token is empty (or only whitespace), -EFBIG when it does
- * not fit @cap - 1 bytes, -EINVAL for bad arguments.  On failure *ret_len
- * is untouched and @buf holds no part of the token (it is wiped).
- */
-int kv_read_token_file(const char *path, char *buf, size_t cap, size_t *ret_len);
+	if (keylen > INT_MAX || !HMAC(EVP_sha256(), key, (int)keylen, msg, msglen, out, &len) ||
+	    len != KV_SHA256_LEN)
+		abort();
+}
 
 #ifdef __cplusplus
 }

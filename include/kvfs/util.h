@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Small helpers shared by every kvfs component: clocks, human sizes,
- * HOST:PORT parsing.  All functions are thread-safe and allocation-free.
+ * HOST:PORT parsing, random bytes.  All functions are thread-safe and
+ * allocation-free.
  */
 #ifndef KVFS_UTIL_H
 #define KVFS_UTIL_H
@@ -75,5 +76,10 @@ static inline int kv_key_cmp(const void *a, size_t alen, const void *b, size_t b
 
 /* Write @s to @f as a JSON string literal, quotes included. */
 void kv_json_str(FILE *f, const char *s);
+
+/* Fill @buf with @len bytes from getrandom(2) (blocks only until the kernel
+ * pool is initialised, retries on EINTR and short reads).  Returns 0 or
+ * -errno (-ENOSYS on kernels without getrandom).  For auth nonces. */
+int kv_random_bytes(void *buf, size_t len);
 
 #endif /* KVFS_UTIL_H */

@@ -30,7 +30,8 @@
 #include <stdint.h>
 
 #include "kvfs.pb-c.h"
-#include "kvfs/xfer.h" /* struct xfer_desc, struct xfer_rsge only: no engine code */
+#include "kvfs/wire_auth.h" /* the Hello fields' sizes; proofs, wire_ct_equal() */
+#include "kvfs/xfer.h"      /* struct xfer_desc, struct xfer_rsge only: no engine code */
 
 #ifdef __cplusplus
 extern "C" {
@@ -57,13 +58,6 @@ extern "C" {
 
 /* Most segments in one PUT src or GET dst list. */
 #define WIRE_MAX_SEGS 1024
-
-/* Auth: nonce and proof sizes, and the labels mixed into the HMACs
- * (see docs/protocol.md, "Authentication"). */
-#define WIRE_AUTH_NONCE_LEN    32
-#define WIRE_AUTH_PROOF_LEN    32
-#define WIRE_AUTH_CLIENT_LABEL "kvfs-auth-v1"
-#define WIRE_AUTH_SERVER_LABEL "kvfs-server-v1"
 
 enum wire_frame_type {
 	WIRE_FRAME_REQUEST = 1,      /* client -> server: kvfs.Request */
@@ -280,10 +274,6 @@ int wire_request_check(const Kvfs__Request *req, const char **ret_reason);
 /* True when @reason, set by a failed wire_request_check(), is about a key
  * field breaking the key policy (for counting refused keys). */
 bool wire_reason_is_key(const char *reason);
-
-/* Constant-time comparison for auth proofs: true iff equal.  The time taken
- * depends on @len only. */
-bool wire_ct_equal(const void *a, const void *b, size_t len);
 
 #ifdef __cplusplus
 }

@@ -827,13 +827,3 @@ bool wire_reason_is_key(const char *reason)
 				return true;
 	return false;
 }
-
-bool wire_ct_equal(const void *a, const void *b, size_t len)
-{
-	const volatile uint8_t *x = a, *y = b;
-	uint8_t acc = 0;
-
-	for (size_t i = 0; i < len; i++)
-		acc |= x[i] ^ y[i];
-	return acc == 0;
-}

@@ -30,7 +30,7 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 
-#include "kvfs/hmac.h" /* kv_random_bytes */
+#include "kvfs/util.h" /* kv_random_bytes */
 #include "kvfs/log.h"
 #include "kvfs/topo.h"
 #include "xfer_i.h"

@@ -30,9 +30,9 @@
 #include <unistd.h>
 
 #include "fuzz.h"
-#include "kvfs/hmac.h"
 #include "kvfs/log.h"
 #include "kvfs/wire.h"
+#include "kvfs/wire_auth.h"
 #include "server.h"
 
 #define TOKEN "fuzz-token"
@@ -60,10 +60,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 struct peer {
 	int fd;
 	struct wire_reader rd;
-	unsigned frames;   /* decoded from the server */
-	bool want_hello;   /* bit 0: the first response must be an OK HELLO */
-	bool eof;          /* server closed */
-	uint8_t nonce[32]; /* from ServerHello, when auth */
+	unsigned frames;                    /* decoded from the server */
+	bool want_hello;                    /* bit 0: the first response must be an OK HELLO */
+	bool eof;                           /* server closed */
+	uint8_t nonce[WIRE_AUTH_NONCE_LEN]; /* from ServerHello, when auth */
 	bool has_nonce;
 };
 
@@ -151,8 +151,8 @@ static size_t hello_frame(const struct peer *p, bool client_nonce, uint8_t *buf,
 {
 	Kvfs__Request rq = KVFS__REQUEST__INIT;
 	Kvfs__HelloRequest h = KVFS__HELLO_REQUEST__INIT;
-	uint8_t m[sizeof(WIRE_AUTH_CLIENT_LABEL) + WIRE_AUTH_NONCE_LEN], proof[32], cn[32];
-	size_t ll = strlen(WIRE_AUTH_CLIENT_LABEL), len = 0;
+	uint8_t proof[WIRE_AUTH_PROOF_LEN], cn[WIRE_AUTH_NONCE_LEN];
+	size_t len = 0;
 
 	rq.id = 1;
 	rq.body_case = KVFS__REQUEST__BODY_HELLO;
@@ -161,9 +161,7 @@ static size_t hello_frame(const struct peer *p, bool client_nonce, uint8_t *buf,
 	h.max_version = WIRE_VERSION_MAX;
 	h.client_id = "fuzz";
 	if (p->has_nonce) {
-		memcpy(m, WIRE_AUTH_CLIENT_LABEL, ll);
-		memcpy(m + ll, p->nonce, WIRE_AUTH_NONCE_LEN);
-		kv_hmac_sha256(TOKEN, strlen(TOKEN), m, ll + WIRE_AUTH_NONCE_LEN, proof);
+		CHECK(wire_auth_client_proof(TOKEN, strlen(TOKEN), p->nonce, proof) == 0);
 		h.has_auth_proof = true;
 		h.auth_proof.data = proof;
 		h.auth_proof.len = sizeof(proof);

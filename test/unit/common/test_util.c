@@ -69,3 +69,14 @@ Test(util, fmt_hostport)
 	cr_assert_str_eq(kv_fmt_hostport(h, p, b, sizeof(b)), "[::1]:7070");
 	cr_assert_str_eq(kv_fmt_hostport("kv.example", 80, b, sizeof(b)), "kv.example:80");
 }
+
+Test(random, bytes)
+{
+	uint8_t a[64] = {0}, b[64] = {0}, zero[64] = {0};
+
+	cr_assert_eq(kv_random_bytes(a, sizeof(a)), 0);
+	cr_assert_eq(kv_random_bytes(b, sizeof(b)), 0);
+	cr_assert_neq(memcmp(a, zero, sizeof(a)), 0);
+	cr_assert_neq(memcmp(a, b, sizeof(a)), 0);
+	cr_assert_eq(kv_random_bytes(a, 0), 0);
+}

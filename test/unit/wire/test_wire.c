@@ -1092,18 +1092,6 @@ Test(wire_check, request_semantics)
 	cr_assert_eq(wire_request_check(&req, &why), -EINVAL);
 }
 
-Test(wire_auth, ct_equal)
-{
-	uint8_t a[32], b[32];
-
-	memset(a, 7, sizeof(a));
-	memcpy(b, a, sizeof(b));
-	cr_assert(wire_ct_equal(a, b, sizeof(a)));
-	b[31] ^= 1;
-	cr_assert_not(wire_ct_equal(a, b, sizeof(a)));
-	cr_assert(wire_ct_equal(a, b, 0));
-}
-
 /* An unknown oneof member from a newer peer decodes with body unset. */
 Test(wire_compat, unknown_body_field)
 {

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/* The shared auth token's file.  See include/kvfs/token.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kvfs/token.h"
+
+static int is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+int kv_read_token_file(const char *path, char *buf, size_t cap, size_t *ret_len)
+{
+	size_t have = 0;
+	int fd, err = 0;
+
+	if (!path || !buf || cap < 2 || !ret_len)
+		return -EINVAL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		ssize_t n;
+
+		if (have == cap) {
+			/* Full: the token is too long unless only whitespace follows. */
+			char c;
+
+			n = read(fd, &c, 1);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				err = -errno;
+				break;
+			}
+			if (n == 0)
+				break;
+			if (!is_space(c)) {
+				err = -EFBIG;
+				break;
+			}
+			continue;
+		}
+		n = read(fd, buf + have, cap - have);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			err = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		have += (size_t)n;
+	}
+	close(fd);
+	while (!err && have && is_space(buf[have - 1]))
+		have--;
+	if (!err && have == 0)
+		err = -ENODATA;
+	if (!err && have >= cap)
+		err = -EFBIG;
+	if (err) {
+		explicit_bzero(buf, cap); /* cannot be optimised away */
+		return err;
+	}
+	buf[have] = '\0';
+	*ret_len = have;
+	return 0;
+}
