@@ -1000,6 +1000,49 @@ static void *io_main(void *arg)
 	return NULL;
 }
 
+/* Create the I/O thread's descriptors and start it.  0, or -errno with this
+ * thread's message set; kvc_io_stop() cleans up after either. */
+int kvc_io_start(struct kvc *kvc)
+{
+	struct epoll_event ev = {.events = EPOLLIN};
+	int r;
+
+	kvc->epfd = epoll_create1(EPOLL_CLOEXEC);
+	kvc->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	kvc->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (kvc->epfd < 0 || kvc->efd < 0 || kvc->tfd < 0)
+		return fail(-errno, "kvc: cannot create the I/O thread's descriptors: %s",
+		            strerror(errno));
+	ev.data.u32 = EV_EFD;
+	epoll_ctl(kvc->epfd, EPOLL_CTL_ADD, kvc->efd, &ev);
+	ev.data.u32 = EV_TFD;
+	epoll_ctl(kvc->epfd, EPOLL_CTL_ADD, kvc->tfd, &ev);
+	r = pthread_create(&kvc->io_thread, NULL, io_main, kvc);
+	if (r)
+		return fail(-r, "kvc: cannot start the I/O thread: %s", strerror(r));
+	kvc->io_started = true;
+	return 0;
+}
+
+/* Wake the I/O thread to exit (kvc->stop already set under kvc->lock), join
+ * it and close its descriptors.  Also after kvc_io_start() failed or never
+ * ran (descriptors -1). */
+void kvc_io_stop(struct kvc *kvc)
+{
+	if (kvc->io_started) {
+		io_kick(kvc);
+		pthread_join(kvc->io_thread, NULL);
+		kvc->io_started = false;
+	}
+	if (kvc->epfd >= 0)
+		close(kvc->epfd);
+	if (kvc->efd >= 0)
+		close(kvc->efd);
+	if (kvc->tfd >= 0)
+		close(kvc->tfd);
+	kvc->epfd = kvc->efd = kvc->tfd = -1;
+}
+
 /* ------------------------------------------------------------------ */
 /* Connecting (calling threads)                                        */
 /* ------------------------------------------------------------------ */
@@ -1855,7 +1898,6 @@ static char *dup_or_null(const char *s)
 
 int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 {
-	struct epoll_event ev = {.events = EPOLLIN};
 	char saved[KVC_MSG_LEN];
 	struct kvc_lim lim;
 	struct kvc *kvc;
@@ -1911,24 +1953,9 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 		}
 	}
 
-	kvc->epfd = epoll_create1(EPOLL_CLOEXEC);
-	kvc->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	kvc->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (kvc->epfd < 0 || kvc->efd < 0 || kvc->tfd < 0) {
-		r = fail(-errno, "kvc: cannot create the I/O thread's descriptors: %s",
-		         strerror(errno));
+	r = kvc_io_start(kvc);
+	if (r)
 		goto out_close;
-	}
-	ev.data.u32 = EV_EFD;
-	epoll_ctl(kvc->epfd, EPOLL_CTL_ADD, kvc->efd, &ev);
-	ev.data.u32 = EV_TFD;
-	epoll_ctl(kvc->epfd, EPOLL_CTL_ADD, kvc->tfd, &ev);
-	r = pthread_create(&kvc->io_thread, NULL, io_main, kvc);
-	if (r) {
-		r = fail(-r, "kvc: cannot start the I/O thread: %s", strerror(r));
-		goto out_close;
-	}
-	kvc->io_started = true;
 
 	r = kvc_ensure_up(kvc, deadline_of(kvc, kvc->connect_timeout_ms), true, &lim);
 	if (r)
@@ -1953,10 +1980,7 @@ void kvc_close(struct kvc *kvc)
 	kvc->stop = true;
 	pthread_cond_broadcast(&kvc->cond);
 	pthread_mutex_unlock(&kvc->lock);
-	if (kvc->io_started) {
-		io_kick(kvc);
-		pthread_join(kvc->io_thread, NULL);
-	}
+	kvc_io_stop(kvc);
 	if (kvc->handover_sock >= 0)
 		close(kvc->handover_sock);
 	for (int i = 0; i < KVC_BOUNCE_SLOTS; i++)
@@ -1965,12 +1989,6 @@ void kvc_close(struct kvc *kvc)
 	if (kvc->has_peer)
 		xfer_peer_remove(kvc->engine, kvc->server_peer);
 	xfer_close(kvc->engine);
-	if (kvc->epfd >= 0)
-		close(kvc->epfd);
-	if (kvc->efd >= 0)
-		close(kvc->efd);
-	if (kvc->tfd >= 0)
-		close(kvc->tfd);
 	pthread_cond_destroy(&kvc->cond);
 	pthread_mutex_destroy(&kvc->lock);
 	memset(kvc->token, 0, sizeof(kvc->token));

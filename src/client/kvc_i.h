@@ -199,4 +199,11 @@ struct kvc {
 	struct kvc_call *send_head, *send_tail; /* frames to write, in order */
 };
 
+/* Create the I/O thread's descriptors and start it (kvc_connect).  0, or
+ * -errno with this thread's message set; kvc_io_stop() cleans up either way. */
+int kvc_io_start(struct kvc *kvc);
+/* Stop the I/O thread (kvc->stop set under kvc->lock first), join it, close
+ * its descriptors.  Also after kvc_io_start() failed or never ran. */
+void kvc_io_stop(struct kvc *kvc);
+
 #endif /* KVFS_CLIENT_KVC_I_H */
