@@ -61,7 +61,7 @@ enum { EV_EFD = 1, EV_TFD = 2, EV_SOCK = 3 };
 /* Errors                                                              */
 /* ------------------------------------------------------------------ */
 
-static _Thread_local char kvc_errbuf[KVC_MSG_LEN];
+_Thread_local char kvc_errbuf[KVC_MSG_LEN];
 
 const char *kvc_strerror(void)
 {
@@ -74,7 +74,7 @@ static void set_errv(const char *fmt, va_list ap)
 }
 
 /* Set this thread's message and return @err. */
-__attribute__((format(printf, 2, 3))) static int fail(int err, const char *fmt, ...)
+int kvc_fail(int err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -84,8 +84,7 @@ __attribute__((format(printf, 2, 3))) static int fail(int err, const char *fmt, 
 	return err;
 }
 
-__attribute__((format(printf, 3, 4))) static void fmt_msg(char *buf, size_t len, const char *fmt,
-                                                          ...)
+void kvc_fmt_msg(char *buf, size_t len, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -95,7 +94,7 @@ __attribute__((format(printf, 3, 4))) static void fmt_msg(char *buf, size_t len,
 }
 
 /* What to do about an error, appended to messages. */
-static const char *hint(int err)
+const char *kvc_hint(int err)
 {
 	switch (-err) {
 	case ECONNREFUSED:
@@ -160,7 +159,7 @@ static bool is_permanent(int err)
 /* Small helpers                                                       */
 /* ------------------------------------------------------------------ */
 
-static uint64_t deadline_of(const struct kvc *kvc, int timeout_ms)
+uint64_t kvc_deadline(const struct kvc *kvc, int timeout_ms)
 {
 	return kv_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : kvc->timeout_ms);
 }
@@ -178,7 +177,7 @@ static void efd_kick(int efd)
  * kick_pending, then looks at the shared state (io_take): a caller who saw
  * kick_pending still set changed that state before the clear, so the look
  * that follows sees it. */
-static void io_kick(struct kvc *kvc)
+void kvc_io_kick(struct kvc *kvc)
 {
 	if (!atomic_exchange(&kvc->kick_pending, true))
 		efd_kick(kvc->efd);
@@ -205,16 +204,16 @@ static bool same_family(const char *a, const char *b)
 	return la == lb && !strncmp(a, b, la);
 }
 
-static int key_check(const char *what, const void *key, size_t len)
+int kvc_key_check(const char *what, const void *key, size_t len)
 {
 	const char *why;
 	int r = wire_key_validate(key, len, 0, &why);
 
 	if (r == -ENAMETOOLONG)
-		return fail(r, "kvc: %s: key of %zu bytes is longer than %d bytes", what, len,
-		            WIRE_KEY_MAX);
+		return kvc_fail(r, "kvc: %s: key of %zu bytes is longer than %d bytes", what, len,
+		                WIRE_KEY_MAX);
 	if (r)
-		return fail(r, "kvc: %s: %s (see docs/protocol.md, \"Keys\")", what, why);
+		return kvc_fail(r, "kvc: %s: %s (see docs/protocol.md, \"Keys\")", what, why);
 	return 0;
 }
 
@@ -222,8 +221,8 @@ static int key_check(const char *what, const void *key, size_t len)
 /* Calls                                                               */
 /* ------------------------------------------------------------------ */
 
-static struct kvc_call *call_new(enum kvc_call_kind kind, const char *op, const void *key,
-                                 size_t keylen, uint64_t deadline)
+struct kvc_call *kvc_call_new(enum kvc_call_kind kind, const char *op, const void *key,
+                              size_t keylen, uint64_t deadline)
 {
 	struct kvc_call *c = calloc(1, sizeof(*c));
 	char q[80];
@@ -274,7 +273,7 @@ static void bounce_put(struct kvc *kvc, struct kvc_bounce *b, bool drop, bool pe
 
 /* A registered buffer of at least @len bytes for one call: the spare if it
  * is large enough, else a new one.  On failure this thread's message is set. */
-static int stage_get(struct kvc *kvc, const char *what, size_t len, struct xfer_mr **ret_mr)
+int kvc_stage_get(struct kvc *kvc, const char *what, size_t len, struct xfer_mr **ret_mr)
 {
 	struct xfer_mr *mr = NULL;
 	char a[32];
@@ -294,10 +293,11 @@ static int stage_get(struct kvc *kvc, const char *what, size_t len, struct xfer_
 	                   XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ | XFER_ACCESS_REMOTE_WRITE,
 	                   &mr);
 	if (r)
-		return fail(r,
-		            "kvc: %s: cannot allocate a registered buffer of %s for the transfer: "
-		            "%s",
-		            what, kv_fmt_size(len, a, sizeof(a)), strerror(-r));
+		return kvc_fail(
+		        r,
+		        "kvc: %s: cannot allocate a registered buffer of %s for the transfer: "
+		        "%s",
+		        what, kv_fmt_size(len, a, sizeof(a)), strerror(-r));
 	*ret_mr = mr;
 	return 0;
 }
@@ -334,7 +334,7 @@ static void stage_put(struct kvc *kvc, struct xfer_mr *mr, bool lost, bool peer_
 
 /* A free bounce slot (registered on first use), or NULL when all are busy
  * or allocation failed (the caller then registers its own memory). */
-static struct kvc_bounce *bounce_get(struct kvc *kvc)
+struct kvc_bounce *kvc_bounce_get(struct kvc *kvc)
 {
 	struct kvc_bounce *b = NULL;
 	int r;
@@ -380,13 +380,13 @@ static void call_free(struct kvc *kvc, struct kvc_call *c)
 	free(c);
 }
 
-static void call_put(struct kvc *kvc, struct kvc_call *c)
+void kvc_call_put(struct kvc *kvc, struct kvc_call *c)
 {
 	if (c && atomic_fetch_sub(&c->refs, 1) == 1)
 		call_free(kvc, c);
 }
 
-static void entry_from_get(const Kvfs__GetResponse *g, struct kvc_entry *e)
+void kvc_entry_from_get(const Kvfs__GetResponse *g, struct kvc_entry *e)
 {
 	e->size = g->size;
 	e->version = g->version;
@@ -403,8 +403,8 @@ static void entry_from_pb(const Kvfs__Entry *m, struct kvc_entry *e)
 }
 
 /* Copy @len bytes into a list of local pieces, skipping the first @skip bytes. */
-static void sge_scatter(const struct xfer_sge *sge, size_t n, uint64_t skip, const uint8_t *src,
-                        size_t len)
+void kvc_sge_scatter(const struct xfer_sge *sge, size_t n, uint64_t skip, const uint8_t *src,
+                     size_t len)
 {
 	for (size_t i = 0; i < n && len; i++) {
 		uint64_t l = sge[i].len;
@@ -435,11 +435,11 @@ static void async_complete(struct kvc_call *c)
 		} else {
 			const Kvfs__GetResponse *g = resp->get;
 
-			entry_from_get(g, &e);
+			kvc_entry_from_get(g, &e);
 			res = (ssize_t)g->bytes;
 			if (g->has_data)
-				sge_scatter(c->adst, c->nadst, 0, g->data.data,
-				            KV_MIN(g->data.len, (size_t)g->bytes));
+				kvc_sge_scatter(c->adst, c->nadst, 0, g->data.data,
+				                KV_MIN(g->data.len, (size_t)g->bytes));
 		}
 	} else if (res == 0) {
 		if (resp->body_case != KVFS__RESPONSE__BODY_PUT || !resp->put) {
@@ -451,7 +451,8 @@ static void async_complete(struct kvc_call *c)
 		}
 	}
 	if (res == -EPROTO && c->status == 0)
-		fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: server answered without a body", c->what);
+		kvc_fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: server answered without a body",
+		            c->what);
 	if (res < 0)
 		snprintf(kvc_errbuf, sizeof(kvc_errbuf), "%s", c->msg);
 	c->cb(c->cb_arg, res, res >= 0 ? &e : NULL);
@@ -460,7 +461,7 @@ static void async_complete(struct kvc_call *c)
 /* Does an answer with status @st leave no transfer of the call under way?
  * Refusals come before any transfer; a failed or cancelled transfer may
  * still have a message in flight. */
-static bool status_settles(int st)
+bool kvc_status_settles(int st)
 {
 	switch (st) {
 	case KVFS__STATUS__IO:
@@ -475,7 +476,7 @@ static bool status_settles(int st)
 }
 
 /* Deliver the result (status and msg already set).  I/O thread. */
-static void call_notify(struct kvc_call *c)
+void kvc_call_notify(struct kvc_call *c)
 {
 	c->notified = true;
 	if (c->kind == KVC_CALL_SYNC)
@@ -554,7 +555,7 @@ static void io_resolve(struct kvc *kvc, struct kvc_call *c)
 	if (c->counted)
 		kvc->io_counted--;
 	c->counted = false;
-	call_put(kvc, c);
+	kvc_call_put(kvc, c);
 }
 
 static void io_set_out(struct kvc *kvc, bool want)
@@ -569,15 +570,15 @@ static void io_set_out(struct kvc *kvc, bool want)
 
 /* The connection of generation @gen is gone: the next call reconnects.
  * Takes kvc->lock. */
-static void conn_lost(struct kvc *kvc, uint64_t gen, int err, const char *why)
+void kvc_conn_lost(struct kvc *kvc, uint64_t gen, int err, const char *why)
 {
 	pthread_mutex_lock(&kvc->lock);
 	if (kvc->state == KVC_UP && kvc->gen == gen) {
 		kvc->state = KVC_DOWN;
 		kvc->next_try_ms = 0;
 		kvc->backoff_ms = KVC_BACKOFF_MIN_MS;
-		fmt_msg(kvc->last_msg, sizeof(kvc->last_msg), "kvc: connection to %s lost: %s",
-		        kvc->server, why);
+		kvc_fmt_msg(kvc->last_msg, sizeof(kvc->last_msg), "kvc: connection to %s lost: %s",
+		            kvc->server, why);
 		kvc->last_err = err;
 	}
 	pthread_cond_broadcast(&kvc->cond);
@@ -595,9 +596,9 @@ static void io_fail_all(struct kvc *kvc, int err, const char *why)
 		if (!c->notified) {
 			c->status = err;
 			c->retry = c->sent_ms == 0 && c->frame_off == 0;
-			fmt_msg(c->msg, sizeof(c->msg), "kvc: %s on %s: %s%s", c->what, kvc->server,
-			        why, hint(err));
-			call_notify(c);
+			kvc_fmt_msg(c->msg, sizeof(c->msg), "kvc: %s on %s: %s%s", c->what,
+			            kvc->server, why, kvc_hint(err));
+			kvc_call_notify(c);
 		}
 		/* Sent and unanswered: the server may still be moving its bytes. */
 		c->lost = c->sent_ms != 0;
@@ -620,7 +621,7 @@ static void io_reset(struct kvc *kvc, int err, const char *why)
 	kvc->io_want_out = false;
 	wire_reader_fini(&kvc->reader);
 	io_fail_all(kvc, err, why);
-	conn_lost(kvc, kvc->io_gen, err, why);
+	kvc_conn_lost(kvc, kvc->io_gen, err, why);
 }
 
 /* Write queued frames while the socket takes them and the server's
@@ -656,7 +657,7 @@ static void io_flush(struct kvc *kvc)
 				io_set_out(kvc, true);
 				return;
 			}
-			fmt_msg(why, sizeof(why), "send failed: %s", strerror(errno));
+			kvc_fmt_msg(why, sizeof(why), "send failed: %s", strerror(errno));
 			io_reset(kvc, -ECONNRESET, why);
 			return;
 		}
@@ -699,7 +700,7 @@ static void io_dispatch(struct kvc *kvc, struct wire_msg *msg)
 		wire_msg_free(msg);
 		return;
 	}
-	c->settled = status_settles(resp->has_status ? resp->status : 0);
+	c->settled = kvc_status_settles(resp->has_status ? resp->status : 0);
 	if (c->notified) {
 		wire_msg_free(msg); /* late answer to a call that timed out */
 	} else {
@@ -710,13 +711,14 @@ static void io_dispatch(struct kvc *kvc, struct wire_msg *msg)
 			stale = st == KVFS__STATUS__STALE;
 			c->retry = stale; /* the server did nothing: safe to resend */
 			c->busy = st == KVFS__STATUS__BUSY;
-			fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: %s%s%s%s", c->what,
-			        wire_status_name(st), resp->message && *resp->message ? ": " : "",
-			        resp->message ? resp->message : "", hint(c->status));
+			kvc_fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: %s%s%s%s", c->what,
+			            wire_status_name(st),
+			            resp->message && *resp->message ? ": " : "",
+			            resp->message ? resp->message : "", kvc_hint(c->status));
 		}
 		c->resp = *msg;
 		memset(msg, 0, sizeof(*msg));
-		call_notify(c);
+		kvc_call_notify(c);
 	}
 	io_resolve(kvc, c);
 	if (stale)
@@ -736,7 +738,7 @@ static void io_read(struct kvc *kvc)
 				continue;
 			if (errno == EAGAIN)
 				return;
-			fmt_msg(why, sizeof(why), "receive failed: %s", strerror(errno));
+			kvc_fmt_msg(why, sizeof(why), "receive failed: %s", strerror(errno));
 			io_reset(kvc, -ECONNRESET, why);
 			return;
 		}
@@ -752,8 +754,8 @@ static void io_read(struct kvc *kvc)
 			                         &used, &msg);
 
 			if (r < 0) {
-				fmt_msg(why, sizeof(why), "protocol error: %s",
-				        wire_reader_error(&kvc->reader));
+				kvc_fmt_msg(why, sizeof(why), "protocol error: %s",
+				            wire_reader_error(&kvc->reader));
 				io_reset(kvc, r, why);
 				return;
 			}
@@ -779,9 +781,10 @@ static void io_timeouts(struct kvc *kvc)
 		if (c->notified || c->deadline_ms > now)
 			continue;
 		c->status = -ETIMEDOUT;
-		fmt_msg(c->msg, sizeof(c->msg), "kvc: %s on %s: no answer within the deadline%s",
-		        c->what, kvc->server, hint(-ETIMEDOUT));
-		call_notify(c);
+		kvc_fmt_msg(c->msg, sizeof(c->msg),
+		            "kvc: %s on %s: no answer within the deadline%s", c->what, kvc->server,
+		            kvc_hint(-ETIMEDOUT));
+		kvc_call_notify(c);
 		if (c->sent_ms == 0) {
 			io_resolve(kvc, c); /* never left: nothing to wait for */
 			continue;
@@ -903,7 +906,7 @@ static bool io_take(struct kvc *kvc)
 			table_add(kvc, back);
 		} else {
 			back->lost = true;
-			call_put(kvc, back);
+			kvc_call_put(kvc, back);
 		}
 	}
 	for (c = list; c; c = next) {
@@ -912,11 +915,11 @@ static bool io_take(struct kvc *kvc)
 		if ((!kvc->io_parked && kvc->sock < 0) || c->gen != kvc->io_gen) {
 			c->status = -ECONNRESET;
 			c->retry = true;
-			fmt_msg(c->msg, sizeof(c->msg),
-			        "kvc: %s on %s: connection lost before sending%s", c->what,
-			        kvc->server, hint(-ECONNRESET));
-			call_notify(c);
-			call_put(kvc, c);
+			kvc_fmt_msg(c->msg, sizeof(c->msg),
+			            "kvc: %s on %s: connection lost before sending%s", c->what,
+			            kvc->server, kvc_hint(-ECONNRESET));
+			kvc_call_notify(c);
+			kvc_call_put(kvc, c);
 			continue;
 		}
 		table_add(kvc, c);
@@ -986,8 +989,8 @@ static void *io_main(void *arg)
 		next = c->next;
 		if (!c->notified) {
 			c->status = -ECANCELED;
-			fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: client closed", c->what);
-			call_notify(c);
+			kvc_fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: client closed", c->what);
+			kvc_call_notify(c);
 		}
 		c->lost = c->sent_ms != 0;
 		io_resolve(kvc, c);
@@ -1011,15 +1014,15 @@ int kvc_io_start(struct kvc *kvc)
 	kvc->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	kvc->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (kvc->epfd < 0 || kvc->efd < 0 || kvc->tfd < 0)
-		return fail(-errno, "kvc: cannot create the I/O thread's descriptors: %s",
-		            strerror(errno));
+		return kvc_fail(-errno, "kvc: cannot create the I/O thread's descriptors: %s",
+		                strerror(errno));
 	ev.data.u32 = EV_EFD;
 	epoll_ctl(kvc->epfd, EPOLL_CTL_ADD, kvc->efd, &ev);
 	ev.data.u32 = EV_TFD;
 	epoll_ctl(kvc->epfd, EPOLL_CTL_ADD, kvc->tfd, &ev);
 	r = pthread_create(&kvc->io_thread, NULL, io_main, kvc);
 	if (r)
-		return fail(-r, "kvc: cannot start the I/O thread: %s", strerror(r));
+		return kvc_fail(-r, "kvc: cannot start the I/O thread: %s", strerror(r));
 	kvc->io_started = true;
 	return 0;
 }
@@ -1030,7 +1033,7 @@ int kvc_io_start(struct kvc *kvc)
 void kvc_io_stop(struct kvc *kvc)
 {
 	if (kvc->io_started) {
-		io_kick(kvc);
+		kvc_io_kick(kvc);
 		pthread_join(kvc->io_thread, NULL);
 		kvc->io_started = false;
 	}
@@ -1048,7 +1051,7 @@ void kvc_io_stop(struct kvc *kvc)
 /* ------------------------------------------------------------------ */
 
 /* Wait until @fd is ready for @events or the deadline passes. */
-static int fd_wait(int fd, short events, uint64_t deadline)
+int kvc_fd_wait(int fd, short events, uint64_t deadline)
 {
 	for (;;) {
 		uint64_t now = kv_now_ms();
@@ -1079,7 +1082,7 @@ static int hs_send(int fd, const void *buf, size_t len, uint64_t deadline)
 				continue;
 			if (errno != EAGAIN)
 				return -errno;
-			r = fd_wait(fd, POLLOUT, deadline);
+			r = kvc_fd_wait(fd, POLLOUT, deadline);
 			if (r)
 				return r;
 			continue;
@@ -1106,7 +1109,7 @@ static int hs_recv_all(int fd, void *buf, size_t len, uint64_t deadline)
 				continue;
 			if (errno != EAGAIN)
 				return -errno;
-			r = fd_wait(fd, POLLIN, deadline);
+			r = kvc_fd_wait(fd, POLLIN, deadline);
 			if (r)
 				return r;
 			continue;
@@ -1178,11 +1181,11 @@ static int engine_open(struct kvc *kvc, int fd, char *msg, size_t msglen)
 		kvc->want_engine = false;
 		return 0;
 	}
-	fmt_msg(msg, msglen,
-	        "kvc: cannot open the transfer engine with provider %s%s%s: %s (choose another "
-	        "provider, or \"none\" for inline-only values)",
-	        kvc->provider, xo.node ? " bound to " : "", xo.node ? xo.node : "",
-	        xfer_strerror(r));
+	kvc_fmt_msg(msg, msglen,
+	            "kvc: cannot open the transfer engine with provider %s%s%s: %s (choose another "
+	            "provider, or \"none\" for inline-only values)",
+	            kvc->provider, xo.node ? " bound to " : "", xo.node ? xo.node : "",
+	            xfer_strerror(r));
 	return r;
 }
 
@@ -1196,8 +1199,8 @@ static int tcp_connect(struct kvc *kvc, uint64_t deadline, int *ret_fd, char *ms
 	snprintf(port, sizeof(port), "%u", kvc->port);
 	r = getaddrinfo(kvc->host, port, &hints, &ai);
 	if (r) {
-		fmt_msg(msg, msglen, "kvc: cannot resolve '%s': %s (check the server address)",
-		        kvc->host, gai_strerror(r));
+		kvc_fmt_msg(msg, msglen, "kvc: cannot resolve '%s': %s (check the server address)",
+		            kvc->host, gai_strerror(r));
 		return r == EAI_NONAME || r == EAI_AGAIN ? -EHOSTUNREACH : -EINVAL;
 	}
 	r = -ECONNREFUSED;
@@ -1214,7 +1217,7 @@ static int tcp_connect(struct kvc *kvc, uint64_t deadline, int *ret_fd, char *ms
 			break;
 		r = -errno;
 		if (r == -EINPROGRESS) {
-			r = fd_wait(fd, POLLOUT, deadline);
+			r = kvc_fd_wait(fd, POLLOUT, deadline);
 			if (r == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0)
 				r = -err;
 			if (r == 0)
@@ -1225,8 +1228,8 @@ static int tcp_connect(struct kvc *kvc, uint64_t deadline, int *ret_fd, char *ms
 	}
 	freeaddrinfo(ai);
 	if (fd < 0) {
-		fmt_msg(msg, msglen, "kvc: cannot connect to kv-server at %s: %s%s", kvc->server,
-		        strerror(-r), hint(r));
+		kvc_fmt_msg(msg, msglen, "kvc: cannot connect to kv-server at %s: %s%s",
+		            kvc->server, strerror(-r), kvc_hint(r));
 		return r;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1308,13 +1311,15 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 	if (r == 0 && m.type != WIRE_FRAME_SERVER_HELLO)
 		r = -EPROTO;
 	if (r) {
-		fmt_msg(msg, msglen, "kvc: %s: no ServerHello: %s%s", kvc->server, strerror(-r),
-		        r == -EPROTO || r == -EBADMSG ? " (is that a kv-server?)" : hint(r));
+		kvc_fmt_msg(msg, msglen, "kvc: %s: no ServerHello: %s%s", kvc->server, strerror(-r),
+		            r == -EPROTO || r == -EBADMSG ? " (is that a kv-server?)"
+		                                          : kvc_hint(r));
 		goto out_close;
 	}
 	if (m.shel->min_version > WIRE_VERSION_MAX || m.shel->max_version < WIRE_VERSION_MIN) {
 		r = -ENOTSUP;
-		fmt_msg(msg, msglen,
+		kvc_fmt_msg(
+		        msg, msglen,
 		        "kvc: kv-server at %s speaks protocol versions %u..%u, this client %u..%u "
 		        "(upgrade the older side)",
 		        kvc->server, m.shel->min_version, m.shel->max_version, WIRE_VERSION_MIN,
@@ -1324,7 +1329,8 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 	if (m.shel->has_auth_nonce) {
 		if (!kvc->token_len) {
 			r = -EACCES;
-			fmt_msg(msg, msglen,
+			kvc_fmt_msg(
+			        msg, msglen,
 			        "kvc: kv-server at %s requires authentication: set %s to a file "
 			        "holding its token",
 			        kvc->server, kvc->auth_option);
@@ -1332,8 +1338,8 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 		}
 		if (m.shel->auth_nonce.len != WIRE_AUTH_NONCE_LEN) {
 			r = -EPROTO;
-			fmt_msg(msg, msglen, "kvc: %s: auth nonce of %zu bytes, expected %d",
-			        kvc->server, m.shel->auth_nonce.len, WIRE_AUTH_NONCE_LEN);
+			kvc_fmt_msg(msg, msglen, "kvc: %s: auth nonce of %zu bytes, expected %d",
+			            kvc->server, m.shel->auth_nonce.len, WIRE_AUTH_NONCE_LEN);
 			goto out_close;
 		}
 		memcpy(nonce, m.shel->auth_nonce.data, sizeof(nonce));
@@ -1363,8 +1369,8 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 		hello.auth_proof.len = sizeof(proof);
 		r = kv_random_bytes(cnonce, sizeof(cnonce));
 		if (r) {
-			fmt_msg(msg, msglen, "kvc: no random bytes for the auth nonce: %s",
-			        strerror(-r));
+			kvc_fmt_msg(msg, msglen, "kvc: no random bytes for the auth nonce: %s",
+			            strerror(-r));
 			goto out_close;
 		}
 		hello.has_client_nonce = 1;
@@ -1376,7 +1382,7 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 	req.hello = &hello;
 	r = wire_encode_alloc(WIRE_FRAME_REQUEST, &req.base, 0, &frame, &flen);
 	if (r) {
-		fmt_msg(msg, msglen, "kvc: cannot encode Hello: %s", strerror(-r));
+		kvc_fmt_msg(msg, msglen, "kvc: cannot encode Hello: %s", strerror(-r));
 		goto out_close;
 	}
 	r = hs_send(fd, frame, flen, deadline);
@@ -1386,8 +1392,8 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 	if (r == 0 && (m.type != WIRE_FRAME_RESPONSE || m.resp->id != req.id))
 		r = -EPROTO;
 	if (r) {
-		fmt_msg(msg, msglen, "kvc: Hello to %s failed: %s%s", kvc->server, strerror(-r),
-		        hint(r));
+		kvc_fmt_msg(msg, msglen, "kvc: Hello to %s failed: %s%s", kvc->server, strerror(-r),
+		            kvc_hint(r));
 		goto out_close;
 	}
 	if (m.resp->has_status && m.resp->status) {
@@ -1395,21 +1401,23 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 
 		r = wire_status_to_errno(st);
 		if (r == -EACCES)
-			fmt_msg(msg, msglen,
+			kvc_fmt_msg(
+			        msg, msglen,
 			        "kvc: kv-server at %s refused the authentication%s%s (check that "
 			        "the file given by %s holds the same token as the server's "
 			        "--auth-token-file)",
 			        kvc->server, m.resp->message ? ": " : "",
 			        m.resp->message ? m.resp->message : "", kvc->auth_option);
 		else
-			fmt_msg(msg, msglen, "kvc: kv-server at %s refused Hello: %s%s%s%s",
-			        kvc->server, wire_status_name(st), m.resp->message ? ": " : "",
-			        m.resp->message ? m.resp->message : "", hint(r));
+			kvc_fmt_msg(msg, msglen, "kvc: kv-server at %s refused Hello: %s%s%s%s",
+			            kvc->server, wire_status_name(st), m.resp->message ? ": " : "",
+			            m.resp->message ? m.resp->message : "", kvc_hint(r));
 		goto out_close;
 	}
 	if (m.resp->body_case != KVFS__RESPONSE__BODY_HELLO || !m.resp->hello) {
 		r = -EPROTO;
-		fmt_msg(msg, msglen, "kvc: %s answered Hello without a HelloResponse", kvc->server);
+		kvc_fmt_msg(msg, msglen, "kvc: %s answered Hello without a HelloResponse",
+		            kvc->server);
 		goto out_close;
 	}
 	h = m.resp->hello;
@@ -1425,7 +1433,8 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 		if (!h->has_server_proof || h->server_proof.len != sizeof(want) ||
 		    !wire_ct_equal(h->server_proof.data, want, sizeof(want))) {
 			r = -EACCES;
-			fmt_msg(msg, msglen,
+			kvc_fmt_msg(
+			        msg, msglen,
 			        "kvc: kv-server at %s did not prove it holds the token (%s): wrong "
 			        "server or different token",
 			        kvc->server, h->has_server_proof ? "wrong proof" : "no proof");
@@ -1454,7 +1463,7 @@ out_close:
  * single attempt (kvc_connect).  Returns 0 and a
  * copy of the limits, or an error with this thread's message set.
  */
-static int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct kvc_lim *ret_lim)
+int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct kvc_lim *ret_lim)
 {
 	char msg[KVC_MSG_LEN];
 	struct kvc_lim lim;
@@ -1471,14 +1480,15 @@ static int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct k
 			return 0;
 		case KVC_CLOSED:
 			pthread_mutex_unlock(&kvc->lock);
-			return fail(-ECANCELED, "kvc: the client of %s is closing", kvc->server);
+			return kvc_fail(-ECANCELED, "kvc: the client of %s is closing",
+			                kvc->server);
 		case KVC_CONNECTING:
 			if (now >= deadline) {
 				pthread_mutex_unlock(&kvc->lock);
-				return fail(-ETIMEDOUT,
-				            "kvc: reconnecting to %s did not finish within the "
-				            "deadline%s",
-				            kvc->server, hint(-ETIMEDOUT));
+				return kvc_fail(-ETIMEDOUT,
+				                "kvc: reconnecting to %s did not finish within the "
+				                "deadline%s",
+				                kvc->server, kvc_hint(-ETIMEDOUT));
 			}
 			kv_cond_wait_until(&kvc->cond, &kvc->lock, deadline);
 			break;
@@ -1490,8 +1500,9 @@ static int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct k
 				if (kvc->next_try_ms >= deadline) {
 					r = kvc->last_err ? kvc->last_err : -ECONNRESET;
 					pthread_mutex_unlock(&kvc->lock);
-					return fail(r, "%s (retrying in %llu ms)", kvc->last_msg,
-					            (unsigned long long)(kvc->next_try_ms - now));
+					return kvc_fail(
+					        r, "%s (retrying in %llu ms)", kvc->last_msg,
+					        (unsigned long long)(kvc->next_try_ms - now));
 				}
 				kv_cond_wait_until(&kvc->cond, &kvc->lock, kvc->next_try_ms);
 				break;
@@ -1515,7 +1526,7 @@ static int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct k
 				kvc->next_try_ms = 0;
 				kvc->last_err = 0;
 				pthread_cond_broadcast(&kvc->cond);
-				io_kick(kvc);
+				kvc_io_kick(kvc);
 				break;
 			}
 			KV_DEBUG(KVC_TAG, "%s", msg);
@@ -1528,7 +1539,7 @@ static int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct k
 			if (once || is_permanent(r) || r == -ECONNREFUSED ||
 			    kv_now_ms() >= deadline) {
 				pthread_mutex_unlock(&kvc->lock);
-				return fail(r, "%s", msg);
+				return kvc_fail(r, "%s", msg);
 			}
 			break;
 		}
@@ -1558,7 +1569,7 @@ static void direct_release(struct kvc *kvc, struct kvc_call *back, bool reset)
 	kick = kvc->io_wants_sock || kvc->sub_head || kvc->handback || kvc->stop;
 	pthread_mutex_unlock(&kvc->lock);
 	if (kick)
-		io_kick(kvc);
+		kvc_io_kick(kvc);
 }
 
 /* The connection broke under a direct call: close it (the next call
@@ -1572,15 +1583,15 @@ static void direct_reset(struct kvc *kvc, struct kvc_call *c, int err, const cha
 	if (!c->notified) {
 		c->status = err;
 		c->retry = c->sent_ms == 0 && c->frame_off == 0;
-		fmt_msg(c->msg, sizeof(c->msg), "kvc: %s on %s: %s%s", c->what, kvc->server, why,
-		        hint(err));
-		call_notify(c);
+		kvc_fmt_msg(c->msg, sizeof(c->msg), "kvc: %s on %s: %s%s", c->what, kvc->server,
+		            why, kvc_hint(err));
+		kvc_call_notify(c);
 	}
 	/* Sent and unanswered: the server may still be moving its bytes. */
 	c->lost = c->sent_ms != 0 && !c->resp.resp;
-	conn_lost(kvc, c->gen, err, why);
+	kvc_conn_lost(kvc, c->gen, err, why);
 	direct_release(kvc, NULL, true);
-	call_put(kvc, c); /* the I/O reference */
+	kvc_call_put(kvc, c); /* the I/O reference */
 }
 
 /* Write @c's frame.  0, -ETIMEDOUT, or another error with @why set. */
@@ -1596,14 +1607,14 @@ static int direct_send(struct kvc *kvc, struct kvc_call *c, char *why, size_t wh
 			if (errno == EINTR)
 				continue;
 			if (errno != EAGAIN) {
-				fmt_msg(why, whylen, "send failed: %s", strerror(errno));
+				kvc_fmt_msg(why, whylen, "send failed: %s", strerror(errno));
 				return -ECONNRESET;
 			}
-			r = fd_wait(kvc->sock, POLLOUT, c->deadline_ms);
+			r = kvc_fd_wait(kvc->sock, POLLOUT, c->deadline_ms);
 			if (r == -ETIMEDOUT)
 				return r;
 			if (r) {
-				fmt_msg(why, whylen, "poll failed: %s", strerror(-r));
+				kvc_fmt_msg(why, whylen, "poll failed: %s", strerror(-r));
 				return -ECONNRESET;
 			}
 			continue;
@@ -1634,14 +1645,14 @@ static int direct_dispatch(struct kvc *kvc, struct kvc_call *c, struct wire_msg 
 		return 0;
 	}
 	st = resp->has_status ? resp->status : 0;
-	c->settled = status_settles(st);
+	c->settled = kvc_status_settles(st);
 	c->status = wire_status_to_errno(st);
 	if (c->status) {
 		c->retry = st == KVFS__STATUS__STALE; /* the server did nothing: safe to resend */
 		c->busy = st == KVFS__STATUS__BUSY;
-		fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: %s%s%s%s", c->what, wire_status_name(st),
-		        resp->message && *resp->message ? ": " : "",
-		        resp->message ? resp->message : "", hint(c->status));
+		kvc_fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: %s%s%s%s", c->what,
+		            wire_status_name(st), resp->message && *resp->message ? ": " : "",
+		            resp->message ? resp->message : "", kvc_hint(c->status));
 	}
 	c->resp = *msg;
 	memset(msg, 0, sizeof(*msg));
@@ -1655,23 +1666,23 @@ static int direct_recv(struct kvc *kvc, struct kvc_call *c, char *why, size_t wh
 	while (!c->resp.resp) {
 		ssize_t n;
 		size_t off = 0;
-		int r = fd_wait(kvc->sock, POLLIN, c->deadline_ms);
+		int r = kvc_fd_wait(kvc->sock, POLLIN, c->deadline_ms);
 
 		if (r == -ETIMEDOUT)
 			return r;
 		if (r) {
-			fmt_msg(why, whylen, "poll failed: %s", strerror(-r));
+			kvc_fmt_msg(why, whylen, "poll failed: %s", strerror(-r));
 			return -ECONNRESET;
 		}
 		n = recv(kvc->sock, kvc->rbuf, KVC_RBUF_LEN, MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
-			fmt_msg(why, whylen, "receive failed: %s", strerror(errno));
+			kvc_fmt_msg(why, whylen, "receive failed: %s", strerror(errno));
 			return -ECONNRESET;
 		}
 		if (n == 0) {
-			fmt_msg(why, whylen, "server closed the connection");
+			kvc_fmt_msg(why, whylen, "server closed the connection");
 			return -ECONNRESET;
 		}
 		kvc->io_last_rx_ms = kv_now_ms();
@@ -1684,12 +1695,12 @@ static int direct_recv(struct kvc *kvc, struct kvc_call *c, char *why, size_t wh
 			if (r == 1)
 				r = direct_dispatch(kvc, c, &msg);
 			if (r == -EPROTO) {
-				fmt_msg(why, whylen, "protocol error: a second ServerHello");
+				kvc_fmt_msg(why, whylen, "protocol error: a second ServerHello");
 				return r;
 			}
 			if (r < 0) {
-				fmt_msg(why, whylen, "protocol error: %s",
-				        wire_reader_error(&kvc->reader));
+				kvc_fmt_msg(why, whylen, "protocol error: %s",
+				            wire_reader_error(&kvc->reader));
 				return r;
 			}
 			off += used;
@@ -1700,7 +1711,7 @@ static int direct_recv(struct kvc *kvc, struct kvc_call *c, char *why, size_t wh
 
 /* Run @c on the parked socket (kvc->direct_busy is ours; @c holds an I/O
  * reference): the same outcomes as through the I/O thread. */
-static void direct_run(struct kvc *kvc, struct kvc_call *c)
+void kvc_direct_run(struct kvc *kvc, struct kvc_call *c)
 {
 	char why[200];
 	int r;
@@ -1711,14 +1722,14 @@ static void direct_run(struct kvc *kvc, struct kvc_call *c)
 	if (r == 0) {
 		bool stale = c->retry;
 
-		call_notify(c);
+		kvc_call_notify(c);
 		if (stale) {
 			direct_reset(kvc, c, -ECONNRESET,
 			             "server dropped our transfer peer (STALE)");
 			return;
 		}
 		direct_release(kvc, NULL, false);
-		call_put(kvc, c);
+		kvc_call_put(kvc, c);
 		return;
 	}
 	if (r != -ETIMEDOUT) {
@@ -1726,12 +1737,12 @@ static void direct_run(struct kvc *kvc, struct kvc_call *c)
 		return;
 	}
 	c->status = -ETIMEDOUT;
-	fmt_msg(c->msg, sizeof(c->msg), "kvc: %s on %s: no answer within the deadline%s", c->what,
-	        kvc->server, hint(-ETIMEDOUT));
-	call_notify(c);
+	kvc_fmt_msg(c->msg, sizeof(c->msg), "kvc: %s on %s: no answer within the deadline%s",
+	            c->what, kvc->server, kvc_hint(-ETIMEDOUT));
+	kvc_call_notify(c);
 	if (c->sent_ms == 0) { /* never left: nothing to wait for */
 		direct_release(kvc, NULL, false);
-		call_put(kvc, c);
+		kvc_call_put(kvc, c);
 	} else if (c->frame_off < c->frame_len) {
 		direct_reset(kvc, c, -ETIMEDOUT, "request cut short at its deadline");
 	} else if (kvc->io_last_rx_ms < c->sent_ms) {
@@ -1754,8 +1765,9 @@ static int call_submit(struct kvc *kvc, struct kvc_call *c, const struct kvc_lim
 	req->id = c->id;
 	r = wire_encode_alloc(WIRE_FRAME_REQUEST, &req->base, lim->max_frame, &frame, &len);
 	if (r)
-		return fail(r, "kvc: %s: cannot encode the request: %s%s", c->what, strerror(-r),
-		            r == -EMSGSIZE ? " (above the server's frame limit)" : "");
+		return kvc_fail(r, "kvc: %s: cannot encode the request: %s%s", c->what,
+		                strerror(-r),
+		                r == -EMSGSIZE ? " (above the server's frame limit)" : "");
 	free(c->frame);
 	c->frame = frame;
 	c->frame_len = len;
@@ -1766,8 +1778,8 @@ static int call_submit(struct kvc *kvc, struct kvc_call *c, const struct kvc_lim
 
 		pthread_mutex_unlock(&kvc->lock);
 		c->retry = !closed;
-		return fail(closed ? -ECANCELED : -ECONNRESET, "kvc: %s on %s: %s", c->what,
-		            kvc->server, closed ? "client closing" : "connection lost");
+		return kvc_fail(closed ? -ECANCELED : -ECONNRESET, "kvc: %s on %s: %s", c->what,
+		                kvc->server, closed ? "client closing" : "connection lost");
 	}
 	c->gen = kvc->gen;
 	atomic_fetch_add(&c->refs, 1); /* the I/O thread's (or the direct path's) */
@@ -1784,9 +1796,9 @@ static int call_submit(struct kvc *kvc, struct kvc_call *c, const struct kvc_lim
 	}
 	pthread_mutex_unlock(&kvc->lock);
 	if (direct)
-		direct_run(kvc, c); /* notifies @c: call_wait() returns at once */
+		kvc_direct_run(kvc, c); /* notifies @c: call_wait() returns at once */
 	else
-		io_kick(kvc);
+		kvc_io_kick(kvc);
 	return 0;
 }
 
@@ -1795,31 +1807,11 @@ static int call_wait(struct kvc_call *c)
 	while (sem_wait(&c->done) && errno == EINTR)
 		;
 	if (c->status)
-		return fail(c->status, "%s", c->msg);
+		return kvc_fail(c->status, "%s", c->msg);
 	return 0;
 }
 
-/*
- * One operation, resent while it failed before reaching the server and the
- * deadline allows.  @prep (may be NULL) fills the request for the current
- * connection's limits and attaches the memory the call uses; @unprep frees
- * what prep allocated for the request.  On success *ret_call holds the
- * answered call (the response in ->resp), to be released with call_put.
- */
-struct kvc_op {
-	const char *name;
-	const void *key;
-	size_t keylen;
-	uint64_t deadline;
-	int body; /* expected Response body */
-	Kvfs__Request req;
-	int (*prep)(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
-	            const struct kvc_lim *lim);
-	void (*unprep)(struct kvc_op *op);
-	void *arg;
-};
-
-static int op_run(struct kvc *kvc, struct kvc_op *op, struct kvc_call **ret_call)
+int kvc_op_run(struct kvc *kvc, struct kvc_op *op, struct kvc_call **ret_call)
 {
 	uint64_t pause = KVC_BUSY_MIN_MS;
 	struct kvc_lim lim;
@@ -1833,9 +1825,9 @@ static int op_run(struct kvc *kvc, struct kvc_op *op, struct kvc_call **ret_call
 		r = kvc_ensure_up(kvc, op->deadline, false, &lim);
 		if (r)
 			return r;
-		c = call_new(KVC_CALL_SYNC, op->name, op->key, op->keylen, op->deadline);
+		c = kvc_call_new(KVC_CALL_SYNC, op->name, op->key, op->keylen, op->deadline);
 		if (!c)
-			return fail(-ENOMEM, "kvc: %s: out of memory", op->name);
+			return kvc_fail(-ENOMEM, "kvc: %s: out of memory", op->name);
 		r = op->prep ? op->prep(kvc, op, c, &lim) : 0;
 		if (r == 0)
 			r = call_submit(kvc, c, &lim, &op->req);
@@ -1847,9 +1839,9 @@ static int op_run(struct kvc *kvc, struct kvc_op *op, struct kvc_call **ret_call
 			const Kvfs__Response *resp = c->resp.resp;
 
 			if ((int)resp->body_case != op->body) {
-				r = fail(-EPROTO, "kvc: %s: server answered without a body",
-				         c->what);
-				call_put(kvc, c);
+				r = kvc_fail(-EPROTO, "kvc: %s: server answered without a body",
+				             c->what);
+				kvc_call_put(kvc, c);
 				return r;
 			}
 			*ret_call = c;
@@ -1857,7 +1849,7 @@ static int op_run(struct kvc *kvc, struct kvc_op *op, struct kvc_call **ret_call
 		}
 		retry = c->retry;
 		busy = c->busy;
-		call_put(kvc, c);
+		kvc_call_put(kvc, c);
 		if (busy) {
 			/* Refused before anything was done (the server's
 			 * in-flight limit, or this client holding failed
@@ -1905,10 +1897,10 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	int r;
 
 	if (!opts || !opts->server || !*opts->server || !ret_kvc)
-		return fail(-EINVAL, "kvc: no server address given (opts.server = HOST:PORT)");
+		return kvc_fail(-EINVAL, "kvc: no server address given (opts.server = HOST:PORT)");
 	kvc = calloc(1, sizeof(*kvc));
 	if (!kvc)
-		return fail(-ENOMEM, "kvc: out of memory");
+		return kvc_fail(-ENOMEM, "kvc: out of memory");
 	kvc->sock = kvc->handover_sock = kvc->epfd = kvc->efd = kvc->tfd = -1;
 	pthread_mutex_init(&kvc->lock, NULL);
 	kv_cond_init_monotonic(&kvc->cond);
@@ -1920,8 +1912,8 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	r = kv_parse_hostport(opts->server, kvc->host, sizeof(kvc->host), KVC_DEFAULT_PORT,
 	                      &kvc->port);
 	if (r) {
-		r = fail(r, "kvc: bad server address '%s' (use HOST:PORT, HOST or [V6]:PORT)",
-		         opts->server);
+		r = kvc_fail(r, "kvc: bad server address '%s' (use HOST:PORT, HOST or [V6]:PORT)",
+		             opts->server);
 		goto out_close;
 	}
 	/* Messages name HOST:PORT, with the port even when it was left out. */
@@ -1933,7 +1925,7 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	kvc->rbuf = malloc(KVC_RBUF_LEN);
 	if (!kvc->server || !kvc->provider || !kvc->client_id || !kvc->rbuf || !kvc->auth_option ||
 	    (opts->bind && !kvc->bind)) {
-		r = fail(-ENOMEM, "kvc: out of memory");
+		r = kvc_fail(-ENOMEM, "kvc: out of memory");
 		goto out_close;
 	}
 	kvc->want_engine = strcmp(kvc->provider, "none") != 0;
@@ -1945,10 +1937,10 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 		r = kv_read_token_file(opts->auth_token_file, kvc->token, sizeof(kvc->token),
 		                       &kvc->token_len);
 		if (r) {
-			r = fail(r, "kvc: cannot read the auth token file %s: %s%s",
-			         opts->auth_token_file,
-			         r == -ENODATA ? "it is empty" : strerror(-r),
-			         r == -EFBIG ? " (tokens are at most 4095 bytes)" : "");
+			r = kvc_fail(r, "kvc: cannot read the auth token file %s: %s%s",
+			             opts->auth_token_file,
+			             r == -ENODATA ? "it is empty" : strerror(-r),
+			             r == -EFBIG ? " (tokens are at most 4095 bytes)" : "");
 			goto out_close;
 		}
 	}
@@ -1957,7 +1949,7 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	if (r)
 		goto out_close;
 
-	r = kvc_ensure_up(kvc, deadline_of(kvc, kvc->connect_timeout_ms), true, &lim);
+	r = kvc_ensure_up(kvc, kvc_deadline(kvc, kvc->connect_timeout_ms), true, &lim);
 	if (r)
 		goto out_close;
 	*ret_kvc = kvc;
@@ -2069,23 +2061,24 @@ static int put_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 		return 0;
 	}
 	if (lim->max_value && p->len > lim->max_value)
-		return fail(-EFBIG, "kvc: %s: value of %s is above the server's max_value of %s",
-		            c->what, kv_fmt_size(p->len, a, sizeof(a)),
-		            kv_fmt_size(lim->max_value, b, sizeof(b)));
+		return kvc_fail(-EFBIG,
+		                "kvc: %s: value of %s is above the server's max_value of %s",
+		                c->what, kv_fmt_size(p->len, a, sizeof(a)),
+		                kv_fmt_size(lim->max_value, b, sizeof(b)));
 	if (!lim->rdma)
-		return fail(p->zero_copy_only ? -ENOTSUP : -EFBIG,
-		            "kvc: %s: value of %s is above the server's inline limit of %s and "
-		            "RDMA is not available (client provider %s, server %s)",
-		            c->what, kv_fmt_size(p->len, a, sizeof(a)),
-		            kv_fmt_size(put_inline_max(lim, op->keylen), b, sizeof(b)),
-		            kvc->provider, lim->server_provider);
+		return kvc_fail(p->zero_copy_only ? -ENOTSUP : -EFBIG,
+		                "kvc: %s: value of %s is above the server's inline limit of %s and "
+		                "RDMA is not available (client provider %s, server %s)",
+		                c->what, kv_fmt_size(p->len, a, sizeof(a)),
+		                kv_fmt_size(put_inline_max(lim, op->keylen), b, sizeof(b)),
+		                kvc->provider, lim->server_provider);
 	if (p->mr) {
 		sg = (struct xfer_sge){.mr = p->mr, .off = p->off, .len = p->len};
-	} else if (p->len <= kvc->bounce_size && (c->bounce = bounce_get(kvc))) {
+	} else if (p->len <= kvc->bounce_size && (c->bounce = kvc_bounce_get(kvc))) {
 		memcpy(xfer_mr_addr(c->bounce->mr), p->val, p->len);
 		sg = (struct xfer_sge){.mr = c->bounce->mr, .off = 0, .len = p->len};
 	} else {
-		r = stage_get(kvc, c->what, p->len, &c->stage);
+		r = kvc_stage_get(kvc, c->what, p->len, &c->stage);
 		if (r)
 			return r;
 		memcpy(xfer_mr_addr(c->stage), p->val, p->len);
@@ -2096,7 +2089,7 @@ static int put_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 	rs.len = sg.len;
 	p->segs = wire_segs_new(&rs, 1);
 	if (!p->segs)
-		return fail(-ENOMEM, "kvc: %s: out of memory", c->what);
+		return kvc_fail(-ENOMEM, "kvc: %s: out of memory", c->what);
 	p->put.n_src = 1;
 	p->put.src = p->segs;
 	p->put.has_length = 1;
@@ -2146,7 +2139,7 @@ static void put_init(struct put_ctx *p, struct kvc_op *op, struct kvc *kvc, cons
 	op->name = "PUT";
 	op->key = key;
 	op->keylen = keylen;
-	op->deadline = deadline_of(kvc, o ? o->timeout_ms : 0);
+	op->deadline = kvc_deadline(kvc, o ? o->timeout_ms : 0);
 	op->body = KVFS__RESPONSE__BODY_PUT;
 	op->prep = put_prep;
 	op->unprep = put_unprep;
@@ -2160,8 +2153,8 @@ static int put_run(struct kvc *kvc, struct kvc_op *op, struct put_ctx *p,
 	int r;
 
 	if (o && o->if_absent && o->if_version)
-		return fail(-EINVAL, "kvc: PUT: if_absent and if_version exclude each other");
-	r = op_run(kvc, op, &c);
+		return kvc_fail(-EINVAL, "kvc: PUT: if_absent and if_version exclude each other");
+	r = kvc_op_run(kvc, op, &c);
 	if (r)
 		return r;
 	if (ret) {
@@ -2170,7 +2163,7 @@ static int put_run(struct kvc *kvc, struct kvc_op *op, struct put_ctx *p,
 		ret->mtime_ns = c->resp.resp->put->has_mtime_ns ? c->resp.resp->put->mtime_ns : 0;
 		ret->mode = o && o->mode ? o->mode : 0644;
 	}
-	call_put(kvc, c);
+	kvc_call_put(kvc, c);
 	kvc_errbuf[0] = '\0';
 	return 0;
 }
@@ -2180,26 +2173,26 @@ int kvc_put(struct kvc *kvc, const void *key, size_t keylen, const void *val, si
 {
 	struct put_ctx p;
 	struct kvc_op op;
-	int r = key_check("PUT", key, keylen);
+	int r = kvc_key_check("PUT", key, keylen);
 
 	if (r)
 		return r;
 	if (!val && len)
-		return fail(-EINVAL, "kvc: PUT: NULL value of %zu bytes", len);
+		return kvc_fail(-EINVAL, "kvc: PUT: NULL value of %zu bytes", len);
 	put_init(&p, &op, kvc, key, keylen, opts);
 	p.val = val ? val : "";
 	p.len = len;
 	return put_run(kvc, &op, &p, opts, ret);
 }
 
-static int mr_range_check(const char *what, struct xfer_mr *mr, uint64_t off, uint64_t len)
+int kvc_mr_range_check(const char *what, struct xfer_mr *mr, uint64_t off, uint64_t len)
 {
 	if (!mr || off > xfer_mr_len(mr) || len > xfer_mr_len(mr) - off)
-		return fail(-EINVAL,
-		            "kvc: %s: range %llu+%llu is outside the registered region of %zu "
-		            "bytes",
-		            what, (unsigned long long)off, (unsigned long long)len,
-		            mr ? xfer_mr_len(mr) : 0);
+		return kvc_fail(-EINVAL,
+		                "kvc: %s: range %llu+%llu is outside the registered region of %zu "
+		                "bytes",
+		                what, (unsigned long long)off, (unsigned long long)len,
+		                mr ? xfer_mr_len(mr) : 0);
 	return 0;
 }
 
@@ -2208,9 +2201,9 @@ int kvc_put_mr(struct kvc *kvc, const void *key, size_t keylen, struct xfer_mr *
 {
 	struct put_ctx p;
 	struct kvc_op op;
-	int r = key_check("PUT", key, keylen);
+	int r = kvc_key_check("PUT", key, keylen);
 
-	if (r || (r = mr_range_check("PUT", mr, off, len)))
+	if (r || (r = kvc_mr_range_check("PUT", mr, off, len)))
 		return r;
 	put_init(&p, &op, kvc, key, keylen, opts);
 	p.mr = mr;
@@ -2272,10 +2265,11 @@ static int get_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 	}
 	if (left <= imax || !lim->rdma) {
 		if (!imax)
-			return fail(g->dst ? -ENOTSUP : -EFBIG,
-			            "kvc: %s: neither inline values nor RDMA are available (client "
-			            "provider %s, server %s)",
-			            c->what, kvc->provider, lim->server_provider);
+			return kvc_fail(
+			        g->dst ? -ENOTSUP : -EFBIG,
+			        "kvc: %s: neither inline values nor RDMA are available (client "
+			        "provider %s, server %s)",
+			        c->what, kvc->provider, lim->server_provider);
 		/* Inline; without RDMA a larger read continues in pieces. */
 		g->want = g->get.length = KV_MIN(left, imax);
 		g->get.has_want_inline = 1;
@@ -2298,14 +2292,14 @@ static int get_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 			skip = 0;
 			n++;
 		}
-	} else if (left <= kvc->bounce_size && (c->bounce = bounce_get(kvc))) {
+	} else if (left <= kvc->bounce_size && (c->bounce = kvc_bounce_get(kvc))) {
 		xfer_mr_desc(c->bounce->mr, &rs[0].desc);
 		rs[0].off = 0;
 		rs[0].len = left;
 		n = 1;
 		g->rdma_bounce = true;
 	} else {
-		r = stage_get(kvc, c->what, left, &c->stage);
+		r = kvc_stage_get(kvc, c->what, left, &c->stage);
 		if (r)
 			return r;
 		xfer_mr_desc(c->stage, &rs[0].desc);
@@ -2315,7 +2309,7 @@ static int get_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 	}
 	g->segs = wire_segs_new(rs, n);
 	if (!g->segs)
-		return fail(-ENOMEM, "kvc: %s: out of memory", c->what);
+		return kvc_fail(-ENOMEM, "kvc: %s: out of memory", c->what);
 	g->get.n_dst = n;
 	g->get.dst = g->segs;
 	c->peer_writes = true;
@@ -2350,7 +2344,7 @@ static void get_init(struct get_ctx *g, struct kvc_op *op, struct kvc *kvc, cons
 	op->name = "GET";
 	op->key = key;
 	op->keylen = keylen;
-	op->deadline = deadline_of(kvc, o ? o->timeout_ms : 0);
+	op->deadline = kvc_deadline(kvc, o ? o->timeout_ms : 0);
 	op->body = KVFS__RESPONSE__BODY_GET;
 	op->prep = get_prep;
 	op->unprep = get_unprep;
@@ -2367,21 +2361,22 @@ static ssize_t get_run(struct kvc *kvc, struct kvc_op *op, struct get_ctx *g,
 
 	if (g->dst) {
 		for (size_t i = 0; i < g->ndst; i++) {
-			int r = mr_range_check("GET", g->dst[i].mr, g->dst[i].off, g->dst[i].len);
+			int r = kvc_mr_range_check("GET", g->dst[i].mr, g->dst[i].off,
+			                           g->dst[i].len);
 
 			if (r)
 				return r;
 			g->len += g->dst[i].len;
 		}
 		if (g->ndst > WIRE_MAX_SEGS)
-			return fail(-EINVAL, "kvc: GET: %zu pieces, at most %d", g->ndst,
-			            WIRE_MAX_SEGS);
+			return kvc_fail(-EINVAL, "kvc: GET: %zu pieces, at most %d", g->ndst,
+			                WIRE_MAX_SEGS);
 	}
 	for (;;) {
 		const Kvfs__GetResponse *gr;
 		struct kvc_call *c;
 		uint64_t got;
-		int r = op_run(kvc, op, &c);
+		int r = kvc_op_run(kvc, op, &c);
 
 		if (r == -ESTALE && g->done && !(o && o->if_version) &&
 		    restarts++ < KVC_GET_INLINE_RETRY) {
@@ -2397,7 +2392,7 @@ static ssize_t get_run(struct kvc *kvc, struct kvc_op *op, struct get_ctx *g,
 		if (g->inl) {
 			got = KV_MIN(got, gr->has_data ? (uint64_t)gr->data.len : 0);
 			if (g->dst)
-				sge_scatter(g->dst, g->ndst, g->done, gr->data.data, got);
+				kvc_sge_scatter(g->dst, g->ndst, g->done, gr->data.data, got);
 			else if (got)
 				memcpy(g->buf + g->done, gr->data.data, got);
 		} else if (g->rdma_bounce) {
@@ -2405,9 +2400,9 @@ static ssize_t get_run(struct kvc *kvc, struct kvc_op *op, struct get_ctx *g,
 		} else if (c->stage) {
 			memcpy(g->buf + g->done, xfer_mr_addr(c->stage), got);
 		}
-		entry_from_get(gr, &e);
+		kvc_entry_from_get(gr, &e);
 		g->done += got;
-		call_put(kvc, c);
+		kvc_call_put(kvc, c);
 		if (!g->inl || got < g->want || g->done == g->len || g->off + g->done >= e.size)
 			break;
 		g->pin = e.version; /* more pieces follow: same version only */
@@ -2423,12 +2418,12 @@ ssize_t kvc_get(struct kvc *kvc, const void *key, size_t keylen, uint64_t off, v
 {
 	struct get_ctx g;
 	struct kvc_op op;
-	int r = key_check("GET", key, keylen);
+	int r = kvc_key_check("GET", key, keylen);
 
 	if (r)
 		return r;
 	if (!buf && len)
-		return fail(-EINVAL, "kvc: GET: NULL buffer of %zu bytes", len);
+		return kvc_fail(-EINVAL, "kvc: GET: NULL buffer of %zu bytes", len);
 	get_init(&g, &op, kvc, key, keylen, off, opts);
 	g.buf = buf;
 	g.len = len;
@@ -2441,12 +2436,12 @@ ssize_t kvc_get_mr(struct kvc *kvc, const void *key, size_t keylen, uint64_t off
 {
 	struct get_ctx g;
 	struct kvc_op op;
-	int r = key_check("GET", key, keylen);
+	int r = kvc_key_check("GET", key, keylen);
 
 	if (r)
 		return r;
 	if (!dst && ndst)
-		return fail(-EINVAL, "kvc: GET: NULL piece list");
+		return kvc_fail(-EINVAL, "kvc: GET: NULL piece list");
 	get_init(&g, &op, kvc, key, keylen, off, opts);
 	g.dst = dst;
 	g.ndst = ndst;
@@ -2459,7 +2454,7 @@ ssize_t kvc_get_mr(struct kvc *kvc, const void *key, size_t keylen, uint64_t off
 
 /* Prepare and submit once (no resend: the callback gets -ECONNRESET).
  * @setup fills the call's async fields before the I/O thread can see it. */
-static int async_submit(struct kvc *kvc, struct kvc_op *op, enum kvc_call_kind kind,
+int kvc_op_submit_async(struct kvc *kvc, struct kvc_op *op, enum kvc_call_kind kind,
                         kvc_done_t done, void *arg, struct xfer_sge *adst, size_t nadst,
                         uint64_t put_len)
 {
@@ -2472,10 +2467,10 @@ static int async_submit(struct kvc *kvc, struct kvc_op *op, enum kvc_call_kind k
 		free(adst);
 		return r;
 	}
-	c = call_new(kind, op->name, op->key, op->keylen, op->deadline);
+	c = kvc_call_new(kind, op->name, op->key, op->keylen, op->deadline);
 	if (!c) {
 		free(adst);
-		return fail(-ENOMEM, "kvc: %s: out of memory", op->name);
+		return kvc_fail(-ENOMEM, "kvc: %s: out of memory", op->name);
 	}
 	c->cb = done;
 	c->cb_arg = arg;
@@ -2487,7 +2482,7 @@ static int async_submit(struct kvc *kvc, struct kvc_op *op, enum kvc_call_kind k
 	if (r == 0)
 		r = call_submit(kvc, c, &lim, &op->req);
 	op->unprep(op);
-	call_put(kvc, c);
+	kvc_call_put(kvc, c);
 	if (r == 0)
 		kvc_errbuf[0] = '\0';
 	return r;
@@ -2500,17 +2495,18 @@ int kvc_get_mr_async(struct kvc *kvc, const void *key, size_t keylen, uint64_t o
 	struct xfer_sge *copy = NULL;
 	struct get_ctx g;
 	struct kvc_op op;
-	int r = key_check("GET", key, keylen);
+	int r = kvc_key_check("GET", key, keylen);
 
 	if (r)
 		return r;
 	if (!done)
-		return fail(-EINVAL, "kvc: GET: no completion callback");
+		return kvc_fail(-EINVAL, "kvc: GET: no completion callback");
 	if ((!dst && ndst) || ndst > WIRE_MAX_SEGS)
-		return fail(-EINVAL, "kvc: GET: bad piece list (at most %d pieces)", WIRE_MAX_SEGS);
+		return kvc_fail(-EINVAL, "kvc: GET: bad piece list (at most %d pieces)",
+		                WIRE_MAX_SEGS);
 	get_init(&g, &op, kvc, key, keylen, off, opts);
 	for (size_t i = 0; i < ndst; i++) {
-		r = mr_range_check("GET", dst[i].mr, dst[i].off, dst[i].len);
+		r = kvc_mr_range_check("GET", dst[i].mr, dst[i].off, dst[i].len);
 		if (r)
 			return r;
 		g.len += dst[i].len;
@@ -2520,12 +2516,12 @@ int kvc_get_mr_async(struct kvc *kvc, const void *key, size_t keylen, uint64_t o
 	if (ndst) {
 		copy = malloc(ndst * sizeof(*copy));
 		if (!copy)
-			return fail(-ENOMEM, "kvc: GET: out of memory");
+			return kvc_fail(-ENOMEM, "kvc: GET: out of memory");
 		memcpy(copy, dst, ndst * sizeof(*copy));
 	}
 	g.dst = copy;
 	g.ndst = ndst;
-	return async_submit(kvc, &op, KVC_CALL_ASYNC_GET, done, arg, copy, ndst, 0);
+	return kvc_op_submit_async(kvc, &op, KVC_CALL_ASYNC_GET, done, arg, copy, ndst, 0);
 }
 
 int kvc_put_mr_async(struct kvc *kvc, const void *key, size_t keylen, struct xfer_mr *mr,
@@ -2534,20 +2530,20 @@ int kvc_put_mr_async(struct kvc *kvc, const void *key, size_t keylen, struct xfe
 {
 	struct put_ctx p;
 	struct kvc_op op;
-	int r = key_check("PUT", key, keylen);
+	int r = kvc_key_check("PUT", key, keylen);
 
-	if (r || (r = mr_range_check("PUT", mr, off, len)))
+	if (r || (r = kvc_mr_range_check("PUT", mr, off, len)))
 		return r;
 	if (!done)
-		return fail(-EINVAL, "kvc: PUT: no completion callback");
+		return kvc_fail(-EINVAL, "kvc: PUT: no completion callback");
 	if (opts && opts->if_absent && opts->if_version)
-		return fail(-EINVAL, "kvc: PUT: if_absent and if_version exclude each other");
+		return kvc_fail(-EINVAL, "kvc: PUT: if_absent and if_version exclude each other");
 	put_init(&p, &op, kvc, key, keylen, opts);
 	p.mr = mr;
 	p.off = off;
 	p.len = len;
 	p.zero_copy_only = true;
-	return async_submit(kvc, &op, KVC_CALL_ASYNC_PUT, done, arg, NULL, 0, len);
+	return kvc_op_submit_async(kvc, &op, KVC_CALL_ASYNC_PUT, done, arg, NULL, 0, len);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2562,7 +2558,7 @@ static void op_init(struct kvc_op *op, struct kvc *kvc, const char *name, const 
 	op->name = name;
 	op->key = key;
 	op->keylen = keylen;
-	op->deadline = deadline_of(kvc, 0);
+	op->deadline = kvc_deadline(kvc, 0);
 	op->body = body;
 	op->req.body_case = (Kvfs__Request__BodyCase)body;
 }
@@ -2572,7 +2568,7 @@ int kvc_stat(struct kvc *kvc, const void *key, size_t keylen, struct kvc_entry *
 	Kvfs__StatRequest st = KVFS__STAT_REQUEST__INIT;
 	struct kvc_call *c;
 	struct kvc_op op;
-	int r = key_check("STAT", key, keylen);
+	int r = kvc_key_check("STAT", key, keylen);
 
 	if (r)
 		return r;
@@ -2580,12 +2576,12 @@ int kvc_stat(struct kvc *kvc, const void *key, size_t keylen, struct kvc_entry *
 	st.key.data = (uint8_t *)(uintptr_t)key;
 	st.key.len = keylen;
 	op.req.stat = &st;
-	r = op_run(kvc, &op, &c);
+	r = kvc_op_run(kvc, &op, &c);
 	if (r)
 		return r;
 	if (ret)
 		entry_from_pb(c->resp.resp->stat->entry, ret);
-	call_put(kvc, c);
+	kvc_call_put(kvc, c);
 	kvc_errbuf[0] = '\0';
 	return 0;
 }
@@ -2595,7 +2591,7 @@ int kvc_delete(struct kvc *kvc, const void *key, size_t keylen, uint64_t if_vers
 	Kvfs__DeleteRequest d = KVFS__DELETE_REQUEST__INIT;
 	struct kvc_call *c;
 	struct kvc_op op;
-	int r = key_check("DELETE", key, keylen);
+	int r = kvc_key_check("DELETE", key, keylen);
 
 	if (r)
 		return r;
@@ -2605,10 +2601,10 @@ int kvc_delete(struct kvc *kvc, const void *key, size_t keylen, uint64_t if_vers
 	d.has_if_version = if_version != 0;
 	d.if_version = if_version;
 	op.req.delete_ = &d;
-	r = op_run(kvc, &op, &c);
+	r = kvc_op_run(kvc, &op, &c);
 	if (r)
 		return r;
-	call_put(kvc, c);
+	kvc_call_put(kvc, c);
 	kvc_errbuf[0] = '\0';
 	return 0;
 }
@@ -2619,9 +2615,9 @@ int kvc_rename(struct kvc *kvc, const void *src, size_t srclen, const void *dst,
 	Kvfs__RenameRequest rn = KVFS__RENAME_REQUEST__INIT;
 	struct kvc_call *c;
 	struct kvc_op op;
-	int r = key_check("RENAME", src, srclen);
+	int r = kvc_key_check("RENAME", src, srclen);
 
-	if (r || (r = key_check("RENAME", dst, dstlen)))
+	if (r || (r = kvc_key_check("RENAME", dst, dstlen)))
 		return r;
 	op_init(&op, kvc, "RENAME", src, srclen, KVFS__RESPONSE__BODY_RENAME);
 	rn.src.data = (uint8_t *)(uintptr_t)src;
@@ -2631,12 +2627,12 @@ int kvc_rename(struct kvc *kvc, const void *src, size_t srclen, const void *dst,
 	rn.has_no_overwrite = no_overwrite;
 	rn.no_overwrite = no_overwrite;
 	op.req.rename = &rn;
-	r = op_run(kvc, &op, &c);
+	r = kvc_op_run(kvc, &op, &c);
 	if (r)
 		return r;
 	if (ret_version)
 		*ret_version = c->resp.resp->rename->version;
-	call_put(kvc, c);
+	kvc_call_put(kvc, c);
 	kvc_errbuf[0] = '\0';
 	return 0;
 }
@@ -2647,7 +2643,7 @@ int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen, int64_t mode, i
 	Kvfs__SetAttrRequest sa = KVFS__SET_ATTR_REQUEST__INIT;
 	struct kvc_call *c;
 	struct kvc_op op;
-	int r = key_check("SETATTR", key, keylen);
+	int r = kvc_key_check("SETATTR", key, keylen);
 
 	if (r)
 		return r;
@@ -2659,12 +2655,12 @@ int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen, int64_t mode, i
 	sa.has_mtime_ns = mtime_ns >= 0;
 	sa.mtime_ns = mtime_ns >= 0 ? mtime_ns : 0;
 	op.req.setattr = &sa;
-	r = op_run(kvc, &op, &c);
+	r = kvc_op_run(kvc, &op, &c);
 	if (r)
 		return r;
 	if (ret)
 		entry_from_pb(c->resp.resp->setattr->entry, ret);
-	call_put(kvc, c);
+	kvc_call_put(kvc, c);
 	kvc_errbuf[0] = '\0';
 	return 0;
 }
@@ -2721,7 +2717,7 @@ int kvc_list(struct kvc *kvc, const char *prefix, const char *delimiter, const c
 	int r;
 
 	if (!ret)
-		return fail(-EINVAL, "kvc: LIST: no result given");
+		return kvc_fail(-EINVAL, "kvc: LIST: no result given");
 	op_init(&op, kvc, "LIST", prefix, prefix ? strlen(prefix) : 0, KVFS__RESPONSE__BODY_LIST);
 	if (!prefix || !*prefix)
 		op.key = NULL;
@@ -2731,7 +2727,7 @@ int kvc_list(struct kvc *kvc, const char *prefix, const char *delimiter, const c
 	lr.has_limit = limit != 0;
 	lr.limit = limit;
 	op.req.list = &lr;
-	r = op_run(kvc, &op, &c);
+	r = kvc_op_run(kvc, &op, &c);
 	if (r)
 		return r;
 	res = c->resp.resp->list;
@@ -2769,15 +2765,15 @@ int kvc_list(struct kvc *kvc, const char *prefix, const char *delimiter, const c
 		if (!l.next_start_after)
 			goto out_nomem;
 	}
-	call_put(kvc, c);
+	kvc_call_put(kvc, c);
 	*ret = l;
 	kvc_errbuf[0] = '\0';
 	return 0;
 
 out_nomem:
-	call_put(kvc, c);
+	kvc_call_put(kvc, c);
 	kvc_list_free(&l);
-	return fail(-ENOMEM, "kvc: LIST: out of memory");
+	return kvc_fail(-ENOMEM, "kvc: LIST: out of memory");
 }
 
 int kvc_stats(struct kvc *kvc, void (*fn)(void *arg, const char *name, uint64_t value), void *arg)
@@ -2790,13 +2786,13 @@ int kvc_stats(struct kvc *kvc, void (*fn)(void *arg, const char *name, uint64_t 
 
 	op_init(&op, kvc, "STATS", NULL, 0, KVFS__RESPONSE__BODY_STATS);
 	op.req.stats = &sr;
-	r = op_run(kvc, &op, &c);
+	r = kvc_op_run(kvc, &op, &c);
 	if (r)
 		return r;
 	res = c->resp.resp->stats;
 	for (size_t i = 0; fn && i < res->n_counters; i++)
 		fn(arg, res->counters[i]->name, res->counters[i]->value);
-	call_put(kvc, c);
+	kvc_call_put(kvc, c);
 	kvc_errbuf[0] = '\0';
 	return 0;
 }

@@ -23,7 +23,7 @@
  *
  * Under concurrency (many callers, the I/O thread awake) the I/O thread
  * batches: callers wake it with one eventfd write per wake-up however many
- * submit meanwhile (io_kick, kick_pending), and it writes every queued
+ * submit meanwhile (kvc_io_kick, kick_pending), and it writes every queued
  * frame the server's max_inflight allows with one sendmsg().
  *
  * A struct kvc_call is reference counted: one reference for the caller
@@ -182,7 +182,7 @@ struct kvc {
 	pthread_t io_thread;
 	bool io_started;
 	int epfd, efd, tfd;
-	atomic_bool kick_pending; /* efd written, not yet drained (see io_kick) */
+	atomic_bool kick_pending; /* efd written, not yet drained (see kvc_io_kick) */
 	/* fields below belong to the I/O thread only */
 	int sock;        /* -1 when down */
 	uint64_t io_gen; /* generation of sock */
@@ -199,11 +199,109 @@ struct kvc {
 	struct kvc_call *send_head, *send_tail; /* frames to write, in order */
 };
 
+/*
+ * One operation, resent while it failed before reaching the server and the
+ * deadline allows (kvc_op_run).  @prep (may be NULL) fills the request for
+ * the current connection's limits and attaches the memory the call uses;
+ * @unprep frees what prep allocated for the request.
+ */
+struct kvc_op {
+	const char *name;
+	const void *key;
+	size_t keylen;
+	uint64_t deadline;
+	int body; /* expected Response body */
+	Kvfs__Request req;
+	int (*prep)(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
+	            const struct kvc_lim *lim);
+	void (*unprep)(struct kvc_op *op);
+	void *arg;
+};
+
+/* --- Errors --- */
+
+/* This thread's message for kvc_strerror(): set by kvc_fail(), cleared on success. */
+extern _Thread_local char kvc_errbuf[KVC_MSG_LEN];
+/* Set this thread's message and return @err.  Any thread. */
+__attribute__((format(printf, 2, 3))) int kvc_fail(int err, const char *fmt, ...);
+/* snprintf() into @buf (a call's or the connection's message). */
+__attribute__((format(printf, 3, 4))) void kvc_fmt_msg(char *buf, size_t len, const char *fmt, ...);
+/* What to do about -errno @err, to append to a message ("" when nothing to say). */
+const char *kvc_hint(int err);
+
+/* --- Calls and their buffers --- */
+
+/* A call holding one reference (the caller's), or NULL without memory.
+ * "@op 'key'" (key may be NULL) names it in messages. */
+struct kvc_call *kvc_call_new(enum kvc_call_kind kind, const char *op, const void *key,
+                              size_t keylen, uint64_t deadline);
+/* Drop a reference (NULL is fine); the last frees the call and releases its
+ * memory, fenced off when a transfer into or out of it may still be under way. */
+void kvc_call_put(struct kvc *kvc, struct kvc_call *c);
+/* Deliver the result (status and msg set): post a sync caller, or run an
+ * async call's callback.  Once per call; I/O thread, or the direct caller. */
+void kvc_call_notify(struct kvc_call *c);
+/* Does an answer with wire status @st leave no transfer of the call under way? */
+bool kvc_status_settles(int st);
+/* A free bounce slot, registered on first use; NULL when all are busy or it
+ * cannot be registered.  Released with its call (c->bounce). */
+struct kvc_bounce *kvc_bounce_get(struct kvc *kvc);
+/* A registered buffer of at least @len bytes (the spare, or a new one), for
+ * c->stage.  0, or -errno with this thread's message set. */
+int kvc_stage_get(struct kvc *kvc, const char *what, size_t len, struct xfer_mr **ret_mr);
+/* The entry a GetResponse describes. */
+void kvc_entry_from_get(const Kvfs__GetResponse *g, struct kvc_entry *e);
+/* Copy @len bytes from @src into a list of registered pieces, skipping its first @skip bytes. */
+void kvc_sge_scatter(const struct xfer_sge *sge, size_t n, uint64_t skip, const uint8_t *src,
+                     size_t len);
+
+/* --- I/O thread --- */
+
 /* Create the I/O thread's descriptors and start it (kvc_connect).  0, or
  * -errno with this thread's message set; kvc_io_stop() cleans up either way. */
 int kvc_io_start(struct kvc *kvc);
 /* Stop the I/O thread (kvc->stop set under kvc->lock first), join it, close
  * its descriptors.  Also after kvc_io_start() failed or never ran. */
 void kvc_io_stop(struct kvc *kvc);
+/* Wake the I/O thread to look at the shared state.  Any thread, kvc->lock held or not. */
+void kvc_io_kick(struct kvc *kvc);
+
+/* --- Connection life --- */
+
+/* Make sure the connection is up, connecting on this thread if needed,
+ * never past @deadline (@once: a single attempt).  0 and a copy of the
+ * limits, or -errno with this thread's message set.  Calling threads. */
+int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct kvc_lim *ret_lim);
+/* The connection of generation @gen is gone: if it is still the current one,
+ * state DOWN and the next call reconnects without a pause.  Takes kvc->lock. */
+void kvc_conn_lost(struct kvc *kvc, uint64_t gen, int err, const char *why);
+/* poll() @fd for @events until the absolute kv_now_ms() @deadline: 0, -ETIMEDOUT or -errno. */
+int kvc_fd_wait(int fd, short events, uint64_t deadline);
+
+/* --- Direct calls --- */
+
+/* Run sync call @c on the parked socket: the caller set kvc->direct_busy and
+ * took an I/O reference on @c, which this drops, or hands to the I/O thread
+ * when @c is abandoned at its deadline.  @c is notified on return. */
+void kvc_direct_run(struct kvc *kvc, struct kvc_call *c);
+
+/* --- Operations --- */
+
+/* kv_now_ms() deadline for @timeout_ms, the client's timeout when <= 0. */
+uint64_t kvc_deadline(const struct kvc *kvc, int timeout_ms);
+/* 0 if @key is a valid key, else -errno with this thread's message set. */
+int kvc_key_check(const char *what, const void *key, size_t len);
+/* 0 if @off+@len lies inside @mr, else -EINVAL with this thread's message set. */
+int kvc_mr_range_check(const char *what, struct xfer_mr *mr, uint64_t off, uint64_t len);
+/* Run @op to its answer (see struct kvc_op): 0 and *ret_call holds the
+ * answered call (response in ->resp; release with kvc_call_put), or -errno
+ * with this thread's message set.  Calling threads. */
+int kvc_op_run(struct kvc *kvc, struct kvc_op *op, struct kvc_call **ret_call);
+/* Prepare and submit @op once as an async call of @kind (no resend: @done
+ * gets -ECONNRESET).  Takes @adst (freed on failure).  0 once submitted, or
+ * -errno with this thread's message set (@done is then never called). */
+int kvc_op_submit_async(struct kvc *kvc, struct kvc_op *op, enum kvc_call_kind kind,
+                        kvc_done_t done, void *arg, struct xfer_sge *adst, size_t nadst,
+                        uint64_t put_len);
 
 #endif /* KVFS_CLIENT_KVC_I_H */
