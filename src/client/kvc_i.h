@@ -33,6 +33,37 @@
  * once; between the two it is "abandoned": it timed out but the server may
  * still be moving bytes into or out of its memory, so that memory (bounce
  * slot, temporary registration) stays held until resolution.
+ *
+ * How value bytes travel
+ * ----------------------
+ * - Up to the server's max_inline (and within its frame limit) a value goes
+ *   inline in the PUT / GET messages: one round trip, no RDMA.
+ * - Larger values use RDMA when the server honours descriptors.  kvc_put /
+ *   kvc_get copy through a registered bounce buffer (opts.bounce_size, a
+ *   pool of up to KVC_BOUNCE_SLOTS allocated on first use).  A value larger
+ *   than a bounce buffer, or any value while every slot is busy, goes
+ *   through a staging buffer of its size (the largest so far is kept for
+ *   the next call; a smaller one is fenced off, never freed): still one PUT or one GET, so the
+ * value is written atomically and read in one piece of one version.  The caller's own memory is
+ * never registered: once a call returns, the server cannot touch it, even when the call failed with
+ * a transfer still under way (see below).
+ * - Without RDMA (provider "none", or a server that does not do it) a GET
+ *   larger than max_inline is read in max_inline pieces pinned to the
+ *   version of the first piece (restarted if the value changes meanwhile);
+ *   a PUT larger than max_inline cannot be made atomic and fails -EFBIG.
+ *
+ * Deadlines and abandoned calls
+ * -----------------------------
+ * The I/O thread fails a call at its deadline.  If the server might still
+ * RDMA into or out of the call's memory, the bounce slot or staging buffer
+ * stays held until the late response arrives or the connection goes away.
+ * One whose fate is then still unknown (no answer, or a failed transfer) is
+ * given to xfer_mr_dereg_lost(), never reused: with tcp and shm a transfer
+ * message already under way keeps landing after deregistration (the key
+ * is checked when the message begins), so the memory is fenced off
+ * instead.  Memory passed to the _mr calls is the caller's: after a failure
+ * it may still be written (or read) by a transfer under way; drop it with
+ * xfer_mr_dereg_lost() rather than reuse it.
  */
 #ifndef KVFS_CLIENT_KVC_I_H
 #define KVFS_CLIENT_KVC_I_H
@@ -218,7 +249,7 @@ struct kvc_op {
 	void *arg;
 };
 
-/* --- Errors --- */
+/* --- Errors (kvc.c) --- */
 
 /* This thread's message for kvc_strerror(): set by kvc_fail(), cleared on success. */
 extern _Thread_local char kvc_errbuf[KVC_MSG_LEN];
@@ -229,7 +260,7 @@ __attribute__((format(printf, 3, 4))) void kvc_fmt_msg(char *buf, size_t len, co
 /* What to do about -errno @err, to append to a message ("" when nothing to say). */
 const char *kvc_hint(int err);
 
-/* --- Calls and their buffers --- */
+/* --- Calls and their buffers (kvc_call.c) --- */
 
 /* A call holding one reference (the caller's), or NULL without memory.
  * "@op 'key'" (key may be NULL) names it in messages. */
@@ -255,7 +286,7 @@ void kvc_entry_from_get(const Kvfs__GetResponse *g, struct kvc_entry *e);
 void kvc_sge_scatter(const struct xfer_sge *sge, size_t n, uint64_t skip, const uint8_t *src,
                      size_t len);
 
-/* --- I/O thread --- */
+/* --- I/O thread (kvc_io.c) --- */
 
 /* Create the I/O thread's descriptors and start it (kvc_connect).  0, or
  * -errno with this thread's message set; kvc_io_stop() cleans up either way. */
@@ -266,7 +297,7 @@ void kvc_io_stop(struct kvc *kvc);
 /* Wake the I/O thread to look at the shared state.  Any thread, kvc->lock held or not. */
 void kvc_io_kick(struct kvc *kvc);
 
-/* --- Connection life --- */
+/* --- Connection life (kvc_conn.c) --- */
 
 /* Make sure the connection is up, connecting on this thread if needed,
  * never past @deadline (@once: a single attempt).  0 and a copy of the
@@ -278,14 +309,14 @@ void kvc_conn_lost(struct kvc *kvc, uint64_t gen, int err, const char *why);
 /* poll() @fd for @events until the absolute kv_now_ms() @deadline: 0, -ETIMEDOUT or -errno. */
 int kvc_fd_wait(int fd, short events, uint64_t deadline);
 
-/* --- Direct calls --- */
+/* --- Direct calls (kvc_direct.c) --- */
 
 /* Run sync call @c on the parked socket: the caller set kvc->direct_busy and
  * took an I/O reference on @c, which this drops, or hands to the I/O thread
  * when @c is abandoned at its deadline.  @c is notified on return. */
 void kvc_direct_run(struct kvc *kvc, struct kvc_call *c);
 
-/* --- Operations --- */
+/* --- Running operations (kvc_op.c) --- */
 
 /* kv_now_ms() deadline for @timeout_ms, the client's timeout when <= 0. */
 uint64_t kvc_deadline(const struct kvc *kvc, int timeout_ms);
