@@ -149,7 +149,7 @@ static void stage_put(struct kvc *kvc, struct xfer_mr *mr, bool lost, bool peer_
 }
 
 /* A free bounce slot (registered on first use), or NULL when all are busy
- * or allocation failed (the caller then registers its own memory). */
+ * or allocation failed (the caller then uses a staging buffer: kvc_stage_get). */
 struct kvc_bounce *kvc_bounce_get(struct kvc *kvc)
 {
 	struct kvc_bounce *b = NULL;
