@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "kvc_i.h"
-#include "kvfs/hmac.h"
+#include "kvfs/token.h"
 #include "kvfs/util.h"
 
 /* ------------------------------------------------------------------ */

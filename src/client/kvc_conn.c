@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "kvc_i.h"
-#include "kvfs/hmac.h"
+#include "kvfs/wire_auth.h"
 #include "kvfs/log.h"
 #include "kvfs/util.h"
 
@@ -279,8 +279,8 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 	Kvfs__HelloRequest hello = KVFS__HELLO_REQUEST__INIT;
 	Kvfs__Request req = KVFS__REQUEST__INIT;
 	struct wire_msg m = {0};
-	uint8_t addr[XFER_ADDR_MAX], proof[KV_SHA256_LEN], cnonce[WIRE_AUTH_NONCE_LEN];
-	uint8_t nonce[WIRE_AUTH_NONCE_LEN], mac_in[64 + 2 * WIRE_AUTH_NONCE_LEN];
+	uint8_t addr[XFER_ADDR_MAX], proof[WIRE_AUTH_PROOF_LEN], cnonce[WIRE_AUTH_NONCE_LEN];
+	uint8_t nonce[WIRE_AUTH_NONCE_LEN];
 	size_t addrlen = sizeof(addr), flen;
 	const Kvfs__HelloResponse *h;
 	bool auth = false;
@@ -341,6 +341,18 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 		}
 		memcpy(nonce, m.shel->auth_nonce.data, sizeof(nonce));
 		auth = true;
+	} else if (kvc->token_len) {
+		/* Mutual authentication: whoever answers at this address without
+		 * asking for the token may be anyone.  It gets neither our values
+		 * nor our trust in its bytes. */
+		r = -EACCES;
+		kvc_fmt_msg(
+		        msg, msglen,
+		        "kvc: the server at %s did not ask for the token (%s is set): it is not "
+		        "the kv-server started with --auth-token-file, or that server runs "
+		        "without one; refusing to send it data or trust its answers",
+		        kvc->server, kvc->auth_option);
+		goto out_close;
 	}
 	wire_msg_free(&m);
 
@@ -356,11 +368,12 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 		hello.engine_addr.len = addrlen;
 	}
 	if (auth) {
-		size_t l = strlen(WIRE_AUTH_CLIENT_LABEL);
-
-		memcpy(mac_in, WIRE_AUTH_CLIENT_LABEL, l);
-		memcpy(mac_in + l, nonce, sizeof(nonce));
-		kv_hmac_sha256(kvc->token, kvc->token_len, mac_in, l + sizeof(nonce), proof);
+		r = wire_auth_client_proof(kvc->token, kvc->token_len, nonce, proof);
+		if (r) {
+			kvc_fmt_msg(msg, msglen, "kvc: cannot compute the auth proof: %s",
+			            strerror(-r));
+			goto out_close;
+		}
 		hello.has_auth_proof = 1;
 		hello.auth_proof.data = proof;
 		hello.auth_proof.len = sizeof(proof);
@@ -418,25 +431,15 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 		goto out_close;
 	}
 	h = m.resp->hello;
-	if (auth) {
-		size_t l = strlen(WIRE_AUTH_SERVER_LABEL);
-		uint8_t want[KV_SHA256_LEN];
-
-		memcpy(mac_in, WIRE_AUTH_SERVER_LABEL, l);
-		memcpy(mac_in + l, cnonce, sizeof(cnonce));
-		memcpy(mac_in + l + sizeof(cnonce), nonce, sizeof(nonce));
-		kv_hmac_sha256(kvc->token, kvc->token_len, mac_in,
-		               l + sizeof(cnonce) + sizeof(nonce), want);
-		if (!h->has_server_proof || h->server_proof.len != sizeof(want) ||
-		    !wire_ct_equal(h->server_proof.data, want, sizeof(want))) {
-			r = -EACCES;
-			kvc_fmt_msg(
-			        msg, msglen,
-			        "kvc: kv-server at %s did not prove it holds the token (%s): wrong "
-			        "server or different token",
-			        kvc->server, h->has_server_proof ? "wrong proof" : "no proof");
-			goto out_close;
-		}
+	if (auth && !wire_auth_check_server(kvc->token, kvc->token_len, cnonce, nonce,
+	                                    h->has_server_proof ? h->server_proof.data : NULL,
+	                                    h->server_proof.len)) {
+		r = -EACCES;
+		kvc_fmt_msg(msg, msglen,
+		            "kvc: kv-server at %s did not prove it holds the token (%s): wrong "
+		            "server or different token",
+		            kvc->server, h->has_server_proof ? "wrong proof" : "no proof");
+		goto out_close;
 	}
 	hello_limits(kvc, h, ret_lim);
 	KV_DEBUG(KVC_TAG, "connected to %s (%s): protocol %u, max_inline %llu, rdma %s",

@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Attacks on kvfs's trust boundaries (issue 21), each tried as an attacker
+ * would with real processes: an impostor server, a client naming someone
+ * else's engine, a client naming the server's own, a foreign /dev/shm
+ * object as an engine address.  Each test failed before its fix.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#include "kvfs/wire.h"
+#include "srv_proc.h"
+
+#define TOKEN "a-test-token-of-32-bytes-length!"
+
+static void write_token(char *path, size_t cap)
+{
+	int fd;
+
+	snprintf(path, cap, "/tmp/kvfs-test-sec-token-%d", (int)getpid());
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, TOKEN, strlen(TOKEN)), (ssize_t)strlen(TOKEN));
+	close(fd);
+}
+
+/* ------------------------------------------------------------------ */
+/* An impostor: a server that never asks for the token                 */
+/* ------------------------------------------------------------------ */
+
+struct impostor {
+	int lfd;
+	uint16_t port;
+	pthread_t thr;
+	atomic_int puts; /* PUT requests it received (values it was given) */
+	atomic_int gets; /* GET requests it answered with forged bytes */
+	atomic_int stop;
+};
+
+static int send_frame(int fd, enum wire_frame_type t, const ProtobufCMessage *m)
+{
+	void *buf;
+	size_t len;
+	int r = wire_encode_alloc(t, m, 0, &buf, &len);
+
+	if (r)
+		return r;
+	r = send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -EIO;
+	free(buf);
+	return r;
+}
+
+static int recv_all(int fd, void *buf, size_t len)
+{
+	for (size_t got = 0; got < len;) {
+		ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
+
+		if (n <= 0)
+			return -EIO;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+/* Answer one client like a real server would, minus the authentication. */
+static void impostor_serve(struct impostor *im, int fd)
+{
+	Kvfs__ServerHello sh = KVFS__SERVER_HELLO__INIT;
+	struct timeval tv = {.tv_sec = 10};
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	sh.min_version = WIRE_VERSION_MIN;
+	sh.max_version = WIRE_VERSION_MAX;
+	sh.server_id = "impostor";
+	if (send_frame(fd, WIRE_FRAME_SERVER_HELLO, &sh.base))
+		return;
+	while (!atomic_load(&im->stop)) {
+		uint8_t hdr[WIRE_HDR_LEN], *payload;
+		enum wire_frame_type t;
+		size_t plen;
+		struct wire_msg m;
+		Kvfs__Response resp = KVFS__RESPONSE__INIT;
+		Kvfs__HelloResponse hr = KVFS__HELLO_RESPONSE__INIT;
+		Kvfs__PutResponse pr = KVFS__PUT_RESPONSE__INIT;
+		Kvfs__GetResponse gr = KVFS__GET_RESPONSE__INIT;
+		static uint8_t forged[] = "forged bytes";
+
+		if (recv_all(fd, hdr, sizeof(hdr)) ||
+		    wire_hdr_parse(hdr, 0, WIRE_ACCEPT_SERVER, &t, &plen))
+			return;
+		payload = malloc(plen);
+		if (!payload || recv_all(fd, payload, plen) ||
+		    wire_payload_decode(t, payload, plen, &m)) {
+			free(payload);
+			return;
+		}
+		free(payload);
+		resp.id = m.req->id;
+		switch (m.req->body_case) {
+		case KVFS__REQUEST__BODY_HELLO:
+			hr.version = WIRE_VERSION_MAX;
+			hr.max_frame = 16 << 20;
+			hr.max_value = 1 << 30;
+			hr.chunk_size = 1 << 20;
+			hr.has_max_inline = true;
+			hr.max_inline = 1 << 20;
+			hr.has_rdma = true;
+			hr.rdma = false;
+			resp.body_case = KVFS__RESPONSE__BODY_HELLO;
+			resp.hello = &hr;
+			break;
+		case KVFS__REQUEST__BODY_PUT:
+			atomic_fetch_add(&im->puts, 1);
+			pr.version = 1;
+			resp.body_case = KVFS__RESPONSE__BODY_PUT;
+			resp.put = &pr;
+			break;
+		case KVFS__REQUEST__BODY_GET:
+			atomic_fetch_add(&im->gets, 1);
+			gr.bytes = sizeof(forged) - 1;
+			gr.size = sizeof(forged) - 1;
+			gr.version = 1;
+			gr.has_data = true;
+			gr.data.data = forged;
+			gr.data.len = sizeof(forged) - 1;
+			resp.body_case = KVFS__RESPONSE__BODY_GET;
+			resp.get = &gr;
+			break;
+		default:
+			resp.has_status = true;
+			resp.status = KVFS__STATUS__UNSUPPORTED;
+			break;
+		}
+		wire_msg_free(&m);
+		if (send_frame(fd, WIRE_FRAME_RESPONSE, &resp.base))
+			return;
+	}
+}
+
+static void *impostor_main(void *arg)
+{
+	struct impostor *im = arg;
+
+	while (!atomic_load(&im->stop)) {
+		int fd = accept(im->lfd, NULL, NULL);
+
+		if (fd < 0)
+			continue;
+		impostor_serve(im, fd);
+		close(fd);
+	}
+	return NULL;
+}
+
+static void impostor_start(struct impostor *im)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+	int one = 1;
+
+	memset(im, 0, sizeof(*im));
+	im->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(im->lfd, 0);
+	setsockopt(im->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(im->lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)); /* accept wakes to stop */
+	cr_assert_eq(bind(im->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(getsockname(im->lfd, (struct sockaddr *)&a, &len), 0);
+	cr_assert_eq(listen(im->lfd, 8), 0);
+	im->port = ntohs(a.sin_port);
+	cr_assert_eq(pthread_create(&im->thr, NULL, impostor_main, im), 0);
+}
+
+static void impostor_stop(struct impostor *im)
+{
+	atomic_store(&im->stop, 1);
+	pthread_join(im->thr, NULL);
+	close(im->lfd);
+}
+
+/*
+ * A client holding a token refuses a server that never asked for it: the
+ * impostor receives no value and hands back no forged bytes, and the error
+ * says why.  Before, the client went on without authentication: its PUT
+ * reached the impostor and its GET returned the forged bytes.
+ */
+Test(security, impostor_gets_nothing, .timeout = 60)
+{
+	struct impostor im;
+	struct kvc_opts o;
+	struct kvc *kvc = NULL;
+	char tok[64], addr[32];
+	int r;
+
+	write_token(tok, sizeof(tok));
+	impostor_start(&im);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", im.port);
+	kvc_opts_init(&o);
+	o.server = addr;
+	o.provider = "none";
+	o.timeout_ms = 5000;
+	o.auth_token_file = tok;
+	r = kvc_connect(&o, &kvc);
+	if (r == 0) { /* what the fix prevents: show the damage */
+		char buf[64];
+		ssize_t n;
+
+		kvc_put(kvc, "k", 1, "secret", 6, NULL, NULL);
+		n = kvc_get(kvc, "k", 1, 0, buf, sizeof(buf), NULL, NULL);
+		kvc_close(kvc);
+		cr_expect_fail("connected to a server that never asked for the token (GET gave %zd "
+		               "bytes)",
+		               n);
+	}
+	cr_expect_eq(r, -EACCES, "kvc_connect: %d (%s)", r, kvc_strerror());
+	cr_expect(strstr(kvc_strerror(), "did not ask") != NULL, "message: %s", kvc_strerror());
+	impostor_stop(&im);
+	cr_expect_eq(atomic_load(&im.puts), 0, "the impostor received %d values", im.puts);
+	cr_expect_eq(atomic_load(&im.gets), 0, "the impostor answered %d reads", im.gets);
+	unlink(tok);
+}
+
+/* ------------------------------------------------------------------ */
+/* Hostile engine addresses in HELLO                                   */
+/* ------------------------------------------------------------------ */
+
+/* Send HELLO on a raw connection (its ServerHello already read, no auth)
+ * naming @provider and @addr as the client's engine; return the response's
+ * status (and *ret_rdma), or -EIO when the connection died. */
+static int raw_hello(int fd, const char *provider, const void *addr, size_t alen, bool *ret_rdma)
+{
+	Kvfs__Request rq = KVFS__REQUEST__INIT;
+	Kvfs__HelloRequest h = KVFS__HELLO_REQUEST__INIT;
+	uint8_t hdr[WIRE_HDR_LEN], *payload;
+	enum wire_frame_type t;
+	struct wire_msg m;
+	size_t plen;
+	int st;
+
+	h.min_version = WIRE_VERSION_MIN;
+	h.max_version = WIRE_VERSION_MAX;
+	h.provider = (char *)provider;
+	h.has_engine_addr = true;
+	h.engine_addr.data = (uint8_t *)addr;
+	h.engine_addr.len = alen;
+	h.has_pid = true;
+	h.pid = (uint32_t)getpid();
+	rq.id = 1;
+	rq.body_case = KVFS__REQUEST__BODY_HELLO;
+	rq.hello = &h;
+	if (send_frame(fd, WIRE_FRAME_REQUEST, &rq.base))
+		return -EIO;
+	if (recv_all(fd, hdr, sizeof(hdr)) || wire_hdr_parse(hdr, 0, WIRE_ACCEPT_CLIENT, &t, &plen))
+		return -EIO;
+	payload = malloc(plen);
+	cr_assert_not_null(payload);
+	if (recv_all(fd, payload, plen) || wire_payload_decode(t, payload, plen, &m)) {
+		free(payload);
+		return -EIO;
+	}
+	free(payload);
+	cr_assert_eq(m.type, WIRE_FRAME_RESPONSE);
+	st = m.resp->has_status ? m.resp->status : 0;
+	*ret_rdma = st == 0 && m.resp->hello && m.resp->hello->has_rdma && m.resp->hello->rdma;
+	wire_msg_free(&m);
+	return st;
+}
+
+/* kv-server is alive and serves a normal client over @provider. */
+static void still_serves(struct srv *s, const char *provider)
+{
+	struct kvc *kvc = connect_to(s, provider);
+	char big[256 << 10], back[sizeof(big)];
+
+	fill(big, sizeof(big), 7);
+	cr_assert_eq(kvc_put(kvc, "after", 5, big, sizeof(big), NULL, NULL), 0, "put: %s",
+	             kvc_strerror());
+	cr_assert_eq(kvc_get(kvc, "after", 5, 0, back, sizeof(back), NULL, NULL),
+	             (ssize_t)sizeof(back), "get: %s", kvc_strerror());
+	check_bytes(back, big, sizeof(big), "value after the attack");
+	kvc_close(kvc);
+}
+
+/*
+ * A HELLO naming a /dev/shm object that is no libfabric region, or no
+ * region at all, as its shm engine: the server refuses RDMA for that
+ * connection and keeps serving.  Before, libfabric mapped the object and
+ * kv-server died of SIGSEGV in fi_av_insert.
+ */
+Test(security, foreign_shm_object_as_engine, .timeout = 120)
+{
+	struct srv s = {0};
+	char name[64], addr[80], path[96];
+	bool rdma = true;
+	int fd, obj;
+	uint8_t junk[8192];
+
+	srv_start(&s, "shm");
+	snprintf(name, sizeof(name), "%d:0:4242", (int)getpid());
+	snprintf(path, sizeof(path), "/dev/shm/%s", name);
+	obj = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	cr_assert_geq(obj, 0);
+	memset(junk, 0xff, sizeof(junk));
+	cr_assert_eq(write(obj, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	close(obj);
+	snprintf(addr, sizeof(addr), "fi_shm://%s", name);
+
+	fd = raw_connect(&s);
+	cr_expect_eq(raw_hello(fd, "shm", addr, strlen(addr) + 1, &rdma), 0);
+	cr_expect_not(rdma, "RDMA granted to a foreign /dev/shm object");
+	close(fd);
+	unlink(path);
+
+	snprintf(addr, sizeof(addr), "fi_shm://%d:0:4343", (int)getpid());
+	fd = raw_connect(&s);
+	cr_expect_eq(raw_hello(fd, "shm", addr, strlen(addr) + 1, &rdma), 0);
+	cr_expect_not(rdma, "RDMA granted to a region that does not exist");
+	close(fd);
+
+	still_serves(&s, "shm");
+	srv_done(&s);
+}
