@@ -146,10 +146,8 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 		r = kv_read_token_file(opts->auth_token_file, kvc->token, sizeof(kvc->token),
 		                       &kvc->token_len);
 		if (r) {
-			r = kvc_fail(r, "kvc: cannot read the auth token file %s: %s%s",
-			             opts->auth_token_file,
-			             r == -ENODATA ? "it is empty" : strerror(-r),
-			             r == -EFBIG ? " (tokens are at most 4095 bytes)" : "");
+			r = kvc_fail(r, "kvc: cannot use the auth token file %s: %s",
+			             opts->auth_token_file, kv_token_strerror(r));
 			goto out_close;
 		}
 	}

@@ -89,6 +89,7 @@
 #include <stdint.h>
 
 #include "kvfs/client.h"
+#include "kvfs/token.h"
 #include "kvfs/wire.h"
 #include "kvfs/xfer.h"
 
@@ -191,7 +192,7 @@ struct kvc {
 	char *bind;        /* engine bind address or NULL */
 	char *auth_option; /* the token file's option, named in advice (kvc_opts) */
 	char *client_id;
-	char token[4096]; /* auth token, token_len 0 = none */
+	char token[KV_TOKEN_MAX + 1]; /* auth token, token_len 0 = none */
 	size_t token_len;
 	int timeout_ms;
 	int connect_timeout_ms;

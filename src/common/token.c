@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvfs/token.h"
@@ -60,8 +61,10 @@ int kv_read_token_file(const char *path, char *buf, size_t cap, size_t *ret_len)
 		have--;
 	if (!err && have == 0)
 		err = -ENODATA;
-	if (!err && have >= cap)
+	if (!err && (have >= cap || have > KV_TOKEN_MAX))
 		err = -EFBIG;
+	if (!err && have < KV_TOKEN_MIN)
+		err = -EKEYREJECTED;
 	if (err) {
 		explicit_bzero(buf, cap); /* cannot be optimised away */
 		return err;
@@ -69,4 +72,28 @@ int kv_read_token_file(const char *path, char *buf, size_t cap, size_t *ret_len)
 	buf[have] = '\0';
 	*ret_len = have;
 	return 0;
+}
+
+_Static_assert(KV_TOKEN_MIN == 16 && KV_TOKEN_MAX == 1024, "kv_token_strerror() names the limits");
+
+const char *kv_token_strerror(int err)
+{
+	switch (err) {
+	case -ENODATA:
+		return "it is empty";
+	case -EKEYREJECTED:
+		return "the token is shorter than 16 bytes, which is guessable (make one with: "
+		       "head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE)";
+	case -EFBIG:
+		return "the token is longer than 1024 bytes";
+	default:
+		return strerror(-err);
+	}
+}
+
+bool kv_token_file_exposed(const char *path)
+{
+	struct stat st;
+
+	return path && stat(path, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH));
 }

@@ -25,6 +25,7 @@
 
 #include "kvfs/client.h"
 #include "kvfs/log.h"
+#include "kvfs/token.h"
 #include "kvfs/util.h"
 #include "kvfs_i.h"
 
@@ -343,6 +344,11 @@ static int kvfs_main(int argc, char **argv)
 		cfg.server = kv_fmt_hostport(host, port, server, sizeof(server));
 	cfg.provider = c.provider ? c.provider : "auto";
 	cfg.auth_token_file = c.auth_token_file;
+	if (kv_token_file_exposed(c.auth_token_file))
+		fprintf(stderr,
+		        "kvfs: warning: the token file %s can be read by other users: they can "
+		        "take the token (chmod 600 %s)\n",
+		        c.auth_token_file, c.auth_token_file);
 	cfg.buf_size = 1 << 20;
 	cfg.spill_dir = c.spill_dir ? c.spill_dir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	if (parse_double("attr_timeout", c.attr_timeout, 1.0, &cfg.attr_timeout) ||

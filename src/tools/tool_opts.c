@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvfs/token.h"
 #include "kvfs/util.h"
 #include "tool_opts.h"
 
@@ -204,6 +205,11 @@ int topt_client_check(const struct topt_tool *t, const struct topt_client *c)
 	char host[256];
 	uint16_t port;
 
+	if (kv_token_file_exposed(c->auth_token_file))
+		fprintf(stderr,
+		        "%s: warning: the token file %s can be read by other users: they can take "
+		        "the token (chmod 600 %s)\n",
+		        t->prog, c->auth_token_file, c->auth_token_file);
 	if (kv_parse_hostport(c->server, host, sizeof(host), KVC_DEFAULT_PORT, &port) == 0)
 		return 0;
 	fprintf(stderr, "%s: '%s' is not HOST:PORT (--server / KVFS_SERVER)\nTry '%s --help'.\n",

@@ -973,10 +973,10 @@ Test(kvctl, auth_errors_name_kvctl_option)
 	snprintf(token, sizeof(token), "%s", tp("token"));
 
 	cr_assert_not_null(f = fopen(token, "w"));
-	fputs("right-token\n", f);
+	fputs("right-token-of-some-length\n", f);
 	cr_assert_eq(fclose(f), 0);
 	cr_assert_not_null(f = fopen(tp("wrong"), "w"));
-	fputs("wrong-token\n", f);
+	fputs("wrong-token-of-some-length\n", f);
 	cr_assert_eq(fclose(f), 0);
 	server_kill();
 	server_start_with(extra);

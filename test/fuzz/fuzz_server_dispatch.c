@@ -35,7 +35,7 @@
 #include "kvfs/wire_auth.h"
 #include "server.h"
 
-#define TOKEN "fuzz-token"
+#define TOKEN "fuzz-token-fuzz-token"
 
 static char token_path[] = "/tmp/kvfs-fuzz-token-XXXXXX";
 

@@ -682,7 +682,7 @@ static void t_auth(const char *prov)
 	snprintf(good, sizeof(good), "/tmp/kvfs-test-token-%d", (int)getpid());
 	snprintf(bad, sizeof(bad), "/tmp/kvfs-test-token-bad-%d", (int)getpid());
 	write_token(good, "correct horse battery staple");
-	write_token(bad, "wrong token");
+	write_token(bad, "wrong token, long enough");
 	const char *extra[] = {"--auth-token-file", good, NULL};
 	srv_start_args(&s, prov, NULL, extra);
 
