@@ -1219,10 +1219,8 @@ static void do_meta(struct conn *c, const Kvfs__Request *rq)
 		uint64_t ver = 0;
 
 		s->c.deletes++;
-		if (store_lookup(s->store, (const char *)d->key.data, d->key.len, &it) == 0)
-			ver = store_item_version(it);
 		r = store_delete(s->store, (const char *)d->key.data, d->key.len,
-		                 d->has_if_version ? d->if_version : 0);
+		                 d->has_if_version ? d->if_version : 0, &ver);
 		if (r < 0) {
 			respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
 			return;
@@ -1241,9 +1239,7 @@ static void do_meta(struct conn *c, const Kvfs__Request *rq)
 		s->c.renames++;
 		r = store_rename(s->store, (const char *)m->src.data, m->src.len,
 		                 (const char *)m->dst.data, m->dst.len,
-		                 m->has_no_overwrite && m->no_overwrite);
-		if (r == 0)
-			r = store_lookup(s->store, (const char *)m->dst.data, m->dst.len, &it);
+		                 m->has_no_overwrite && m->no_overwrite, &it);
 		if (r < 0) {
 			respond(c, rq->id, r,
 			        r == -ENOENT   ? "no such key"
@@ -1265,15 +1261,9 @@ static void do_meta(struct conn *c, const Kvfs__Request *rq)
 		                 (a->has_mtime_ns ? STORE_SET_MTIME : 0);
 
 		s->c.setattrs++;
-		r = store_lookup(s->store, (const char *)a->key.data, a->key.len, &it);
-		if (r == 0 && a->has_if_version && a->if_version &&
-		    a->if_version != store_item_version(it))
-			r = -ESTALE;
-		if (r == 0 && which)
-			r = store_setattr(s->store, (const char *)a->key.data, a->key.len, which,
-			                  a->mode & 07777, (uint64_t)a->mtime_ns);
-		if (r == 0)
-			r = store_lookup(s->store, (const char *)a->key.data, a->key.len, &it);
+		r = store_setattr(s->store, (const char *)a->key.data, a->key.len, which,
+		                  a->mode & 07777, (uint64_t)a->mtime_ns,
+		                  a->has_if_version ? a->if_version : 0, &it);
 		if (r < 0) {
 			respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
 			return;

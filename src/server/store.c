@@ -631,7 +631,8 @@ const char *store_item_key(const struct store_item *it, size_t *ret_len)
 	return it->key;
 }
 
-int store_delete(struct store *s, const char *key, size_t keylen, uint64_t if_version)
+int store_delete(struct store *s, const char *key, size_t keylen, uint64_t if_version,
+                 uint64_t *ret_version)
 {
 	struct store_item **pp, *it;
 	int err = find(s, key, keylen, &pp);
@@ -641,6 +642,8 @@ int store_delete(struct store *s, const char *key, size_t keylen, uint64_t if_ve
 	it = *pp;
 	if (if_version && it->version != if_version)
 		return -ESTALE;
+	if (ret_version)
+		*ret_version = it->version; /* before item_retire() may free it */
 	*pp = it->hnext;
 	kidx_erase(&s->order, it);
 	item_retire(s, it);
@@ -648,7 +651,7 @@ int store_delete(struct store *s, const char *key, size_t keylen, uint64_t if_ve
 }
 
 int store_rename(struct store *s, const char *src, size_t srclen, const char *dst, size_t dstlen,
-                 bool no_overwrite)
+                 bool no_overwrite, const struct store_item **ret_item)
 {
 	struct store_item **ps, **pd, *sit, *nit;
 	uint32_t hd;
@@ -661,8 +664,11 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 	if (err)
 		return err;
 	sit = *ps;
-	if (srclen == dstlen && !memcmp(src, dst, srclen))
+	if (srclen == dstlen && !memcmp(src, dst, srclen)) {
+		if (ret_item)
+			*ret_item = sit;
 		return 0;
+	}
 	hd = key_hash(s, dst, dstlen);
 	pd = hash_slot(s, dst, dstlen, hd);
 	if (*pd && no_overwrite)
@@ -709,21 +715,28 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 		kidx_insert(&s->order, nit);
 	}
 	hash_link(s, nit);
+	if (ret_item)
+		*ret_item = nit;
 	return 0;
 }
 
 int store_setattr(struct store *s, const char *key, size_t keylen, unsigned which, uint32_t mode,
-                  uint64_t mtime_ns)
+                  uint64_t mtime_ns, uint64_t if_version, const struct store_item **ret_item)
 {
-	struct store_item **pp;
+	struct store_item **pp, *it;
 	int err = find(s, key, keylen, &pp);
 
 	if (err)
 		return err;
+	it = *pp;
+	if (if_version && it->version != if_version)
+		return -ESTALE;
 	if (which & STORE_SET_MODE)
-		(*pp)->mode = mode;
+		it->mode = mode;
 	if (which & STORE_SET_MTIME)
-		(*pp)->mtime_ns = mtime_ns;
+		it->mtime_ns = mtime_ns;
+	if (ret_item)
+		*ret_item = it;
 	return 0;
 }
 
