@@ -2,7 +2,7 @@
 /*
  * kv-server core: one epoll loop serving the protobuf control channel
  * (docs/protocol.md) over the store (store.h), moving value bytes with the
- * transfer engine (kvfs/xfer.h).
+ * transfer engine (kvfs/xfer.h).  Its internals: server_i.h.
  *
  * Threads: srv_run() runs the loop on the calling thread; every connection,
  * the store and every engine completion are handled there.  The engine's own
@@ -62,9 +62,10 @@ struct srv;
  * register the arena, create the store, listen.  Errors are printed with
  * what to do; returns a negative errno. */
 int srv_create(const struct srv_opts *o, struct srv **ret);
-/* Serve until SIGTERM/SIGINT (blocked by the caller and read via signalfd)
- * or srv_stop(); then stop accepting, finish in-flight requests (bounded by
- * the transfer deadline) and return 0. */
+/* Serve until SIGTERM/SIGINT (blocked by the caller and read via
+ * signalfd); then stop accepting, finish in-flight requests (bounded by the
+ * transfer deadline) and return 0, or return a negative errno from
+ * epoll_wait(). */
 int srv_run(struct srv *s);
 void srv_destroy(struct srv *s); /* accepts NULL */
 

@@ -137,12 +137,14 @@ void store_item_unpin(struct store *s, struct store_item *it);
 
 /*
  * Look up @key without pinning or touching the LRU (for STAT).  The pointer
- * is valid until the next call that modifies the store.
+ * is valid until the next call that modifies the store (as are those that
+ * store_rename() and store_setattr() hand back).
  * Returns 0, -ENOENT or a key error.
  */
 int store_lookup(struct store *s, const char *key, size_t keylen, const struct store_item **ret);
 
-/* Accessors; valid on a pinned item or a fresh store_lookup() result. */
+/* Accessors; valid on a pinned item or an item just handed back by
+ * store_lookup(), store_rename() or store_setattr(). */
 uint64_t store_item_offset(const struct store_item *it); /* relative to arena base */
 uint64_t store_item_size(const struct store_item *it);
 uint64_t store_item_version(const struct store_item *it);
@@ -152,26 +154,34 @@ const char *store_item_key(const struct store_item *it, size_t *ret_len); /* not
 
 /*
  * Delete @key; with @if_version non-zero only if it has that version.
- * Returns 0, -ENOENT, -ESTALE or a key error.
+ * Returns 0 and *ret_version (may be NULL: the version deleted), -ENOENT,
+ * -ESTALE or a key error.  One look-up.
  */
-int store_delete(struct store *s, const char *key, size_t keylen, uint64_t if_version);
+int store_delete(struct store *s, const char *key, size_t keylen, uint64_t if_version,
+                 uint64_t *ret_version);
 
 /*
  * Atomically move @src to @dst, replacing @dst unless @no_overwrite
  * (-EEXIST then).  The moved item gets a fresh version (anything conditioned
  * on the old version of either key fails afterwards) and keeps size, mode,
  * mtime and its LRU position.  @src == @dst is a successful no-op when it
- * exists.  Returns 0, -ENOENT (no @src), -EEXIST, -ENOMEM or a key error;
- * nothing changes on failure.
+ * exists.  Returns 0 and *ret_item (may be NULL: the item now under @dst,
+ * as store_lookup() gives it), -ENOENT (no @src), -EEXIST, -ENOMEM or a key
+ * error; nothing changes on failure.
  */
 int store_rename(struct store *s, const char *src, size_t srclen, const char *dst, size_t dstlen,
-                 bool no_overwrite);
+                 bool no_overwrite, const struct store_item **ret_item);
 
 #define STORE_SET_MODE  0x1u
 #define STORE_SET_MTIME 0x2u
-/* Set the fields named in @which.  Returns 0, -ENOENT or a key error. */
+/*
+ * Set the fields named in @which (none: only look @key up); with
+ * @if_version non-zero only if @key has that version.  Does not bump the
+ * version.  Returns 0 and *ret_item (may be NULL: the item, as
+ * store_lookup() gives it), -ENOENT, -ESTALE or a key error.  One look-up.
+ */
 int store_setattr(struct store *s, const char *key, size_t keylen, unsigned which, uint32_t mode,
-                  uint64_t mtime_ns);
+                  uint64_t mtime_ns, uint64_t if_version, const struct store_item **ret_item);
 
 /*
  * List keys (S3 ListObjectsV2 semantics), in memcmp order.

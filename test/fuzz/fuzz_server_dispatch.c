@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Fuzz kv-server's request path: bytes a client sends go through the real
- * connection code (conn_read -> wire_reader_feed -> dispatch -> do_*) and
- * every response goes back through conn_queue/conn_flush.
+ * connection code (conn_read -> conn_feed -> wire_reader_feed ->
+ * req_dispatch -> req_*) and every response goes back through
+ * conn_queue/conn_flush.
  *
  * Each input gets a fresh server (srv_create with no listening socket,
  * provider "none", a 256 KiB arena so eviction and ENOSPC are reachable) and

@@ -224,8 +224,8 @@ Test(store, key_rules, .init = setup_lru)
 	cr_assert_eq(store_put_begin(st, "a\0b", 3, 10, &r), -EINVAL);
 	cr_assert_eq(r, (struct store_resv *)0x1, "ret untouched");
 	cr_assert_eq(store_get(st, key, STORE_KEY_MAX + 1, &it), -ENAMETOOLONG);
-	cr_assert_eq(store_delete(st, "", 0, 0), -EINVAL);
-	cr_assert_eq(store_rename(st, key, STORE_KEY_MAX, "x\0", 2, false), -EINVAL);
+	cr_assert_eq(store_delete(st, "", 0, 0, NULL), -EINVAL);
+	cr_assert_eq(store_rename(st, key, STORE_KEY_MAX, "x\0", 2, false, NULL), -EINVAL);
 	cr_assert_eq(stats().keys, 1);
 	cr_assert_eq(stats().resv_count, 0);
 }
@@ -245,7 +245,7 @@ Test(store, too_big)
 	/* The whole arena is one value. */
 	cr_assert_eq(put("all", ARENA_LEN), 0);
 	cr_assert_eq(stats().arena_free, 0);
-	cr_assert_eq(store_delete(st, "all", 3, 0), 0);
+	cr_assert_eq(store_delete(st, "all", 3, 0, NULL), 0);
 	cr_assert_eq(stats().arena_free, ARENA_LEN);
 }
 
@@ -300,9 +300,9 @@ Test(store, delete_while_pinned, .init = setup_none)
 	s0 = stats();
 	cr_assert_eq(put_v("k", 200000, NULL, &v), 0);
 	cr_assert_eq(store_get(st, "k", 1, &it), 0);
-	cr_assert_eq(store_delete(st, "k", 1, v + 1), -ESTALE);
-	cr_assert_eq(store_delete(st, "k", 1, v), 0);
-	cr_assert_eq(store_delete(st, "k", 1, 0), -ENOENT);
+	cr_assert_eq(store_delete(st, "k", 1, v + 1, NULL), -ESTALE);
+	cr_assert_eq(store_delete(st, "k", 1, v, NULL), 0);
+	cr_assert_eq(store_delete(st, "k", 1, 0, NULL), -ENOENT);
 	cr_assert(!exists("k"));
 	cr_assert_eq(stats().keys, 0);
 	cr_assert_eq(stats().arena_free, s0.arena_free - 200704, "range held while pinned");
@@ -496,15 +496,15 @@ Test(store, rename, .init = setup_lru)
 
 	cr_assert_eq(put_v("a", 5000, NULL, &va), 0);
 	cr_assert_eq(put_v("b", 7000, NULL, &vb), 0);
-	cr_assert_eq(store_rename(st, "zz", 2, "c", 1, false), -ENOENT);
-	cr_assert_eq(store_rename(st, "a", 1, "b", 1, true), -EEXIST);
+	cr_assert_eq(store_rename(st, "zz", 2, "c", 1, false, NULL), -ENOENT);
+	cr_assert_eq(store_rename(st, "a", 1, "b", 1, true, NULL), -EEXIST);
 	cr_assert(exists("a") && exists("b"));
-	cr_assert_eq(store_rename(st, "a", 1, "a", 1, false), 0, "onto itself");
+	cr_assert_eq(store_rename(st, "a", 1, "a", 1, false, NULL), 0, "onto itself");
 	cr_assert_eq(store_lookup(st, "a", 1, &it), 0);
 	cr_assert_eq(store_item_version(it), va);
 	off = store_item_offset(it);
 
-	cr_assert_eq(store_rename(st, "a", 1, "b", 1, false), 0);
+	cr_assert_eq(store_rename(st, "a", 1, "b", 1, false, NULL), 0);
 	cr_assert(!exists("a"));
 	cr_assert_eq(store_lookup(st, "b", 1, &it), 0);
 	cr_assert_eq(store_item_size(it), 5000);
@@ -518,10 +518,10 @@ Test(store, rename, .init = setup_lru)
 	/* Rename of a pinned item, twice, then delete: the range lives until
 	 * the last unpin of the original pointer. */
 	cr_assert_eq(store_get(st, "b", 1, &pin), 0);
-	cr_assert_eq(store_rename(st, "b", 1, "a-much-longer-name", 18, true), 0);
-	cr_assert_eq(store_rename(st, "a-much-longer-name", 18, "d", 1, true), 0);
+	cr_assert_eq(store_rename(st, "b", 1, "a-much-longer-name", 18, true, NULL), 0);
+	cr_assert_eq(store_rename(st, "a-much-longer-name", 18, "d", 1, true, NULL), 0);
 	cr_assert_eq(stats().pinned_items, 1);
-	cr_assert_eq(store_delete(st, "d", 1, 0), 0);
+	cr_assert_eq(store_delete(st, "d", 1, 0, NULL), 0);
 	cr_assert_eq(stats().keys, 0);
 	cr_assert_eq(stats().arena_free, ARENA_LEN - store_alloc_size(st, 5000));
 	cr_assert_eq(store_item_size(pin), 5000);
@@ -536,15 +536,50 @@ Test(store, setattr, .init = setup_lru)
 	uint64_t v;
 
 	cr_assert_eq(put_v("k", 1, NULL, &v), 0);
-	cr_assert_eq(store_setattr(st, "k", 1, STORE_SET_MODE, 0755, 0), 0);
+	cr_assert_eq(store_setattr(st, "k", 1, STORE_SET_MODE, 0755, 0, 0, NULL), 0);
 	cr_assert_eq(store_lookup(st, "k", 1, &it), 0);
 	cr_assert_eq(store_item_mode(it), 0755);
 	cr_assert_eq(store_item_mtime(it), 42);
-	cr_assert_eq(store_setattr(st, "k", 1, STORE_SET_MTIME, 0, 99), 0);
+	cr_assert_eq(store_setattr(st, "k", 1, STORE_SET_MTIME, 0, 99, 0, NULL), 0);
 	cr_assert_eq(store_item_mode(it), 0755);
 	cr_assert_eq(store_item_mtime(it), 99);
 	cr_assert_eq(store_item_version(it), v, "setattr keeps the version");
-	cr_assert_eq(store_setattr(st, "x", 1, STORE_SET_MODE, 0, 0), -ENOENT);
+	cr_assert_eq(store_setattr(st, "x", 1, STORE_SET_MODE, 0, 0, 0, NULL), -ENOENT);
+}
+
+/* DELETE, RENAME and SETATTR hand back what the server answers with, so it
+ * looks the key up once. */
+Test(store, calls_hand_back_the_item, .init = setup_lru)
+{
+	const struct store_item *it = NULL, *got;
+	uint64_t v, v2, dv = 0;
+
+	cr_assert_eq(put_v("k", 10, NULL, &v), 0);
+	cr_assert_eq(store_setattr(st, "k", 1, STORE_SET_MODE, 0700, 0, v + 1, &it), -ESTALE);
+	cr_assert_null(it, "untouched on failure");
+	cr_assert_eq(store_lookup(st, "k", 1, &got), 0);
+	cr_assert_eq(store_item_mode(got), 0644, "nothing set on a version mismatch");
+	cr_assert_eq(store_setattr(st, "k", 1, STORE_SET_MODE, 0700, 0, v, &it), 0);
+	cr_assert_eq(it, got);
+	cr_assert_eq(store_item_mode(it), 0700);
+	cr_assert_eq(store_setattr(st, "k", 1, 0, 0, 0, 0, &it), 0, "nothing to set: a look-up");
+	cr_assert_eq(store_item_version(it), v);
+
+	it = NULL;
+	cr_assert_eq(store_rename(st, "k", 1, "k", 1, false, &it), 0);
+	cr_assert_eq(it, got, "onto itself: the same item");
+	cr_assert_eq(store_rename(st, "k", 1, "m", 1, false, &it), 0);
+	cr_assert_eq(store_lookup(st, "m", 1, &got), 0);
+	cr_assert_eq(it, got);
+	v2 = store_item_version(it);
+	cr_assert_gt(v2, v);
+	cr_assert_eq(store_item_mode(it), 0700);
+
+	cr_assert_eq(store_delete(st, "m", 1, v, &dv), -ESTALE);
+	cr_assert_eq(dv, 0, "untouched on failure");
+	cr_assert_eq(store_delete(st, "m", 1, 0, &dv), 0);
+	cr_assert_eq(dv, v2, "the version deleted");
+	cr_assert(!exists("m"));
 }
 
 /* ---- list ------------------------------------------------------------------ */
@@ -852,12 +887,13 @@ Test(store, list_matches_model, .init = setup_lru)
 			cr_assert_eq(put(key, 3), 0);
 			present[id] = true;
 		} else if (what < 80) {
-			cr_assert_eq(store_delete(st, key, strlen(key), 0),
+			cr_assert_eq(store_delete(st, key, strlen(key), 0, NULL),
 			             present[id] ? 0 : -ENOENT);
 			present[id] = false;
 		} else {
-			cr_assert_eq(store_rename(st, key, strlen(key), key2, strlen(key2), false),
-			             present[id] ? 0 : -ENOENT);
+			cr_assert_eq(
+			        store_rename(st, key, strlen(key), key2, strlen(key2), false, NULL),
+			        present[id] ? 0 : -ENOENT);
 			if (present[id] && id != id2) {
 				present[id] = false;
 				present[id2] = true;
@@ -907,7 +943,7 @@ Test(store, overhead_per_key, .init = setup_lru)
 	cr_assert_eq(s.arena_free, ARENA_LEN - (uint64_t)N * store_alloc_size(st, 100));
 	for (i = 0; i < N; i++) {
 		snprintf(key, sizeof(key), "%032d", i);
-		cr_assert_eq(store_delete(st, key, 32, 0), 0);
+		cr_assert_eq(store_delete(st, key, 32, 0, NULL), 0);
 	}
 	s = stats();
 	cr_assert_eq(s.arena_free, ARENA_LEN);
@@ -926,7 +962,7 @@ Test(store, overhead_per_key, .init = setup_lru)
 	cr_assert_leq(ov, 100.0);
 	for (i = 0; i < N; i++) {
 		snprintf(key, sizeof(key), "%032d", i);
-		cr_assert_eq(store_delete(st, key, 32, 0), 0);
+		cr_assert_eq(store_delete(st, key, 32, 0, NULL), 0);
 	}
 	/* and in descending order */
 	for (i = N - 1; i >= 0; i--) {
@@ -971,7 +1007,7 @@ Test(store, fragmentation, .init = setup_none)
 		if ((rng >> 40) & 1)
 			continue;
 		snprintf(key, sizeof(key), "f%d", i);
-		cr_assert_eq(store_delete(st, key, strlen(key), 0), 0);
+		cr_assert_eq(store_delete(st, key, strlen(key), 0, NULL), 0);
 		live[i] = false;
 		used -= store_alloc_size(st, size[i]);
 	}
@@ -981,12 +1017,12 @@ Test(store, fragmentation, .init = setup_none)
 	/* The largest free run is allocatable, one byte more is not (policy none). */
 	cr_assert_gt(s.largest_free, STORE_SMALL_MAX);
 	cr_assert_eq(put("big", s.largest_free), 0);
-	cr_assert_eq(store_delete(st, "big", 3, 0), 0);
+	cr_assert_eq(store_delete(st, "big", 3, 0, NULL), 0);
 	for (i = 0; i < n; i++) {
 		if (!live[i])
 			continue;
 		snprintf(key, sizeof(key), "f%d", i);
-		cr_assert_eq(store_delete(st, key, strlen(key), 0), 0);
+		cr_assert_eq(store_delete(st, key, strlen(key), 0, NULL), 0);
 	}
 	s = stats();
 	cr_assert_eq(s.arena_free, ARENA_LEN);
@@ -1004,11 +1040,11 @@ Test(store, coalesce_neighbours, .init = setup_none)
 		cr_assert_eq(put(key, MIB), 0);
 	}
 	/* Free k10, k12, then k11: one 3 MiB run. */
-	cr_assert_eq(store_delete(st, "k10", 3, 0), 0);
-	cr_assert_eq(store_delete(st, "k12", 3, 0), 0);
+	cr_assert_eq(store_delete(st, "k10", 3, 0, NULL), 0);
+	cr_assert_eq(store_delete(st, "k12", 3, 0, NULL), 0);
 	cr_assert_eq(stats().largest_free, MIB);
 	cr_assert_eq(put("x", 2 * MIB), -ENOSPC);
-	cr_assert_eq(store_delete(st, "k11", 3, 0), 0);
+	cr_assert_eq(store_delete(st, "k11", 3, 0, NULL), 0);
 	cr_assert_eq(stats().largest_free, 3 * MIB);
 	cr_assert_eq(put("x", 3 * MIB), 0);
 	cr_assert_eq(stats().arena_free, 0);
@@ -1135,7 +1171,7 @@ static void model_run(enum store_evict ev, int ops)
 			}
 		} else if (op < 80) { /* delete */
 			uint64_t iv = rnd(&r) % 3 == 0 ? m[k].version + (rnd(&r) % 2) : 0;
-			int err = store_delete(st, key, strlen(key), iv);
+			int err = store_delete(st, key, strlen(key), iv, NULL);
 
 			if (err == -ENOENT && lru && m[k].present) {
 				m[k].present = false;
@@ -1158,7 +1194,7 @@ static void model_run(enum store_evict ev, int ops)
 				m[k].present = false, missing++;
 			if (lru && m[k2].present && !exists(key2))
 				m[k2].present = false, missing++;
-			err = store_rename(st, key, strlen(key), key2, strlen(key2), nover);
+			err = store_rename(st, key, strlen(key), key2, strlen(key2), nover, NULL);
 			if (!m[k].present) {
 				cr_assert_eq(err, -ENOENT);
 			} else if (k == k2) {
@@ -1174,7 +1210,8 @@ static void model_run(enum store_evict ev, int ops)
 				m[k].present = false;
 			}
 		} else if (op < 95) { /* setattr */
-			int err = store_setattr(st, key, strlen(key), STORE_SET_MODE, 0777, 0);
+			int err = store_setattr(st, key, strlen(key), STORE_SET_MODE, 0777, 0, 0,
+			                        NULL);
 
 			if (err == -ENOENT && lru && m[k].present)
 				m[k].present = false, missing++;
@@ -1232,7 +1269,7 @@ static void model_run(enum store_evict ev, int ops)
 	}
 	for (k = 0; k < MKEYS; k++) {
 		snprintf(key, sizeof(key), "m/%d", k);
-		(void)store_delete(st, key, strlen(key), 0);
+		(void)store_delete(st, key, strlen(key), 0, NULL);
 	}
 	cr_assert_eq(stats().arena_free, stats().arena_usable);
 	cr_assert_eq(stats().largest_free, stats().arena_usable);

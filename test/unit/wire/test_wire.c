@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvfs/util.h"
 #include "kvfs/wire.h"
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -1090,6 +1091,110 @@ Test(wire_check, request_semantics)
 	h.min_version = 2;
 	h.max_version = 1;
 	cr_assert_eq(wire_request_check(&req, &why), -EINVAL);
+}
+
+/* kv-server's handlers (src/server/request.c) check none of these: they
+ * rely on wire_request_check() having refused each one before dispatch. */
+Test(wire_check, refusals_the_server_relies_on)
+{
+	static Kvfs__Segment *many[WIRE_MAX_SEGS + 1];
+	struct xfer_rsge rs = {.desc = {.addr = 0, .len = 100, .key = 1}, .off = 0, .len = 100};
+	Kvfs__Request req = KVFS__REQUEST__INIT;
+	Kvfs__PutRequest put = KVFS__PUT_REQUEST__INIT;
+	Kvfs__GetRequest get = KVFS__GET_REQUEST__INIT;
+	Kvfs__ListRequest list = KVFS__LIST_REQUEST__INIT;
+	Kvfs__HelloRequest h = KVFS__HELLO_REQUEST__INIT;
+	Kvfs__Segment **src = wire_segs_new(&rs, 1);
+	const char *why = NULL;
+
+	req.body_case = KVFS__REQUEST__BODY_PUT;
+	req.put = &put;
+	put.key = BIN("k");
+	/* PUT inline */
+	put.has_value = 1;
+	put.value = BIN("value");
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+	put.has_length = 1;
+	put.length = 4;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "length is not the value's");
+	cr_assert_str_eq(why, "PUT: length differs from the inline value's");
+	put.length = 5;
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+	put.has_if_absent = put.if_absent = 1;
+	put.has_if_version = 1;
+	put.if_version = 7;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "if_absent with if_version");
+	put.has_if_absent = put.if_absent = put.has_if_version = 0;
+	put.src = src;
+	put.n_src = 1;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "value and src");
+	/* PUT from segments */
+	put.has_value = 0;
+	put.has_length = 0;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "src without length");
+	put.has_length = 1;
+	put.length = 100;
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+	put.length = 0;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "length 0 with src");
+	put.length = 100;
+	src[0]->length = 0;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "empty segment");
+	cr_assert_str_eq(why, "PUT: bad src segment");
+	src[0]->length = 100;
+	src[0]->has_offset = 1;
+	src[0]->offset = 1;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "segment past its region");
+	src[0]->has_offset = 0;
+	for (size_t i = 0; i < KV_ARRAY_SIZE(many); i++)
+		many[i] = src[0];
+	put.src = many;
+	put.n_src = KV_ARRAY_SIZE(many);
+	put.length = 100 * KV_ARRAY_SIZE(many);
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "more than WIRE_MAX_SEGS");
+	put.n_src = WIRE_MAX_SEGS;
+	put.length = 100 * WIRE_MAX_SEGS;
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+	put.n_src = 0;
+	put.has_length = 0;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "neither value nor src");
+
+	/* GET into segments */
+	req.body_case = KVFS__REQUEST__BODY_GET;
+	req.get = &get;
+	get.key = BIN("k");
+	get.dst = src;
+	get.n_dst = 1;
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+	src[0]->desc->len = 99;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "segment past its region");
+	cr_assert_str_eq(why, "GET: bad dst segment");
+	src[0]->desc->len = 100;
+	get.dst = many;
+	get.n_dst = KV_ARRAY_SIZE(many);
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "more than WIRE_MAX_SEGS");
+
+	/* LIST delimiter */
+	req.body_case = KVFS__REQUEST__BODY_LIST;
+	req.list = &list;
+	list.has_delimiter = 1;
+	list.delimiter = BIN("/");
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+	list.delimiter = BIN("ab");
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "two-byte delimiter");
+
+	/* HELLO versions */
+	req.body_case = KVFS__REQUEST__BODY_HELLO;
+	req.hello = &h;
+	h.min_version = h.max_version = 1;
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+	h.min_version = 2;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "min_version above max_version");
+
+	/* A body without a handler */
+	req.body_case = (Kvfs__Request__BodyCase)99;
+	cr_assert_eq(wire_request_check(&req, &why), -ENOTSUP, "unknown body");
+	wire_segs_free(src);
 }
 
 /* An unknown oneof member from a newer peer decodes with body unset. */

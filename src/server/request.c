@@ -1,0 +1,699 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kv-server's requests: one handler per body case, found in req_handlers[]
+ * by req_dispatch().  Validation happens once, before the handler runs:
+ * wire_request_check() (src/wire) refuses bad keys, contradictory or
+ * incomplete arguments and bad segment lists, so a handler checks only
+ * what depends on this server (its limits, the connection's RDMA) and on
+ * the store.  Handlers answer with conn_respond(), at once or, for an RDMA
+ * GET or PUT, when the transfer completes (op.c).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "kvfs/log.h"
+#include "kvfs/util.h"
+#include "kvfs/wire_auth.h"
+#include "server_i.h"
+
+#define TAG SRV_TAG
+
+typedef void (*req_handler_fn)(struct conn *c, const Kvfs__Request *rq);
+
+/* The longest BUSY message of held_check(). */
+#define REQ_BUSY_MSG 240
+
+static void fill_entry(Kvfs__Entry *e, const struct store_item *it)
+{
+	size_t kl;
+
+	e->key.data = (uint8_t *)store_item_key(it, &kl);
+	e->key.len = kl;
+	e->size = store_item_size(it);
+	e->version = store_item_version(it);
+	e->has_mtime_ns = true;
+	e->mtime_ns = (int64_t)store_item_mtime(it);
+	e->has_mode = true;
+	e->mode = store_item_mode(it);
+}
+
+static uint64_t srv_max_value(struct srv *s)
+{
+	struct store_stats st;
+
+	store_get_stats(s->store, &st);
+	return s->o.max_value ? KV_MIN(s->o.max_value, st.arena_usable) : st.arena_usable;
+}
+
+/* ------------------------------------------------------------------ */
+/* HELLO                                                               */
+
+/*
+ * A shm peer shares this host: watch its process (HELLO's pid) so that the
+ * engine posts nothing more to it once it has exited.  libfabric's shm
+ * provider takes a spin lock inside the peer's memory region for every
+ * post; a client killed while holding it would otherwise stall our
+ * progress thread, and every transfer with it, for good.
+ */
+static void conn_watch_peer(struct srv *s, struct conn *c, const Kvfs__HelloRequest *h)
+{
+	int fd;
+
+	if (!h->has_pid || h->pid == 0 || strncmp(xfer_provider(s->eng), "shm", 3))
+		return;
+	fd = (int)syscall(SYS_pidfd_open, (pid_t)h->pid, 0);
+	if (fd < 0) {
+		KV_DEBUG(TAG, "%s: cannot watch process %u: %s", c->name, h->pid, strerror(errno));
+		return;
+	}
+	xfer_peer_watch(s->eng, c->peer, fd);
+}
+
+static void req_hello(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	const Kvfs__HelloRequest *h = rq->hello;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__HelloResponse hr = KVFS__HELLO_RESPONSE__INIT;
+	uint8_t addr[XFER_ADDR_MAX], sproof[WIRE_AUTH_PROOF_LEN];
+	size_t alen = sizeof(addr);
+	uint32_t v;
+
+	if (c->state != CONN_HELLO) {
+		conn_respond(c, rq->id, -EPROTO, "HELLO sent twice", NULL);
+		return;
+	}
+	if (s->auth && !wire_auth_check_client(s->token, s->tokenlen, c->nonce,
+	                                       h->has_auth_proof ? h->auth_proof.data : NULL,
+	                                       h->auth_proof.len)) {
+		s->c.auth_failures++;
+		KV_WARN(TAG, "%s: authentication failed", c->name);
+		/* the client advises: it knows how its user gives the token */
+		conn_respond(c, rq->id, -EACCES, "authentication failed", NULL);
+		conn_refuse(c);
+		return;
+	}
+	/* wire_request_check() refused min_version > max_version. */
+	v = KV_MIN(h->max_version, (uint32_t)WIRE_VERSION_MAX);
+	if (v < h->min_version || v < WIRE_VERSION_MIN) {
+		char m[128];
+
+		snprintf(m, sizeof(m), "no common protocol version: client %u-%u, server %u-%u",
+		         h->min_version, h->max_version, WIRE_VERSION_MIN, WIRE_VERSION_MAX);
+		conn_respond(c, rq->id, -ENOTSUP, m, NULL);
+		conn_refuse(c);
+		return;
+	}
+	hr.version = v;
+	hr.max_frame = s->o.max_frame;
+	hr.max_value = srv_max_value(s);
+	hr.chunk_size = s->eng ? xfer_chunk_size(s->eng) : 0;
+	hr.has_max_inline = true;
+	hr.max_inline = s->o.max_inline;
+	hr.has_max_inflight = true;
+	hr.max_inflight = s->o.max_inflight;
+	hr.server_id = "kv-server " KVFS_VERSION;
+	hr.has_rdma = true;
+	hr.rdma = false;
+	if (s->eng) {
+		hr.provider = (char *)xfer_provider(s->eng);
+		if (xfer_addr(s->eng, addr, &alen) == 0) {
+			hr.has_engine_addr = true;
+			hr.engine_addr.data = addr;
+			hr.engine_addr.len = alen;
+		}
+		if (h->provider && !strcmp(h->provider, xfer_provider(s->eng)) &&
+		    h->has_engine_addr) {
+			int r = xfer_peer_add(s->eng, h->engine_addr.data, h->engine_addr.len,
+			                      &c->peer);
+			if (r == 0) {
+				c->rdma = true;
+				conn_watch_peer(s, c, h);
+			} else
+				KV_INFO(TAG, "%s: cannot add its engine address: %s; inline only",
+				        c->name, strerror(-r));
+		} else {
+			KV_DEBUG(TAG, "%s: provider %s vs ours %s: inline only", c->name,
+			         h->provider ? h->provider : "(none)", xfer_provider(s->eng));
+		}
+		hr.rdma = c->rdma;
+	}
+	/* A proof that cannot be computed is left out: the client then refuses. */
+	if (s->auth && h->has_client_nonce && h->client_nonce.len == WIRE_AUTH_NONCE_LEN &&
+	    wire_auth_server_proof(s->token, s->tokenlen, h->client_nonce.data, c->nonce, sproof) ==
+	            0) {
+		hr.has_server_proof = true;
+		hr.server_proof.data = sproof;
+		hr.server_proof.len = sizeof(sproof);
+	}
+	c->state = CONN_READY;
+	KV_INFO(TAG, "%s: hello from %s, provider %s, %s", c->name,
+	        h->client_id ? h->client_id : "client", h->provider ? h->provider : "none",
+	        c->rdma ? "RDMA" : "inline only");
+	resp.body_case = KVFS__RESPONSE__BODY_HELLO;
+	resp.hello = &hr;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+}
+
+/* ------------------------------------------------------------------ */
+/* GET and PUT                                                         */
+
+/* Cut @rsge (n entries) down to @len bytes; returns the new count. */
+static size_t rsge_trim(struct xfer_rsge *rsge, size_t n, uint64_t len)
+{
+	size_t i;
+
+	for (i = 0; i < n && len; i++) {
+		if (rsge[i].len > len)
+			rsge[i].len = len;
+		len -= rsge[i].len;
+	}
+	return i;
+}
+
+static void req_get(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	const Kvfs__GetRequest *g = rq->get;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__GetResponse gr = KVFS__GET_RESPONSE__INIT;
+	struct store_item *it;
+	struct srv_op *op;
+	uint64_t size, off = g->has_offset ? g->offset : 0, n, cap = 0;
+	char busy[REQ_BUSY_MSG];
+	const char *msg = NULL;
+	size_t nr = 0;
+	int r;
+
+	s->c.gets++;
+	if (g->n_dst && (!c->rdma || !s->eng)) {
+		conn_respond(c, rq->id, -ENOTSUP, "no RDMA on this connection: ask for inline data",
+		             NULL);
+		return;
+	}
+	r = store_get(s->store, (const char *)g->key.data, g->key.len, &it);
+	if (r < 0) {
+		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
+		return;
+	}
+	/* @it is pinned: from here every way out answers and unpins at
+	 * out_unpin, except a submitted transfer, which takes the pin over. */
+	if (g->has_if_version && g->if_version && g->if_version != store_item_version(it)) {
+		r = -ESTALE;
+		msg = "value changed (version mismatch)";
+		goto out_unpin;
+	}
+	size = store_item_size(it);
+	n = off >= size ? 0 : size - off;
+	if (g->has_length)
+		n = KV_MIN(n, g->length);
+	gr.size = size;
+	gr.version = store_item_version(it);
+	gr.has_mtime_ns = gr.has_mode = true;
+	gr.mtime_ns = (int64_t)store_item_mtime(it);
+	gr.mode = store_item_mode(it);
+	resp.body_case = KVFS__RESPONSE__BODY_GET;
+	resp.get = &gr;
+
+	if (g->n_dst) {
+		r = n ? held_check(c, n, busy, sizeof(busy)) : 0;
+		if (r < 0) {
+			msg = busy;
+			goto out_unpin;
+		}
+		op = op_new(g->n_dst);
+		if (!op) {
+			r = -ENOMEM;
+			goto out_unpin;
+		}
+		/* Cannot fail: wire_check_get() checked the same segments. */
+		(void)wire_segs_to_rsge(g->dst, g->n_dst, op->rsge, g->n_dst, &nr, &cap);
+		n = KV_MIN(n, cap);
+		if (n) {
+			nr = rsge_trim(op->rsge, nr, n);
+			op->kind = OP_GET;
+			op->conn = c;
+			op->id = rq->id;
+			op->item = it;
+			op->bytes = n;
+			r = op_submit(c, op, XFER_WRITE, store_item_offset(it) + off, n, nr);
+			if (r == 0) {
+				s->c.rdma_gets++;
+				return; /* answered on completion */
+			}
+			msg = op_submit_error_msg(r, "cannot start the transfer to the client");
+		}
+		op_free(op);
+		if (r < 0)
+			goto out_unpin;
+	} else if (g->has_want_inline && g->want_inline) {
+		n = KV_MIN(n, s->o.max_inline);
+		gr.has_data = true;
+		/* An offset past the end gives no bytes; the pointer must still
+		 * stay inside the arena (the client picks @off). */
+		gr.data.data = (uint8_t *)store_arena_base(s->store) + store_item_offset(it) +
+		               KV_MIN(off, size);
+		gr.data.len = n;
+		s->c.inline_gets++;
+	} else {
+		n = 0;
+	}
+	gr.bytes = n;
+	s->c.get_bytes += n;
+out_unpin:
+	/* The inline bytes are encoded into the output buffer right here,
+	 * before the unpin. */
+	conn_respond(c, rq->id, r, msg, r < 0 ? NULL : &resp);
+	store_item_unpin(s->store, it);
+}
+
+static void req_put(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	const Kvfs__PutRequest *p = rq->put;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__PutResponse pr = KVFS__PUT_RESPONSE__INIT;
+	struct store_put_cond cond = {0};
+	struct store_resv *resv;
+	struct srv_op *op;
+	uint64_t len, tot = 0, ver;
+	char busy[REQ_BUSY_MSG];
+	size_t nr = 0;
+	int r;
+
+	/* wire_check_put() refused: both or neither of value and src,
+	 * if_absent with if_version, a length other than the inline value's,
+	 * and src without a length equal to its segments' total (> 0). */
+	s->c.puts++;
+	cond.if_absent = p->has_if_absent && p->if_absent;
+	cond.if_version = p->has_if_version ? p->if_version : 0;
+	if (p->has_value) {
+		len = p->value.len;
+		if (len > s->o.max_inline) {
+			conn_respond(c, rq->id, -EFBIG, "inline value above max_inline", NULL);
+			return;
+		}
+	} else {
+		if (!c->rdma || !s->eng) {
+			conn_respond(c, rq->id, -ENOTSUP,
+			             "no RDMA on this connection: send the value inline", NULL);
+			return;
+		}
+		len = p->length;
+		r = held_check(c, len, busy, sizeof(busy));
+		if (r < 0) {
+			conn_respond(c, rq->id, r, busy, NULL);
+			return;
+		}
+	}
+	r = store_put_begin(s->store, (const char *)p->key.data, p->key.len, len, &resv);
+	if (r < 0) {
+		conn_respond(c, rq->id, r,
+		             r == -ENOSPC  ? "server full: nothing can be evicted"
+		             : r == -EFBIG ? "value larger than the server's --max-value"
+		                           : NULL,
+		             NULL);
+		return;
+	}
+	if (p->has_value) {
+		if (len)
+			memcpy((uint8_t *)store_arena_base(s->store) + store_resv_offset(resv),
+			       p->value.data, len);
+		r = store_put_commit(s->store, resv, &cond, p->has_mode ? p->mode : 0644,
+		                     p->has_mtime_ns ? (uint64_t)p->mtime_ns : srv_realtime_ns(),
+		                     &ver);
+		if (r < 0) {
+			store_put_abort(s->store, resv);
+			conn_respond(c, rq->id, r, NULL, NULL);
+			return;
+		}
+		s->c.inline_puts++;
+		s->c.put_bytes += len;
+		pr.version = ver;
+		resp.body_case = KVFS__RESPONSE__BODY_PUT;
+		resp.put = &pr;
+		conn_respond(c, rq->id, 0, NULL, &resp);
+		return;
+	}
+
+	op = op_new(p->n_src);
+	if (!op) {
+		store_put_abort(s->store, resv);
+		conn_respond(c, rq->id, -ENOMEM, NULL, NULL);
+		return;
+	}
+	/* Cannot fail: wire_check_put() checked the same segments. */
+	(void)wire_segs_to_rsge(p->src, p->n_src, op->rsge, p->n_src, &nr, &tot);
+	op->kind = OP_PUT;
+	op->conn = c;
+	op->id = rq->id;
+	op->resv = resv;
+	op->cond = cond;
+	op->mode = p->has_mode ? p->mode : 0644;
+	op->mtime = p->has_mtime_ns ? (uint64_t)p->mtime_ns : 0;
+	op->bytes = len;
+	r = op_submit(c, op, XFER_READ, store_resv_offset(resv), len, nr);
+	if (r < 0) {
+		store_put_abort(s->store, resv);
+		op_free(op);
+		conn_respond(c, rq->id, r,
+		             op_submit_error_msg(r, "cannot start the transfer from the client"),
+		             NULL);
+		return;
+	}
+	s->c.rdma_puts++;
+}
+
+/* ------------------------------------------------------------------ */
+/* LIST                                                                */
+
+struct list_ctx {
+	Kvfs__ListResponse *lr;
+	Kvfs__Entry *ents;
+	size_t cap;
+	size_t bytes, max_bytes;
+	size_t limit;
+	bool cut; /* stopped for size */
+	const char *last;
+	size_t lastlen;
+};
+
+static int list_cb(void *arg, const char *name, size_t namelen, const struct store_item *it,
+                   bool prefix)
+{
+	struct list_ctx *l = arg;
+	Kvfs__ListResponse *lr = l->lr;
+	size_t need = namelen + 48 + (prefix && it ? namelen + 48 : 0);
+	Kvfs__Entry *e;
+
+	if (l->bytes + need > l->max_bytes) {
+		l->cut = true;
+		return -ENOSPC;
+	}
+	l->bytes += need;
+	if (prefix) {
+		lr->common_prefixes[lr->n_common_prefixes].data = (uint8_t *)name;
+		lr->common_prefixes[lr->n_common_prefixes].len = namelen;
+		lr->n_common_prefixes++;
+	}
+	if (it) { /* a key, or a prefix's marker */
+		e = &l->ents[lr->n_entries + lr->n_prefix_markers];
+		kvfs__entry__init(e);
+		fill_entry(e, it);
+		if (prefix)
+			lr->prefix_markers[lr->n_prefix_markers++] = e;
+		else
+			lr->entries[lr->n_entries++] = e;
+	}
+	l->last = name;
+	l->lastlen = namelen;
+	return 0;
+}
+
+static void req_list(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	const Kvfs__ListRequest *q = rq->list;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__ListResponse lr = KVFS__LIST_RESPONSE__INIT;
+	struct store_list_req req = {0};
+	struct list_ctx l = {.lr = &lr};
+	bool truncated = false;
+	size_t limit = q->has_limit && q->limit ? KV_MIN(q->limit, 10000u) : 1000;
+	int r;
+
+	/* wire_check_list() refused a delimiter of more than one byte. */
+	s->c.lists++;
+	req.prefix = q->has_prefix ? (const char *)q->prefix.data : NULL;
+	req.prefixlen = q->has_prefix ? q->prefix.len : 0;
+	req.delimiter = q->has_delimiter && q->delimiter.len ? (char)q->delimiter.data[0] : 0;
+	req.start_after = q->has_start_after ? (const char *)q->start_after.data : NULL;
+	req.start_after_len = q->has_start_after ? q->start_after.len : 0;
+	req.limit = limit;
+	l.limit = limit;
+	l.max_bytes = WIRE_MAX_FRAME_DEFAULT - 64 * 1024;
+	l.ents = calloc(limit, sizeof(*l.ents));
+	lr.entries = calloc(limit, sizeof(*lr.entries));
+	lr.common_prefixes = calloc(limit, sizeof(*lr.common_prefixes));
+	lr.prefix_markers = calloc(limit, sizeof(*lr.prefix_markers));
+	if (!l.ents || !lr.entries || !lr.common_prefixes || !lr.prefix_markers) {
+		conn_respond(c, rq->id, -ENOMEM, NULL, NULL);
+		goto out_free;
+	}
+	r = store_list(s->store, &req, list_cb, &l, &truncated);
+	if (r < 0 && !l.cut) {
+		conn_respond(c, rq->id, r, NULL, NULL);
+		goto out_free;
+	}
+	if (l.cut)
+		truncated = true;
+	lr.has_truncated = true;
+	lr.truncated = truncated;
+	if (truncated && l.last) {
+		lr.has_next_start_after = true;
+		lr.next_start_after.data = (uint8_t *)l.last;
+		lr.next_start_after.len = l.lastlen;
+	}
+	resp.body_case = KVFS__RESPONSE__BODY_LIST;
+	resp.list = &lr;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+out_free:
+	free(l.ents);
+	free(lr.entries);
+	free(lr.common_prefixes);
+	free(lr.prefix_markers);
+}
+
+/* ------------------------------------------------------------------ */
+/* STAT, DELETE, RENAME, SETATTR: one store call each                  */
+
+static void req_stat(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__StatResponse sr = KVFS__STAT_RESPONSE__INIT;
+	Kvfs__Entry e = KVFS__ENTRY__INIT;
+	const struct store_item *it;
+	int r;
+
+	s->c.stat_calls++;
+	r = store_lookup(s->store, (const char *)rq->stat->key.data, rq->stat->key.len, &it);
+	if (r < 0) {
+		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
+		return;
+	}
+	fill_entry(&e, it);
+	sr.entry = &e;
+	resp.body_case = KVFS__RESPONSE__BODY_STAT;
+	resp.stat = &sr;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+}
+
+static void req_delete(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	const Kvfs__DeleteRequest *d = rq->delete_;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__DeleteResponse dr = KVFS__DELETE_RESPONSE__INIT;
+	uint64_t ver = 0;
+	int r;
+
+	s->c.deletes++;
+	r = store_delete(s->store, (const char *)d->key.data, d->key.len,
+	                 d->has_if_version ? d->if_version : 0, &ver);
+	if (r < 0) {
+		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
+		return;
+	}
+	dr.has_version = true;
+	dr.version = ver;
+	resp.body_case = KVFS__RESPONSE__BODY_DELETE;
+	resp.delete_ = &dr;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+}
+
+static void req_rename(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	const Kvfs__RenameRequest *m = rq->rename;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__RenameResponse rr = KVFS__RENAME_RESPONSE__INIT;
+	const struct store_item *it;
+	int r;
+
+	s->c.renames++;
+	r = store_rename(s->store, (const char *)m->src.data, m->src.len, (const char *)m->dst.data,
+	                 m->dst.len, m->has_no_overwrite && m->no_overwrite, &it);
+	if (r < 0) {
+		conn_respond(c, rq->id, r,
+		             r == -ENOENT   ? "no such key"
+		             : r == -EEXIST ? "destination exists"
+		                            : NULL,
+		             NULL);
+		return;
+	}
+	rr.version = store_item_version(it);
+	resp.body_case = KVFS__RESPONSE__BODY_RENAME;
+	resp.rename = &rr;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+}
+
+static void req_setattr(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	const Kvfs__SetAttrRequest *a = rq->setattr;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__SetAttrResponse ar = KVFS__SET_ATTR_RESPONSE__INIT;
+	Kvfs__Entry e = KVFS__ENTRY__INIT;
+	unsigned which =
+	        (a->has_mode ? STORE_SET_MODE : 0) | (a->has_mtime_ns ? STORE_SET_MTIME : 0);
+	const struct store_item *it;
+	int r;
+
+	s->c.setattrs++;
+	r = store_setattr(s->store, (const char *)a->key.data, a->key.len, which, a->mode & 07777,
+	                  (uint64_t)a->mtime_ns, a->has_if_version ? a->if_version : 0, &it);
+	if (r < 0) {
+		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
+		return;
+	}
+	fill_entry(&e, it);
+	ar.entry = &e;
+	resp.body_case = KVFS__RESPONSE__BODY_SETATTR;
+	resp.setattr = &ar;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+}
+
+/* ------------------------------------------------------------------ */
+/* STATS                                                               */
+
+static void req_stats(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__StatsResponse sr = KVFS__STATS_RESPONSE__INIT;
+	struct store_stats st;
+	struct xfer_stats xs = {0};
+	Kvfs__Counter cs[64], *cp[64];
+	size_t n = 0;
+
+	s->c.stats++;
+	store_get_stats(s->store, &st);
+	if (s->eng)
+		xfer_get_stats(s->eng, &xs);
+#define CNT(nm, v)                                                                                 \
+	do {                                                                                       \
+		kvfs__counter__init(&cs[n]);                                                       \
+		cs[n].name = (char *)(nm);                                                         \
+		cs[n].value = (uint64_t)(v);                                                       \
+		cp[n] = &cs[n];                                                                    \
+		n++;                                                                               \
+	} while (0)
+	CNT("keys", st.keys);
+	CNT("value_bytes", st.value_bytes);
+	CNT("capacity_bytes", st.arena_usable);
+	CNT("free_bytes", st.arena_free);
+	CNT("largest_free_bytes", st.largest_free);
+	CNT("evictions", st.evictions);
+	CNT("evicted_bytes", st.evicted_bytes);
+	CNT("pinned_items", st.pinned_items);
+	CNT("pinned_bytes", st.pinned_bytes);
+	CNT("reservations", st.resv_count);
+	CNT("reserved_bytes", st.resv_bytes);
+	CNT("meta_bytes", st.meta_bytes);
+	CNT("overhead_bytes", st.overhead_bytes);
+	CNT("max_value", srv_max_value(s));
+	CNT("connections", s->nconns);
+	CNT("connections_total", s->c.conns_total);
+	CNT("connections_refused", s->c.conns_refused);
+	CNT("auth_failures", s->c.auth_failures);
+	CNT("bad_frames", s->c.bad_frames);
+	CNT("refused_keys", s->c.refused_keys);
+	CNT("closed_hello_timeout", s->c.closed_hello);
+	CNT("closed_slow", s->c.closed_slow);
+	CNT("closed_idle", s->c.closed_idle);
+	CNT("gets", s->c.gets);
+	CNT("puts", s->c.puts);
+	CNT("deletes", s->c.deletes);
+	CNT("lists", s->c.lists);
+	CNT("renames", s->c.renames);
+	CNT("setattrs", s->c.setattrs);
+	CNT("stat_calls", s->c.stat_calls);
+	CNT("get_bytes", s->c.get_bytes);
+	CNT("put_bytes", s->c.put_bytes);
+	CNT("rdma_gets", s->c.rdma_gets);
+	CNT("rdma_puts", s->c.rdma_puts);
+	CNT("inline_gets", s->c.inline_gets);
+	CNT("inline_puts", s->c.inline_puts);
+	CNT("errors", s->c.errors);
+	CNT("rdma_failures", s->c.rdma_failures);
+	CNT("rdma_inflight", s->ops);
+	CNT("rdma_unsettled", s->unsettled); /* failed, memory not yet given back */
+	CNT("rdma_unsettled_bytes", s->unsettled_bytes);
+	CNT("refused_held", s->c.refused_held); /* BUSY: the client held too much */
+	CNT("xfer_ops_done", xs.ops_done);
+	CNT("xfer_ops_failed", xs.ops_failed);
+	CNT("xfer_timeouts", xs.ops_timedout);
+	CNT("xfer_stuck", xs.stuck); /* 1: a provider call has not returned (see xfer_submit) */
+	CNT("xfer_stuck_events", xs.stuck_events);
+	CNT("xfer_locks_released", xs.locks_released);
+	CNT("xfer_resets", xs.resets);
+#undef CNT
+	sr.n_counters = n;
+	sr.counters = cp;
+	resp.body_case = KVFS__RESPONSE__BODY_STATS;
+	resp.stats = &sr;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+}
+
+/* ------------------------------------------------------------------ */
+/* Dispatch                                                            */
+
+/* Indexed by Kvfs__Request.body_case. */
+static const req_handler_fn req_handlers[] = {
+        [KVFS__REQUEST__BODY_HELLO] = req_hello,     /* first, once per connection */
+        [KVFS__REQUEST__BODY_PUT] = req_put,         /* inline, or RDMA-READ from the client */
+        [KVFS__REQUEST__BODY_GET] = req_get,         /* inline, or RDMA-WRITE to the client */
+        [KVFS__REQUEST__BODY_STAT] = req_stat,       /* one key's entry */
+        [KVFS__REQUEST__BODY_DELETE] = req_delete,   /* answers the version deleted */
+        [KVFS__REQUEST__BODY_LIST] = req_list,       /* a page of keys and common prefixes */
+        [KVFS__REQUEST__BODY_RENAME] = req_rename,   /* answers the new version */
+        [KVFS__REQUEST__BODY_SETATTR] = req_setattr, /* answers the entry */
+        [KVFS__REQUEST__BODY_STATS] = req_stats,     /* the server's counters */
+};
+
+void req_dispatch(struct conn *c, const Kvfs__Request *rq)
+{
+	const char *why = NULL;
+	int r;
+
+	if (c->state == CONN_CLOSING)
+		return;
+	if (c->state == CONN_HELLO && rq->body_case != KVFS__REQUEST__BODY_HELLO) {
+		conn_respond(c, rq->id, c->srv->auth ? -EACCES : -EPROTO,
+		             "the first request must be HELLO", NULL);
+		conn_refuse(c);
+		return;
+	}
+	r = wire_request_check(rq, &why);
+	if (r < 0) {
+		if (wire_reason_is_key(why)) {
+			c->srv->c.refused_keys++;
+			KV_DEBUG(TAG, "%s: request %llu refused: %s", c->name,
+			         (unsigned long long)rq->id, why);
+		}
+		conn_respond(c, rq->id, r, why, NULL);
+		return;
+	}
+	/* wire_request_check() refused a body it does not know; this keeps a
+	 * body it knows but no handler serves from indexing past the table. */
+	if ((size_t)rq->body_case >= KV_ARRAY_SIZE(req_handlers) || !req_handlers[rq->body_case]) {
+		conn_respond(c, rq->id, -ENOTSUP, "unknown operation", NULL);
+		return;
+	}
+	req_handlers[rq->body_case](c, rq);
+}
