@@ -21,6 +21,9 @@
 #define KV_MIB (1024ULL * 1024)
 #define KV_GIB (1024ULL * 1024 * 1024)
 
+/* Longest key in bytes: the protocol's, the store's and kvfs's limit. */
+#define KV_KEY_MAX 1024
+
 /* CLOCK_MONOTONIC in nanoseconds / milliseconds. */
 uint64_t kv_now_ns(void);
 uint64_t kv_now_ms(void);

@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "kvfs.pb-c.h"
+#include "kvfs/util.h"      /* KV_KEY_MAX */
 #include "kvfs/wire_auth.h" /* the Hello fields' sizes; proofs, wire_ct_equal() */
 #include "kvfs/xfer.h"      /* struct xfer_desc, struct xfer_rsge only: no engine code */
 
@@ -52,9 +53,6 @@ extern "C" {
 /* Largest inline value that fits a default frame with room for the key and
  * the rest of the message. */
 #define WIRE_MAX_INLINE_DEFAULT ((size_t)(1024 * 1024))
-
-/* Longest key in bytes. */
-#define WIRE_KEY_MAX 1024
 
 /* Most segments in one PUT src or GET dst list. */
 #define WIRE_MAX_SEGS 1024
@@ -201,7 +199,7 @@ const char *wire_status_name(int32_t status);
 /*
  * Keys
  * ----
- * A key is 1..WIRE_KEY_MAX bytes of valid UTF-8 (no overlong forms, no
+ * A key is 1..KV_KEY_MAX bytes of valid UTF-8 (no overlong forms, no
  * surrogates) without NUL or other control characters (0x01-0x1f, 0x7f),
  * read as '/'-separated path components none of which is empty, "." or
  * "..": no leading '/', no "//".  One trailing '/' is allowed, since "dir/"
@@ -216,7 +214,7 @@ const char *wire_status_name(int32_t status);
  * components before it follow the rules above.
  *
  * wire_key_validate() returns 0, -EINVAL or -ENAMETOOLONG (longer than
- * WIRE_KEY_MAX), and points *ret_reason (may be NULL) at a static sentence
+ * KV_KEY_MAX), and points *ret_reason (may be NULL) at a static sentence
  * such as "key is not valid UTF-8" ("ok" on success).  wire_key_check() is
  * wire_key_validate(key, len, 0, NULL).  The server runs this check on every
  * key-bearing request field (wire_request_check()), the client library before

@@ -27,7 +27,7 @@ int kvc_key_check(const char *what, const void *key, size_t len)
 
 	if (r == -ENAMETOOLONG)
 		return kvc_fail(r, "kvc: %s: key of %zu bytes is longer than %d bytes", what, len,
-		                WIRE_KEY_MAX);
+		                KV_KEY_MAX);
 	if (r)
 		return kvc_fail(r, "kvc: %s: %s (see docs/protocol.md, \"Keys\")", what, why);
 	return 0;

@@ -315,7 +315,7 @@ static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry 
  */
 static int probe(const char *key, struct kvc_entry *e)
 {
-	char pfx[KVFS_KEY_MAX + 2];
+	char pfx[KV_KEY_MAX + 2];
 	struct kvc_list l;
 	int r;
 
@@ -543,7 +543,7 @@ static int stage_load(struct kfile *f, const char *key)
 /* Store the staged bytes with one PUT.  Called with f->lock held. */
 static int stage_store(struct kfile *f)
 {
-	char key[KVFS_KEY_MAX + 1];
+	char key[KV_KEY_MAX + 1];
 	struct kvc_put_opts po = {.mode = f->mode, .mtime_ns = f->mtime_ns};
 	struct kvc_entry e;
 	struct node *n;
@@ -621,7 +621,7 @@ static int join_new(const char *parent, const char *name, char *out, size_t cap)
 
 static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	char ppath[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2];
+	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
 	struct kvc_entry e;
 	int r;
 
@@ -661,7 +661,7 @@ static void kvfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_d
 
 static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	char key[KVFS_KEY_MAX + 1];
+	char key[KV_KEY_MAX + 1];
 	struct kvc_entry e;
 	struct stat st;
 	struct node *n;
@@ -780,7 +780,7 @@ static int store_head(fuse_ino_t ino, const uint8_t *bytes, size_t len, bool inv
 
 static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	char key[KVFS_KEY_MAX + 1];
+	char key[KV_KEY_MAX + 1];
 	struct kvc_entry e;
 	struct kfile *f;
 	struct node *n;
@@ -883,7 +883,7 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                         struct fuse_file_info *fi)
 {
-	char ppath[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2];
+	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
 	struct fuse_entry_param ep = {0};
 	struct kvc_entry e = {0};
 	struct kfile *f;
@@ -929,7 +929,7 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                       struct fuse_file_info *fi)
 {
 	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
-	char key[KVFS_KEY_MAX + 1];
+	char key[KV_KEY_MAX + 1];
 	struct kvc_get_opts go = {0};
 	struct kvc_entry e;
 	uint8_t *buf;
@@ -1004,7 +1004,7 @@ static void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t 
                        struct fuse_file_info *fi)
 {
 	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
-	char key[KVFS_KEY_MAX + 1];
+	char key[KV_KEY_MAX + 1];
 	size_t end;
 	int r;
 
@@ -1128,7 +1128,7 @@ static int64_t setattr_mtime(const struct stat *attr, int to_set)
  * implicit directory gets now (created with the mode asked, or 0755). */
 static int dir_setattr(const char *key, const struct stat *attr, int to_set)
 {
-	char marker[KVFS_KEY_MAX + 3];
+	char marker[KV_KEY_MAX + 3];
 	int64_t mode = (to_set & FUSE_SET_ATTR_MODE) ? (int64_t)(attr->st_mode & 07777) : -1;
 	int64_t mt = setattr_mtime(attr, to_set);
 	struct kvc_put_opts po = {.mode = mode >= 0 ? (uint32_t)mode : 0755, .if_absent = true};
@@ -1152,7 +1152,7 @@ static int dir_setattr(const char *key, const struct stat *attr, int to_set)
 static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                          struct fuse_file_info *fi)
 {
-	char key[KVFS_KEY_MAX + 1];
+	char key[KV_KEY_MAX + 1];
 	struct kvc_entry e;
 	struct node *sn;
 	bool dir;
@@ -1234,7 +1234,7 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 
 static void kvfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	char ppath[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2], marker[KVFS_KEY_MAX + 3];
+	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2], marker[KV_KEY_MAX + 3];
 	struct kvc_put_opts po = {.mode = mode & 07777, .if_absent = true};
 	struct kvc_entry e;
 	int r;
@@ -1263,7 +1263,7 @@ static void kvfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 
 static void kvfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	char ppath[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2];
+	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
 	int r;
 
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);
@@ -1288,7 +1288,7 @@ static void kvfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 /* Does directory @key hold anything besides its marker? 1 yes, 0 no. */
 static int dir_nonempty(const char *key)
 {
-	char pfx[KVFS_KEY_MAX + 3];
+	char pfx[KV_KEY_MAX + 3];
 	struct kvc_list l;
 	int r;
 
@@ -1308,7 +1308,7 @@ static int dir_nonempty(const char *key)
 
 static void kvfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	char ppath[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2], marker[KVFS_KEY_MAX + 3];
+	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2], marker[KV_KEY_MAX + 3];
 	int r;
 
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);
@@ -1335,7 +1335,7 @@ static void kvfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
  * negative errno on failure. */
 static ssize_t longest_key(const char *pfx)
 {
-	char after[KVFS_KEY_MAX + 1] = "";
+	char after[KV_KEY_MAX + 1] = "";
 	size_t longest = 0;
 
 	for (;;) {
@@ -1358,7 +1358,7 @@ static ssize_t longest_key(const char *pfx)
 
 static int rename_dir(const char *src, const char *dst)
 {
-	char spfx[KVFS_KEY_MAX + 3], dkey[2 * KVFS_KEY_MAX + 4];
+	char spfx[KV_KEY_MAX + 3], dkey[2 * KV_KEY_MAX + 4];
 	ssize_t longest;
 	size_t sl;
 	int r;
@@ -1374,7 +1374,7 @@ static int rename_dir(const char *src, const char *dst)
 		longest = longest_key(spfx);
 		if (longest < 0)
 			return (int)longest;
-		if (longest > 0 && strlen(dst) + 1 + (size_t)longest - sl > KVFS_KEY_MAX)
+		if (longest > 0 && strlen(dst) + 1 + (size_t)longest - sl > KV_KEY_MAX)
 			return -ENAMETOOLONG;
 	}
 	for (;;) {
@@ -1387,7 +1387,7 @@ static int rename_dir(const char *src, const char *dst)
 		for (size_t i = 0; i < l.n_entries && r >= 0; i++) {
 			int n = snprintf(dkey, sizeof(dkey), "%s/%s", dst, l.entries[i].key + sl);
 
-			if (n > KVFS_KEY_MAX) {
+			if (n > KV_KEY_MAX) {
 				r = -ENAMETOOLONG;
 				break;
 			}
@@ -1406,8 +1406,8 @@ static int rename_dir(const char *src, const char *dst)
 static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                         const char *newname, unsigned int flags)
 {
-	char pp[KVFS_KEY_MAX + 1], np[KVFS_KEY_MAX + 1];
-	char src[KVFS_KEY_MAX + 2], dst[KVFS_KEY_MAX + 2];
+	char pp[KV_KEY_MAX + 1], np[KV_KEY_MAX + 1];
+	char src[KV_KEY_MAX + 2], dst[KV_KEY_MAX + 2];
 	struct kvc_entry se, de;
 	bool pending = false;
 	int r, sk, dk;
@@ -1472,7 +1472,7 @@ static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 			return;
 		}
 		if (dk == 1) { /* drop the empty destination's marker */
-			char m[KVFS_KEY_MAX + 3];
+			char m[KV_KEY_MAX + 3];
 
 			if (kvfs_path_dir_marker(dst, m, sizeof(m)) >= 0)
 				kvc_delete(fs.kvc, m, strlen(m), 0);
@@ -1577,7 +1577,7 @@ static void kdir_dedup(struct kdir *d)
 
 static void kvfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	char key[KVFS_KEY_MAX + 1], pfx[KVFS_KEY_MAX + 2];
+	char key[KV_KEY_MAX + 1], pfx[KV_KEY_MAX + 2];
 	struct kdir *d;
 	char *after = NULL;
 	size_t cap = 0, pl;
@@ -1641,7 +1641,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi, bool plus)
 {
 	struct kdir *d = (struct kdir *)(uintptr_t)fi->fh;
-	char dkey[KVFS_KEY_MAX + 1], key[KVFS_KEY_MAX + 2];
+	char dkey[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
 	char *buf = malloc(size), *p;
 	size_t rem = size;
 

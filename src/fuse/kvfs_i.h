@@ -10,8 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Longest key kv-server accepts (bytes). */
-#define KVFS_KEY_MAX 1024
+#include "kvfs/util.h" /* KV_KEY_MAX */
+
 /* Longest name kvfs creates (statfs f_namemax, as NAME_MAX); longer ones
  * written by other clients can still be looked up. */
 #define KVFS_NAME_MAX 255
@@ -19,7 +19,7 @@
 /*
  * Key of @name inside directory @parent ("" is the root), written to @out
  * (capacity @cap, NUL-terminated).  Returns the key length, -ENAMETOOLONG
- * when it exceeds KVFS_KEY_MAX, -EINVAL for a name that cannot be a key
+ * when it exceeds KV_KEY_MAX, -EINVAL for a name that cannot be a key
  * component ("", ".", "..", containing '/').
  */
 int kvfs_path_join(const char *parent, const char *name, char *out, size_t cap);

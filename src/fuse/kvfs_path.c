@@ -26,7 +26,7 @@ int kvfs_path_join(const char *parent, const char *name, char *out, size_t cap)
 	if (!name_ok(name))
 		return -EINVAL;
 	len = pl ? pl + 1 + nl : nl;
-	if (len > KVFS_KEY_MAX)
+	if (len > KV_KEY_MAX)
 		return -ENAMETOOLONG;
 	if (len + 1 > cap)
 		return -ENAMETOOLONG;
@@ -46,7 +46,7 @@ int kvfs_path_dir_marker(const char *dir, char *out, size_t cap)
 
 	if (!dl)
 		return -EINVAL;
-	if (dl + 1 > KVFS_KEY_MAX || dl + 2 > cap)
+	if (dl + 1 > KV_KEY_MAX || dl + 2 > cap)
 		return -ENAMETOOLONG;
 	memcpy(out, dir, dl);
 	out[dl] = '/';

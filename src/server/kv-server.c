@@ -285,8 +285,8 @@ int main(int argc, char **argv)
 		        kv_fmt_size(o.memory, b, sizeof(b)));
 	}
 	/* An inline PUT of max_inline bytes with a longest key must fit a frame. */
-	if (o.max_inline + WIRE_KEY_MAX + 1024 > o.max_frame) {
-		uint64_t fit = o.max_frame - WIRE_KEY_MAX - 1024;
+	if (o.max_inline + KV_KEY_MAX + 1024 > o.max_frame) {
+		uint64_t fit = o.max_frame - KV_KEY_MAX - 1024;
 		char a[32], b[32], f[32];
 
 		if (inline_set) {

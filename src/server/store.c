@@ -141,7 +141,7 @@ static int key_check(const char *key, size_t len)
 {
 	if (!key || !len)
 		return -EINVAL;
-	if (len > STORE_KEY_MAX)
+	if (len > KV_KEY_MAX)
 		return -ENAMETOOLONG;
 	if (memchr(key, 0, len))
 		return -EINVAL;

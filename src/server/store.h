@@ -45,7 +45,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_KEY_MAX   1024        /* longest key, bytes */
+#include "kvfs/util.h" /* KV_KEY_MAX */
+
 #define STORE_PAGE_SIZE 4096        /* granule and alignment of large values */
 #define STORE_SMALL_MAX (16 * 1024) /* values up to this come from slab classes */
 
@@ -100,7 +101,7 @@ uint64_t store_alloc_size(const struct store *s, uint64_t size);
  * any other (a commit may then find the key absent).  With STORE_EVICT_NONE,
  * -ENOSPC and nothing changes.
  * Returns 0, -EINVAL (empty key, key with NUL), -ENAMETOOLONG (key longer
- * than STORE_KEY_MAX), -EFBIG (@size > max value), -ENOSPC or -ENOMEM.
+ * than KV_KEY_MAX), -EFBIG (@size > max value), -ENOSPC or -ENOMEM.
  *
  * store_put_commit() publishes the reservation under its key, replacing any
  * current item, in one step: readers see the old value or the new one.  The

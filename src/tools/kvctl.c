@@ -297,11 +297,10 @@ static int check_key_flags(const struct ctl *c, const char *key, unsigned flags)
 	int r;
 
 	if (n == 0 && !(flags & WIRE_KEY_PREFIX))
-		return usage_error(c->cmd, "keys are 1 to %d bytes; got an empty key",
-		                   WIRE_KEY_MAX);
-	if (n > WIRE_KEY_MAX)
+		return usage_error(c->cmd, "keys are 1 to %d bytes; got an empty key", KV_KEY_MAX);
+	if (n > KV_KEY_MAX)
 		return usage_error(c->cmd, "keys are 1 to %d bytes; got one of %zu bytes",
-		                   WIRE_KEY_MAX, n);
+		                   KV_KEY_MAX, n);
 	r = wire_key_validate(key, n, flags, &why);
 	if (r < 0)
 		/* The key itself is not echoed: it may hold control characters. */
@@ -851,7 +850,7 @@ static int cmd_mv(struct ctl *c, int argc, char **argv)
 	};
 	bool no_overwrite = false;
 	const char *src, *dst;
-	char what[2 * WIRE_KEY_MAX + 2];
+	char what[2 * KV_KEY_MAX + 2];
 	int opt, r;
 
 	while ((opt = getopt_long(argc, argv, "+nh", lo, NULL)) != -1) {

@@ -19,7 +19,7 @@
  * so one big frame does not pin memory for the life of the connection. */
 #define WIRE_READER_KEEP ((size_t)(64 * 1024))
 
-_Static_assert(WIRE_MAX_INLINE_DEFAULT + WIRE_KEY_MAX + 1024 <= WIRE_MAX_FRAME_DEFAULT,
+_Static_assert(WIRE_MAX_INLINE_DEFAULT + KV_KEY_MAX + 1024 <= WIRE_MAX_FRAME_DEFAULT,
                "a default inline PUT must fit a default frame");
 
 static const ProtobufCMessageDescriptor *wire_type_desc(unsigned type)
@@ -521,7 +521,7 @@ static enum wire_key_err wire_key_scan(const char *key, size_t len, unsigned fla
 		return prefix ? WIRE_KEY_OK : WIRE_KEY_EMPTY;
 	if (!key)
 		return WIRE_KEY_EMPTY;
-	if (len > WIRE_KEY_MAX)
+	if (len > KV_KEY_MAX)
 		return WIRE_KEY_LONG;
 	for (size_t i = 0; i < len;) {
 		int n;

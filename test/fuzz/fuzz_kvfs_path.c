@@ -3,14 +3,14 @@
  * Fuzz kvfs's path <-> key mapping (src/fuse/kvfs_path.c).
  *
  * Input: bytes 0-1 give the output capacity (0..1099, so both sides of
- * KVFS_KEY_MAX + 1 are hit), then "parent NUL name": the parent directory key
+ * KV_KEY_MAX + 1 are hit), then "parent NUL name": the parent directory key
  * and the name looked up in it.  Output buffers are malloc'd with exactly
  * that capacity, so ASan sees any write past it.
  *
  * Invariants:
  *   join: a name that is "", ".", ".." or holds '/' is -EINVAL; otherwise the
  *     key is "parent/name" (or "name" under the root), it is returned only
- *     when it fits KVFS_KEY_MAX and the buffer, and then its length is the
+ *     when it fits KV_KEY_MAX and the buffer, and then its length is the
  *     return value; a parent without "//" and without a trailing '/' gives a
  *     key without "//"; base(key) is the name.
  *   dir_marker: "dir/" for a non-empty dir, is_marker() of it is true and its
@@ -43,7 +43,7 @@ static void check_join(const char *parent, const char *name, size_t cap)
 	r = kvfs_path_join(parent, name, cap ? out : NULL, cap);
 	if (!name_ok(name)) {
 		CHECK(r == -EINVAL);
-	} else if (want > KVFS_KEY_MAX || want + 1 > cap) {
+	} else if (want > KV_KEY_MAX || want + 1 > cap) {
 		CHECK(r == -ENAMETOOLONG);
 	} else {
 		CHECK(r >= 0 && (size_t)r == want && strlen(out) == want);
@@ -68,7 +68,7 @@ static void check_marker(const char *dir, size_t cap)
 	r = kvfs_path_dir_marker(dir, cap ? out : NULL, cap);
 	if (!dl) {
 		CHECK(r == -EINVAL);
-	} else if (dl + 1 > KVFS_KEY_MAX || dl + 2 > cap) {
+	} else if (dl + 1 > KV_KEY_MAX || dl + 2 > cap) {
 		CHECK(r == -ENAMETOOLONG);
 	} else {
 		CHECK(r >= 0 && (size_t)r == dl + 1 && strlen(out) == dl + 1);
@@ -80,7 +80,7 @@ static void check_marker(const char *dir, size_t cap)
 	r = kvfs_path_dir_prefix(dir, cap ? out : NULL, cap);
 	if (!dl) {
 		CHECK(cap ? r == 0 && out[0] == '\0' : r == -ENAMETOOLONG);
-	} else if (dl + 1 > KVFS_KEY_MAX || dl + 2 > cap) {
+	} else if (dl + 1 > KV_KEY_MAX || dl + 2 > cap) {
 		CHECK(r == -ENAMETOOLONG);
 	} else {
 		CHECK(r >= 0 && (size_t)r == dl + 1 && out[dl] == '/' && out[dl + 1] == '\0');

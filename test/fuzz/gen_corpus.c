@@ -493,7 +493,7 @@ static void gen_path(void)
 		put_bytes(&b, seeds[i].child, strlen(seeds[i].child));
 		write_seed("fuzz_kvfs_path", seeds[i].name, &b);
 	}
-	/* a parent near KVFS_KEY_MAX */
+	/* a parent near KV_KEY_MAX */
 	b.len = 0;
 	put_bytes(&b, (uint8_t[]){0x04, 0x10}, 2); /* cap 1040 */
 	for (int i = 0; i < 1020; i++)

@@ -7,7 +7,7 @@
 
 Test(kvfs_path, join)
 {
-	char out[KVFS_KEY_MAX + 8];
+	char out[KV_KEY_MAX + 8];
 
 	cr_assert_eq(kvfs_path_join("", "a", out, sizeof(out)), 1);
 	cr_assert_str_eq(out, "a");
@@ -24,7 +24,7 @@ Test(kvfs_path, join)
 
 Test(kvfs_path, limits)
 {
-	char parent[KVFS_KEY_MAX + 1], out[KVFS_KEY_MAX + 8];
+	char parent[KV_KEY_MAX + 1], out[KV_KEY_MAX + 8];
 
 	memset(parent, 'p', 1000);
 	parent[1000] = '\0';

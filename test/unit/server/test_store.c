@@ -209,23 +209,23 @@ Test(store, roundtrip, .init = setup_lru)
 
 Test(store, key_rules, .init = setup_lru)
 {
-	char key[STORE_KEY_MAX + 1];
+	char key[KV_KEY_MAX + 1];
 	struct store_resv *r = (struct store_resv *)0x1;
 	struct store_item *it;
 
 	memset(key, 'a', sizeof(key));
-	cr_assert_eq(store_put_begin(st, key, STORE_KEY_MAX, 10, &r), 0);
+	cr_assert_eq(store_put_begin(st, key, KV_KEY_MAX, 10, &r), 0);
 	cr_assert_eq(store_put_commit(st, r, NULL, 0, 0, NULL), 0);
-	cr_assert_eq(store_get(st, key, STORE_KEY_MAX, &it), 0);
+	cr_assert_eq(store_get(st, key, KV_KEY_MAX, &it), 0);
 	store_item_unpin(st, it);
 	r = (struct store_resv *)0x1;
-	cr_assert_eq(store_put_begin(st, key, STORE_KEY_MAX + 1, 10, &r), -ENAMETOOLONG);
+	cr_assert_eq(store_put_begin(st, key, KV_KEY_MAX + 1, 10, &r), -ENAMETOOLONG);
 	cr_assert_eq(store_put_begin(st, key, 0, 10, &r), -EINVAL);
 	cr_assert_eq(store_put_begin(st, "a\0b", 3, 10, &r), -EINVAL);
 	cr_assert_eq(r, (struct store_resv *)0x1, "ret untouched");
-	cr_assert_eq(store_get(st, key, STORE_KEY_MAX + 1, &it), -ENAMETOOLONG);
+	cr_assert_eq(store_get(st, key, KV_KEY_MAX + 1, &it), -ENAMETOOLONG);
 	cr_assert_eq(store_delete(st, "", 0, 0, NULL), -EINVAL);
-	cr_assert_eq(store_rename(st, key, STORE_KEY_MAX, "x\0", 2, false, NULL), -EINVAL);
+	cr_assert_eq(store_rename(st, key, KV_KEY_MAX, "x\0", 2, false, NULL), -EINVAL);
 	cr_assert_eq(stats().keys, 1);
 	cr_assert_eq(stats().resv_count, 0);
 }

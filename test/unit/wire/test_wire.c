@@ -736,7 +736,7 @@ Test(wire_encode, limits_and_checks)
 	/* Inline values up to WIRE_MAX_INLINE_DEFAULT fit a default frame with
 	 * a longest key. */
 	put.value.len = WIRE_MAX_INLINE_DEFAULT;
-	put.key = (ProtobufCBinaryData){WIRE_KEY_MAX, big + 1};
+	put.key = (ProtobufCBinaryData){KV_KEY_MAX, big + 1};
 	put.has_mode = put.has_mtime_ns = put.has_if_version = put.has_length = 1;
 	put.mode = 0777;
 	put.mtime_ns = INT64_MIN;
@@ -842,11 +842,11 @@ Test(wire_status, errno_mapping_both_ways)
 
 Test(wire_key, check)
 {
-	char *k = malloc(WIRE_KEY_MAX + 1);
+	char *k = malloc(KV_KEY_MAX + 1);
 
-	memset(k, 'a', WIRE_KEY_MAX + 1);
-	cr_assert_eq(wire_key_check(k, WIRE_KEY_MAX), 0);
-	cr_assert_eq(wire_key_check(k, WIRE_KEY_MAX + 1), -ENAMETOOLONG);
+	memset(k, 'a', KV_KEY_MAX + 1);
+	cr_assert_eq(wire_key_check(k, KV_KEY_MAX), 0);
+	cr_assert_eq(wire_key_check(k, KV_KEY_MAX + 1), -ENAMETOOLONG);
 	cr_assert_eq(wire_key_check(k, 1), 0);
 	cr_assert_eq(wire_key_check(k, 0), -EINVAL);
 	cr_assert_eq(wire_key_check(NULL, 3), -EINVAL);
@@ -1001,7 +1001,7 @@ Test(wire_check, request_semantics)
 	Kvfs__GetRequest get = KVFS__GET_REQUEST__INIT;
 	Kvfs__RenameRequest ren = KVFS__RENAME_REQUEST__INIT;
 	Kvfs__HelloRequest h = KVFS__HELLO_REQUEST__INIT;
-	char longkey[WIRE_KEY_MAX + 1];
+	char longkey[KV_KEY_MAX + 1];
 	const char *why = NULL;
 
 	cr_assert_eq(wire_request_check(&req, &why), -ENOTSUP, "no body");
