@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * kvfs sockpeer: see include/kvfs/sockpeer.h.
+ * kvfs sockpeer: see src/include/kvfs/sockpeer.h.
  *
  * The other end of our socket is the socket whose local address is our
  * peer address and whose remote address is our local address.  The

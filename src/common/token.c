@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The shared auth token's file.  See include/kvfs/token.h. */
+/* The shared auth token's file.  See src/include/kvfs/token.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>

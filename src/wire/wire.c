@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Frame codec for the kvfs control channel: see include/kvfs/wire.h for the
+ * Frame codec for the kvfs control channel: see src/include/kvfs/wire.h for the
  * contracts and docs/protocol.md for the protocol.
  */
 #include <errno.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Token authentication proofs on libcrypto's HMAC-SHA256: see
- * include/kvfs/wire_auth.h and docs/protocol.md, "Authentication".
+ * src/include/kvfs/wire_auth.h and docs/protocol.md, "Authentication".
  */
 #include <errno.h>
 #include <limits.h>
