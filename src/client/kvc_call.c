@@ -169,7 +169,7 @@ struct kvc_bounce *kvc_bounce_get(struct kvc *kvc)
 	                   XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ | XFER_ACCESS_REMOTE_WRITE,
 	                   &b->mr);
 	if (r) {
-		KV_DEBUG(KVC_TAG, "bounce buffer of %zu bytes: %s; registering caller memory",
+		KV_DEBUG(KVC_TAG, "bounce buffer of %zu bytes: %s; using a staging buffer",
 		         kvc->bounce_size, strerror(-r));
 		bounce_put(kvc, b, false, false);
 		return NULL;
