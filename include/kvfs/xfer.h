@@ -59,6 +59,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h> /* pid_t */
 
 #ifdef __cplusplus
 extern "C" {
@@ -128,6 +129,15 @@ size_t xfer_chunk_size(const struct xfer_engine *engine);
  * Returns 0, -ENOSPC (then *@len is the size needed) or -ENOTCONN (a reset
  * could not open a new endpoint).  Ask again after a reset (see above). */
 int xfer_addr(struct xfer_engine *engine, void *buf, size_t *len);
+
+/*
+ * The local process an engine address names, for providers whose peers
+ * share this host (shm: "fi_shm://PID:..."), so that a caller can check it
+ * against what it knows of the peer before adding it.  Returns 0 and
+ * *ret_pid, -ENOENT when the provider's addresses name no process (tcp,
+ * verbs, efa), -EINVAL when @addr is not an address of this provider.
+ */
+int xfer_addr_pid(const struct xfer_engine *engine, const void *addr, size_t len, pid_t *ret_pid);
 
 typedef uint64_t xfer_peer_t;
 

@@ -185,6 +185,7 @@ void kvc_close(struct kvc *kvc)
 	for (int i = 0; i < KVC_BOUNCE_SLOTS; i++)
 		xfer_mr_dereg(kvc->bounce[i].mr);
 	xfer_mr_dereg(kvc->stage_spare);
+	xfer_mr_dereg(kvc->proof_mr);
 	if (kvc->has_peer)
 		xfer_peer_remove(kvc->engine, kvc->server_peer);
 	xfer_close(kvc->engine);

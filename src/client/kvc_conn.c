@@ -234,6 +234,25 @@ static int tcp_connect(struct kvc *kvc, uint64_t deadline, int *ret_fd, char *ms
 	return 0;
 }
 
+/* Make the server's engine at @addr our transfer peer (kvc->server_peer),
+ * replacing one at another address (a restarted server). */
+static void server_peer_set(struct kvc *kvc, const void *addr, size_t len)
+{
+	if (kvc->has_peer && (kvc->server_addr_len != len || memcmp(kvc->server_addr, addr, len))) {
+		xfer_peer_remove(kvc->engine, kvc->server_peer);
+		kvc->has_peer = false;
+	}
+	/* Adding the same address again also revives a peer marked failed. */
+	if (len <= sizeof(kvc->server_addr) &&
+	    xfer_peer_add(kvc->engine, addr, len, &kvc->server_peer) == 0) {
+		kvc->has_peer = true;
+		memcpy(kvc->server_addr, addr, len);
+		kvc->server_addr_len = len;
+	} else {
+		KV_DEBUG(KVC_TAG, "cannot add the server's engine as a peer; it still reaches us");
+	}
+}
+
 /* Fill @lim from the HelloResponse and decide whether RDMA is used. */
 static void hello_limits(struct kvc *kvc, const Kvfs__HelloResponse *h, struct kvc_lim *lim)
 {
@@ -245,6 +264,7 @@ static void hello_limits(struct kvc *kvc, const Kvfs__HelloResponse *h, struct k
 	lim->max_inflight = h->has_max_inflight ? h->max_inflight : 0;
 	snprintf(lim->server_provider, sizeof(lim->server_provider), "%s",
 	         h->provider ? h->provider : "none");
+	snprintf(lim->rdma_note, sizeof(lim->rdma_note), "%s", h->rdma_note ? h->rdma_note : "");
 	lim->rdma = kvc->engine && h->has_rdma && h->rdma && h->provider && h->has_engine_addr &&
 	            same_family(h->provider, xfer_provider(kvc->engine));
 	if (kvc->engine && !lim->rdma)
@@ -252,23 +272,41 @@ static void hello_limits(struct kvc *kvc, const Kvfs__HelloResponse *h, struct k
 		         kvc->server,
 		         h->has_rdma && h->rdma ? "provider families differ" : "no RDMA offered",
 		         xfer_provider(kvc->engine), lim->server_provider);
-	if (!lim->rdma)
-		return;
-	if (kvc->has_peer && (kvc->server_addr_len != h->engine_addr.len ||
-	                      memcmp(kvc->server_addr, h->engine_addr.data, h->engine_addr.len))) {
-		xfer_peer_remove(kvc->engine, kvc->server_peer);
-		kvc->has_peer = false;
+	if (lim->rdma)
+		server_peer_set(kvc, h->engine_addr.data, h->engine_addr.len);
+}
+
+/*
+ * The engine proof of a HELLO: new random bytes in our proof page (made on
+ * first use), described by @seg/@desc, and their copy in @nonce.  The
+ * server reads the page through the engine we name and compares: so it
+ * knows that engine is ours before it moves a value to or from it.
+ */
+static int engine_proof(struct kvc *kvc, Kvfs__Segment *seg, Kvfs__Desc *desc,
+                        uint8_t nonce[WIRE_ENGINE_NONCE_LEN])
+{
+	struct xfer_desc d;
+	int r;
+
+	if (!kvc->proof_mr) {
+		r = xfer_buf_alloc(kvc->engine, 4096, XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ,
+		                   &kvc->proof_mr);
+		if (r)
+			return r;
 	}
-	/* Adding the same address again also revives a peer marked failed. */
-	if (h->engine_addr.len <= sizeof(kvc->server_addr) &&
-	    xfer_peer_add(kvc->engine, h->engine_addr.data, h->engine_addr.len,
-	                  &kvc->server_peer) == 0) {
-		kvc->has_peer = true;
-		memcpy(kvc->server_addr, h->engine_addr.data, h->engine_addr.len);
-		kvc->server_addr_len = h->engine_addr.len;
-	} else {
-		KV_DEBUG(KVC_TAG, "cannot add the server's engine as a peer; it still reaches us");
-	}
+	r = kv_random_bytes(nonce, WIRE_ENGINE_NONCE_LEN);
+	if (r)
+		return r;
+	memcpy(xfer_mr_addr(kvc->proof_mr), nonce, WIRE_ENGINE_NONCE_LEN);
+	xfer_mr_desc(kvc->proof_mr, &d);
+	desc->addr = d.addr;
+	desc->len = d.len;
+	desc->key = d.key;
+	seg->desc = desc;
+	seg->has_offset = 1;
+	seg->offset = 0;
+	seg->length = WIRE_ENGINE_NONCE_LEN;
+	return 0;
 }
 
 /* One attempt: TCP connect (the first time: engine, then connect again),
@@ -280,7 +318,9 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 	Kvfs__Request req = KVFS__REQUEST__INIT;
 	struct wire_msg m = {0};
 	uint8_t addr[XFER_ADDR_MAX], proof[WIRE_AUTH_PROOF_LEN], cnonce[WIRE_AUTH_NONCE_LEN];
-	uint8_t nonce[WIRE_AUTH_NONCE_LEN];
+	uint8_t nonce[WIRE_AUTH_NONCE_LEN], enonce[WIRE_ENGINE_NONCE_LEN];
+	Kvfs__Segment proof_seg = KVFS__SEGMENT__INIT;
+	Kvfs__Desc proof_desc = KVFS__DESC__INIT;
 	size_t addrlen = sizeof(addr), flen;
 	const Kvfs__HelloResponse *h;
 	bool auth = false;
@@ -354,6 +394,11 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 		        kvc->server, kvc->auth_option);
 		goto out_close;
 	}
+	/* The server reads our engine proof before it answers HELLO: know its
+	 * engine first (shm without CMA serves reads only to a known peer). */
+	if (kvc->engine && m.shel->provider && m.shel->has_engine_addr &&
+	    same_family(m.shel->provider, xfer_provider(kvc->engine)))
+		server_peer_set(kvc, m.shel->engine_addr.data, m.shel->engine_addr.len);
 	wire_msg_free(&m);
 
 	hello.min_version = WIRE_VERSION_MIN;
@@ -361,11 +406,16 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 	hello.client_id = kvc->client_id;
 	hello.has_pid = 1; /* a shm server watches it: see docs/protocol.md */
 	hello.pid = (uint32_t)getpid();
-	if (kvc->engine && xfer_addr(kvc->engine, addr, &addrlen) == 0) {
+	if (kvc->engine && xfer_addr(kvc->engine, addr, &addrlen) == 0 &&
+	    engine_proof(kvc, &proof_seg, &proof_desc, enonce) == 0) {
 		hello.provider = (char *)xfer_provider(kvc->engine);
 		hello.has_engine_addr = 1;
 		hello.engine_addr.data = addr;
 		hello.engine_addr.len = addrlen;
+		hello.engine_proof = &proof_seg;
+		hello.has_engine_nonce = 1;
+		hello.engine_nonce.data = enonce;
+		hello.engine_nonce.len = WIRE_ENGINE_NONCE_LEN;
 	}
 	if (auth) {
 		r = wire_auth_client_proof(kvc->token, kvc->token_len, nonce, proof);

@@ -125,6 +125,7 @@ struct kvc_lim {
 	uint32_t max_inflight; /* requests the server works on at once, 0 = no limit given */
 	bool rdma;             /* descriptors are honoured */
 	char server_provider[64];
+	char rdma_note[160]; /* !rdma: the server's reason, "" when it gave none */
 };
 
 /* A registered bounce buffer for kvc_put/kvc_get with plain memory. */
@@ -236,6 +237,10 @@ struct kvc {
 	bool has_peer;
 	uint8_t server_addr[XFER_ADDR_MAX]; /* engine address of server_peer */
 	size_t server_addr_len;
+	/* Page whose first WIRE_ENGINE_NONCE_LEN bytes prove to the server, at each
+	 * HELLO, that the engine we name is ours (new random bytes each time);
+	 * the server may read it, nothing more. */
+	struct xfer_mr *proof_mr;
 
 	/* --- The I/O thread and its descriptors: set by kvc_io_start(), constant until
 	 * kvc_io_stop(); every thread writes efd (kvc_io_kick) --- */

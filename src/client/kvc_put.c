@@ -56,10 +56,11 @@ static int put_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 	if (!lim->rdma)
 		return kvc_fail(p->zero_copy_only ? -ENOTSUP : -EFBIG,
 		                "kvc: %s: value of %s is above the server's inline limit of %s and "
-		                "RDMA is not available (client provider %s, server %s)",
+		                "RDMA is not available (client provider %s, server %s%s%s)",
 		                c->what, kv_fmt_size(p->len, a, sizeof(a)),
 		                kv_fmt_size(put_inline_max(lim, op->keylen), b, sizeof(b)),
-		                kvc->provider, lim->server_provider);
+		                kvc->provider, lim->server_provider, lim->rdma_note[0] ? ": " : "",
+		                lim->rdma_note);
 	if (p->mr) {
 		sg = (struct xfer_sge){.mr = p->mr, .off = p->off, .len = p->len};
 	} else if (p->len <= kvc->bounce_size && (c->bounce = kvc_bounce_get(kvc))) {

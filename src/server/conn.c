@@ -96,22 +96,27 @@ void conn_close(struct conn *c, const char *why)
 	conn_step(c);
 }
 
-/* Called when a connection is closed and its last operation is done. */
-static void conn_free(struct conn *c)
+void conn_peer_release(struct conn *c)
 {
 	struct srv *s = c->srv;
 	const struct conn *o;
 
+	for (o = s->conns; o && (o == c || !(o->rdma && o->peer == c->peer)); o = o->next)
+		;
+	if (!o && s->eng)
+		xfer_peer_remove(s->eng, c->peer);
+	c->rdma = false;
+}
+
+/* Called when a connection is closed and its last operation is done. */
+static void conn_free(struct conn *c)
+{
 	/* Release the client's engine from ours (without this every connection
 	 * ever made kept an address-vector entry: over shm a 16 MiB mapping of
 	 * the client's region, found by kv-soak --reconnect), unless another
 	 * open connection from the same engine still uses it. */
-	if (c->rdma && s->eng) {
-		for (o = s->conns; o && !(o->rdma && o->peer == c->peer); o = o->next)
-			;
-		if (!o)
-			xfer_peer_remove(s->eng, c->peer);
-	}
+	if (c->rdma)
+		conn_peer_release(c);
 	wire_reader_fini(&c->rd);
 	free(c->out);
 	free(c->stash);
@@ -132,6 +137,8 @@ int srv_adopt_fd(struct srv *s, int fd, const char *name)
 {
 	struct epoll_event ev;
 	Kvfs__ServerHello sh = KVFS__SERVER_HELLO__INIT;
+	uint8_t eaddr[XFER_ADDR_MAX];
+	size_t ealen = sizeof(eaddr);
 	struct conn *c;
 	int one = 1;
 
@@ -171,6 +178,12 @@ int srv_adopt_fd(struct srv *s, int fd, const char *name)
 	sh.min_version = WIRE_VERSION_MIN;
 	sh.max_version = WIRE_VERSION_MAX;
 	sh.server_id = "kv-server " KVFS_VERSION;
+	if (s->eng && xfer_addr(s->eng, eaddr, &ealen) == 0) {
+		sh.provider = (char *)xfer_provider(s->eng);
+		sh.has_engine_addr = true;
+		sh.engine_addr.data = eaddr;
+		sh.engine_addr.len = ealen;
+	}
 	if (s->auth) {
 		kv_random_bytes(c->nonce, sizeof(c->nonce));
 		sh.has_auth_nonce = true;

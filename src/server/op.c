@@ -101,8 +101,14 @@ int held_check(struct conn *c, uint64_t len, char *msg, size_t msglen)
 
 void op_free(struct srv_op *op)
 {
+	xfer_mr_dereg(op->mr);
 	free(op->rsge);
 	free(op);
+}
+
+static const char *op_name(const struct srv_op *op)
+{
+	return op->kind == OP_GET ? "GET" : op->kind == OP_PUT ? "PUT" : "engine proof";
 }
 
 struct srv_op *op_new(size_t nseg)
@@ -130,7 +136,7 @@ int op_submit(struct conn *c, struct srv_op *op, enum xfer_opcode opc, uint64_t 
               uint64_t len, size_t nrsge)
 {
 	struct srv *s = c->srv;
-	struct xfer_sge l = {.mr = s->arena_mr, .off = arena_off, .len = len};
+	struct xfer_sge l = {.mr = op->mr ? op->mr : s->arena_mr, .off = arena_off, .len = len};
 	struct xfer_op x = {.opcode = opc,
 	                    .peer = c->peer,
 	                    .local = &l,
@@ -180,12 +186,31 @@ static void op_settled(struct srv *s, struct srv_op *op)
 {
 	if (op->kind == OP_GET)
 		store_item_unpin(s->store, op->item);
-	else
+	else if (op->kind == OP_PUT)
 		store_put_abort(s->store, op->resv);
 	held_sub(s, op);
 	KV_DEBUG(TAG, "a failed %s's %llu bytes are back from the provider; %u still held",
-	         op->kind == OP_GET ? "GET" : "PUT", (unsigned long long)op->bytes, s->unsettled);
+	         op_name(op), (unsigned long long)op->bytes, s->unsettled);
 	op_free(op);
+}
+
+/* An engine proof came back: req_hello_bound() answers the HELLO. */
+static void op_bound(struct srv *s, struct srv_op *op, int status, bool unsettled)
+{
+	struct conn *c = op->conn;
+
+	if (status < 0)
+		s->c.rdma_failures++;
+	req_hello_bound(op, status);
+	if (unsettled) { /* op_settled() follows: the page may still be written */
+		op->conn = NULL;
+		held_add(s, op);
+	}
+	c->ops--;
+	s->ops--;
+	conn_step(c);
+	if (!unsettled)
+		op_free(op);
 }
 
 static void op_complete(struct srv *s, struct srv_op *op, int status, bool unsettled)
@@ -268,11 +293,16 @@ void srv_reap(struct srv *s)
 	struct xfer_comp comps[64];
 	int n;
 
-	while ((n = xfer_cq_poll(s->cq, comps, 64)) > 0)
-		for (int i = 0; i < n; i++)
+	while ((n = xfer_cq_poll(s->cq, comps, 64)) > 0) {
+		for (int i = 0; i < n; i++) {
+			struct srv_op *op = (struct srv_op *)(uintptr_t)comps[i].cookie;
+
 			if (comps[i].settled)
-				op_settled(s, (struct srv_op *)(uintptr_t)comps[i].cookie);
+				op_settled(s, op);
+			else if (op->kind == OP_BIND)
+				op_bound(s, op, comps[i].status, comps[i].unsettled);
 			else
-				op_complete(s, (struct srv_op *)(uintptr_t)comps[i].cookie,
-				            comps[i].status, comps[i].unsettled);
+				op_complete(s, op, comps[i].status, comps[i].unsettled);
+		}
+	}
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "kvfs/log.h"
+#include "kvfs/sockpeer.h"
 #include "kvfs/util.h"
 #include "kvfs/wire_auth.h"
 #include "server_i.h"
@@ -53,35 +54,207 @@ static uint64_t srv_max_value(struct srv *s)
 /* HELLO                                                               */
 
 /*
- * A shm peer shares this host: watch its process (HELLO's pid) so that the
+ * A shm peer shares this host: watch its process (the one its address
+ * names, proven to hold the connection) so that the
  * engine posts nothing more to it once it has exited.  libfabric's shm
  * provider takes a spin lock inside the peer's memory region for every
  * post; a client killed while holding it would otherwise stall our
  * progress thread, and every transfer with it, for good.
  */
-static void conn_watch_peer(struct srv *s, struct conn *c, const Kvfs__HelloRequest *h)
+static void conn_watch_peer(struct srv *s, struct conn *c, pid_t pid)
 {
-	int fd;
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
 
-	if (!h->has_pid || h->pid == 0 || strncmp(xfer_provider(s->eng), "shm", 3))
-		return;
-	fd = (int)syscall(SYS_pidfd_open, (pid_t)h->pid, 0);
 	if (fd < 0) {
-		KV_DEBUG(TAG, "%s: cannot watch process %u: %s", c->name, h->pid, strerror(errno));
+		KV_DEBUG(TAG, "%s: cannot watch process %d: %s", c->name, (int)pid,
+		         strerror(errno));
 		return;
 	}
 	xfer_peer_watch(s->eng, c->peer, fd);
+}
+
+static void hello_answer(struct conn *c, uint64_t id, uint32_t version, const uint8_t *sproof,
+                         const char *rdma_note)
+{
+	struct srv *s = c->srv;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__HelloResponse hr = KVFS__HELLO_RESPONSE__INIT;
+	uint8_t addr[XFER_ADDR_MAX];
+	size_t alen = sizeof(addr);
+
+	hr.version = version;
+	hr.max_frame = s->o.max_frame;
+	hr.max_value = srv_max_value(s);
+	hr.chunk_size = s->eng ? xfer_chunk_size(s->eng) : 0;
+	hr.has_max_inline = true;
+	hr.max_inline = s->o.max_inline;
+	hr.has_max_inflight = true;
+	hr.max_inflight = s->o.max_inflight;
+	hr.server_id = "kv-server " KVFS_VERSION;
+	hr.has_rdma = true;
+	hr.rdma = c->rdma;
+	if (!c->rdma && rdma_note)
+		hr.rdma_note = (char *)rdma_note;
+	if (s->eng) {
+		hr.provider = (char *)xfer_provider(s->eng);
+		if (xfer_addr(s->eng, addr, &alen) == 0) {
+			hr.has_engine_addr = true;
+			hr.engine_addr.data = addr;
+			hr.engine_addr.len = alen;
+		}
+	}
+	if (sproof) {
+		hr.has_server_proof = true;
+		hr.server_proof.data = (uint8_t *)sproof;
+		hr.server_proof.len = WIRE_AUTH_PROOF_LEN;
+	}
+	c->state = CONN_READY;
+	resp.body_case = KVFS__RESPONSE__BODY_HELLO;
+	resp.hello = &hr;
+	conn_respond(c, id, 0, NULL, &resp);
+}
+
+/*
+ * May the engine address in @h become @c's transfer peer?  Not our own
+ * engine (we would move our own memory for the client), and over shm only
+ * the process that holds this connection's other end (the address names a
+ * process; a client could name another's, or kv-server's).  Returns 0 and
+ * *ret_pid (0 for a network provider), or -EPERM after logging why.
+ */
+static int hello_engine_allowed(struct conn *c, const Kvfs__HelloRequest *h, pid_t *ret_pid)
+{
+	struct srv *s = c->srv;
+	uint8_t own[XFER_ADDR_MAX];
+	size_t olen = sizeof(own);
+	pid_t pid = 0;
+	int r;
+
+	if (xfer_addr(s->eng, own, &olen) == 0 && olen == h->engine_addr.len &&
+	    !memcmp(own, h->engine_addr.data, olen)) {
+		KV_WARN(TAG, "%s: HELLO names the server's own engine: inline only", c->name);
+		return -EPERM;
+	}
+	r = xfer_addr_pid(s->eng, h->engine_addr.data, h->engine_addr.len, &pid);
+	if (r == -ENOENT) {
+		pid = 0;
+	} else if (r < 0) {
+		KV_WARN(TAG, "%s: HELLO's engine address is no %s address: inline only", c->name,
+		        xfer_provider(s->eng));
+		return -EPERM;
+	} else if ((r = kv_sock_peer_is_pid(c->fd, pid)) != 1) {
+		KV_WARN(TAG, "%s: HELLO's engine belongs to process %d, %s: inline only", c->name,
+		        (int)pid,
+		        r == 0 ? "which does not hold this connection"
+		               : "and which process holds this connection cannot be told");
+		return -EPERM;
+	}
+	*ret_pid = pid;
+	return 0;
+}
+
+/*
+ * Start the engine proof of a HELLO: add the client's engine as a peer and
+ * read the nonce it says its engine_proof region holds.  RDMA is granted
+ * only once the bytes read are that nonce (req_hello_bound()): a client
+ * that names another's engine cannot know a key of that engine's regions,
+ * let alone put its nonce there.  Returns 1 when the answer now waits for
+ * the proof, 0 when HELLO is answered at once (inline only), -EDEADLK when
+ * the engine is stuck (HELLO is refused).
+ */
+static int hello_bind(struct conn *c, const Kvfs__Request *rq, uint32_t version,
+                      const uint8_t *sproof)
+{
+	struct srv *s = c->srv;
+	const Kvfs__HelloRequest *h = rq->hello;
+	struct srv_op *op;
+	uint64_t total;
+	size_t n;
+	pid_t pid;
+	int r;
+
+	if (!h->provider || strcmp(h->provider, xfer_provider(s->eng)) || !h->has_engine_addr) {
+		KV_DEBUG(TAG, "%s: provider %s vs ours %s: inline only", c->name,
+		         h->provider ? h->provider : "(none)", xfer_provider(s->eng));
+		return 0;
+	}
+	if (!h->engine_proof) { /* wire_request_check(): both or neither */
+		KV_INFO(TAG, "%s: HELLO without an engine proof: inline only", c->name);
+		return 0;
+	}
+	if (hello_engine_allowed(c, h, &pid))
+		return 0;
+	op = op_new(1);
+	if (!op)
+		return 0;
+	r = xfer_buf_alloc(s->eng, 4096, XFER_ACCESS_LOCAL, &op->mr);
+	if (r == 0)
+		r = wire_segs_to_rsge(&h->engine_proof, 1, op->rsge, 1, &n, &total);
+	if (r == 0)
+		r = xfer_peer_add(s->eng, h->engine_addr.data, h->engine_addr.len, &c->peer);
+	if (r < 0) {
+		KV_INFO(TAG, "%s: cannot add its engine address: %s; inline only", c->name,
+		        strerror(-r));
+		op_free(op);
+		return 0;
+	}
+	op->kind = OP_BIND;
+	op->conn = c;
+	op->id = rq->id;
+	op->bytes = WIRE_ENGINE_NONCE_LEN;
+	op->version = version;
+	op->watch_pid = pid;
+	memcpy(op->nonce, h->engine_nonce.data, sizeof(op->nonce));
+	if (sproof) {
+		op->has_sproof = true;
+		memcpy(op->sproof, sproof, sizeof(op->sproof));
+	}
+	c->binding = true;
+	r = op_submit(c, op, XFER_READ, 0, WIRE_ENGINE_NONCE_LEN, 1);
+	if (r < 0) {
+		KV_INFO(TAG, "%s: cannot read its engine proof: %s", c->name, strerror(-r));
+		c->binding = false;
+		conn_peer_release(c);
+		op_free(op);
+		/* A stuck engine moves nothing: refuse, so the client says why
+		 * and asks again later instead of staying inline only. */
+		return r == -EDEADLK ? r : 0;
+	}
+	return 1;
+}
+
+void req_hello_bound(struct srv_op *op, int status)
+{
+	struct conn *c = op->conn;
+	struct srv *s = c->srv;
+	bool proven =
+	        status == 0 && wire_ct_equal(xfer_mr_addr(op->mr), op->nonce, sizeof(op->nonce));
+
+	c->binding = false;
+	if (proven && !conn_closed(c)) {
+		c->rdma = true;
+		if (op->watch_pid)
+			conn_watch_peer(s, c, op->watch_pid);
+	} else {
+		if (!conn_closed(c))
+			KV_WARN(TAG, "%s: its engine did not prove to be its own (%s): inline only",
+			        c->name, status ? strerror(-status) : "wrong nonce");
+		conn_peer_release(c);
+	}
+	if (conn_closed(c))
+		return;
+	KV_INFO(TAG, "%s: hello, %s", c->name, c->rdma ? "RDMA" : "inline only");
+	hello_answer(c, op->id, op->version, op->has_sproof ? op->sproof : NULL,
+	             c->rdma ? NULL : "the client's engine did not prove to be its own");
 }
 
 static void req_hello(struct conn *c, const Kvfs__Request *rq)
 {
 	struct srv *s = c->srv;
 	const Kvfs__HelloRequest *h = rq->hello;
-	Kvfs__Response resp = KVFS__RESPONSE__INIT;
-	Kvfs__HelloResponse hr = KVFS__HELLO_RESPONSE__INIT;
-	uint8_t addr[XFER_ADDR_MAX], sproof[WIRE_AUTH_PROOF_LEN];
-	size_t alen = sizeof(addr);
+	uint8_t sproof[WIRE_AUTH_PROOF_LEN];
+	bool has_sproof;
 	uint32_t v;
+	int r;
 
 	if (c->state != CONN_HELLO) {
 		conn_respond(c, rq->id, -EPROTO, "HELLO sent twice", NULL);
@@ -108,55 +281,21 @@ static void req_hello(struct conn *c, const Kvfs__Request *rq)
 		conn_refuse(c);
 		return;
 	}
-	hr.version = v;
-	hr.max_frame = s->o.max_frame;
-	hr.max_value = srv_max_value(s);
-	hr.chunk_size = s->eng ? xfer_chunk_size(s->eng) : 0;
-	hr.has_max_inline = true;
-	hr.max_inline = s->o.max_inline;
-	hr.has_max_inflight = true;
-	hr.max_inflight = s->o.max_inflight;
-	hr.server_id = "kv-server " KVFS_VERSION;
-	hr.has_rdma = true;
-	hr.rdma = false;
-	if (s->eng) {
-		hr.provider = (char *)xfer_provider(s->eng);
-		if (xfer_addr(s->eng, addr, &alen) == 0) {
-			hr.has_engine_addr = true;
-			hr.engine_addr.data = addr;
-			hr.engine_addr.len = alen;
-		}
-		if (h->provider && !strcmp(h->provider, xfer_provider(s->eng)) &&
-		    h->has_engine_addr) {
-			int r = xfer_peer_add(s->eng, h->engine_addr.data, h->engine_addr.len,
-			                      &c->peer);
-			if (r == 0) {
-				c->rdma = true;
-				conn_watch_peer(s, c, h);
-			} else
-				KV_INFO(TAG, "%s: cannot add its engine address: %s; inline only",
-				        c->name, strerror(-r));
-		} else {
-			KV_DEBUG(TAG, "%s: provider %s vs ours %s: inline only", c->name,
-			         h->provider ? h->provider : "(none)", xfer_provider(s->eng));
-		}
-		hr.rdma = c->rdma;
-	}
 	/* A proof that cannot be computed is left out: the client then refuses. */
-	if (s->auth && h->has_client_nonce && h->client_nonce.len == WIRE_AUTH_NONCE_LEN &&
-	    wire_auth_server_proof(s->token, s->tokenlen, h->client_nonce.data, c->nonce, sproof) ==
-	            0) {
-		hr.has_server_proof = true;
-		hr.server_proof.data = sproof;
-		hr.server_proof.len = sizeof(sproof);
+	has_sproof = s->auth && h->has_client_nonce && h->client_nonce.len == WIRE_AUTH_NONCE_LEN &&
+	             wire_auth_server_proof(s->token, s->tokenlen, h->client_nonce.data, c->nonce,
+	                                    sproof) == 0;
+	KV_INFO(TAG, "%s: hello from %s, provider %s", c->name,
+	        h->client_id ? h->client_id : "client", h->provider ? h->provider : "none");
+	r = s->eng ? hello_bind(c, rq, v, has_sproof ? sproof : NULL) : 0;
+	if (r > 0)
+		return; /* answered by req_hello_bound() */
+	if (r < 0) {
+		conn_respond(c, rq->id, -EIO, op_submit_error_msg(r, NULL), NULL);
+		conn_refuse(c);
+		return;
 	}
-	c->state = CONN_READY;
-	KV_INFO(TAG, "%s: hello from %s, provider %s, %s", c->name,
-	        h->client_id ? h->client_id : "client", h->provider ? h->provider : "none",
-	        c->rdma ? "RDMA" : "inline only");
-	resp.body_case = KVFS__RESPONSE__BODY_HELLO;
-	resp.hello = &hr;
-	conn_respond(c, rq->id, 0, NULL, &resp);
+	hello_answer(c, rq->id, v, has_sproof ? sproof : NULL, NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -673,6 +812,11 @@ void req_dispatch(struct conn *c, const Kvfs__Request *rq)
 
 	if (c->state == CONN_CLOSING)
 		return;
+	if (c->binding) { /* a client waits for HELLO's answer */
+		conn_respond(c, rq->id, -EPROTO, "a request before HELLO was answered", NULL);
+		conn_refuse(c);
+		return;
+	}
 	if (c->state == CONN_HELLO && rq->body_case != KVFS__REQUEST__BODY_HELLO) {
 		conn_respond(c, rq->id, c->srv->auth ? -EACCES : -EPROTO,
 		             "the first request must be HELLO", NULL);

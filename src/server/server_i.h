@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "kvfs/token.h"
@@ -74,8 +75,9 @@ struct conn {
 	uint8_t *out; /* queued response bytes */
 	size_t out_len, out_off, out_cap;
 	uint8_t nonce[WIRE_AUTH_NONCE_LEN];
-	bool rdma;               /* the client's engine is our peer */
-	xfer_peer_t peer;        /* valid when rdma */
+	bool rdma;               /* the client's engine is our peer, proven to be its own */
+	bool binding;            /* HELLO waits for that proof (an OP_BIND in flight) */
+	xfer_peer_t peer;        /* valid when rdma or binding */
 	unsigned ops;            /* RDMA ops in flight for this connection */
 	bool reading;            /* EPOLLIN armed */
 	bool want_out;           /* EPOLLOUT armed */
@@ -95,10 +97,14 @@ static inline bool conn_closed(const struct conn *c)
 	return c->state >= CONN_DRAINING;
 }
 
-enum srv_op_kind { OP_GET, OP_PUT };
+enum srv_op_kind {
+	OP_GET,  /* a value into client descriptors */
+	OP_PUT,  /* a value out of client descriptors into a reservation */
+	OP_BIND, /* HELLO: read the nonce the client's engine holds (req_hello) */
+};
 
-/* An RDMA GET or PUT between its submission and its completion (and, if it
- * failed with segments still at the provider, until it is settled). */
+/* An RDMA GET, PUT or BIND between its submission and its completion (and,
+ * if it failed with segments still at the provider, until it is settled). */
 struct srv_op {
 	enum srv_op_kind kind;
 	struct conn *conn;       /* NULL once it only waits to be settled */
@@ -111,6 +117,14 @@ struct srv_op {
 	uint64_t bytes; /* bytes being moved */
 	xfer_peer_t peer;
 	struct xfer_rsge *rsge;
+	/* OP_BIND: the proof of the client's engine, and the HELLO answer
+	 * that waits for it. */
+	struct xfer_mr *mr; /* registered page the nonce is read into */
+	uint8_t nonce[WIRE_ENGINE_NONCE_LEN];
+	uint32_t version; /* negotiated protocol version */
+	bool has_sproof;
+	uint8_t sproof[WIRE_AUTH_PROOF_LEN];
+	pid_t watch_pid; /* shm: the client's process, proven to hold the connection */
 };
 
 /* What one client (its engine address) holds in failed transfers whose
@@ -166,6 +180,9 @@ void conn_refuse(struct conn *c);
  * Never frees @c (callers up the stack still look at it).  @why is logged;
  * NULL is a plain end. */
 void conn_close(struct conn *c, const char *why);
+/* Remove @c's client engine from our peers unless another open connection
+ * with RDMA still uses it (the same engine reconnected). */
+void conn_peer_release(struct conn *c);
 /* Free the CONN_DEAD connections (after an epoll batch). */
 void srv_free_dead(struct srv *s);
 
@@ -190,6 +207,10 @@ size_t conn_feed(struct conn *c, const uint8_t *data, size_t len);
 /* Serve one decoded request on @c: the state's rules, wire_request_check(),
  * then the handler of its body case. */
 void req_dispatch(struct conn *c, const Kvfs__Request *rq);
+/* The engine proof of @op's connection is in (@status 0: its bytes read,
+ * else the read's error): grant RDMA if they are the nonce, then answer the
+ * HELLO that waited for it. */
+void req_hello_bound(struct srv_op *op, int status);
 
 /* ---- op.c: RDMA transfers ---------------------------------------------- */
 

@@ -772,6 +772,25 @@ static int wire_check_list(const Kvfs__ListRequest *list, const char **why)
 	return 0;
 }
 
+static int wire_check_hello(const Kvfs__HelloRequest *h, const char **why)
+{
+	uint64_t total;
+
+	if (h->min_version > h->max_version)
+		return wire_why(why, "HELLO: min_version above max_version", -EINVAL);
+	if (!h->engine_proof != !h->has_engine_nonce)
+		return wire_why(why, "HELLO: engine_proof and engine_nonce go together", -EINVAL);
+	if (!h->engine_proof)
+		return 0;
+	if (h->engine_nonce.len != WIRE_ENGINE_NONCE_LEN)
+		return wire_why(why, "HELLO: engine_nonce must be 32 bytes", -EINVAL);
+	if (wire_segs_total((Kvfs__Segment *const *)&h->engine_proof, 1, &total) ||
+	    total != WIRE_ENGINE_NONCE_LEN)
+		return wire_why(why, "HELLO: engine_proof must be one segment of 32 bytes",
+		                -EINVAL);
+	return 0;
+}
+
 int wire_request_check(const Kvfs__Request *req, const char **ret_reason)
 {
 	const char *why = "ok";
@@ -779,10 +798,7 @@ int wire_request_check(const Kvfs__Request *req, const char **ret_reason)
 
 	switch (req->body_case) {
 	case KVFS__REQUEST__BODY_HELLO:
-		if (req->hello->min_version > req->hello->max_version) {
-			why = "HELLO: min_version above max_version";
-			rc = -EINVAL;
-		}
+		rc = wire_check_hello(req->hello, &why);
 		break;
 	case KVFS__REQUEST__BODY_PUT:
 		rc = wire_check_put(req->put, &why);

@@ -38,6 +38,7 @@
 #include "kvfs/topo.h"
 #include "kvfs/util.h"
 #include "xfer_i.h"
+#include "xfer_shm.h"
 
 #define XFER_TAG              "xfer"
 #define XFER_DEFAULT_TIMEOUT  10000
@@ -464,6 +465,19 @@ void xfer_close(struct xfer_engine *e)
 const char *xfer_provider(const struct xfer_engine *e)
 {
 	return e->prov_name;
+}
+
+int xfer_addr_pid(const struct xfer_engine *e, const void *addr, size_t len, pid_t *ret_pid)
+{
+	pid_t pid;
+
+	if (strcmp(e->prov_name, "shm"))
+		return -ENOENT;
+	pid = shm_addr_pid(addr, len);
+	if (!pid)
+		return -EINVAL;
+	*ret_pid = pid;
+	return 0;
 }
 
 const char *xfer_domain(const struct xfer_engine *e)
@@ -1201,7 +1215,8 @@ static int post_ready(struct xfer_engine *e)
 			ctx->req = rq;
 			ctx->len = rq->segs[rq->next_seg].len;
 			prov_enter(e);
-			if (e->test_stall_ms) { /* test hook: a provider call that hangs */
+			if (e->test_stall_ms &&
+			    ctx->len > 4096) { /* test hook: a value's post hangs */
 				usleep(e->test_stall_ms * 1000);
 				e->test_stall_ms = 0;
 			}

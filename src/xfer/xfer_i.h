@@ -134,8 +134,10 @@ struct xfer_engine {
 	pthread_mutex_t wd_lock;             /* wd_stop, and wd_cond's sleep */
 	pthread_cond_t wd_cond;              /* xfer_close() wakes the watchdog at once */
 	bool wd_stop;                        /* xfer_close(): watchdog, exit */
-	unsigned test_stall_ms; /* $KVFS_XFER_TEST_STALL_MS: the first post sleeps this long inside
-	                         * the provider window (a hanging provider call, for tests) */
+	unsigned test_stall_ms; /* $KVFS_XFER_TEST_STALL_MS: the first post of more than 4 KiB
+	                         * sleeps this long inside the provider window (a hanging
+	                         * provider call, for tests; a HELLO's engine proof is
+	                         * smaller and passes) */
 	pthread_mutex_t lock;   /* submitq, peers, stopping */
 	struct xfer_req *submit_head, *submit_tail;
 	int wake_fd; /* eventfd: submissions, close */

@@ -239,6 +239,13 @@ static pid_t shm_addr_name(const void *addr, size_t len, char name[SHM_NAME_MAX]
 	return pid > 0 && pid <= 4194304 ? (pid_t)pid : 0;
 }
 
+pid_t shm_addr_pid(const void *addr, size_t len)
+{
+	char name[SHM_NAME_MAX];
+
+	return shm_addr_name(addr, len, name);
+}
+
 int shm_addr_check(const void *addr, size_t len)
 {
 	char name[SHM_NAME_MAX];

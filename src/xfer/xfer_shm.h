@@ -29,6 +29,8 @@ void shm_peers_reset(struct shm_peers *t);
 /* Remember our own address ("fi_shm://PID:..."): its region's lock too
  * can be left held by a peer that dies. */
 void shm_self_note(struct shm_peers *t, const void *addr, size_t len);
+/* The process an address "fi_shm://PID:..." names; 0 if it is not one. */
+pid_t shm_addr_pid(const void *addr, size_t len);
 /* Before an address a peer sent reaches the provider: is it a live shm
  * region of the process it names ("fi_shm://PID:..." whose header is of
  * the layout this code knows, written by that PID)?  libfabric 1.17 maps

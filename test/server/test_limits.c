@@ -77,25 +77,51 @@ static void resp_free(Kvfs__Response *r)
 }
 
 /* HELLO without auth; with @provider, offer RDMA from engine address @addr. */
-static void raw_hello(int fd, const char *provider, const void *addr, size_t alen, bool want_rdma)
+/* HELLO on a raw connection; with @eng, naming that engine and proving it
+ * is ours (a page holding the nonce, read by the server: docs/protocol.md,
+ * "Engine proof"). */
+static void raw_hello(int fd, struct xfer_engine *eng, bool want_rdma)
 {
 	Kvfs__Request rq = KVFS__REQUEST__INIT;
 	Kvfs__HelloRequest h = KVFS__HELLO_REQUEST__INIT;
+	Kvfs__Segment seg = KVFS__SEGMENT__INIT;
+	Kvfs__Desc desc = KVFS__DESC__INIT;
+	uint8_t addr[XFER_ADDR_MAX], nonce[WIRE_ENGINE_NONCE_LEN];
+	size_t alen = sizeof(addr);
+	struct xfer_mr *proof = NULL;
+	struct xfer_desc d;
 	Kvfs__Response *r;
 
 	h.min_version = WIRE_VERSION_MIN;
 	h.max_version = WIRE_VERSION_MAX;
 	h.client_id = "test_limits";
-	if (provider) {
-		h.provider = (char *)provider;
+	if (eng) {
+		cr_assert_eq(xfer_addr(eng, addr, &alen), 0);
+		cr_assert_eq(xfer_buf_alloc(eng, 4096, XFER_ACCESS_LOCAL | XFER_ACCESS_REMOTE_READ,
+		                            &proof),
+		             0);
+		memset(nonce, 0x6b, sizeof(nonce));
+		memcpy(xfer_mr_addr(proof), nonce, sizeof(nonce));
+		xfer_mr_desc(proof, &d);
+		desc.addr = d.addr;
+		desc.len = d.len;
+		desc.key = d.key;
+		seg.desc = &desc;
+		seg.length = sizeof(nonce);
+		h.provider = (char *)xfer_provider(eng);
 		h.has_engine_addr = true;
-		h.engine_addr.data = (uint8_t *)addr;
+		h.engine_addr.data = addr;
 		h.engine_addr.len = alen;
+		h.engine_proof = &seg;
+		h.has_engine_nonce = true;
+		h.engine_nonce.data = nonce;
+		h.engine_nonce.len = sizeof(nonce);
 	}
 	rq.id = 1;
 	rq.body_case = KVFS__REQUEST__BODY_HELLO;
 	rq.hello = &h;
 	r = raw_call(fd, &rq);
+	xfer_mr_dereg(proof); /* the server read it before it answered */
 	cr_assert_eq(r->status, 0, "HELLO: %s", r->message ? r->message : "");
 	cr_assert_eq(r->body_case, KVFS__RESPONSE__BODY_HELLO);
 	cr_assert_eq(r->hello->rdma, want_rdma, "HELLO: rdma %d", r->hello->rdma);
@@ -215,7 +241,7 @@ Test(limits, silent_and_slowloris_closed_by_deadlines, .timeout = 120)
 
 	/* the slow-loris: a valid HELLO, then a PUT frame a byte at a time */
 	loris = raw_connect(&s);
-	raw_hello(loris, NULL, NULL, 0, false);
+	raw_hello(loris, NULL, false);
 	{
 		Kvfs__Request rq = KVFS__REQUEST__INIT;
 		Kvfs__PutRequest p = KVFS__PUT_REQUEST__INIT;
@@ -389,7 +415,7 @@ Test(limits, client_not_reading_closed, .timeout = 90)
 
 	fd = raw_connect(&s);
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-	raw_hello(fd, NULL, NULL, 0, false);
+	raw_hello(fd, NULL, false);
 	{
 		Kvfs__Request rq = KVFS__REQUEST__INIT;
 		Kvfs__GetRequest g = KVFS__GET_REQUEST__INIT;
@@ -521,7 +547,7 @@ Test(limits, bad_keys_refused_connection_usable, .timeout = 60)
 	srv_start(&s, "tcp");
 	kvc = connect_to(&s, "tcp");
 	fd = raw_connect(&s);
-	raw_hello(fd, NULL, NULL, 0, false);
+	raw_hello(fd, NULL, false);
 	cr_assert_eq(raw_put(fd, id++, bin("ok"), bin("v")), 0);
 
 	for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++) {
@@ -694,7 +720,7 @@ Test(limits, rdma_descriptor_outside_registration_refused, .timeout = 120)
 	bad[3].d.len = 64 * MIB;
 
 	fd = raw_connect(&s);
-	raw_hello(fd, xfer_provider(eng), addr, alen, true);
+	raw_hello(fd, eng, true);
 
 	for (int i = 0; i < 4; i++) {
 		for (int put = 0; put < 2; put++) {

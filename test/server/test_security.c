@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 
 #include "kvfs/wire.h"
+#include "kvfs/xfer.h"
 #include "srv_proc.h"
 
 #define TOKEN "a-test-token-of-32-bytes-length!"
@@ -225,14 +226,27 @@ Test(security, impostor_gets_nothing, .timeout = 60)
 /* Hostile engine addresses in HELLO                                   */
 /* ------------------------------------------------------------------ */
 
+/* What a raw HELLO says about the engine it names. */
+struct raw_engine {
+	const char *provider;
+	const void *addr; /* the engine address named */
+	size_t alen;
+	bool proof;            /* send engine_proof + engine_nonce */
+	struct xfer_desc desc; /* the proof region claimed */
+};
+
 /* Send HELLO on a raw connection (its ServerHello already read, no auth)
- * naming @provider and @addr as the client's engine; return the response's
- * status (and *ret_rdma), or -EIO when the connection died. */
-static int raw_hello(int fd, const char *provider, const void *addr, size_t alen, bool *ret_rdma)
+ * naming @e's engine (NULL: none); return the response's status, and
+ * *ret_rdma and the server's engine address (@srv_addr, may be NULL, room
+ * for XFER_ADDR_MAX; *ret_slen), or -EIO when the connection died. */
+static int raw_hello(int fd, const struct raw_engine *e, bool *ret_rdma, uint8_t *srv_addr,
+                     size_t *ret_slen)
 {
 	Kvfs__Request rq = KVFS__REQUEST__INIT;
 	Kvfs__HelloRequest h = KVFS__HELLO_REQUEST__INIT;
-	uint8_t hdr[WIRE_HDR_LEN], *payload;
+	Kvfs__Segment seg = KVFS__SEGMENT__INIT;
+	Kvfs__Desc desc = KVFS__DESC__INIT;
+	uint8_t hdr[WIRE_HDR_LEN], *payload, nonce[WIRE_ENGINE_NONCE_LEN];
 	enum wire_frame_type t;
 	struct wire_msg m;
 	size_t plen;
@@ -240,10 +254,24 @@ static int raw_hello(int fd, const char *provider, const void *addr, size_t alen
 
 	h.min_version = WIRE_VERSION_MIN;
 	h.max_version = WIRE_VERSION_MAX;
-	h.provider = (char *)provider;
-	h.has_engine_addr = true;
-	h.engine_addr.data = (uint8_t *)addr;
-	h.engine_addr.len = alen;
+	if (e) {
+		h.provider = (char *)e->provider;
+		h.has_engine_addr = true;
+		h.engine_addr.data = (uint8_t *)e->addr;
+		h.engine_addr.len = e->alen;
+	}
+	if (e && e->proof) {
+		memset(nonce, 0x42, sizeof(nonce));
+		desc.addr = e->desc.addr;
+		desc.len = e->desc.len;
+		desc.key = e->desc.key;
+		seg.desc = &desc;
+		seg.length = WIRE_ENGINE_NONCE_LEN;
+		h.engine_proof = &seg;
+		h.has_engine_nonce = true;
+		h.engine_nonce.data = nonce;
+		h.engine_nonce.len = sizeof(nonce);
+	}
 	h.has_pid = true;
 	h.pid = (uint32_t)getpid();
 	rq.id = 1;
@@ -263,6 +291,11 @@ static int raw_hello(int fd, const char *provider, const void *addr, size_t alen
 	cr_assert_eq(m.type, WIRE_FRAME_RESPONSE);
 	st = m.resp->has_status ? m.resp->status : 0;
 	*ret_rdma = st == 0 && m.resp->hello && m.resp->hello->has_rdma && m.resp->hello->rdma;
+	if (srv_addr && st == 0 && m.resp->hello && m.resp->hello->has_engine_addr) {
+		cr_assert_leq(m.resp->hello->engine_addr.len, XFER_ADDR_MAX);
+		memcpy(srv_addr, m.resp->hello->engine_addr.data, m.resp->hello->engine_addr.len);
+		*ret_slen = m.resp->hello->engine_addr.len;
+	}
 	wire_msg_free(&m);
 	return st;
 }
@@ -306,18 +339,220 @@ Test(security, foreign_shm_object_as_engine, .timeout = 120)
 	close(obj);
 	snprintf(addr, sizeof(addr), "fi_shm://%s", name);
 
+	struct raw_engine e = {.provider = "shm", .addr = addr, .alen = strlen(addr) + 1};
+
 	fd = raw_connect(&s);
-	cr_expect_eq(raw_hello(fd, "shm", addr, strlen(addr) + 1, &rdma), 0);
+	cr_expect_eq(raw_hello(fd, &e, &rdma, NULL, NULL), 0);
 	cr_expect_not(rdma, "RDMA granted to a foreign /dev/shm object");
 	close(fd);
 	unlink(path);
 
 	snprintf(addr, sizeof(addr), "fi_shm://%d:0:4343", (int)getpid());
+	e.alen = strlen(addr) + 1;
 	fd = raw_connect(&s);
-	cr_expect_eq(raw_hello(fd, "shm", addr, strlen(addr) + 1, &rdma), 0);
+	cr_expect_eq(raw_hello(fd, &e, &rdma, NULL, NULL), 0);
 	cr_expect_not(rdma, "RDMA granted to a region that does not exist");
 	close(fd);
 
+	still_serves(&s, "shm");
+	srv_done(&s);
+}
+
+/* A client that proves its engine gets RDMA (the proof costs no RDMA). */
+static void rdma_granted(const char *provider)
+{
+	struct srv s = {0};
+	struct kvc *kvc;
+	struct kvc_limits lim;
+
+	srv_start(&s, provider);
+	kvc = connect_to(&s, provider);
+	kvc_limits(kvc, &lim);
+	cr_expect(lim.rdma, "a client proving its own engine got no RDMA over %s", provider);
+	kvc_close(kvc);
+	still_serves(&s, provider);
+	srv_done(&s);
+}
+
+Test(security, rdma_granted_to_a_proven_engine_tcp, .timeout = 120)
+{
+	rdma_granted("tcp");
+}
+Test(security, rdma_granted_to_a_proven_engine_shm, .timeout = 120)
+{
+	rdma_granted("shm");
+}
+
+/*
+ * Confused deputy: a client names another client's engine in its HELLO.
+ * The server must not take that engine as the attacker's peer: the
+ * attacker cannot prove it (it knows no key of the victim's regions), so
+ * it gets no RDMA, and cannot make the server read the victim's buffers
+ * into its PUTs or write values into them with its GETs.  Before, the
+ * server added the victim's engine for the attacker's connection.
+ */
+static void deputy(const char *provider)
+{
+	struct srv s = {0};
+	struct kvc *victim;
+	struct kvc_limits lim;
+	uint8_t addr[XFER_ADDR_MAX];
+	size_t alen = sizeof(addr);
+	bool rdma = true;
+	int fd;
+
+	srv_start(&s, provider);
+	victim = connect_to(&s, provider);
+	kvc_limits(victim, &lim);
+	cr_assert(lim.rdma);
+	cr_assert_eq(xfer_addr(kvc_engine(victim), addr, &alen), 0);
+
+	struct raw_engine e = {.provider = lim.server_provider, .addr = addr, .alen = alen};
+
+	fd = raw_connect(&s); /* no proof at all */
+	cr_expect_eq(raw_hello(fd, &e, &rdma, NULL, NULL), 0);
+	cr_expect_not(rdma, "RDMA granted on another client's engine without a proof");
+	close(fd);
+	for (uint64_t key = 0; key < 4; key++) { /* guessed proofs */
+		e.proof = true;
+		e.desc = (struct xfer_desc){.addr = 0, .len = 4096, .key = key};
+		fd = raw_connect(&s);
+		cr_expect_eq(raw_hello(fd, &e, &rdma, NULL, NULL), 0);
+		cr_expect_not(rdma, "RDMA granted on another client's engine (key %llu)",
+		              (unsigned long long)key);
+		close(fd);
+	}
+	/* the victim is served as before */
+	{
+		char big[256 << 10], back[sizeof(big)];
+
+		fill(big, sizeof(big), 9);
+		cr_assert_eq(kvc_put(victim, "v", 1, big, sizeof(big), NULL, NULL), 0, "%s",
+		             kvc_strerror());
+		cr_assert_eq(kvc_get(victim, "v", 1, 0, back, sizeof(back), NULL, NULL),
+		             (ssize_t)sizeof(back), "%s", kvc_strerror());
+		check_bytes(back, big, sizeof(big), "the victim's value");
+	}
+	kvc_close(victim);
+	srv_done(&s);
+}
+
+Test(security, deputy_tcp, .timeout = 120)
+{
+	deputy("tcp");
+}
+Test(security, deputy_shm, .timeout = 120)
+{
+	deputy("shm");
+}
+
+/*
+ * A client names kv-server's own engine: the server would read and write
+ * its own memory (its heap, the token) for the client.  Refused, with or
+ * without a proof.  Before, the server added itself as the client's peer.
+ */
+static void self_peer(const char *provider)
+{
+	struct srv s = {0};
+	uint8_t saddr[XFER_ADDR_MAX];
+	size_t slen = 0;
+	bool rdma = true;
+	int fd;
+
+	srv_start(&s, provider);
+	fd = raw_connect(&s);
+	cr_assert_eq(raw_hello(fd, NULL, &rdma, saddr, &slen), 0);
+	close(fd);
+	cr_assert_gt(slen, 0, "no engine address in the server's answer");
+
+	struct raw_engine e = {.provider = NULL,
+	                       .addr = saddr,
+	                       .alen = slen,
+	                       .proof = true,
+	                       .desc = {.addr = 0, .len = 1 << 20, .key = 1}};
+	struct kvc *kvc = connect_to(&s, provider);
+	struct kvc_limits lim;
+
+	kvc_limits(kvc, &lim);
+	kvc_close(kvc);
+	e.provider = lim.server_provider;
+	fd = raw_connect(&s);
+	cr_expect_eq(raw_hello(fd, &e, &rdma, NULL, NULL), 0);
+	cr_expect_not(rdma, "RDMA granted on the server's own engine");
+	close(fd);
+	still_serves(&s, provider);
+	srv_done(&s);
+}
+
+Test(security, self_peer_tcp, .timeout = 120)
+{
+	self_peer("tcp");
+}
+Test(security, self_peer_shm, .timeout = 120)
+{
+	self_peer("shm");
+}
+
+/*
+ * Over shm an engine address names a process.  A client names another
+ * process's engine (here a child of the test that opened one and waits):
+ * refused, whatever proof it claims, since that process does not hold the
+ * client's connection.
+ */
+Test(security, shm_engine_of_another_process, .timeout = 120)
+{
+	struct srv s = {0};
+	uint8_t addr[XFER_ADDR_MAX];
+	size_t alen = 0;
+	int pfd[2], st;
+	bool rdma = true;
+	pid_t child;
+
+	srv_start(&s, "shm");
+	cr_assert_eq(pipe(pfd), 0);
+	child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		struct xfer_opts o;
+		struct xfer_engine *eng;
+		uint8_t a[XFER_ADDR_MAX];
+		size_t l = sizeof(a);
+
+		close(pfd[0]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		xfer_opts_init(&o);
+		o.provider = "shm";
+		if (xfer_open(&o, &eng) || xfer_addr(eng, a, &l))
+			_exit(1);
+		if (write(pfd[1], &l, sizeof(l)) != sizeof(l) || write(pfd[1], a, l) != (ssize_t)l)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(pfd[1]);
+	cr_assert_eq(read(pfd[0], &alen, sizeof(alen)), (ssize_t)sizeof(alen));
+	cr_assert_leq(alen, sizeof(addr));
+	cr_assert_eq(read(pfd[0], addr, alen), (ssize_t)alen);
+	close(pfd[0]);
+
+	struct kvc *kvc = connect_to(&s, "shm");
+	struct kvc_limits lim;
+
+	kvc_limits(kvc, &lim);
+	kvc_close(kvc);
+
+	struct raw_engine e = {.provider = lim.server_provider,
+	                       .addr = addr,
+	                       .alen = alen,
+	                       .proof = true,
+	                       .desc = {.addr = 0, .len = 4096, .key = 0}};
+	int fd = raw_connect(&s);
+
+	cr_expect_eq(raw_hello(fd, &e, &rdma, NULL, NULL), 0);
+	cr_expect_not(rdma, "RDMA granted on the engine of another process");
+	close(fd);
+	kill(child, SIGKILL);
+	waitpid(child, &st, 0);
 	still_serves(&s, "shm");
 	srv_done(&s);
 }

@@ -57,6 +57,10 @@ extern "C" {
 /* Most segments in one PUT src or GET dst list. */
 #define WIRE_MAX_SEGS 1024
 
+/* Bytes of the nonce a client's engine holds to prove it is the client's
+ * (HelloRequest.engine_proof, engine_nonce). */
+#define WIRE_ENGINE_NONCE_LEN 32
+
 enum wire_frame_type {
 	WIRE_FRAME_REQUEST = 1,      /* client -> server: kvfs.Request */
 	WIRE_FRAME_RESPONSE = 2,     /* server -> client: kvfs.Response */
