@@ -247,6 +247,7 @@ static int raw_hello(int fd, const struct raw_engine *e, bool *ret_rdma, uint8_t
 	Kvfs__Segment seg = KVFS__SEGMENT__INIT;
 	Kvfs__Desc desc = KVFS__DESC__INIT;
 	uint8_t hdr[WIRE_HDR_LEN], *payload, nonce[WIRE_ENGINE_NONCE_LEN];
+	struct timeval tv = {.tv_sec = 30}; /* the server's transfer deadline and more */
 	enum wire_frame_type t;
 	struct wire_msg m;
 	size_t plen;
@@ -279,6 +280,7 @@ static int raw_hello(int fd, const struct raw_engine *e, bool *ret_rdma, uint8_t
 	rq.hello = &h;
 	if (send_frame(fd, WIRE_FRAME_REQUEST, &rq.base))
 		return -EIO;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (recv_all(fd, hdr, sizeof(hdr)) || wire_hdr_parse(hdr, 0, WIRE_ACCEPT_CLIENT, &t, &plen))
 		return -EIO;
 	payload = malloc(plen);
@@ -298,6 +300,15 @@ static int raw_hello(int fd, const struct raw_engine *e, bool *ret_rdma, uint8_t
 	}
 	wire_msg_free(&m);
 	return st;
+}
+
+/* A server whose transfers (an engine proof among them) end within 3 s,
+ * well inside raw_hello()'s wait. */
+static void start_short(struct srv *s, const char *provider)
+{
+	static const char *const extra[] = {"--timeout", "3000", NULL};
+
+	srv_start_args(s, provider, NULL, extra);
 }
 
 /* kv-server is alive and serves a normal client over @provider. */
@@ -329,7 +340,7 @@ Test(security, foreign_shm_object_as_engine, .timeout = 120)
 	int fd, obj;
 	uint8_t junk[8192];
 
-	srv_start(&s, "shm");
+	start_short(&s, "shm");
 	snprintf(name, sizeof(name), "%d:0:4242", (int)getpid());
 	snprintf(path, sizeof(path), "/dev/shm/%s", name);
 	obj = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -365,7 +376,7 @@ static void rdma_granted(const char *provider)
 	struct kvc *kvc;
 	struct kvc_limits lim;
 
-	srv_start(&s, provider);
+	start_short(&s, provider);
 	kvc = connect_to(&s, provider);
 	kvc_limits(kvc, &lim);
 	cr_expect(lim.rdma, "a client proving its own engine got no RDMA over %s", provider);
@@ -401,7 +412,7 @@ static void deputy(const char *provider)
 	bool rdma = true;
 	int fd;
 
-	srv_start(&s, provider);
+	start_short(&s, provider);
 	victim = connect_to(&s, provider);
 	kvc_limits(victim, &lim);
 	cr_assert(lim.rdma);
@@ -459,7 +470,7 @@ static void self_peer(const char *provider)
 	bool rdma = true;
 	int fd;
 
-	srv_start(&s, provider);
+	start_short(&s, provider);
 	fd = raw_connect(&s);
 	cr_assert_eq(raw_hello(fd, NULL, &rdma, saddr, &slen), 0);
 	close(fd);
@@ -508,7 +519,7 @@ Test(security, shm_engine_of_another_process, .timeout = 120)
 	bool rdma = true;
 	pid_t child;
 
-	srv_start(&s, "shm");
+	start_short(&s, "shm");
 	cr_assert_eq(pipe(pfd), 0);
 	child = fork();
 	cr_assert_geq(child, 0);
