@@ -133,6 +133,50 @@ void srv_free_dead(struct srv *s)
 	}
 }
 
+/* @a and @b ("HOST:PORT") come from the same host. */
+static bool same_host(const char *a, const char *b)
+{
+	const char *pa = strrchr(a, ':'), *pb = strrchr(b, ':');
+
+	return pa && pb && pa - a == pb - b && !memcmp(a, b, (size_t)(pa - a));
+}
+
+/*
+ * Room for a new connection from @name?  All connections are capped by
+ * max_conns; those still in HELLO also by max_unauth, and one host may
+ * hold a quarter of that: sockets that never send HELLO (reopened as they
+ * are closed) fill at most max_unauth of the max_conns slots, and one
+ * host's cannot keep another host's clients out.  (Processes of one host
+ * share its quarter.)  Returns 0, or -EMFILE to refuse (counted, and
+ * logged at a limited rate).
+ */
+static int conn_admit(struct srv *s, const char *name)
+{
+	unsigned pending = 0, here = 0, per_host = KV_MAX(s->o.max_unauth / 4, 1u);
+	const struct conn *c;
+
+	for (c = s->conns; c; c = c->next) {
+		if (c->state != CONN_HELLO)
+			continue;
+		pending++;
+		here += same_host(c->name, name);
+	}
+	if (s->nconns >= s->o.max_conns) {
+		KV_WARN_RL(TAG, "refusing a connection: %u connections open (--max-conns)",
+		           s->nconns);
+		return -EMFILE;
+	}
+	if (pending >= s->o.max_unauth || here >= per_host) {
+		s->c.refused_unauth++;
+		KV_WARN_RL(TAG,
+		           "refusing a connection from %s: %u connections wait for HELLO, %u of "
+		           "them from that host (--max-unauth %u, a quarter per host)",
+		           name, pending, here, s->o.max_unauth);
+		return -EMFILE;
+	}
+	return 0;
+}
+
 int srv_adopt_fd(struct srv *s, int fd, const char *name)
 {
 	struct epoll_event ev;
@@ -143,10 +187,8 @@ int srv_adopt_fd(struct srv *s, int fd, const char *name)
 	int one = 1;
 
 	s->c.conns_total++;
-	if (s->nconns >= s->o.max_conns) {
+	if (conn_admit(s, name) < 0) {
 		s->c.conns_refused++;
-		KV_WARN_RL(TAG, "refusing a connection: %u connections open (--max-conns)",
-		           s->nconns);
 		close(fd);
 		return -EMFILE;
 	}

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "kvfs/log.h"
 #include "kvfs/util.h"
@@ -38,6 +39,8 @@ static void usage(FILE *f)
 	        "Limits per connection (memory stays below about max-conns x (max-frame +\n"
 	        "max-outbuf + 1.2M); see docs/reliability.md):\n"
 	        "      --max-conns N          connections at once (default 1024)\n"
+	        "      --max-unauth N         of them still in HELLO at once, a quarter of these\n"
+	        "                             per host (default 64)\n"
 	        "      --max-inflight N       RDMA requests worked on per connection (default 64)\n"
 	        "      --max-frame SIZE       largest request frame read, 4K..64M (default "
 	        "1088K);\n"
@@ -103,6 +106,26 @@ static int ms_arg(const char *opt, const char *v, bool zero_ok, int *ret)
 	return 0;
 }
 
+/* Every connection is a descriptor: raise the soft limit to the hard one
+ * (1024 by default, below --max-conns' default alone) and say when even
+ * that is short of what the limits allow. */
+static void nofile_raise(rlim_t want)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < want)
+		fprintf(stderr,
+		        "kv-server: warning: %llu open files allowed (ulimit -n), fewer than "
+		        "--max-conns needs (%llu): raise the limit or lower it\n",
+		        (unsigned long long)rl.rlim_cur, (unsigned long long)want);
+}
+
 int main(int argc, char **argv)
 {
 	enum {
@@ -119,6 +142,7 @@ int main(int argc, char **argv)
 		O_FRAME_TMO,
 		O_IDLE_TMO,
 		O_HELD,
+		O_UNAUTH,
 	};
 	static const struct option lo[] = {
 	        {"listen", required_argument, NULL, 'l'},
@@ -138,6 +162,7 @@ int main(int argc, char **argv)
 	        {"frame-timeout", required_argument, NULL, O_FRAME_TMO},
 	        {"idle-timeout", required_argument, NULL, O_IDLE_TMO},
 	        {"max-held", required_argument, NULL, O_HELD},
+	        {"max-unauth", required_argument, NULL, O_UNAUTH},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"quiet", no_argument, NULL, 'q'},
 	        {"help", no_argument, NULL, 'h'},
@@ -242,6 +267,10 @@ int main(int argc, char **argv)
 			if (uint_arg("--max-conns", optarg, &o.max_conns))
 				return 2;
 			break;
+		case O_UNAUTH:
+			if (uint_arg("--max-unauth", optarg, &o.max_unauth))
+				return 2;
+			break;
 		case O_INFL:
 			if (uint_arg("--max-inflight", optarg, &o.max_inflight))
 				return 2;
@@ -308,6 +337,7 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	nofile_raise(o.max_conns + 64);
 	r = srv_create(&o, &s);
 	if (r < 0)
 		return 1;

@@ -753,6 +753,7 @@ static void req_stats(struct conn *c, const Kvfs__Request *rq)
 	CNT("bad_frames", s->c.bad_frames);
 	CNT("refused_keys", s->c.refused_keys);
 	CNT("closed_hello_timeout", s->c.closed_hello);
+	CNT("connections_refused_unauthenticated", s->c.refused_unauth);
 	CNT("closed_slow", s->c.closed_slow);
 	CNT("closed_idle", s->c.closed_idle);
 	CNT("gets", s->c.gets);

@@ -31,6 +31,7 @@ void srv_opts_init(struct srv_opts *o)
 	o->eviction = STORE_EVICT_LRU;
 	o->max_inline = 64 * 1024;
 	o->max_conns = 1024;
+	o->max_unauth = 64;
 	o->max_inflight = 64;
 	o->max_outbuf = 8 * 1024 * 1024;
 	o->max_frame = WIRE_MAX_FRAME_DEFAULT;

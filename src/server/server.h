@@ -28,6 +28,9 @@ struct srv_opts {
 	uint64_t max_inline;         /* inline PUT/GET limit */
 	const char *auth_token_file; /* NULL = no auth */
 	unsigned max_conns;          /* connections at once */
+	unsigned max_unauth;         /* connections that have not finished HELLO at once,
+	                              * a quarter of them per host: their own quota, so
+	                              * idle sockets cannot keep clients out */
 	unsigned max_inflight;       /* RDMA requests being worked on per connection */
 	size_t max_outbuf;           /* bytes queued to one client before we stop reading it */
 	size_t max_frame;            /* largest request frame (length field) read */

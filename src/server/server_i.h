@@ -163,7 +163,7 @@ struct srv {
 		uint64_t get_bytes, put_bytes, rdma_gets, rdma_puts, inline_gets, inline_puts;
 		uint64_t errors, rdma_failures, conns_total, conns_refused, auth_failures;
 		uint64_t bad_frames, refused_keys, refused_held;
-		uint64_t closed_hello, closed_slow, closed_idle;
+		uint64_t closed_hello, closed_slow, closed_idle, refused_unauth;
 	} c;
 	bool resume;       /* a connection with stashed bytes may read again */
 	struct conn *dead; /* CONN_DEAD: freed at the end of the loop turn */

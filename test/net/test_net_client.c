@@ -1021,3 +1021,64 @@ Test(net_client, slow_link_beyond_deadline)
 	free(want);
 	free(got);
 }
+
+/*
+ * Another host holds 1,100 sockets to the server that never send HELLO,
+ * reopening each one the server closes: the 10 clients here still connect
+ * and are served.  Before, the idle sockets took every connection slot
+ * (--max-conns) and kept the clients out; now sockets in HELLO have a quota
+ * of their own, a quarter of it per host.
+ */
+Test(net_client, idle_sockets_of_another_host_do_not_lock_out_clients, .timeout = 180)
+{
+	const char *flood = getenv("KVFS_FLOOD");
+	char port[8];
+	int served = 0;
+	struct kvc *ctl;
+	pid_t pid;
+
+	if (!flood)
+		cr_skip_test("KVFS_FLOOD is not set (run through meson test)");
+	snprintf(port, sizeof(port), "%u", S.port);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execlp("ip", "ip", "netns", "exec", net_ns(), flood, S.host, port, "1100", "30",
+		       (char *)NULL);
+		_exit(127);
+	}
+	usleep(1000000); /* its sockets are in */
+	for (int i = 0; i < 10; i++) {
+		struct kvc_opts o;
+		struct kvc *kvc = NULL;
+		char key[16], back[8];
+		int r;
+
+		kvc_opts_init(&o);
+		o.server = S.addr;
+		o.provider = "tcp";
+		o.timeout_ms = 5000;
+		r = kvc_connect(&o, &kvc);
+		if (r) {
+			cr_expect_fail("client %d kept out: %s", i, kvc_strerror());
+			continue;
+		}
+		snprintf(key, sizeof(key), "c%d", i);
+		if (kvc_put(kvc, key, strlen(key), "value", 5, NULL, NULL) == 0 &&
+		    kvc_get(kvc, key, strlen(key), 0, back, sizeof(back), NULL, NULL) == 5 &&
+		    !memcmp(back, "value", 5))
+			served++;
+		else
+			cr_expect_fail("client %d not served: %s", i, kvc_strerror());
+		kvc_close(kvc);
+	}
+	ctl = connect_opts(&S, "none", 5000, NULL);
+	cr_expect_gt(counter(ctl, "connections_refused_unauthenticated"), 0,
+	             "the idle sockets were never refused: was the flood running?");
+	kvc_close(ctl);
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+	cr_expect_eq(served, 10, "%d of 10 clients served beside another host's idle sockets",
+	             served);
+}
