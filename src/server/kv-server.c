@@ -31,6 +31,9 @@ static void usage(FILE *f)
 	        "      --max-inline SIZE      largest value sent inline in a frame (default 64K)\n"
 	        "      --auth-token-file FILE clients must prove they hold this token\n"
 	        "      --timeout MS           RDMA transfer deadline (default 10000)\n"
+	        "      --max-meta SIZE        memory the index (keys, item records) may take on\n"
+	        "                             top of --memory before PUTs evict or fail as for\n"
+	        "                             values (default: 1/8 of --memory, at least 4M)\n"
 	        "      --max-held SIZE        memory one client may hold in failed transfers\n"
 	        "                             not yet given back (a slow or cut link) before\n"
 	        "                             its next transfer is refused with BUSY\n"
@@ -143,6 +146,7 @@ int main(int argc, char **argv)
 		O_IDLE_TMO,
 		O_HELD,
 		O_UNAUTH,
+		O_META,
 	};
 	static const struct option lo[] = {
 	        {"listen", required_argument, NULL, 'l'},
@@ -163,6 +167,7 @@ int main(int argc, char **argv)
 	        {"idle-timeout", required_argument, NULL, O_IDLE_TMO},
 	        {"max-held", required_argument, NULL, O_HELD},
 	        {"max-unauth", required_argument, NULL, O_UNAUTH},
+	        {"max-meta", required_argument, NULL, O_META},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"quiet", no_argument, NULL, 'q'},
 	        {"help", no_argument, NULL, 'h'},
@@ -251,6 +256,14 @@ int main(int argc, char **argv)
 		case O_IDLE_TMO:
 			if (ms_arg("--idle-timeout", optarg, true, &o.idle_timeout_ms))
 				return 2;
+			break;
+		case O_META:
+			if (size_arg("--max-meta", optarg, &o.max_meta))
+				return 2;
+			if (o.max_meta < (1ULL << 20)) {
+				fprintf(stderr, "kv-server: --max-meta must be at least 1M\n");
+				return 2;
+			}
 			break;
 		case O_HELD:
 			if (size_arg("--max-held", optarg, &o.max_held))

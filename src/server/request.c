@@ -744,6 +744,7 @@ static void req_stats(struct conn *c, const Kvfs__Request *rq)
 	CNT("reservations", st.resv_count);
 	CNT("reserved_bytes", st.resv_bytes);
 	CNT("meta_bytes", st.meta_bytes);
+	CNT("meta_evictions", st.meta_evictions);
 	CNT("overhead_bytes", st.overhead_bytes);
 	CNT("max_value", srv_max_value(s));
 	CNT("connections", s->nconns);

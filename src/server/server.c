@@ -183,6 +183,7 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 	}
 	so.evict = o->eviction;
 	so.max_value = o->max_value;
+	so.max_meta = o->max_meta ? o->max_meta : KV_MAX(o->memory / 8, 4ULL << 20);
 	r = store_create(s->arena, s->arena_len, &so, &s->store);
 	if (r < 0) {
 		fprintf(stderr, "kv-server: cannot create the store: %s (--memory too small?)\n",

@@ -42,6 +42,9 @@ struct srv_opts {
 	                              * its queued responses for this long */
 	int idle_timeout_ms;         /* close an authenticated connection with nothing in
 	                              * flight, silent this long; 0 = never */
+	uint64_t max_meta;           /* heap bytes the index (keys and items) may take before
+	                              * PUTs evict or fail like for values; 0 = memory / 8,
+	                              * at least 4 MiB */
 	uint64_t max_held;           /* bytes one client may hold in failed transfers its
 	                              * provider has not given back before its next RDMA
 	                              * GET or PUT is refused (BUSY); 0 = memory / 8 */

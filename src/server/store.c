@@ -71,6 +71,7 @@ struct store {
 	struct arena arena; /* carves the page-aligned part of [base, base + len) */
 	enum store_evict evict;
 	uint64_t max_value;
+	uint64_t max_meta; /* 0 = none: see store_opts */
 	uint64_t hseed;
 	uint64_t next_version;
 
@@ -85,6 +86,7 @@ struct store {
 	uint64_t nitems, value_bytes;
 	uint64_t evictable; /* arena bytes charged to items on the LRU */
 	uint64_t evictions, evicted_bytes;
+	uint64_t meta_evictions; /* of them, to stay within max_meta */
 	uint64_t pinned_items, pinned_bytes;
 	uint64_t resv_count, resv_bytes;
 	uint64_t meta_bytes; /* heap bytes of this struct, buckets, items (arena, order: apart) */
@@ -298,6 +300,17 @@ static const char *item_key(const void *e, size_t *ret_len)
 	return it->key;
 }
 
+/* Heap bytes of the index: what store_opts.max_meta caps. */
+static uint64_t meta_total(const struct store *s)
+{
+	return s->meta_bytes + s->arena.bytes + s->order.bytes;
+}
+
+static bool meta_over(const struct store *s)
+{
+	return s->max_meta && meta_total(s) > s->max_meta;
+}
+
 static void evict_lru(struct store *s)
 {
 	struct store_item *it = DL_ENTRY(s->lru.prev, struct store_item, link);
@@ -335,6 +348,7 @@ int store_create(void *arena_base, size_t arena_len, const struct store_opts *op
 	s->meta_bytes = malloc_usable_size(s);
 	s->base = arena_base;
 	s->evict = opts ? opts->evict : STORE_EVICT_LRU;
+	s->max_meta = opts ? opts->max_meta : 0;
 	s->max_value = opts && opts->max_value && opts->max_value < end - start ? opts->max_value
 	                                                                        : end - start;
 	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
@@ -441,6 +455,18 @@ int store_put_begin(struct store *s, const char *key, size_t keylen, uint64_t si
 	}
 	if (err)
 		goto out_free_item;
+	/* Keys and items cost memory too: a flood of empty values with long
+	 * keys takes no arena space, and would otherwise grow the heap without
+	 * bound.  Past max_meta, evict like for value bytes, or refuse. */
+	while (meta_over(s) && s->evict == STORE_EVICT_LRU && !dl_empty(&s->lru)) {
+		evict_lru(s);
+		s->meta_evictions++;
+	}
+	if (meta_over(s)) {
+		arena_free(&s->arena, off, size);
+		err = -ENOSPC;
+		goto out_free_item;
+	}
 
 	it->state = ITEM_RESV;
 	it->size = size;
@@ -814,7 +840,8 @@ void store_get_stats(const struct store *s, struct store_stats *ret)
 	st.pinned_bytes = s->pinned_bytes;
 	st.resv_count = s->resv_count;
 	st.resv_bytes = s->resv_bytes;
-	st.meta_bytes = s->meta_bytes + s->arena.bytes + s->order.bytes;
+	st.meta_bytes = meta_total(s);
+	st.meta_evictions = s->meta_evictions;
 	st.overhead_bytes = st.meta_bytes - s->key_bytes;
 	*ret = st;
 }

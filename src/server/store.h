@@ -62,6 +62,10 @@ enum store_evict {
 struct store_opts {
 	enum store_evict evict;
 	uint64_t max_value; /* largest value accepted; 0 or > usable arena = usable arena */
+	uint64_t max_meta;  /* heap bytes the index may take (keys, items, hash, order;
+	                     * store_stats.meta_bytes); a PUT that would pass it evicts
+	                     * (LRU) or fails with -ENOSPC like one whose value does not
+	                     * fit; 0 = no limit */
 };
 
 /*
@@ -232,6 +236,7 @@ struct store_stats {
 	uint64_t resv_count;       /* reservations outstanding */
 	uint64_t resv_bytes;       /* their sizes */
 	uint64_t meta_bytes;       /* malloc_usable_size() of all store metadata */
+	uint64_t meta_evictions;   /* of the evictions, those for max_meta */
 	uint64_t overhead_bytes;   /* meta_bytes minus the key bytes stored in it */
 };
 

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 
+#include "kvfs/util.h"
 #include "kvfs/wire.h"
 #include "kvfs/xfer.h"
 #include "srv_proc.h"
@@ -565,5 +566,83 @@ Test(security, shm_engine_of_another_process, .timeout = 120)
 	kill(child, SIGKILL);
 	waitpid(child, &st, 0);
 	still_serves(&s, "shm");
+	srv_done(&s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Memory: keys and items count                                        */
+/* ------------------------------------------------------------------ */
+
+/* Resident memory of process @pid, bytes (VmRSS). */
+static uint64_t rss_of(pid_t pid)
+{
+	char path[64], line[256];
+	unsigned long long kb = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %llu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb * 1024;
+}
+
+/*
+ * 60,000 PUTs of empty values under 1000-byte keys on a 64 MiB server
+ * with an 8 MiB index budget: old keys are evicted, the index stays within
+ * its budget, the server's resident memory grows by less than the keys'
+ * bytes would take, and the newest value reads back.  Before, empty values
+ * took no arena space, nothing was evicted, and the server grew without
+ * bound (2,000,000 such PUTs: 2.27 GB, then the OOM killer).
+ */
+Test(security, empty_value_flood_stays_within_budget, .timeout = 300)
+{
+	static const char *const extra[] = {"--max-meta", "8M", NULL};
+	char key[1000], asan[512];
+	struct srv s = {0};
+	struct kvc *kvc;
+	uint64_t rss0, rss1, meta;
+	struct kvc_entry e;
+	const char *a = getenv("ASAN_OPTIONS");
+
+	/* ASan keeps freed memory in quarantine (256 MB): the evicted keys'
+	 * memory must be seen to come back. */
+	snprintf(asan, sizeof(asan), "%s%squarantine_size_mb=1", a ? a : "", a ? ":" : "");
+	setenv("ASAN_OPTIONS", asan, 1);
+	srv_start_args(&s, "none", "64M", extra);
+	if (a)
+		setenv("ASAN_OPTIONS", a, 1);
+	kvc = connect_to(&s, "none");
+	memset(key, 'k', sizeof(key));
+	for (int i = 0; i < 2000; i++) { /* warm up: the allocator's pools */
+		snprintf(key, 16, "w%014d", i);
+		key[15] = 'k';
+		cr_assert_eq(kvc_put(kvc, key, sizeof(key), "", 0, NULL, NULL), 0, "%s",
+		             kvc_strerror());
+	}
+	rss0 = rss_of(s.pid);
+	for (int i = 0; i < 60000; i++) {
+		snprintf(key, 16, "%015d", i);
+		key[15] = 'k';
+		cr_assert_eq(kvc_put(kvc, key, sizeof(key), "", 0, NULL, NULL), 0, "PUT %d: %s", i,
+		             kvc_strerror());
+	}
+	rss1 = rss_of(s.pid);
+	meta = counter(kvc, "meta_bytes");
+	cr_expect_leq(meta, 8 * MIB + 2 * MIB, "index of %llu bytes past its 8 MiB budget",
+	              (unsigned long long)meta);
+	cr_expect_gt(counter(kvc, "meta_evictions"), 0, "nothing evicted for the index");
+	cr_expect_lt(rss1 - KV_MIN(rss1, rss0), 32 * MIB,
+	             "server grew by %llu MiB for 60,000 keys (%llu MiB of key bytes)",
+	             (unsigned long long)((rss1 - KV_MIN(rss1, rss0)) / MIB),
+	             (unsigned long long)(60000ULL * sizeof(key) / MIB));
+	snprintf(key, 16, "%015d", 59999);
+	key[15] = 'k';
+	cr_expect_eq(kvc_stat(kvc, key, sizeof(key), &e), 0, "the newest key is gone: %s",
+	             kvc_strerror());
+	kvc_close(kvc);
 	srv_done(&s);
 }

@@ -1284,3 +1284,88 @@ Test(store, model_lru)
 {
 	model_run(STORE_EVICT_LRU, 100000);
 }
+
+/* PUT an empty value under a 1000-byte key numbered @i; its status. */
+static int put_long_key(struct store *s, int i)
+{
+	static char key[1000];
+	struct store_resv *r;
+	int err;
+
+	memset(key, 'k', sizeof(key));
+	snprintf(key, 16, "%015d", i);
+	key[15] = 'k';
+	err = store_put_begin(s, key, sizeof(key), 0, &r);
+	if (err)
+		return err;
+	err = store_put_commit(s, r, NULL, 0644, 1, NULL);
+	if (err)
+		store_put_abort(s, r);
+	return err;
+}
+
+/*
+ * Empty values take no arena space, but their keys and items take heap:
+ * 20,000 of them with 1000-byte keys (about 22 MB of index) under a 2 MiB
+ * metadata budget evict the oldest and the index stays within it.  Before,
+ * nothing was evicted and the heap grew with every key (a 64 MiB server
+ * reached 2.27 GB).
+ */
+Test(store, meta_budget_evicts, .fini = teardown)
+{
+	struct store_opts o = {.evict = STORE_EVICT_LRU, .max_meta = 2 * MIB};
+	struct store_stats ss;
+	const struct store_item *it;
+	uint64_t most = 0;
+
+	arena = aligned_alloc(STORE_PAGE_SIZE, ARENA_LEN);
+	cr_assert_not_null(arena);
+	cr_assert_eq(store_create(arena, ARENA_LEN, &o, &st), 0);
+	for (int i = 0; i < 20000; i++) {
+		cr_assert_eq(put_long_key(st, i), 0, "PUT %d", i);
+		store_get_stats(st, &ss);
+		most = KV_MAX(most, ss.meta_bytes);
+	}
+	store_get_stats(st, &ss);
+	/* the budget, plus what one commit may add past it (the order index
+	 * and the hash grow in steps) */
+	cr_assert_leq(most, 2 * MIB + MIB / 2, "index reached %llu bytes",
+	              (unsigned long long)most);
+	cr_assert_gt(ss.meta_evictions, 0);
+	cr_assert_eq(ss.meta_evictions, ss.evictions, "evicted for values too");
+	cr_assert_lt(ss.keys, 20000);
+	cr_assert_gt(ss.keys, 100, "kept only %llu keys", (unsigned long long)ss.keys);
+	{ /* the newest is there, the oldest gone */
+		char key[1000];
+
+		memset(key, 'k', sizeof(key));
+		snprintf(key, 16, "%015d", 19999);
+		key[15] = 'k';
+		cr_assert_eq(store_lookup(st, key, sizeof(key), &it), 0);
+		snprintf(key, 16, "%015d", 0);
+		key[15] = 'k';
+		cr_assert_eq(store_lookup(st, key, sizeof(key), &it), -ENOENT);
+	}
+}
+
+/* Without eviction the PUT past the budget is refused and changes nothing. */
+Test(store, meta_budget_refuses_without_eviction, .fini = teardown)
+{
+	struct store_opts o = {.evict = STORE_EVICT_NONE, .max_meta = 2 * MIB};
+	struct store_stats before, after;
+	int i, err = 0;
+
+	arena = aligned_alloc(STORE_PAGE_SIZE, ARENA_LEN);
+	cr_assert_not_null(arena);
+	cr_assert_eq(store_create(arena, ARENA_LEN, &o, &st), 0);
+	for (i = 0; i < 20000 && !(err = put_long_key(st, i)); i++)
+		;
+	cr_assert_eq(err, -ENOSPC, "PUT %d: %d", i, err);
+	cr_assert_gt(i, 100);
+	store_get_stats(st, &before);
+	cr_assert_eq(put_long_key(st, i + 1), -ENOSPC);
+	store_get_stats(st, &after);
+	cr_assert_eq(after.keys, before.keys);
+	cr_assert_eq(after.evictions, 0);
+	cr_assert_eq(after.arena_free, before.arena_free);
+}
