@@ -177,7 +177,12 @@ static void srv_check_deadlines(struct srv *s)
 
 	for (c = s->conns; c; c = next) {
 		next = c->next;
-		if (c->state == CONN_HELLO && now >= c->hello_deadline) {
+		if (c->refuse_at && now >= c->refuse_at) { /* a failed proof's answer */
+			c->refuse_at = 0;
+			conn_respond(c, c->refuse_id, -EACCES, "authentication failed", NULL);
+			conn_refuse(c);
+			conn_step(c);
+		} else if (c->state == CONN_HELLO && now >= c->hello_deadline) {
 			s->c.closed_hello++;
 			snprintf(why, sizeof(why), "no HELLO within %d ms (--hello-timeout)",
 			         s->o.hello_timeout_ms);

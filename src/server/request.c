@@ -247,6 +247,42 @@ void req_hello_bound(struct srv_op *op, int status)
 	             c->rdma ? NULL : "the client's engine did not prove to be its own");
 }
 
+/* Per host, failed proofs are answered later and later: 100 ms after the
+ * second within a minute, doubling to 2 s.  With at most a quarter of
+ * --max-unauth connections per host waiting in HELLO, one host tries at
+ * most a few tokens a second (7,100 a second before), and a right proof
+ * is never delayed. */
+uint64_t auth_backoff(struct srv *s, const struct conn *c)
+{
+	const char *colon = strrchr(c->name, ':');
+	size_t hl = colon ? (size_t)(colon - c->name) : strlen(c->name);
+	struct srv_authfail *f = NULL, *oldest = &s->authfail[0];
+	uint64_t now = kv_now_ms();
+
+	hl = KV_MIN(hl, sizeof(f->host) - 1);
+	for (size_t i = 0; i < KV_ARRAY_SIZE(s->authfail); i++) {
+		struct srv_authfail *a = &s->authfail[i];
+
+		if (a->fails && strlen(a->host) == hl && !memcmp(a->host, c->name, hl)) {
+			f = a;
+			break;
+		}
+		if (a->last_ms < oldest->last_ms)
+			oldest = a;
+	}
+	if (!f) {
+		f = oldest;
+		memcpy(f->host, c->name, hl);
+		f->host[hl] = '\0';
+		f->fails = 0;
+	}
+	if (now - f->last_ms > 60000)
+		f->fails = 0;
+	f->fails++;
+	f->last_ms = now;
+	return f->fails < 2 ? 0 : KV_MIN(100ULL << KV_MIN(f->fails - 2, 5u), 2000ULL);
+}
+
 static void req_hello(struct conn *c, const Kvfs__Request *rq)
 {
 	struct srv *s = c->srv;
@@ -263,8 +299,16 @@ static void req_hello(struct conn *c, const Kvfs__Request *rq)
 	if (s->auth && !wire_auth_check_client(s->token, s->tokenlen, c->nonce,
 	                                       h->has_auth_proof ? h->auth_proof.data : NULL,
 	                                       h->auth_proof.len)) {
+		uint64_t wait = auth_backoff(s, c);
+
 		s->c.auth_failures++;
-		KV_WARN(TAG, "%s: authentication failed", c->name);
+		KV_WARN_RL(TAG, "%s: authentication failed%s", c->name,
+		           wait ? "; answering later (failed proofs from that host)" : "");
+		if (wait) { /* srv_check_deadlines() answers */
+			c->refuse_at = kv_now_ms() + wait;
+			c->refuse_id = rq->id;
+			return;
+		}
 		/* the client advises: it knows how its user gives the token */
 		conn_respond(c, rq->id, -EACCES, "authentication failed", NULL);
 		conn_refuse(c);
@@ -813,6 +857,8 @@ void req_dispatch(struct conn *c, const Kvfs__Request *rq)
 	int r;
 
 	if (c->state == CONN_CLOSING)
+		return;
+	if (c->refuse_at) /* its refusal is on its way */
 		return;
 	if (c->binding) { /* a client waits for HELLO's answer */
 		conn_respond(c, rq->id, -EPROTO, "a request before HELLO was answered", NULL);

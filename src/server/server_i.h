@@ -86,6 +86,8 @@ struct conn {
 	uint64_t frame_deadline; /* a frame is partly received: complete by then; 0 = none */
 	uint64_t out_deadline;   /* output queued: some must be sent by then; 0 = none */
 	uint64_t last_recv;      /* last time bytes arrived (ms), for idle_timeout_ms */
+	uint64_t refuse_at;      /* a failed proof's answer waits until then (ms; 0: none) */
+	uint64_t refuse_id;      /* the HELLO it answers */
 	uint8_t *stash;          /* received, not yet fed: reading paused mid-chunk */
 	size_t stash_len, stash_off;
 };
@@ -157,6 +159,11 @@ struct srv {
 	unsigned unsettled; /* failed ops whose arena range the provider still holds */
 	uint64_t unsettled_bytes;
 	struct srv_held *held; /* per client, see srv_held */
+	struct srv_authfail {  /* recent failed proofs per host: auth_backoff() */
+		char host[64];
+		unsigned fails;
+		uint64_t last_ms;
+	} authfail[64];
 	size_t nheld, held_cap;
 	struct {
 		uint64_t gets, puts, deletes, lists, renames, setattrs, stats, stat_calls;
@@ -203,6 +210,9 @@ void conn_respond(struct conn *c, uint64_t id, int err, const char *msg, Kvfs__R
 size_t conn_feed(struct conn *c, const uint8_t *data, size_t len);
 
 /* ---- request.c: handlers ---------------------------------------------- */
+
+/* A failed proof from @c's host: how long its answer waits (ms). */
+uint64_t auth_backoff(struct srv *s, const struct conn *c);
 
 /* Serve one decoded request on @c: the state's rules, wire_request_check(),
  * then the handler of its body case. */

@@ -646,3 +646,47 @@ Test(security, empty_value_flood_stays_within_budget, .timeout = 300)
 	kvc_close(kvc);
 	srv_done(&s);
 }
+
+/*
+ * Guessing the token: each failed proof from one host is answered later
+ * than the one before (to 2 s), so 8 wrong guesses in a row take seconds
+ * where they took milliseconds (7,100 a second before); a client with the
+ * right token is answered at once.
+ */
+Test(security, failed_proofs_back_off, .timeout = 120)
+{
+	char tok[64], bad[64];
+	struct srv s = {0};
+	struct kvc_opts o;
+	struct kvc *kvc = NULL;
+	uint64_t t0, took;
+	int fd;
+
+	write_token(tok, sizeof(tok));
+	snprintf(bad, sizeof(bad), "/tmp/kvfs-test-sec-bad-%d", (int)getpid());
+	fd = open(bad, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "a-wrong-guess-of-the-token", 26), 26);
+	close(fd);
+	const char *extra[] = {"--auth-token-file", tok, NULL};
+	srv_start_args(&s, "none", "64M", extra);
+	kvc_opts_init(&o);
+	o.server = s.addr;
+	o.provider = "none";
+	o.timeout_ms = 10000;
+	o.auth_token_file = bad;
+	t0 = kv_now_ms();
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(kvc_connect(&o, &kvc), -EACCES, "guess %d: %s", i, kvc_strerror());
+	took = kv_now_ms() - t0;
+	cr_expect_geq(took, 4000, "8 wrong proofs answered in %llu ms: no back-off",
+	              (unsigned long long)took);
+	o.auth_token_file = tok;
+	cr_assert_eq(kvc_connect(&o, &kvc), 0, "the right token after the guesses: %s",
+	             kvc_strerror());
+	cr_expect_eq(counter(kvc, "auth_failures"), 8);
+	kvc_close(kvc);
+	srv_done(&s);
+	unlink(bad);
+	unlink(tok);
+}
