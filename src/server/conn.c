@@ -101,7 +101,11 @@ void conn_peer_release(struct conn *c)
 	struct srv *s = c->srv;
 	const struct conn *o;
 
-	for (o = s->conns; o && (o == c || !(o->rdma && o->peer == c->peer)); o = o->next)
+	/* One that is still proving its engine uses the peer too: removing it
+	 * would cancel that proof's read (a client that reconnected while its
+	 * old connection drained was left inline only). */
+	for (o = s->conns; o && (o == c || !((o->rdma || o->binding) && o->peer == c->peer));
+	     o = o->next)
 		;
 	if (!o && s->eng)
 		xfer_peer_remove(s->eng, c->peer);

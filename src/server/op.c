@@ -160,7 +160,7 @@ int op_submit(struct conn *c, struct srv_op *op, enum xfer_opcode opc, uint64_t 
 }
 
 /* A transfer error that means the connection to the peer is gone. */
-static bool conn_failure(int err)
+bool op_conn_failure(int err)
 {
 	switch (-err) {
 	case ECONNRESET:
@@ -201,6 +201,21 @@ static void op_bound(struct srv *s, struct srv_op *op, int status, bool unsettle
 
 	if (status < 0)
 		s->c.rdma_failures++;
+	/* The provider's connection to that engine broke earlier (a cut link,
+	 * a client that reconnected): its next transfer connects anew, so one
+	 * more read spares the client a refused HELLO. */
+	if (status < 0 && !unsettled && !op->retried && op_conn_failure(status) && !conn_closed(c)) {
+		op->retried = true;
+		c->ops--;
+		s->ops--;
+		if (op_submit(c, op, XFER_READ, 0, WIRE_ENGINE_NONCE_LEN, 1) == 0) {
+			KV_INFO(TAG, "%s: reading its engine proof failed (%s); reading again",
+			        c->name, strerror(-status));
+			return;
+		}
+		c->ops++;
+		s->ops++;
+	}
 	req_hello_bound(op, status);
 	if (unsettled) { /* op_settled() follows: the page may still be written */
 		op->conn = NULL;
@@ -237,7 +252,7 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 		 * on a connection it tears down, e.g. when a revived peer replaces
 		 * a dead one after a network cut; tcp also reports a refused
 		 * remote key that way, which then ends at the client's deadline. */
-		if (!conn_closed(c) && conn_failure(status))
+		if (!conn_closed(c) && op_conn_failure(status))
 			r = -ECONNRESET;
 		else if (status != -ETIMEDOUT && status != -ECONNRESET)
 			r = -EIO;

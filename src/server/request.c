@@ -158,8 +158,9 @@ static int hello_engine_allowed(struct conn *c, const Kvfs__HelloRequest *h, pid
  * only once the bytes read are that nonce (req_hello_bound()): a client
  * that names another's engine cannot know a key of that engine's regions,
  * let alone put its nonce there.  Returns 1 when the answer now waits for
- * the proof, 0 when HELLO is answered at once (inline only), -EDEADLK when
- * the engine is stuck (HELLO is refused).
+ * the proof, 0 when HELLO is answered at once (inline only), a negative
+ * errno when the read cannot be posted (HELLO is refused; -EDEADLK: the
+ * engine is stuck).
  */
 static int hello_bind(struct conn *c, const Kvfs__Request *rq, uint32_t version,
                       const uint8_t *sproof)
@@ -215,9 +216,10 @@ static int hello_bind(struct conn *c, const Kvfs__Request *rq, uint32_t version,
 		c->binding = false;
 		conn_peer_release(c);
 		op_free(op);
-		/* A stuck engine moves nothing: refuse, so the client says why
-		 * and asks again later instead of staying inline only. */
-		return r == -EDEADLK ? r : 0;
+		/* A stuck engine moves nothing, a full one moves nothing now:
+		 * refuse, so the client says why and asks again later instead
+		 * of staying inline only. */
+		return r;
 	}
 	return 1;
 }
@@ -235,13 +237,31 @@ void req_hello_bound(struct srv_op *op, int status)
 		if (op->watch_pid)
 			conn_watch_peer(s, c, op->watch_pid);
 	} else {
-		if (!conn_closed(c))
-			KV_WARN(TAG, "%s: its engine did not prove to be its own (%s): inline only",
-			        c->name, status ? strerror(-status) : "wrong nonce");
 		conn_peer_release(c);
 	}
 	if (conn_closed(c))
 		return;
+	if (op_conn_failure(status) || status == -ETIMEDOUT) {
+		/* The proof could not be read: a link that just healed, an
+		 * engine restarting.  Inline only would last as long as the
+		 * connection for a passing fault; refuse, and the client asks
+		 * again after its backoff.  (A key the engine refuses is a
+		 * failed proof, below.) */
+		char m[160];
+
+		KV_WARN(TAG, "%s: cannot read its engine proof (%s): HELLO refused", c->name,
+		        strerror(-status));
+		snprintf(m, sizeof(m),
+		         "the server could not read this client's engine proof through its "
+		         "transfer engine (%s); the client asks again",
+		         strerror(-status));
+		conn_respond(c, op->id, -EIO, m, NULL);
+		conn_refuse(c);
+		return;
+	}
+	if (!proven)
+		KV_WARN(TAG, "%s: its engine did not prove to be its own (%s): inline only",
+		        c->name, status ? strerror(-status) : "wrong nonce");
 	KV_INFO(TAG, "%s: hello, %s", c->name, c->rdma ? "RDMA" : "inline only");
 	hello_answer(c, op->id, op->version, op->has_sproof ? op->sproof : NULL,
 	             c->rdma ? NULL : "the client's engine did not prove to be its own");
@@ -335,7 +355,11 @@ static void req_hello(struct conn *c, const Kvfs__Request *rq)
 	if (r > 0)
 		return; /* answered by req_hello_bound() */
 	if (r < 0) {
-		conn_respond(c, rq->id, -EIO, op_submit_error_msg(r, NULL), NULL);
+		char m[160];
+
+		snprintf(m, sizeof(m), "the server cannot read this client's engine proof now (%s)",
+		         strerror(-r));
+		conn_respond(c, rq->id, -EIO, op_submit_error_msg(r, m), NULL);
 		conn_refuse(c);
 		return;
 	}

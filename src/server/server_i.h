@@ -125,6 +125,7 @@ struct srv_op {
 	uint8_t nonce[WIRE_ENGINE_NONCE_LEN];
 	uint32_t version; /* negotiated protocol version */
 	bool has_sproof;
+	bool retried; /* OP_BIND: read once more after a connection failure */
 	uint8_t sproof[WIRE_AUTH_PROOF_LEN];
 	pid_t watch_pid; /* shm: the client's process, proven to hold the connection */
 };
@@ -233,6 +234,7 @@ void op_free(struct srv_op *op);
 int op_submit(struct conn *c, struct srv_op *op, enum xfer_opcode opc, uint64_t arena_off,
               uint64_t len, size_t nrsge);
 /* What a client is told when op_submit() fails with @err. */
+bool op_conn_failure(int err);
 const char *op_submit_error_msg(int err, const char *what);
 /* -EAGAIN (BUSY) with the reason in @msg when @c's client already holds so
  * much in failed transfers that @len more would pass --max-held; else 0. */
