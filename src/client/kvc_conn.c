@@ -312,7 +312,7 @@ static int engine_proof(struct kvc *kvc, Kvfs__Segment *seg, Kvfs__Desc *desc,
 /* One attempt: TCP connect (the first time: engine, then connect again),
  * ServerHello, Hello. */
 static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct kvc_lim *ret_lim,
-                        char *msg, size_t msglen)
+                        bool *ret_transient, char *msg, size_t msglen)
 {
 	Kvfs__HelloRequest hello = KVFS__HELLO_REQUEST__INIT;
 	Kvfs__Request req = KVFS__REQUEST__INIT;
@@ -460,6 +460,9 @@ static int connect_once(struct kvc *kvc, uint64_t deadline, int *ret_fd, struct 
 		int st = m.resp->status;
 
 		r = wire_status_to_errno(st);
+		/* The server could not read our engine proof now (a link that
+		 * just healed): asking again soon is expected to work. */
+		*ret_transient = st == KVFS__STATUS__IO || st == KVFS__STATUS__BUSY;
 		if (r == -EACCES)
 			kvc_fmt_msg(
 			        msg, msglen,
@@ -517,7 +520,7 @@ int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct kvc_lim 
 {
 	char msg[KVC_MSG_LEN];
 	struct kvc_lim lim;
-	int r, fd = -1;
+	int r, fd = -1, transient_left = 3;
 
 	pthread_mutex_lock(&kvc->lock);
 	for (;;) {
@@ -559,7 +562,9 @@ int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct kvc_lim 
 			}
 			kvc->state = KVC_CONNECTING;
 			pthread_mutex_unlock(&kvc->lock);
-			r = connect_once(kvc, deadline, &fd, &lim, msg, sizeof(msg));
+			bool transient = false;
+
+			r = connect_once(kvc, deadline, &fd, &lim, &transient, msg, sizeof(msg));
 			pthread_mutex_lock(&kvc->lock);
 			if (kvc->state == KVC_CLOSED) {
 				if (r == 0)
@@ -586,6 +591,11 @@ int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct kvc_lim 
 			kvc->next_try_ms = kv_now_ms() + (uint64_t)kvc->backoff_ms;
 			kvc->backoff_ms = KV_MIN(2 * kvc->backoff_ms, KVC_BACKOFF_MAX_MS);
 			pthread_cond_broadcast(&kvc->cond);
+			/* A single attempt still rides out a refusal the server
+			 * calls passing, a few times, within the deadline. */
+			if (transient && once && transient_left-- > 0 &&
+			    kvc->next_try_ms < deadline)
+				break;
 			if (once || is_permanent(r) || r == -ECONNREFUSED ||
 			    kv_now_ms() >= deadline) {
 				pthread_mutex_unlock(&kvc->lock);
