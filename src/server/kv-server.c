@@ -20,24 +20,30 @@ static void usage(FILE *f)
 	        "Serve keys and values from RDMA-registered memory to kvfs, kvctl and kv-bench.\n"
 	        "\n"
 	        "  -l, --listen HOST:PORT     control channel address (default 127.0.0.1:7070)\n"
-	        "  -m, --memory SIZE          value memory, e.g. 512M, 4G (default 1G)\n"
+	        "  -m, --memory SIZE          memory for keys and values, e.g. 512M, 4G (default\n"
+	        "                             1G; the index takes --max-meta of it)\n"
 	        "  -p, --provider NAME        auto|tcp|shm|verbs|efa|none (default auto: efa, "
 	        "verbs,\n"
 	        "                             then tcp; none = values travel inline on TCP)\n"
 	        "      --engine-bind ADDR     address the transfer engine binds (default: the\n"
 	        "                             listen host; needed with --listen 0.0.0.0)\n"
 	        "  -e, --eviction POLICY      lru (default) or none (a full server refuses PUTs)\n"
-	        "      --max-value SIZE       largest value accepted (default: all of --memory)\n"
+	        "      --max-value SIZE       largest value accepted (default: all the memory\n"
+	        "                             left for values)\n"
 	        "      --max-inline SIZE      largest value sent inline in a frame (default 64K)\n"
 	        "      --auth-token-file FILE clients must prove they hold this token\n"
 	        "      --timeout MS           RDMA transfer deadline (default 10000)\n"
-	        "      --max-meta SIZE        memory the index (keys, item records) may take on\n"
-	        "                             top of --memory before PUTs evict or fail as for\n"
-	        "                             values (default: 1/8 of --memory, at least 4M)\n"
+	        "      --max-meta SIZE        part of --memory the index (keys, item records)\n"
+	        "                             may take before PUTs evict or fail as for values\n"
+	        "                             (default: 1/8 of --memory, at least 1M; at most\n"
+	        "                             half); values get the rest\n"
 	        "      --max-held SIZE        memory one client may hold in failed transfers\n"
 	        "                             not yet given back (a slow or cut link) before\n"
 	        "                             its next transfer is refused with BUSY\n"
 	        "                             (default: 1/8 of --memory)\n"
+	        "      --max-held-total SIZE  the same for all clients together, so that many\n"
+	        "                             clients (or processes) cannot hold the arena\n"
+	        "                             (default: 1/4 of --memory)\n"
 	        "\n"
 	        "Limits per connection (memory stays below about max-conns x (max-frame +\n"
 	        "max-outbuf + 1.2M); see docs/reliability.md):\n"
@@ -145,6 +151,7 @@ int main(int argc, char **argv)
 		O_FRAME_TMO,
 		O_IDLE_TMO,
 		O_HELD,
+		O_HELD_TOTAL,
 		O_UNAUTH,
 		O_META,
 	};
@@ -166,6 +173,7 @@ int main(int argc, char **argv)
 	        {"frame-timeout", required_argument, NULL, O_FRAME_TMO},
 	        {"idle-timeout", required_argument, NULL, O_IDLE_TMO},
 	        {"max-held", required_argument, NULL, O_HELD},
+	        {"max-held-total", required_argument, NULL, O_HELD_TOTAL},
 	        {"max-unauth", required_argument, NULL, O_UNAUTH},
 	        {"max-meta", required_argument, NULL, O_META},
 	        {"verbose", no_argument, NULL, 'v'},
@@ -192,8 +200,8 @@ int main(int argc, char **argv)
 		case 'm':
 			if (size_arg("--memory", optarg, &o.memory))
 				return 2;
-			if (o.memory < 1024 * 1024) {
-				fprintf(stderr, "kv-server: --memory must be at least 1M\n");
+			if (o.memory < 2 * 1024 * 1024) {
+				fprintf(stderr, "kv-server: --memory must be at least 2M\n");
 				return 2;
 			}
 			break;
@@ -273,6 +281,14 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case O_HELD_TOTAL:
+			if (size_arg("--max-held-total", optarg, &o.max_held_total))
+				return 2;
+			if (!o.max_held_total) {
+				fprintf(stderr, "kv-server: --max-held-total must be above 0\n");
+				return 2;
+			}
+			break;
 		case O_TOKEN:
 			o.auth_token_file = optarg;
 			break;
@@ -317,13 +333,14 @@ int main(int argc, char **argv)
 	}
 	/* The store caps values at its memory (and says so in HELLO): a larger
 	 * --max-value would promise what it cannot keep. */
-	if (o.max_value > o.memory) {
-		char a[32], b[32];
+	if (o.max_value > srv_value_space(&o)) {
+		char a[32], b[32], v[32];
 
 		KV_WARN("server",
-		        "--max-value %s is above --memory %s: values above the memory size can "
-		        "never be stored",
+		        "--max-value %s is above the %s of --memory %s left for values (the index "
+		        "takes --max-meta): larger values can never be stored",
 		        kv_fmt_size(o.max_value, a, sizeof(a)),
+		        kv_fmt_size(srv_value_space(&o), v, sizeof(v)),
 		        kv_fmt_size(o.memory, b, sizeof(b)));
 	}
 	/* An inline PUT of max_inline bytes with a longest key must fit a frame. */

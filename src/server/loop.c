@@ -274,12 +274,15 @@ int srv_poll_once(struct srv *s, int timeout_ms)
 int srv_run(struct srv *s)
 {
 	uint64_t stop_deadline = 0;
-	char b[32], addr[sizeof(s->host) + 8];
+	char b[32], v[32], m[32], addr[sizeof(s->host) + 8];
 
-	fprintf(stderr, "kv-server: listening on %s (provider %s, memory %s, eviction %s%s)\n",
+	fprintf(stderr,
+	        "kv-server: listening on %s (provider %s, memory %s: %s for values, %s for the "
+	        "index; eviction %s%s)\n",
 	        kv_fmt_hostport(s->host, s->port, addr, sizeof(addr)),
-	        s->eng ? xfer_provider(s->eng) : "none", kv_fmt_size(s->arena_len, b, sizeof(b)),
-	        s->o.eviction == STORE_EVICT_LRU ? "lru" : "none", s->auth ? ", auth" : "");
+	        s->eng ? xfer_provider(s->eng) : "none", kv_fmt_size(s->o.memory, b, sizeof(b)),
+	        kv_fmt_size(s->arena_len, v, sizeof(v)),
+	        kv_fmt_size(srv_meta_budget(&s->o), m, sizeof(m)), s->o.eviction == STORE_EVICT_LRU ? "lru" : "none", s->auth ? ", auth" : "");
 	for (;;) {
 		int r = srv_poll_once(s, 1000);
 

@@ -73,13 +73,33 @@ static void held_sub(struct srv *s, struct srv_op *op)
 /* Refuse an RDMA GET or PUT from a client that already holds failed
  * transfers (a slow or cut link): each attempt that reaches the server and
  * fails the same way holds one more value's memory, until the link is back
- * or TCP gives up on it.  Other clients keep their room. */
+ * or TCP gives up on it.  Other clients keep their room.  A client is one
+ * proven engine (one process), so many processes are bounded by the total
+ * (--max-held-total) as well. */
 int held_check(struct conn *c, uint64_t len, char *msg, size_t msglen)
 {
 	struct srv *s = c->srv;
 	struct srv_held *h = held_find(s, c->peer);
 	char a[32], b[32];
 
+	/* Past the total, only clients that hold some of it wait: one whose
+	 * link is fine is never refused for what others hold. */
+	if (h && s->unsettled_bytes + len > s->o.max_held_total) {
+		s->c.refused_held++;
+		KV_WARN_RL(TAG,
+		           "%s: refused a transfer of %llu bytes: clients hold %llu bytes in "
+		           "failed transfers not yet given back (--max-held-total %llu)",
+		           c->name, (unsigned long long)len,
+		           (unsigned long long)s->unsettled_bytes,
+		           (unsigned long long)s->o.max_held_total);
+		snprintf(msg, msglen,
+		         "clients hold %s of the server's memory in earlier transfers that failed "
+		         "and have not come back (slow or cut links?); the server's limit for all "
+		         "clients is %s (--max-held-total)",
+		         kv_fmt_size(s->unsettled_bytes, a, sizeof(a)),
+		         kv_fmt_size(s->o.max_held_total, b, sizeof(b)));
+		return -EAGAIN;
+	}
 	if (!h || h->bytes + len <= s->o.max_held)
 		return 0;
 	s->c.refused_held++;

@@ -95,8 +95,21 @@ static int numeric_host(const char *host, char *out, size_t len)
 	return 0;
 }
 
+uint64_t srv_meta_budget(const struct srv_opts *o)
+{
+	return o->max_meta ? o->max_meta : KV_MAX(o->memory / 8, 1ULL << 20);
+}
+
+uint64_t srv_value_space(const struct srv_opts *o)
+{
+	uint64_t meta = srv_meta_budget(o);
+
+	return meta < o->memory ? (o->memory - meta) & ~4095ULL : 0;
+}
+
 int srv_create(const struct srv_opts *o, struct srv **ret)
 {
+	uint64_t arena_len = srv_value_space(o);
 	struct store_opts so = {0};
 	struct srv *s;
 	char bind_host[64];
@@ -109,11 +122,24 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 	s->lfd = s->epfd = s->sigfd = -1;
 	if (!s->o.max_held)
 		s->o.max_held = KV_MAX(o->memory / 8, 1);
+	if (!s->o.max_held_total)
+		s->o.max_held_total = KV_MAX(o->memory / 4, s->o.max_held);
 	r = o->listen ? kv_parse_hostport(o->listen, s->host, sizeof(s->host), 7070, &s->port) : 0;
 	if (r < 0) {
 		fprintf(stderr,
 		        "kv-server: bad --listen '%s': use HOST:PORT, e.g. 127.0.0.1:7070\n",
 		        o->listen);
+		goto out_free;
+	}
+	if (srv_meta_budget(o) > o->memory / 2 || arena_len < 4096) {
+		char a[32], b[32];
+
+		fprintf(stderr,
+		        "kv-server: --max-meta %s leaves too little of --memory %s for values: "
+		        "give the index at most half\n",
+		        kv_fmt_size(srv_meta_budget(o), a, sizeof(a)),
+		        kv_fmt_size(o->memory, b, sizeof(b)));
+		r = -EINVAL;
 		goto out_free;
 	}
 	if (o->auth_token_file) {
@@ -158,32 +184,32 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 		if (r < 0)
 			goto out_close_eng;
 		/* Local access only: clients never get remote access to the arena. */
-		r = xfer_buf_alloc(s->eng, o->memory, XFER_ACCESS_LOCAL, &s->arena_mr);
+		r = xfer_buf_alloc(s->eng, arena_len, XFER_ACCESS_LOCAL, &s->arena_mr);
 		if (r < 0) {
 			char b[32];
 
 			fprintf(stderr,
 			        "kv-server: cannot register %s with provider %s: %s (try a smaller "
 			        "--memory)\n",
-			        kv_fmt_size(o->memory, b, sizeof(b)), xfer_provider(s->eng),
+			        kv_fmt_size(arena_len, b, sizeof(b)), xfer_provider(s->eng),
 			        strerror(-r));
 			goto out_destroy_cq;
 		}
-		s->arena_len = o->memory;
+		s->arena_len = arena_len;
 		s->arena = xfer_mr_addr(s->arena_mr);
 	} else {
-		s->arena = mmap(NULL, o->memory, PROT_READ | PROT_WRITE,
+		s->arena = mmap(NULL, arena_len, PROT_READ | PROT_WRITE,
 		                MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 		if (s->arena == MAP_FAILED) {
 			r = -errno;
 			fprintf(stderr, "kv-server: cannot allocate --memory: %s\n", strerror(-r));
 			goto out_free;
 		}
-		s->arena_len = o->memory;
+		s->arena_len = arena_len;
 	}
 	so.evict = o->eviction;
 	so.max_value = o->max_value;
-	so.max_meta = o->max_meta ? o->max_meta : KV_MAX(o->memory / 8, 4ULL << 20);
+	so.max_meta = srv_meta_budget(o);
 	r = store_create(s->arena, s->arena_len, &so, &s->store);
 	if (r < 0) {
 		fprintf(stderr, "kv-server: cannot create the store: %s (--memory too small?)\n",

@@ -20,7 +20,8 @@
 struct srv_opts {
 	const char *listen;      /* HOST:PORT, default 127.0.0.1:7070; NULL = no listening
 	                          * socket (in-process use: srv_adopt_fd() only) */
-	uint64_t memory;         /* arena bytes */
+	uint64_t memory;         /* all the store's memory: the index (max_meta of it)
+	                          * and the value arena (the rest) */
 	const char *provider;    /* auto|tcp|shm|verbs|efa|none */
 	const char *engine_bind; /* engine address; NULL = the listen host */
 	enum store_evict eviction;
@@ -42,12 +43,13 @@ struct srv_opts {
 	                              * its queued responses for this long */
 	int idle_timeout_ms;         /* close an authenticated connection with nothing in
 	                              * flight, silent this long; 0 = never */
-	uint64_t max_meta;           /* heap bytes the index (keys and items) may take before
-	                              * PUTs evict or fail like for values; 0 = memory / 8,
-	                              * at least 4 MiB */
+	uint64_t max_meta;           /* part of memory the index (keys and items) may take
+	                              * before PUTs evict or fail like for values; 0 =
+	                              * memory / 8, at least 1 MiB (srv_meta_budget()) */
 	uint64_t max_held;           /* bytes one client may hold in failed transfers its
 	                              * provider has not given back before its next RDMA
 	                              * GET or PUT is refused (BUSY); 0 = memory / 8 */
+	uint64_t max_held_total;     /* the same for all clients together; 0 = memory / 4 */
 };
 
 /*
@@ -61,6 +63,10 @@ struct srv_opts {
  */
 
 void srv_opts_init(struct srv_opts *o);
+/* How @o's memory divides: the index's budget, and the value arena (the
+ * rest, whole pages); srv_opts_check() refuses a budget above half. */
+uint64_t srv_meta_budget(const struct srv_opts *o);
+uint64_t srv_value_space(const struct srv_opts *o);
 
 struct srv;
 

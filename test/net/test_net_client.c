@@ -1082,3 +1082,82 @@ Test(net_client, idle_sockets_of_another_host_do_not_lock_out_clients, .timeout 
 	cr_expect_eq(served, 10, "%d of 10 clients served beside another host's idle sockets",
 	             served);
 }
+
+/* Many clients holding failed transfers: each stays under --max-held, but
+ * together they are bounded by --max-held-total.  Two clients on a slow link
+ * PUT 2 MiB at once and leave at least one read under way (2 MiB or more
+ * held, the total 1 MiB); the next transfer of a client that holds some is
+ * refused (BUSY), which --max-held (8 MiB) alone never would.  Before, the
+ * held bytes of any number of clients could grow until they evicted
+ * everyone's values. */
+static void start_held_total(void)
+{
+	static const char *const extra[] = {"--timeout",        "3000", "--max-held", "8M",
+	                                    "--max-held-total", "1M",   NULL};
+
+	start_with(extra);
+}
+
+TestSuite(net_held_total, .init = start_held_total, .fini = stop, .timeout = 180);
+
+struct held_put {
+	struct kvc *kvc;
+	const char *key;
+	const uint8_t *val;
+	size_t len;
+	int r;
+};
+
+static void *held_put_main(void *arg)
+{
+	struct held_put *h = arg;
+
+	h->r = kvc_put(h->kvc, h->key, strlen(h->key), h->val, h->len, NULL, NULL);
+	return NULL;
+}
+
+Test(net_held_total, clients_together_stay_within_the_total)
+{
+	struct kvc *a = client(4000), *b = client(4000);
+	size_t len = 2 * MIB;
+	uint8_t *val = xmalloc(len);
+	long long held, refused0, refused;
+	uint64_t p, g;
+	int ra, rb, r2;
+
+	put_get_checked(a, "total-a", MIB, 90, &p, &g); /* both RDMA paths up */
+	put_get_checked(b, "total-b", MIB, 91, &p, &g);
+	refused0 = counter_inside("refused_held");
+	cr_assert_eq(net_sh("rate", "2000"), 0, "scripts/netns rate failed (tc tbf)");
+	fill(val, len, 92);
+	{ /* at once: held until the slow link gives them back */
+		struct held_put ha = {a, "total-a", val, len, 0}, hb = {b, "total-b", val, len, 0};
+		pthread_t ta, tb;
+
+		cr_assert_eq(pthread_create(&ta, NULL, held_put_main, &ha), 0);
+		cr_assert_eq(pthread_create(&tb, NULL, held_put_main, &hb), 0);
+		pthread_join(ta, NULL);
+		pthread_join(tb, NULL);
+		ra = ha.r;
+		rb = hb.r;
+	}
+	held = counter_inside("rdma_unsettled_bytes");
+	cr_log_info("two 2 MiB PUTs over 2 Mbit/s: %d, %d; %lld bytes held", ra, rb, held);
+	cr_assert(ra < 0 && rb < 0, "a 2 MiB PUT over 2 Mbit/s beat the server's 3 s deadline");
+	cr_assert_geq(held, 2 * MIB, "the timed-out PUTs hold %lld bytes: the test proves nothing",
+	              held);
+	/* One of them holds: its next transfer waits (the other's is let
+	 * through: it holds nothing). */
+	r2 = kvc_put(a, "total-a", 7, val, len, NULL, NULL);
+	if (counter_inside("refused_held") == refused0)
+		r2 = kvc_put(b, "total-b", 7, val, len, NULL, NULL);
+	refused = counter_inside("refused_held");
+	cr_log_info("the next PUT: %s", r2 ? kvc_strerror() : "ok");
+	cr_assert_gt(refused, refused0,
+	             "a client holding part of %lld bytes (--max-held-total 1M) was not refused",
+	             held);
+	net_restore();
+	kvc_close(a);
+	kvc_close(b);
+	free(val);
+}
