@@ -7,12 +7,13 @@
  * libfuse low-level API, multi-threaded.  Reads ask the server to
  * RDMA-WRITE the value straight into registered page buffers, and the FUSE
  * reply is served from that buffer.  Writes are staged (memory, spilling to
- * a temp file) and stored with one atomic PUT at flush/fsync/release, so a
- * file is published whole at close.  Semantics: docs/semantics.md.
+ * a temp file), one stage per inode that all of its open descriptors share,
+ * and stored with one atomic PUT at flush/fsync/release, so a file is
+ * published whole at close.  Semantics: docs/semantics.md.
  *
- * Locking: `fs.lock` guards the inode table; each open file has its own
- * mutex for its staging buffer.  No lock is held across a server call
- * except a file's own mutex.
+ * Locking: `fs.lock` guards the inode table and stage references; each
+ * stage has its own mutex, taken before fs.lock when both are needed.  No
+ * lock is held across a server call except a stage's own mutex.
  */
 #define FUSE_USE_VERSION 312
 
@@ -51,7 +52,7 @@ struct node {
 	uint64_t cache_version;  /* version whose pages the kernel may keep */
 	uint64_t attr_version;   /* version whose size the kernel last got from us
 	                          * (0: unknown, e.g. while it writes the file) */
-	struct kfile *writer;    /* an open file with staged bytes, for getattr */
+	struct kstage *stage;    /* the write state its open descriptors share */
 	struct kvc_entry open_e; /* what the last open learned from the server, */
 	uint64_t open_ms;        /* and when: answers the kernel's GETATTR after it */
 	struct node *next_ino, *next_path;
@@ -60,24 +61,44 @@ struct node {
 /* Bytes a read-only open fetches with its revalidating GET. */
 #define KVFS_HEAD_MAX ((size_t)64 * 1024)
 
-struct kfile {
+/*
+ * The write state of a file on this mount, one per inode: every open
+ * descriptor of the inode reads and writes these bytes (as on a local file
+ * system: two descriptors, one file), and a close or fsync of any of them
+ * publishes them.  Made by the first writable open or create, found
+ * through node->stage, freed with its last reference (refs, under
+ * fs.lock): descriptors, and callers pinning it for a moment.
+ */
+struct kstage {
 	pthread_mutex_t lock;
 	uint64_t ino;
-	uint64_t version; /* version read at open (0 = new file) */
-	uint64_t size;    /* size at open */
+	unsigned refs;    /* under fs.lock */
+	uint64_t version; /* server version the bytes build on (0 = none) */
+	uint64_t size;    /* that version's size */
 	uint32_t mode;
 	int64_t mtime_ns; /* set by utimensat after the last write; 0 = the PUT's time */
-	bool writable;
-	bool dirty;  /* staged bytes not yet stored */
-	bool loaded; /* stage holds the whole value */
-	/* read-only opens: the value's first bytes, fetched by open's GET */
-	uint8_t *head;
-	size_t head_len;
-	/* staging */
+	bool dirty;       /* staged bytes not yet stored */
+	bool loaded;      /* buf holds the whole value */
+	bool replace;     /* the whole content was replaced (new file, O_TRUNC, cut to 0):
+	                   * storing it depends on nothing the server holds */
 	uint8_t *buf;
 	size_t len, cap;
 	int spill_fd; /* >= 0 once spilled: bytes live in this file */
 	int err;      /* sticky error of a failed store, reported by flush */
+};
+
+/* One open descriptor. */
+struct kfile {
+	pthread_mutex_t lock;
+	uint64_t ino;
+	uint64_t version; /* version at open (0 = new file) */
+	uint64_t size;    /* size at open */
+	bool writable;
+	struct kstage *st; /* the inode's write state: writable opens, and read-only
+	                    * ones made while it existed (they see its bytes) */
+	/* read-only opens: the value's first bytes, fetched by open's GET */
+	uint8_t *head;
+	size_t head_len;
 };
 
 struct dirent_snap {
@@ -208,24 +229,33 @@ static struct node *node_get(const char *path, bool dir)
 	return n;
 }
 
+static void node_free_locked(struct node *n);
+
 static void node_forget(uint64_t ino, uint64_t nlookup)
 {
-	struct node *n, **pp;
+	struct node *n;
 
 	if (ino == FUSE_ROOT_ID)
 		return;
 	pthread_mutex_lock(&fs.lock);
 	n = node_by_ino(ino);
-	if (n && (n->nlookup -= KV_MIN(n->nlookup, nlookup)) == 0 && !n->writer) {
-		node_unhash_path(n);
-		pp = &fs.by_ino[ino % fs.nbuckets];
-		while (*pp != n)
-			pp = &(*pp)->next_ino;
-		*pp = n->next_ino;
-		free(n->path);
-		free(n);
-	}
+	if (n && (n->nlookup -= KV_MIN(n->nlookup, nlookup)) == 0 && !n->stage)
+		node_free_locked(n);
 	pthread_mutex_unlock(&fs.lock);
+}
+
+/* Called with fs.lock held, for a node with no kernel reference and no
+ * stage. */
+static void node_free_locked(struct node *n)
+{
+	struct node **pp = &fs.by_ino[n->ino % fs.nbuckets];
+
+	node_unhash_path(n);
+	while (*pp != n)
+		pp = &(*pp)->next_ino;
+	*pp = n->next_ino;
+	free(n->path);
+	free(n);
 }
 
 /* Copy the key of @ino into @out.  0 or -ESTALE (unknown inode). */
@@ -438,20 +468,20 @@ static int pool_init(void)
 /* ------------------------------------------------------------------ */
 /* Staging of writes                                                   */
 
-static uint8_t *stage_ptr(struct kfile *f)
+static uint8_t *stage_ptr(struct kstage *s)
 {
-	return f->buf;
+	return s->buf;
 }
 
 /* Make room for @len bytes; spills to a temp file past the threshold. */
-static int stage_reserve(struct kfile *f, size_t len)
+static int stage_reserve(struct kstage *s, size_t len)
 {
 	size_t ncap;
 	uint8_t *n;
 
-	if (len <= f->cap)
+	if (len <= s->cap)
 		return 0;
-	if (f->spill_fd < 0 && len > fs.cfg.spill_threshold) {
+	if (s->spill_fd < 0 && len > fs.cfg.spill_threshold) {
 		char tmpl[PATH_MAX];
 		int fd;
 
@@ -460,121 +490,257 @@ static int stage_reserve(struct kfile *f, size_t len)
 		if (fd < 0)
 			return -errno;
 		unlink(tmpl);
-		if (f->len && pwrite(fd, f->buf, f->len, 0) != (ssize_t)f->len) {
+		if (s->len && pwrite(fd, s->buf, s->len, 0) != (ssize_t)s->len) {
 			close(fd);
 			return -EIO;
 		}
-		free(f->buf);
-		f->buf = NULL;
-		f->cap = 0;
-		f->spill_fd = fd;
+		free(s->buf);
+		s->buf = NULL;
+		s->cap = 0;
+		s->spill_fd = fd;
 	}
-	if (f->spill_fd >= 0) {
+	if (s->spill_fd >= 0) {
 		/* Grow the file and map it: the PUT reads straight from it. */
-		ncap = KV_MAX(len, f->cap * 2);
-		if (ftruncate(f->spill_fd, (off_t)ncap) < 0)
+		ncap = KV_MAX(len, s->cap * 2);
+		if (ftruncate(s->spill_fd, (off_t)ncap) < 0)
 			return -errno;
-		if (f->buf)
-			munmap(f->buf, f->cap);
-		n = mmap(NULL, ncap, PROT_READ | PROT_WRITE, MAP_SHARED, f->spill_fd, 0);
+		if (s->buf)
+			munmap(s->buf, s->cap);
+		n = mmap(NULL, ncap, PROT_READ | PROT_WRITE, MAP_SHARED, s->spill_fd, 0);
 		if (n == MAP_FAILED) {
-			f->buf = NULL;
-			f->cap = 0;
+			s->buf = NULL;
+			s->cap = 0;
 			return -errno;
 		}
-		f->buf = n;
-		f->cap = ncap;
+		s->buf = n;
+		s->cap = ncap;
 		return 0;
 	}
-	ncap = KV_MAX(len, KV_MAX(f->cap * 2, (size_t)64 * 1024));
-	n = realloc(f->buf, ncap);
+	ncap = KV_MAX(len, KV_MAX(s->cap * 2, (size_t)64 * 1024));
+	n = realloc(s->buf, ncap);
 	if (!n)
 		return -ENOMEM;
-	f->buf = n;
-	f->cap = ncap;
+	s->buf = n;
+	s->cap = ncap;
 	return 0;
 }
 
-static void stage_free(struct kfile *f)
+/* Drop the staged bytes (not the state). */
+static void stage_drop(struct kstage *s)
 {
-	if (f->spill_fd >= 0) {
-		if (f->buf)
-			munmap(f->buf, f->cap);
-		close(f->spill_fd);
+	if (s->spill_fd >= 0) {
+		if (s->buf)
+			munmap(s->buf, s->cap);
+		close(s->spill_fd);
 	} else {
-		free(f->buf);
+		free(s->buf);
 	}
-	f->buf = NULL;
-	f->cap = f->len = 0;
-	f->spill_fd = -1;
+	s->buf = NULL;
+	s->cap = s->len = 0;
+	s->spill_fd = -1;
+	s->loaded = false;
+}
+
+/* A stage for @ino building on the server's @e (NULL: a new file). */
+static struct kstage *stage_new(uint64_t ino, const struct kvc_entry *e)
+{
+	struct kstage *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	pthread_mutex_init(&s->lock, NULL);
+	s->ino = ino;
+	s->spill_fd = -1;
+	s->mode = 0644;
+	if (e) {
+		s->version = e->version;
+		s->size = e->size;
+		s->mode = e->mode;
+	}
+	return s;
+}
+
+static void stage_destroy(struct kstage *s)
+{
+	stage_drop(s);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
 }
 
 /* Read the whole current value into the stage (read-modify-write). */
-static int stage_load(struct kfile *f, const char *key)
+static int stage_load(struct kstage *s, const char *key)
 {
-	struct kvc_get_opts go = {.if_version = f->version};
+	struct kvc_get_opts go = {.if_version = s->version};
 	struct kvc_entry e;
+	bool retried = false;
 	size_t got = 0;
 	int r;
 
-	if (f->loaded)
+	if (s->loaded)
 		return 0;
-	if (f->version == 0) { /* new file: nothing to load */
-		f->loaded = true;
+	if (s->version == 0) { /* new file: nothing to load */
+		s->loaded = true;
 		return 0;
 	}
-	r = stage_reserve(f, f->size);
+	r = stage_reserve(s, s->size);
 	if (r < 0)
 		return r;
-	while (got < f->size) {
-		ssize_t n = kvc_get(fs.kvc, key, strlen(key), got, stage_ptr(f) + got,
-		                    f->size - got, &go, &e);
+	while (got < s->size) {
+		ssize_t n = kvc_get(fs.kvc, key, strlen(key), got, stage_ptr(s) + got,
+		                    s->size - got, &go, &e);
+
+		if ((n == -ESTALE || n == 0) && !s->dirty && !retried) {
+			/* Stored again since our open (another descriptor that
+			 * closed, another mount): nothing here is ours yet, so
+			 * build on the newest. */
+			r = kvc_stat(fs.kvc, key, strlen(key), &e);
+			if (r < 0)
+				return r == -ENOENT ? -ESTALE : r;
+			retried = true;
+			s->version = go.if_version = e.version;
+			s->size = e.size;
+			got = 0;
+			r = stage_reserve(s, s->size);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		if (n < 0)
 			return n == -ENOENT ? -ESTALE : (int)n;
 		if (n == 0)
 			return -ESTALE;
 		got += (size_t)n;
 	}
-	f->len = f->size;
-	f->loaded = true;
+	s->len = s->size;
+	s->loaded = true;
 	return 0;
 }
 
-/* Store the staged bytes with one PUT.  Called with f->lock held. */
-static int stage_store(struct kfile *f)
+/*
+ * Store the staged bytes with one PUT.  Called with s->lock held.  Bytes
+ * that build on a version read from the server are stored only over that
+ * version (if_version): another mount's newer commit is never silently
+ * undone; the conflict is -ESTALE, reported by the close or fsync.  A
+ * whole-content replacement (new file, O_TRUNC, cut to 0) is stored
+ * unconditionally: the last close wins.
+ */
+static int stage_store(struct kstage *s)
 {
 	char key[KV_KEY_MAX + 1];
-	struct kvc_put_opts po = {.mode = f->mode, .mtime_ns = f->mtime_ns};
+	struct kvc_put_opts po = {.mode = s->mode, .mtime_ns = s->mtime_ns};
 	struct kvc_entry e;
 	struct node *n;
 	int r;
 
-	if (!f->dirty)
-		return -f->err;
-	r = ino_path(f->ino, key, sizeof(key), NULL);
+	if (!s->dirty)
+		return -s->err;
+	r = ino_path(s->ino, key, sizeof(key), NULL);
 	if (r < 0)
 		return r;
 	if (key[0] == NODE_ORPHAN) { /* removed while open: nothing to store */
 		KV_DEBUG(TAG, "close of a file %s while open: %zu staged bytes dropped", key + 1,
-		         f->len);
-		f->dirty = false;
+		         s->len);
+		s->dirty = false;
 		return 0;
 	}
-	r = kvc_put(fs.kvc, key, strlen(key), stage_ptr(f), f->len, &po, &e);
+	if (!s->replace)
+		po.if_version = s->version;
+	r = kvc_put(fs.kvc, key, strlen(key), stage_ptr(s), s->len, &po, &e);
 	if (r < 0) {
-		KV_DEBUG(TAG, "PUT %s (%zu bytes): %s", key, f->len, kvc_strerror());
+		KV_DEBUG(TAG, "PUT %s (%zu bytes): %s", key, s->len, kvc_strerror());
+		if (po.if_version && (r == -ESTALE || r == -ENOENT)) {
+			KV_WARN_RL(TAG,
+			           "%s: not stored: changed or removed on the server since this "
+			           "mount read version %llu (another mount wrote it); the close "
+			           "or fsync fails with ESTALE",
+			           key, (unsigned long long)s->version);
+			r = -ESTALE;
+		}
 		return r;
 	}
-	f->dirty = false;
-	f->err = 0;
-	f->version = e.version;
-	f->size = f->len;
+	s->dirty = false;
+	s->replace = false;
+	s->err = 0;
+	s->version = e.version;
+	s->size = s->len;
 	pthread_mutex_lock(&fs.lock);
-	n = node_by_ino(f->ino);
+	n = node_by_ino(s->ino);
 	if (n)
 		n->cache_version = e.version; /* our own bytes: the cache is current */
 	pthread_mutex_unlock(&fs.lock);
 	return 0;
+}
+
+/* The stage of @ino with a reference, made from @e if there is none and
+ * @create; NULL when there is none (or no memory). */
+static struct kstage *stage_ref(uint64_t ino, bool create, const struct kvc_entry *e)
+{
+	struct kstage *s = NULL;
+	struct node *n;
+
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(ino);
+	if (n && n->stage) {
+		s = n->stage;
+		s->refs++;
+	} else if (n && create && (s = stage_new(ino, e))) {
+		s->refs = 1;
+		n->stage = s;
+	}
+	pthread_mutex_unlock(&fs.lock);
+	return s;
+}
+
+/* Drop a reference; the last one frees the stage (storing nothing: the
+ * caller stored what it had to) and a node the kernel already forgot. */
+static void stage_unref(struct kstage *s)
+{
+	struct node *n;
+	bool last;
+
+	pthread_mutex_lock(&fs.lock);
+	last = --s->refs == 0;
+	if (last) {
+		n = node_by_ino(s->ino);
+		if (n && n->stage == s) {
+			n->stage = NULL;
+			if (n->nlookup == 0)
+				node_free_locked(n);
+		}
+	}
+	pthread_mutex_unlock(&fs.lock);
+	if (last)
+		stage_destroy(s);
+}
+
+/* Attributes of a file whose stage holds bytes not yet stored: then fills
+ * @e (size, mode, mtime) and returns true. */
+static bool stage_attr(struct kstage *s, struct kvc_entry *e)
+{
+	bool dirty;
+
+	pthread_mutex_lock(&s->lock);
+	dirty = s->dirty;
+	if (dirty) {
+		memset(e, 0, sizeof(*e));
+		e->size = s->len;
+		e->mode = s->mode;
+		e->mtime_ns = s->mtime_ns ? s->mtime_ns : (int64_t)time(NULL) * 1000000000;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return dirty;
+}
+
+/* The kernel sizes the file as it is written: forget the size it got. */
+static void node_size_unknown(uint64_t ino)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(ino);
+	if (n)
+		n->attr_version = 0;
+	pthread_mutex_unlock(&fs.lock);
 }
 
 /* ------------------------------------------------------------------ */
@@ -633,6 +799,30 @@ static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	r = probe(key, &e);
+	if (r == 0 || r == -ENOENT) {
+		/* A file open for writing on this mount is what its stage holds:
+		 * created and not stored yet, or grown past the server's size. */
+		struct kstage *s = NULL;
+		struct node *n;
+
+		pthread_mutex_lock(&fs.lock);
+		n = node_by_path(key);
+		if (n && n->stage) {
+			s = n->stage;
+			s->refs++;
+		}
+		pthread_mutex_unlock(&fs.lock);
+		if (s) {
+			struct kvc_entry se;
+
+			if (stage_attr(s, &se)) {
+				se.version = 0; /* the kernel sizes it as it writes */
+				e = se;
+				r = 0;
+			}
+			stage_unref(s);
+		}
+	}
 	if (r < 0) {
 		if (r == -ENOENT) {
 			struct fuse_entry_param ep = {0}; /* negative entry, not cached */
@@ -675,21 +865,21 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		return;
 	}
 	/* A file being written reports its staged size. */
+	if (!dir) {
+		struct kstage *s = stage_ref(ino, false, NULL);
+		bool staged = s && stage_attr(s, &e);
+
+		if (s)
+			stage_unref(s);
+		if (staged) {
+			node_size_unknown(ino);
+			fill_file_attr(&st, ino, &e);
+			fuse_reply_attr(req, &st, 0);
+			return;
+		}
+	}
 	pthread_mutex_lock(&fs.lock);
 	n = node_by_ino(ino);
-	if (n && n->writer) {
-		struct kfile *f = n->writer;
-
-		memset(&e, 0, sizeof(e));
-		e.size = f->len;
-		e.mode = f->mode;
-		e.mtime_ns = f->mtime_ns ? f->mtime_ns : (int64_t)time(NULL) * 1000000000;
-		n->attr_version = 0;
-		pthread_mutex_unlock(&fs.lock);
-		fill_file_attr(&st, ino, &e);
-		fuse_reply_attr(req, &st, 0);
-		return;
-	}
 	/* The kernel asks right after an open (cat's fstat): the open has
 	 * just revalidated with the server, within the attribute timeout. */
 	if (n && !dir && fs.cfg.attr_timeout > 0 && n->open_ms &&
@@ -730,25 +920,49 @@ static struct kfile *kfile_new(uint64_t ino, bool writable)
 	pthread_mutex_init(&f->lock, NULL);
 	f->ino = ino;
 	f->writable = writable;
-	f->spill_fd = -1;
-	f->mode = 0644;
 	return f;
 }
 
-static void kfile_set_writer(struct kfile *f, bool on)
+static void kfile_free(struct kfile *f)
 {
-	struct node *n;
+	if (f->st)
+		stage_unref(f->st);
+	/* A read replying from f->head holds the lock until its reply is
+	 * written: the kernel may send RELEASE as soon as it has the reply. */
+	pthread_mutex_lock(&f->lock);
+	pthread_mutex_unlock(&f->lock);
+	free(f->head);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}
 
-	pthread_mutex_lock(&fs.lock);
-	n = node_by_ino(f->ino);
-	if (n) {
-		if (on)
-			n->writer = f;
-		else if (n->writer == f)
-			n->writer = NULL;
-		n->attr_version = 0; /* the kernel sizes the file as it writes */
+/* Cut or extend the staged bytes to @size (zeros past the old end). */
+static int stage_truncate(struct kstage *s, const char *key, uint64_t size)
+{
+	int r;
+
+	if (size > SIZE_MAX)
+		return -EFBIG;
+	pthread_mutex_lock(&s->lock);
+	if (size == 0) {
+		stage_drop(s);
+		s->loaded = true;
+		s->replace = true;
+		r = 0;
+	} else {
+		r = stage_load(s, key);
 	}
-	pthread_mutex_unlock(&fs.lock);
+	if (r == 0)
+		r = stage_reserve(s, (size_t)size);
+	if (r == 0) {
+		if ((size_t)size > s->len)
+			memset(stage_ptr(s) + s->len, 0, (size_t)size - s->len);
+		s->len = (size_t)size;
+		s->dirty = true;
+	}
+	pthread_mutex_unlock(&s->lock);
+	node_size_unknown(s->ino);
+	return r;
 }
 
 /* Put @len bytes of an inode's value, from offset 0, into the kernel's page
@@ -778,6 +992,47 @@ static int store_head(fuse_ino_t ino, const uint8_t *bytes, size_t len, bool inv
 	return r;
 }
 
+/*
+ * Open a file this mount is writing (its stage holds bytes not yet
+ * stored): the new descriptor shares them, with no server call, since
+ * the server holds an older value or none yet (a file created here and
+ * still open).  Returns true when it answered the open.
+ */
+static bool open_staged(fuse_req_t req, fuse_ino_t ino, const char *key, struct fuse_file_info *fi)
+{
+	bool wr = (fi->flags & O_ACCMODE) != O_RDONLY;
+	struct kstage *s = stage_ref(ino, false, NULL);
+	struct kvc_entry se;
+	struct kfile *f;
+
+	if (!s)
+		return false;
+	if (!stage_attr(s, &se)) {
+		stage_unref(s);
+		return false;
+	}
+	f = kfile_new(ino, wr);
+	if (!f) {
+		stage_unref(s);
+		fuse_reply_err(req, ENOMEM);
+		return true;
+	}
+	f->st = s;
+	pthread_mutex_lock(&s->lock);
+	f->version = s->version;
+	f->size = s->size;
+	pthread_mutex_unlock(&s->lock);
+	if (wr && (fi->flags & O_TRUNC))
+		stage_truncate(s, key, 0);
+	/* The kernel's pages hold what was written through this mount. */
+	fi->keep_cache = !(fi->flags & O_TRUNC);
+	fi->noflush = !wr;
+	fi->fh = (uint64_t)(uintptr_t)f;
+	if (fuse_reply_open(req, fi))
+		kfile_free(f);
+	return true;
+}
+
 static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	char key[KV_KEY_MAX + 1];
@@ -798,6 +1053,8 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
+	if (open_staged(req, ino, key, fi))
+		return;
 	/*
 	 * Close-to-open: revalidate against the server's version.  A read-only
 	 * open does it with a GET of the value's first bytes instead of a STAT:
@@ -825,14 +1082,31 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	f->version = e.version;
 	f->size = e.size;
-	f->mode = e.mode;
 	f->head = head;
 	f->head_len = (size_t)n_head;
-	if (wr && (fi->flags & O_TRUNC)) {
-		f->loaded = true; /* nothing of the old value is kept */
-		f->len = 0;
-		f->dirty = true;
-		kfile_set_writer(f, true);
+	/* Every descriptor of the inode shares one stage: a writable open
+	 * makes it if it is the first, a read-only one sees its bytes. */
+	f->st = stage_ref(ino, wr, &e);
+	if (wr && !f->st) {
+		kfile_free(f);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (wr) {
+		struct kstage *s = f->st;
+
+		pthread_mutex_lock(&s->lock);
+		/* Close-to-open for a stage nobody wrote: it builds on what the
+		 * server holds now. */
+		if (!s->dirty && e.version > s->version) {
+			stage_drop(s);
+			s->version = e.version;
+			s->size = e.size;
+			s->mode = e.mode;
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (fi->flags & O_TRUNC)
+			stage_truncate(s, key, 0); /* nothing of the old value is kept */
 	}
 	pthread_mutex_lock(&fs.lock);
 	n = node_by_ino(ino);
@@ -848,7 +1122,7 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	stale_size = !n || n->attr_version != e.version;
 	fi->keep_cache =
 	        n && !stale_size && n->cache_version == e.version && !(fi->flags & O_TRUNC);
-	writing = n && n->writer;
+	writing = n && n->stage;
 	pthread_mutex_unlock(&fs.lock);
 	/*
 	 * The whole of a small file came with the open: put it in the page
@@ -872,12 +1146,8 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* Nothing to store at close of a read-only file: spare the FLUSH. */
 	fi->noflush = !wr;
 	fi->fh = (uint64_t)(uintptr_t)f;
-	if (fuse_reply_open(req, fi)) {
-		kfile_set_writer(f, false);
-		stage_free(f);
-		free(f->head);
-		free(f);
-	}
+	if (fuse_reply_open(req, fi))
+		kfile_free(f);
 }
 
 static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -901,26 +1171,36 @@ static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	n = node_get(key, false);
 	pthread_mutex_unlock(&fs.lock);
 	f = n ? kfile_new(n->ino, true) : NULL;
-	if (!f) {
+	if (f)
+		f->st = stage_ref(n->ino, true, NULL);
+	if (!f || !f->st) {
+		if (f)
+			kfile_free(f);
 		if (n)
 			node_forget(n->ino, 1);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	f->mode = mode & 07777;
-	f->loaded = true;
-	f->dirty = true; /* an empty file is stored at close even without writes */
-	kfile_set_writer(f, true);
-	e.mode = f->mode;
-	e.mtime_ns = (int64_t)time(NULL) * 1000000000;
+	pthread_mutex_lock(&f->st->lock);
+	if (f->st->version == 0 && !f->st->dirty) { /* ours: a new file */
+		f->st->mode = mode & 07777;
+		f->st->loaded = true;
+		f->st->replace = true;
+		f->st->dirty = true; /* an empty file is stored at close even without writes */
+	}
+	pthread_mutex_unlock(&f->st->lock);
+	node_size_unknown(n->ino);
+	if (!stage_attr(f->st, &e)) { /* another descriptor stored it meanwhile */
+		e.mode = mode & 07777;
+		e.mtime_ns = (int64_t)time(NULL) * 1000000000;
+	}
 	ep.ino = n->ino;
 	ep.attr_timeout = fs.cfg.attr_timeout;
 	ep.entry_timeout = fs.cfg.entry_timeout;
 	fill_file_attr(&ep.attr, n->ino, &e);
 	fi->fh = (uint64_t)(uintptr_t)f;
 	if (fuse_reply_create(req, &ep, fi)) {
-		kfile_set_writer(f, false);
-		free(f);
+		kfile_free(f);
 		node_forget(n->ino, 1);
 	}
 }
@@ -931,20 +1211,39 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
 	char key[KV_KEY_MAX + 1];
 	struct kvc_get_opts go = {0};
+	uint64_t sv, ssize;
 	struct kvc_entry e;
 	uint8_t *buf;
 	ssize_t n;
 	int r;
 
-	pthread_mutex_lock(&f->lock);
-	if (f->dirty || f->loaded) {
-		/* Our own staged bytes. */
-		size_t o = (size_t)off < f->len ? (size_t)off : f->len;
+	if (f->st) {
+		struct kstage *s = f->st;
 
-		fuse_reply_buf(req, (const char *)stage_ptr(f) + o, KV_MIN(size, f->len - o));
+		pthread_mutex_lock(&s->lock);
+		if (s->dirty || s->loaded) {
+			/* This mount's staged bytes, whichever descriptor wrote them. */
+			size_t o = (size_t)off < s->len ? (size_t)off : s->len;
+
+			fuse_reply_buf(req, (const char *)stage_ptr(s) + o,
+			               KV_MIN(size, s->len - o));
+			pthread_mutex_unlock(&s->lock);
+			return;
+		}
+		sv = s->version;
+		ssize = s->size;
+		pthread_mutex_unlock(&s->lock);
+		pthread_mutex_lock(&f->lock);
+		if (sv && sv != f->version) { /* stored through another descriptor */
+			f->version = sv;
+			f->size = ssize;
+			free(f->head); /* the open's bytes are of the older version */
+			f->head = NULL;
+			f->head_len = 0;
+		}
 		pthread_mutex_unlock(&f->lock);
-		return;
 	}
+	pthread_mutex_lock(&f->lock);
 	if ((uint64_t)off < f->size && f->head &&
 	    ((uint64_t)off + size <= f->head_len || f->head_len == f->size)) {
 		/* Within the bytes open fetched (all of a small file).  Replied
@@ -1005,6 +1304,7 @@ static void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t 
 {
 	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
 	char key[KV_KEY_MAX + 1];
+	struct kstage *s;
 	size_t end;
 	int r;
 
@@ -1013,43 +1313,50 @@ static void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t 
 		return;
 	}
 	end = (size_t)off + size;
-	pthread_mutex_lock(&f->lock);
+	s = f->st;
+	if (!s) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
 	r = ino_path(ino, key, sizeof(key), NULL);
-	if (r == 0 && !f->loaded)
-		r = stage_load(f, key);
+	if (r == 0 && !s->loaded)
+		r = stage_load(s, key);
 	if (r == 0)
-		r = stage_reserve(f, end);
+		r = stage_reserve(s, end);
 	if (r < 0) {
-		pthread_mutex_unlock(&f->lock);
+		pthread_mutex_unlock(&s->lock);
 		fuse_reply_err(req, r == -ESTALE ? ESTALE : fs_err(r));
 		return;
 	}
-	if ((size_t)off > f->len)
-		memset(stage_ptr(f) + f->len, 0, (size_t)off - f->len);
-	memcpy(stage_ptr(f) + off, data, size);
-	if (end > f->len)
-		f->len = end;
-	f->dirty = true;
-	f->mtime_ns = 0; /* a write after utimensat: the time of the store */
-	pthread_mutex_unlock(&f->lock);
-	kfile_set_writer(f, true);
+	if ((size_t)off > s->len)
+		memset(stage_ptr(s) + s->len, 0, (size_t)off - s->len);
+	memcpy(stage_ptr(s) + off, data, size);
+	if (end > s->len)
+		s->len = end;
+	s->dirty = true;
+	s->mtime_ns = 0; /* a write after utimensat: the time of the store */
+	pthread_mutex_unlock(&s->lock);
+	node_size_unknown(ino);
 	fuse_reply_write(req, size);
 }
 
 static void kvfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
-	int r;
+	struct kstage *s = f->st;
+	int r = 0;
 
 	(void)ino;
-	pthread_mutex_lock(&f->lock);
-	r = stage_store(f);
-	if (r < 0)
-		f->err = -r;
-	pthread_mutex_unlock(&f->lock);
-	if (r == 0)
-		kfile_set_writer(f, false);
-	fuse_reply_err(req, r < 0 ? (r == -ENOSPC || r == -EFBIG ? -r : fs_err(r)) : 0);
+	if (s && f->writable) {
+		pthread_mutex_lock(&s->lock);
+		r = stage_store(s);
+		if (r < 0)
+			s->err = -r;
+		pthread_mutex_unlock(&s->lock);
+	}
+	fuse_reply_err(req,
+	               r < 0 ? (r == -ENOSPC || r == -EFBIG || r == -ESTALE ? -r : fs_err(r)) : 0);
 }
 
 static void kvfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -1061,17 +1368,16 @@ static void kvfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse
 static void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
+	struct kstage *s = f->st;
 
 	(void)ino;
-	pthread_mutex_lock(&f->lock);
-	if (f->dirty && stage_store(f) < 0)
-		KV_WARN(TAG, "release: could not store a written file: %s", kvc_strerror());
-	pthread_mutex_unlock(&f->lock);
-	kfile_set_writer(f, false);
-	stage_free(f);
-	free(f->head);
-	pthread_mutex_destroy(&f->lock);
-	free(f);
+	if (s && f->writable) { /* e.g. mmap'd pages written after the close */
+		pthread_mutex_lock(&s->lock);
+		if (s->dirty && stage_store(s) < 0)
+			KV_WARN(TAG, "release: could not store a written file: %s", kvc_strerror());
+		pthread_mutex_unlock(&s->lock);
+	}
+	kfile_free(f);
 	fuse_reply_err(req, 0);
 }
 
@@ -1079,7 +1385,7 @@ static void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 static int truncate_key(const char *key, uint64_t size, uint64_t ino)
 {
 	struct kvc_entry e;
-	struct kfile *f;
+	struct kstage *s;
 	int r;
 
 	r = kvc_stat(fs.kvc, key, strlen(key), &e);
@@ -1087,26 +1393,16 @@ static int truncate_key(const char *key, uint64_t size, uint64_t ino)
 		return r;
 	if (e.size == size)
 		return 0;
-	f = kfile_new(ino, true);
-	if (!f)
+	s = stage_new(ino, &e); /* its own: no descriptor is open */
+	if (!s)
 		return -ENOMEM;
-	f->version = e.version;
-	f->size = e.size;
-	f->mode = e.mode;
-	if (size > e.size || size > 0) {
-		r = stage_load(f, key);
-		if (r == 0)
-			r = stage_reserve(f, size);
-	}
+	r = stage_truncate(s, key, size);
 	if (r == 0) {
-		if (size > f->len)
-			memset(stage_ptr(f) + f->len, 0, size - f->len);
-		f->len = size;
-		f->loaded = f->dirty = true;
-		r = stage_store(f);
+		pthread_mutex_lock(&s->lock);
+		r = stage_store(s);
+		pthread_mutex_unlock(&s->lock);
 	}
-	stage_free(f);
-	free(f);
+	stage_destroy(s);
 	return r;
 }
 
@@ -1179,25 +1475,12 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 		return;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
-		struct kfile *f = fi ? (struct kfile *)(uintptr_t)fi->fh : NULL;
+		/* An open file's stage takes it, by descriptor or by path. */
+		struct kstage *s = stage_ref(ino, false, NULL);
 
-		if (f && f->writable) {
-			pthread_mutex_lock(&f->lock);
-			r = attr->st_size == 0 ? 0 : stage_load(f, key);
-			if (attr->st_size == 0)
-				f->loaded = true;
-			if (r == 0)
-				r = stage_reserve(f, (size_t)attr->st_size);
-			if (r == 0) {
-				if ((size_t)attr->st_size > f->len)
-					memset(stage_ptr(f) + f->len, 0,
-					       (size_t)attr->st_size - f->len);
-				f->len = (size_t)attr->st_size;
-				f->dirty = true;
-			}
-			pthread_mutex_unlock(&f->lock);
-			if (r == 0)
-				kfile_set_writer(f, true);
+		if (s) {
+			r = stage_truncate(s, key, (uint64_t)attr->st_size);
+			stage_unref(s);
 		} else {
 			r = truncate_key(key, (uint64_t)attr->st_size, ino);
 		}
@@ -1210,19 +1493,21 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 		int64_t mode =
 		        (to_set & FUSE_SET_ATTR_MODE) ? (int64_t)(attr->st_mode & 07777) : -1;
 		int64_t mt = setattr_mtime(attr, to_set);
-		struct node *n;
+		struct kstage *s = stage_ref(ino, false, NULL);
+		bool pending = false;
 
-		pthread_mutex_lock(&fs.lock);
-		n = node_by_ino(ino);
-		if (n && n->writer) { /* applies to the pending PUT too */
+		if (s) { /* applies to the pending PUT too */
+			pthread_mutex_lock(&s->lock);
 			if (mode >= 0)
-				n->writer->mode = (uint32_t)mode;
+				s->mode = (uint32_t)mode;
 			if (mt >= 0)
-				n->writer->mtime_ns = mt;
+				s->mtime_ns = mt;
+			pending = s->dirty;
+			pthread_mutex_unlock(&s->lock);
+			stage_unref(s);
 		}
-		pthread_mutex_unlock(&fs.lock);
 		r = kvc_setattr(fs.kvc, key, strlen(key), mode, mt, &e);
-		if (r == -ENOENT && n && n->writer)
+		if (r == -ENOENT && pending)
 			r = 0; /* not stored yet: the PUT at close carries the mode */
 		if (r < 0) {
 			fuse_reply_err(req, fs_err(r));
@@ -1276,7 +1561,7 @@ static void kvfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 		pthread_mutex_lock(&fs.lock);
 		n = node_by_path(key);
-		if (n && r == -ENOENT && n->writer)
+		if (n && r == -ENOENT && n->stage)
 			r = 0; /* created here and not stored yet */
 		if (n && r == 0)
 			node_orphan(n, "unlinked");
@@ -1433,7 +1718,7 @@ static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 
 		pthread_mutex_lock(&fs.lock);
 		sn = node_by_path(src);
-		pending = sn && sn->writer;
+		pending = sn && sn->stage;
 		pthread_mutex_unlock(&fs.lock);
 		if (pending)
 			sk = 0;
