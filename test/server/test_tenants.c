@@ -66,6 +66,24 @@ static void fx_rm(struct fx *f)
 	rmdir(f->dir);
 }
 
+/* A failed assertion ends a test before fx_done(): its files go here. */
+static void fx_cleanup(void)
+{
+	static const char *const names[] = {"admin.token", "alice.token", "bob.token",
+	                                    "short.token", "tenants",     "log"};
+	char path[128];
+
+	for (size_t i = 0; i < KV_ARRAY_SIZE(names); i++) {
+		snprintf(path, sizeof(path), "/tmp/kvfs-test-tenants-%d/%s", (int)getpid(),
+		         names[i]);
+		unlink(path);
+	}
+	snprintf(path, sizeof(path), "/tmp/kvfs-test-tenants-%d", (int)getpid());
+	rmdir(path);
+}
+
+TestSuite(tenants, .fini = fx_cleanup);
+
 static void fx_start(struct fx *f, const char *provider)
 {
 	const char *extra[] = {"--auth-token-file", f->admin, "--tenants", f->conf, NULL};
