@@ -31,7 +31,19 @@ static void usage(FILE *f)
 	        "      --max-value SIZE       largest value accepted (default: all the memory\n"
 	        "                             left for values)\n"
 	        "      --max-inline SIZE      largest value sent inline in a frame (default 64K)\n"
-	        "      --auth-token-file FILE clients must prove they hold this token\n"
+	        "      --auth-token-file FILE clients must prove they hold this token; it reaches\n"
+	        "                             every key\n"
+	        "      --tenants FILE         several tokens, each reaching only its own key\n"
+	        "                             prefix, with a byte quota; one per line:\n"
+	        "                               NAME TOKEN_FILE PREFIX QUOTA\n"
+	        "                             e.g. 'alice alice.token alice/ 64G' (QUOTA a size\n"
+	        "                             or none; a relative TOKEN_FILE is taken from FILE's\n"
+	        "                             directory; '#' starts a comment).  A tenant's\n"
+	        "                             client sees PREFIX as the whole store; a quota\n"
+	        "                             counts values, key names and 128 bytes per key,\n"
+	        "                             and a PUT past it fails with NO_SPACE.  With\n"
+	        "                             --auth-token-file too, that token sees every\n"
+	        "                             tenant's keys under its prefix\n"
 	        "      --timeout MS           RDMA transfer deadline (default 10000)\n"
 	        "      --max-meta SIZE        part of --memory the index (keys, item records)\n"
 	        "                             may take before PUTs evict or fail as for values\n"
@@ -154,6 +166,7 @@ int main(int argc, char **argv)
 		O_HELD_TOTAL,
 		O_UNAUTH,
 		O_META,
+		O_TENANTS,
 	};
 	static const struct option lo[] = {
 	        {"listen", required_argument, NULL, 'l'},
@@ -164,6 +177,7 @@ int main(int argc, char **argv)
 	        {"max-value", required_argument, NULL, O_MAXVAL},
 	        {"max-inline", required_argument, NULL, O_MAXINL},
 	        {"auth-token-file", required_argument, NULL, O_TOKEN},
+	        {"tenants", required_argument, NULL, O_TENANTS},
 	        {"max-conns", required_argument, NULL, O_CONNS},
 	        {"max-inflight", required_argument, NULL, O_INFL},
 	        {"timeout", required_argument, NULL, O_TMO},
@@ -291,6 +305,9 @@ int main(int argc, char **argv)
 			break;
 		case O_TOKEN:
 			o.auth_token_file = optarg;
+			break;
+		case O_TENANTS:
+			o.tenants_file = optarg;
 			break;
 		case O_CONNS:
 			if (uint_arg("--max-conns", optarg, &o.max_conns))

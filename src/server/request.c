@@ -20,6 +20,7 @@
 #include "kvfs/util.h"
 #include "kvfs/wire_auth.h"
 #include "server_i.h"
+#include "tenant.h"
 
 #define TAG SRV_TAG
 
@@ -28,12 +29,67 @@ typedef void (*req_handler_fn)(struct conn *c, const Kvfs__Request *rq);
 /* The longest BUSY message of held_check(). */
 #define REQ_BUSY_MSG 240
 
-static void fill_entry(Kvfs__Entry *e, const struct store_item *it)
+/* ------------------------------------------------------------------ */
+/* Tenants: a connection's namespace                                   */
+
+/* Bytes the store's keys have before the names @c's client knows them by:
+ * its tenant's prefix (0 for the whole namespace). */
+static size_t conn_strip(const struct conn *c)
+{
+	return c->tenant ? c->tenant->prefixlen : 0;
+}
+
+/*
+ * @k, a key of @c's request, as the store names it (its tenant's prefix
+ * first) in @buf (KV_KEY_MAX bytes); 0 and *ret_key, *ret_len.  A key too
+ * long for the tenant's namespace is answered (NAME_TOO_LONG) and
+ * -ENAMETOOLONG returned.
+ */
+static int req_key(struct conn *c, uint64_t id, const ProtobufCBinaryData *k, char *buf,
+                   const char **ret_key, size_t *ret_len)
+{
+	char m[128];
+
+	if (tenant_key(c->tenant, k->data, k->len, buf, KV_KEY_MAX, ret_key, ret_len) == 0)
+		return 0;
+	snprintf(m, sizeof(m),
+	         "key longer than %zu bytes, the longest this tenant's namespace holds",
+	         (size_t)KV_KEY_MAX - c->tenant->prefixlen);
+	conn_respond(c, id, -ENAMETOOLONG, m, NULL);
+	return -ENAMETOOLONG;
+}
+
+/* Answer @id refused for a quota (store: -EDQUOT) on @key: NO_SPACE, with
+ * the quota in words.  Only the connection's own tenant, or for the whole
+ * namespace the tenant @key belongs to, is named. */
+static void respond_quota(struct conn *c, uint64_t id, const char *key, size_t keylen)
+{
+	struct srv *s = c->srv;
+	int ns = store_ns_of(s->store, key, keylen);
+	struct store_ns_usage u;
+	char m[256], q[32], used[32];
+
+	if (ns < 0) { /* cannot be: a quota belongs to a namespace */
+		conn_respond(c, id, -ENOSPC, "over a tenant's quota", NULL);
+		return;
+	}
+	store_ns_usage(s->store, (unsigned)ns, &u);
+	snprintf(m, sizeof(m),
+	         "over %s%s%s quota of %s (%s used; a key counts its value, its name and %d "
+	         "bytes): delete keys or ask for a larger quota",
+	         c->tenant ? "this tenant's" : "tenant ", c->tenant ? "" : s->tenants.t[ns].name,
+	         c->tenant ? "" : "'s", kv_fmt_size(s->tenants.t[ns].quota, q, sizeof(q)),
+	         kv_fmt_size(u.charged, used, sizeof(used)), STORE_NS_KEY_CHARGE);
+	conn_respond(c, id, -ENOSPC, m, NULL);
+}
+
+static void fill_entry(Kvfs__Entry *e, const struct store_item *it, size_t strip)
 {
 	size_t kl;
 
-	e->key.data = (uint8_t *)store_item_key(it, &kl);
-	e->key.len = kl;
+	/* Every key a tenant reaches starts with its prefix. */
+	e->key.data = (uint8_t *)store_item_key(it, &kl) + strip;
+	e->key.len = kl - strip;
 	e->size = store_item_size(it);
 	e->version = store_item_version(it);
 	e->has_mtime_ns = true;
@@ -48,6 +104,17 @@ static uint64_t srv_max_value(struct srv *s)
 
 	store_get_stats(s->store, &st);
 	return s->o.max_value ? KV_MIN(s->o.max_value, st.arena_usable) : st.arena_usable;
+}
+
+/* The largest value @c's client may store: a tenant's quota holds a value
+ * and its key's charge. */
+static uint64_t conn_max_value(struct conn *c)
+{
+	uint64_t m = srv_max_value(c->srv), q = c->tenant ? c->tenant->quota : 0;
+
+	if (q)
+		m = KV_MIN(m, q - KV_MIN(q, (uint64_t)STORE_NS_KEY_CHARGE + 1));
+	return m;
 }
 
 /* ------------------------------------------------------------------ */
@@ -84,7 +151,7 @@ static void hello_answer(struct conn *c, uint64_t id, uint32_t version, const ui
 
 	hr.version = version;
 	hr.max_frame = s->o.max_frame;
-	hr.max_value = srv_max_value(s);
+	hr.max_value = conn_max_value(c);
 	hr.chunk_size = s->eng ? xfer_chunk_size(s->eng) : 0;
 	hr.has_max_inline = true;
 	hr.max_inline = s->o.max_inline;
@@ -303,22 +370,48 @@ uint64_t auth_backoff(struct srv *s, const struct conn *c)
 	return f->fails < 2 ? 0 : KV_MIN(100ULL << KV_MIN(f->fails - 2, 5u), 2000ULL);
 }
 
+/*
+ * Which token made HELLO's proof: 0 for --auth-token-file's, i + 1 for
+ * tenant i's, -1 for none.  Every token is tried whatever matched before,
+ * each in constant time (wire_auth_check_client()), so how long the answer
+ * takes does not tell which token matched, or how much of one.
+ */
+static int hello_token(struct srv *s, const struct conn *c, const Kvfs__HelloRequest *h)
+{
+	const uint8_t *proof = h->has_auth_proof ? h->auth_proof.data : NULL;
+	int who = -1;
+
+	if (s->tokenlen &&
+	    wire_auth_check_client(s->token, s->tokenlen, c->nonce, proof, h->auth_proof.len))
+		who = 0;
+	for (size_t i = 0; i < s->tenants.n; i++) {
+		const struct tenant *t = &s->tenants.t[i];
+
+		if (wire_auth_check_client(t->token, t->tokenlen, c->nonce, proof,
+		                           h->auth_proof.len))
+			who = (int)i + 1;
+	}
+	return who;
+}
+
 static void req_hello(struct conn *c, const Kvfs__Request *rq)
 {
 	struct srv *s = c->srv;
 	const Kvfs__HelloRequest *h = rq->hello;
 	uint8_t sproof[WIRE_AUTH_PROOF_LEN];
+	const uint8_t *token = s->token;
+	size_t tokenlen = s->tokenlen;
 	bool has_sproof;
 	uint32_t v;
-	int r;
+	int r, who = 0;
 
 	if (c->state != CONN_HELLO) {
 		conn_respond(c, rq->id, -EPROTO, "HELLO sent twice", NULL);
 		return;
 	}
-	if (s->auth && !wire_auth_check_client(s->token, s->tokenlen, c->nonce,
-	                                       h->has_auth_proof ? h->auth_proof.data : NULL,
-	                                       h->auth_proof.len)) {
+	if (s->auth)
+		who = hello_token(s, c, h);
+	if (who < 0) {
 		uint64_t wait = auth_backoff(s, c);
 
 		s->c.auth_failures++;
@@ -334,6 +427,11 @@ static void req_hello(struct conn *c, const Kvfs__Request *rq)
 		conn_refuse(c);
 		return;
 	}
+	if (who > 0) { /* bound to the tenant for the connection's life */
+		c->tenant = &s->tenants.t[who - 1];
+		token = c->tenant->token;
+		tokenlen = c->tenant->tokenlen;
+	}
 	/* wire_request_check() refused min_version > max_version. */
 	v = KV_MIN(h->max_version, (uint32_t)WIRE_VERSION_MAX);
 	if (v < h->min_version || v < WIRE_VERSION_MIN) {
@@ -347,10 +445,11 @@ static void req_hello(struct conn *c, const Kvfs__Request *rq)
 	}
 	/* A proof that cannot be computed is left out: the client then refuses. */
 	has_sproof = s->auth && h->has_client_nonce && h->client_nonce.len == WIRE_AUTH_NONCE_LEN &&
-	             wire_auth_server_proof(s->token, s->tokenlen, h->client_nonce.data, c->nonce,
+	             wire_auth_server_proof(token, tokenlen, h->client_nonce.data, c->nonce,
 	                                    sproof) == 0;
-	KV_INFO(TAG, "%s: hello from %s, provider %s", c->name,
-	        h->client_id ? h->client_id : "client", h->provider ? h->provider : "none");
+	KV_INFO(TAG, "%s: hello from %s, provider %s%s%s", c->name,
+	        h->client_id ? h->client_id : "client", h->provider ? h->provider : "none",
+	        c->tenant ? ", tenant " : "", c->tenant ? c->tenant->name : "");
 	r = s->eng ? hello_bind(c, rq, v, has_sproof ? sproof : NULL) : 0;
 	if (r > 0)
 		return; /* answered by req_hello_bound() */
@@ -391,9 +490,9 @@ static void req_get(struct conn *c, const Kvfs__Request *rq)
 	struct store_item *it;
 	struct srv_op *op;
 	uint64_t size, off = g->has_offset ? g->offset : 0, n, cap = 0;
-	char busy[REQ_BUSY_MSG];
-	const char *msg = NULL;
-	size_t nr = 0;
+	char busy[REQ_BUSY_MSG], kb[KV_KEY_MAX];
+	const char *msg = NULL, *key;
+	size_t nr = 0, klen;
 	int r;
 
 	s->c.gets++;
@@ -402,7 +501,9 @@ static void req_get(struct conn *c, const Kvfs__Request *rq)
 		             NULL);
 		return;
 	}
-	r = store_get(s->store, (const char *)g->key.data, g->key.len, &it);
+	if (req_key(c, rq->id, &g->key, kb, &key, &klen))
+		return;
+	r = store_get(s->store, key, klen, &it);
 	if (r < 0) {
 		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
 		return;
@@ -488,14 +589,17 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 	struct store_resv *resv;
 	struct srv_op *op;
 	uint64_t len, tot = 0, ver;
-	char busy[REQ_BUSY_MSG];
-	size_t nr = 0;
+	char busy[REQ_BUSY_MSG], kb[KV_KEY_MAX];
+	const char *key;
+	size_t nr = 0, klen;
 	int r;
 
 	/* wire_check_put() refused: both or neither of value and src,
 	 * if_absent with if_version, a length other than the inline value's,
 	 * and src without a length equal to its segments' total (> 0). */
 	s->c.puts++;
+	if (req_key(c, rq->id, &p->key, kb, &key, &klen))
+		return;
 	cond.if_absent = p->has_if_absent && p->if_absent;
 	cond.if_version = p->has_if_version ? p->if_version : 0;
 	if (p->has_value) {
@@ -517,7 +621,11 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 			return;
 		}
 	}
-	r = store_put_begin(s->store, (const char *)p->key.data, p->key.len, len, &resv);
+	r = store_put_begin(s->store, key, klen, len, &resv);
+	if (r == -EDQUOT) {
+		respond_quota(c, rq->id, key, klen);
+		return;
+	}
 	if (r < 0) {
 		conn_respond(c, rq->id, r,
 		             r == -ENOSPC  ? "server full: nothing can be evicted"
@@ -587,6 +695,7 @@ struct list_ctx {
 	bool cut; /* stopped for size */
 	const char *last;
 	size_t lastlen;
+	size_t strip; /* the tenant's prefix, taken off every name (conn_strip()) */
 };
 
 static int list_cb(void *arg, const char *name, size_t namelen, const struct store_item *it,
@@ -602,15 +711,17 @@ static int list_cb(void *arg, const char *name, size_t namelen, const struct sto
 		return -ENOSPC;
 	}
 	l->bytes += need;
+	/* Every name listed starts with the request's prefix, and so with
+	 * the tenant's; none is the tenant's prefix alone (start_after). */
 	if (prefix) {
-		lr->common_prefixes[lr->n_common_prefixes].data = (uint8_t *)name;
-		lr->common_prefixes[lr->n_common_prefixes].len = namelen;
+		lr->common_prefixes[lr->n_common_prefixes].data = (uint8_t *)name + l->strip;
+		lr->common_prefixes[lr->n_common_prefixes].len = namelen - l->strip;
 		lr->n_common_prefixes++;
 	}
 	if (it) { /* a key, or a prefix's marker */
 		e = &l->ents[lr->n_entries + lr->n_prefix_markers];
 		kvfs__entry__init(e);
-		fill_entry(e, it);
+		fill_entry(e, it, l->strip);
 		if (prefix)
 			lr->prefix_markers[lr->n_prefix_markers++] = e;
 		else
@@ -628,9 +739,11 @@ static void req_list(struct conn *c, const Kvfs__Request *rq)
 	Kvfs__Response resp = KVFS__RESPONSE__INIT;
 	Kvfs__ListResponse lr = KVFS__LIST_RESPONSE__INIT;
 	struct store_list_req req = {0};
-	struct list_ctx l = {.lr = &lr};
+	struct list_ctx l = {.lr = &lr, .strip = conn_strip(c)};
 	bool truncated = false;
 	size_t limit = q->has_limit && q->limit ? KV_MIN(q->limit, 10000u) : 1000;
+	/* wire_check_list() bounds both to KV_KEY_MAX: a tenant's fit */
+	char pb[2 * KV_KEY_MAX], ab[2 * KV_KEY_MAX];
 	int r;
 
 	/* wire_check_list() refused a delimiter of more than one byte. */
@@ -640,6 +753,15 @@ static void req_list(struct conn *c, const Kvfs__Request *rq)
 	req.delimiter = q->has_delimiter && q->delimiter.len ? (char)q->delimiter.data[0] : 0;
 	req.start_after = q->has_start_after ? (const char *)q->start_after.data : NULL;
 	req.start_after_len = q->has_start_after ? q->start_after.len : 0;
+	if (c->tenant) {
+		/* Within the tenant's prefix; a listing starts after the prefix
+		 * itself (a marker only the whole namespace can make), whatever
+		 * start_after says, so no cursor points outside. */
+		(void)tenant_key(c->tenant, req.prefix, req.prefixlen, pb, sizeof(pb), &req.prefix,
+		                 &req.prefixlen);
+		(void)tenant_key(c->tenant, req.start_after, req.start_after_len, ab, sizeof(ab),
+		                 &req.start_after, &req.start_after_len);
+	}
 	req.limit = limit;
 	l.limit = limit;
 	l.max_bytes = WIRE_MAX_FRAME_DEFAULT - 64 * 1024;
@@ -662,8 +784,8 @@ static void req_list(struct conn *c, const Kvfs__Request *rq)
 	lr.truncated = truncated;
 	if (truncated && l.last) {
 		lr.has_next_start_after = true;
-		lr.next_start_after.data = (uint8_t *)l.last;
-		lr.next_start_after.len = l.lastlen;
+		lr.next_start_after.data = (uint8_t *)l.last + l.strip;
+		lr.next_start_after.len = l.lastlen - l.strip;
 	}
 	resp.body_case = KVFS__RESPONSE__BODY_LIST;
 	resp.list = &lr;
@@ -685,15 +807,20 @@ static void req_stat(struct conn *c, const Kvfs__Request *rq)
 	Kvfs__StatResponse sr = KVFS__STAT_RESPONSE__INIT;
 	Kvfs__Entry e = KVFS__ENTRY__INIT;
 	const struct store_item *it;
+	char kb[KV_KEY_MAX];
+	const char *key;
+	size_t klen;
 	int r;
 
 	s->c.stat_calls++;
-	r = store_lookup(s->store, (const char *)rq->stat->key.data, rq->stat->key.len, &it);
+	if (req_key(c, rq->id, &rq->stat->key, kb, &key, &klen))
+		return;
+	r = store_lookup(s->store, key, klen, &it);
 	if (r < 0) {
 		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
 		return;
 	}
-	fill_entry(&e, it);
+	fill_entry(&e, it, conn_strip(c));
 	sr.entry = &e;
 	resp.body_case = KVFS__RESPONSE__BODY_STAT;
 	resp.stat = &sr;
@@ -707,11 +834,15 @@ static void req_delete(struct conn *c, const Kvfs__Request *rq)
 	Kvfs__Response resp = KVFS__RESPONSE__INIT;
 	Kvfs__DeleteResponse dr = KVFS__DELETE_RESPONSE__INIT;
 	uint64_t ver = 0;
+	char kb[KV_KEY_MAX];
+	const char *key;
+	size_t klen;
 	int r;
 
 	s->c.deletes++;
-	r = store_delete(s->store, (const char *)d->key.data, d->key.len,
-	                 d->has_if_version ? d->if_version : 0, &ver);
+	if (req_key(c, rq->id, &d->key, kb, &key, &klen))
+		return;
+	r = store_delete(s->store, key, klen, d->has_if_version ? d->if_version : 0, &ver);
 	if (r < 0) {
 		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
 		return;
@@ -730,11 +861,21 @@ static void req_rename(struct conn *c, const Kvfs__Request *rq)
 	Kvfs__Response resp = KVFS__RESPONSE__INIT;
 	Kvfs__RenameResponse rr = KVFS__RENAME_RESPONSE__INIT;
 	const struct store_item *it;
+	char sb[KV_KEY_MAX], db[KV_KEY_MAX];
+	const char *src, *dst;
+	size_t slen, dlen;
 	int r;
 
 	s->c.renames++;
-	r = store_rename(s->store, (const char *)m->src.data, m->src.len, (const char *)m->dst.data,
-	                 m->dst.len, m->has_no_overwrite && m->no_overwrite, &it);
+	if (req_key(c, rq->id, &m->src, sb, &src, &slen) ||
+	    req_key(c, rq->id, &m->dst, db, &dst, &dlen))
+		return;
+	r = store_rename(s->store, src, slen, dst, dlen, m->has_no_overwrite && m->no_overwrite,
+	                 &it);
+	if (r == -EDQUOT) {
+		respond_quota(c, rq->id, dst, dlen);
+		return;
+	}
 	if (r < 0) {
 		conn_respond(c, rq->id, r,
 		             r == -ENOENT   ? "no such key"
@@ -759,16 +900,21 @@ static void req_setattr(struct conn *c, const Kvfs__Request *rq)
 	unsigned which =
 	        (a->has_mode ? STORE_SET_MODE : 0) | (a->has_mtime_ns ? STORE_SET_MTIME : 0);
 	const struct store_item *it;
+	char kb[KV_KEY_MAX];
+	const char *key;
+	size_t klen;
 	int r;
 
 	s->c.setattrs++;
-	r = store_setattr(s->store, (const char *)a->key.data, a->key.len, which, a->mode & 07777,
-	                  (uint64_t)a->mtime_ns, a->has_if_version ? a->if_version : 0, &it);
+	if (req_key(c, rq->id, &a->key, kb, &key, &klen))
+		return;
+	r = store_setattr(s->store, key, klen, which, a->mode & 07777, (uint64_t)a->mtime_ns,
+	                  a->has_if_version ? a->if_version : 0, &it);
 	if (r < 0) {
 		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
 		return;
 	}
-	fill_entry(&e, it);
+	fill_entry(&e, it, conn_strip(c));
 	ar.entry = &e;
 	resp.body_case = KVFS__RESPONSE__BODY_SETATTR;
 	resp.setattr = &ar;
@@ -778,28 +924,58 @@ static void req_setattr(struct conn *c, const Kvfs__Request *rq)
 /* ------------------------------------------------------------------ */
 /* STATS                                                               */
 
-static void req_stats(struct conn *c, const Kvfs__Request *rq)
+/* Room for the counters of one STATS answer. */
+struct stats_buf {
+	Kvfs__Counter *cs, **cp;
+	size_t n, cap;
+	char (*names)[TENANT_NAME_MAX + 32]; /* per-tenant counter names */
+};
+
+#define CNT(nm, v)                                                                                 \
+	do {                                                                                       \
+		kvfs__counter__init(&b->cs[b->n]);                                                 \
+		b->cs[b->n].name = (char *)(nm);                                                   \
+		b->cs[b->n].value = (uint64_t)(v);                                                 \
+		b->cp[b->n] = &b->cs[b->n];                                                        \
+		b->n++;                                                                            \
+	} while (0)
+
+/*
+ * A tenant's STATS: what it holds and may hold, and the server's
+ * configuration (capacity, largest value), nothing that moves with what
+ * other tenants store or do (free memory, evictions, request counts):
+ * free_bytes is what its quota, or without one the server's memory, leaves
+ * after its own keys, so a tenant's df shows its quota.
+ */
+static void stats_tenant(struct conn *c, struct stats_buf *b)
 {
 	struct srv *s = c->srv;
-	Kvfs__Response resp = KVFS__RESPONSE__INIT;
-	Kvfs__StatsResponse sr = KVFS__STATS_RESPONSE__INIT;
+	const struct tenant *t = c->tenant;
+	struct store_ns_usage u;
+	struct store_stats st;
+	uint64_t cap;
+
+	store_get_stats(s->store, &st);
+	store_ns_usage(s->store, (unsigned)(t - s->tenants.t), &u);
+	cap = t->quota ? t->quota : st.arena_usable;
+	CNT("keys", u.keys);
+	CNT("value_bytes", u.value_bytes);
+	CNT("used_bytes", u.charged);
+	CNT("quota_bytes", t->quota);
+	CNT("capacity_bytes", cap);
+	CNT("free_bytes", cap - KV_MIN(cap, u.charged));
+	CNT("max_value", conn_max_value(c));
+}
+
+static void stats_server(struct conn *c, struct stats_buf *b)
+{
+	struct srv *s = c->srv;
 	struct store_stats st;
 	struct xfer_stats xs = {0};
-	Kvfs__Counter cs[64], *cp[64];
-	size_t n = 0;
 
-	s->c.stats++;
 	store_get_stats(s->store, &st);
 	if (s->eng)
 		xfer_get_stats(s->eng, &xs);
-#define CNT(nm, v)                                                                                 \
-	do {                                                                                       \
-		kvfs__counter__init(&cs[n]);                                                       \
-		cs[n].name = (char *)(nm);                                                         \
-		cs[n].value = (uint64_t)(v);                                                       \
-		cp[n] = &cs[n];                                                                    \
-		n++;                                                                               \
-	} while (0)
 	CNT("keys", st.keys);
 	CNT("value_bytes", st.value_bytes);
 	CNT("capacity_bytes", st.arena_usable);
@@ -851,12 +1027,57 @@ static void req_stats(struct conn *c, const Kvfs__Request *rq)
 	CNT("xfer_stuck_events", xs.stuck_events);
 	CNT("xfer_locks_released", xs.locks_released);
 	CNT("xfer_resets", xs.resets);
+	/* The whole namespace sees each tenant's figures. */
+	for (size_t i = 0; i < s->tenants.n; i++) {
+		static const char *const what[] = {"keys", "value_bytes", "used_bytes",
+		                                   "quota_bytes"};
+		const struct tenant *t = &s->tenants.t[i];
+		struct store_ns_usage u;
+		uint64_t v[4];
+
+		store_ns_usage(s->store, (unsigned)i, &u);
+		v[0] = u.keys;
+		v[1] = u.value_bytes;
+		v[2] = u.charged;
+		v[3] = t->quota;
+		for (size_t k = 0; k < KV_ARRAY_SIZE(what); k++) {
+			char *nm = b->names[i * KV_ARRAY_SIZE(what) + k];
+
+			snprintf(nm, sizeof(b->names[0]), "tenant.%s.%s", t->name, what[k]);
+			CNT(nm, v[k]);
+		}
+	}
+}
 #undef CNT
-	sr.n_counters = n;
-	sr.counters = cp;
+
+static void req_stats(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__StatsResponse sr = KVFS__STATS_RESPONSE__INIT;
+	struct stats_buf b = {.cap = 64 + 4 * s->tenants.n};
+
+	s->c.stats++;
+	b.cs = calloc(b.cap, sizeof(*b.cs));
+	b.cp = calloc(b.cap, sizeof(*b.cp));
+	b.names = calloc(4 * s->tenants.n + 1, sizeof(*b.names));
+	if (!b.cs || !b.cp || !b.names) {
+		conn_respond(c, rq->id, -ENOMEM, NULL, NULL);
+		goto out_free;
+	}
+	if (c->tenant)
+		stats_tenant(c, &b);
+	else
+		stats_server(c, &b);
+	sr.n_counters = b.n;
+	sr.counters = b.cp;
 	resp.body_case = KVFS__RESPONSE__BODY_STATS;
 	resp.stats = &sr;
 	conn_respond(c, rq->id, 0, NULL, &resp);
+out_free:
+	free(b.cs);
+	free(b.cp);
+	free(b.names);
 }
 
 /* ------------------------------------------------------------------ */

@@ -157,6 +157,35 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 			        o->auth_token_file, o->auth_token_file);
 		s->auth = true;
 	}
+	if (o->tenants_file) {
+		r = tenant_load(o->tenants_file, &s->tenants);
+		if (r < 0)
+			goto out_free;
+		if (s->tokenlen) {
+			const struct tenant *t =
+			        tenant_by_token(&s->tenants, s->token, s->tokenlen);
+
+			if (t) {
+				fprintf(stderr,
+				        "kv-server: the --auth-token-file token is tenant %s's too "
+				        "(%s:%u): the whole namespace needs a token of its own\n",
+				        t->name, o->tenants_file, t->line);
+				r = -EINVAL;
+				goto out_free;
+			}
+		}
+		s->ns = calloc(s->tenants.n, sizeof(*s->ns));
+		if (!s->ns) {
+			r = -ENOMEM;
+			goto out_free;
+		}
+		for (size_t i = 0; i < s->tenants.n; i++) {
+			s->ns[i].prefix = s->tenants.t[i].prefix;
+			s->ns[i].prefixlen = s->tenants.t[i].prefixlen;
+			s->ns[i].quota = s->tenants.t[i].quota;
+		}
+		s->auth = true;
+	}
 
 	if (strcmp(o->provider, "none")) {
 		struct xfer_opts xo;
@@ -210,6 +239,8 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 	so.evict = o->eviction;
 	so.max_value = o->max_value;
 	so.max_meta = srv_meta_budget(o);
+	so.ns = s->ns;
+	so.nns = s->tenants.n;
 	r = store_create(s->arena, s->arena_len, &so, &s->store);
 	if (r < 0) {
 		fprintf(stderr, "kv-server: cannot create the store: %s (--memory too small?)\n",
@@ -226,8 +257,8 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 	if (!s->auth && s->lfd >= 0 && strcmp(s->host, "127.0.0.1") && strcmp(s->host, "::1") &&
 	    strcmp(s->host, "localhost"))
 		KV_WARN(TAG,
-		        "listening on %s without --auth-token-file: anyone who can reach it "
-		        "can read and write every key",
+		        "listening on %s without --auth-token-file or --tenants: anyone who can "
+		        "reach it can read and write every key",
 		        s->host);
 	*ret = s;
 	return 0;
@@ -251,6 +282,9 @@ out_destroy_cq:
 out_close_eng:
 	xfer_close(s->eng);
 out_free:
+	free(s->ns);
+	tenant_table_free(&s->tenants);
+	explicit_bzero(s->token, sizeof(s->token));
 	free(s);
 	return r;
 }
@@ -285,6 +319,8 @@ void srv_destroy(struct srv *s)
 	close(s->sigfd);
 	close(s->epfd);
 	explicit_bzero(s->token, sizeof(s->token));
+	free(s->ns); /* after store_destroy(): the store points into it */
+	tenant_table_free(&s->tenants);
 	free(s->held);
 	free(s);
 }

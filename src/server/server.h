@@ -27,7 +27,9 @@ struct srv_opts {
 	enum store_evict eviction;
 	uint64_t max_value;          /* 0 = arena */
 	uint64_t max_inline;         /* inline PUT/GET limit */
-	const char *auth_token_file; /* NULL = no auth */
+	const char *auth_token_file; /* the whole namespace's token; NULL = none */
+	const char *tenants_file;    /* tenants' tokens, prefixes, quotas (tenant.h);
+	                              * NULL = none; with neither file: no auth */
 	unsigned max_conns;          /* connections at once */
 	unsigned max_unauth;         /* connections that have not finished HELLO at once,
 	                              * a quarter of them per host: their own quota, so

@@ -33,6 +33,7 @@
 #include "kvfs/xfer.h"
 #include "server.h"
 #include "store.h"
+#include "tenant.h"
 
 #define SRV_TAG "server"
 
@@ -75,20 +76,22 @@ struct conn {
 	uint8_t *out; /* queued response bytes */
 	size_t out_len, out_off, out_cap;
 	uint8_t nonce[WIRE_AUTH_NONCE_LEN];
-	bool rdma;               /* the client's engine is our peer, proven to be its own */
-	bool binding;            /* HELLO waits for that proof (an OP_BIND in flight) */
-	xfer_peer_t peer;        /* valid when rdma or binding */
-	unsigned ops;            /* RDMA ops in flight for this connection */
-	bool reading;            /* EPOLLIN armed */
-	bool want_out;           /* EPOLLOUT armed */
-	bool corked;             /* serving one read: answers wait for its end (conn_read) */
-	uint64_t hello_deadline; /* CONN_HELLO: close at this time (ms) */
-	uint64_t frame_deadline; /* a frame is partly received: complete by then; 0 = none */
-	uint64_t out_deadline;   /* output queued: some must be sent by then; 0 = none */
-	uint64_t last_recv;      /* last time bytes arrived (ms), for idle_timeout_ms */
-	uint64_t refuse_at;      /* a failed proof's answer waits until then (ms; 0: none) */
-	uint64_t refuse_id;      /* the HELLO it answers */
-	uint8_t *stash;          /* received, not yet fed: reading paused mid-chunk */
+	const struct tenant *tenant; /* its HELLO proved this tenant's token: its prefix is
+	                              * the whole store to it; NULL = the whole namespace */
+	bool rdma;                   /* the client's engine is our peer, proven to be its own */
+	bool binding;                /* HELLO waits for that proof (an OP_BIND in flight) */
+	xfer_peer_t peer;            /* valid when rdma or binding */
+	unsigned ops;                /* RDMA ops in flight for this connection */
+	bool reading;                /* EPOLLIN armed */
+	bool want_out;               /* EPOLLOUT armed */
+	bool corked;                 /* serving one read: answers wait for its end (conn_read) */
+	uint64_t hello_deadline;     /* CONN_HELLO: close at this time (ms) */
+	uint64_t frame_deadline;     /* a frame is partly received: complete by then; 0 = none */
+	uint64_t out_deadline;       /* output queued: some must be sent by then; 0 = none */
+	uint64_t last_recv;          /* last time bytes arrived (ms), for idle_timeout_ms */
+	uint64_t refuse_at;          /* a failed proof's answer waits until then (ms; 0: none) */
+	uint64_t refuse_id;          /* the HELLO it answers */
+	uint8_t *stash;              /* received, not yet fed: reading paused mid-chunk */
 	size_t stash_len, stash_off;
 };
 
@@ -152,9 +155,11 @@ struct srv {
 	struct conn *conns;
 	unsigned nconns;
 	uint64_t serial;
-	uint8_t token[KV_TOKEN_MAX + 1];
-	size_t tokenlen;
-	bool auth;
+	uint8_t token[KV_TOKEN_MAX + 1]; /* --auth-token-file's: the whole namespace */
+	size_t tokenlen;                 /* 0 = no such token */
+	struct tenant_table tenants;     /* --tenants, sorted by prefix */
+	struct store_ns *ns;             /* the store's namespaces: tenant i is ns[i] */
+	bool auth;                       /* HELLO must prove a token (either kind) */
 	bool stopping;
 	unsigned ops;       /* RDMA ops in flight, all connections */
 	unsigned unsettled; /* failed ops whose arena range the provider still holds */

@@ -63,8 +63,11 @@ struct store_item {
 	uint32_t pins;
 	uint16_t keylen;
 	uint8_t state; /* enum item_state */
+	uint8_t ns;    /* its namespace's index + 1; 0 = none (fills the padding) */
 	char key[];
 };
+
+_Static_assert(STORE_NS_MAX <= UINT8_MAX, "store_item.ns holds a namespace index + 1");
 
 struct store {
 	char *base;
@@ -91,6 +94,10 @@ struct store {
 	uint64_t resv_count, resv_bytes;
 	uint64_t meta_bytes; /* heap bytes of this struct, buckets, items (arena, order: apart) */
 	uint64_t key_bytes;
+
+	const struct store_ns *ns;  /* store_opts.ns: the caller's */
+	struct store_ns_usage *use; /* per namespace */
+	size_t nns;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -166,6 +173,62 @@ static void item_release_range(struct store *s, struct store_item *it)
 
 /* ---- items, LRU, hash ---------------------------------------------------- */
 
+/* ---- namespaces ---------------------------------------------------------- */
+
+static int ns_find(const struct store *s, const char *key, size_t keylen)
+{
+	size_t lo = 0, hi = s->nns;
+
+	/* The last prefix <= @key is the only one @key can start with:
+	 * prefixes are sorted and none starts another. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (kv_key_cmp(s->ns[mid].prefix, s->ns[mid].prefixlen, key, keylen) <= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return -1;
+	lo--;
+	if (keylen < s->ns[lo].prefixlen || memcmp(key, s->ns[lo].prefix, s->ns[lo].prefixlen))
+		return -1;
+	return (int)lo;
+}
+
+/* What @it (with its size set) is charged in its namespace (0: none). */
+static uint64_t ns_charge_of(const struct store *s, const struct store_item *it)
+{
+	if (!it->ns)
+		return 0;
+	return it->size + it->keylen - s->ns[it->ns - 1].prefixlen + STORE_NS_KEY_CHARGE;
+}
+
+static void ns_charge(struct store *s, const struct store_item *it)
+{
+	if (it->ns)
+		s->use[it->ns - 1].charged += ns_charge_of(s, it);
+}
+
+static void ns_uncharge(struct store *s, const struct store_item *it)
+{
+	if (it->ns)
+		s->use[it->ns - 1].charged -= ns_charge_of(s, it);
+}
+
+/* Would @it, charged instead of @credit bytes of its namespace (what it
+ * replaces there), take the namespace past its quota? */
+static bool ns_over(const struct store *s, const struct store_item *it, uint64_t credit)
+{
+	const struct store_ns *n;
+
+	if (!it->ns)
+		return false;
+	n = &s->ns[it->ns - 1];
+	return n->quota && s->use[it->ns - 1].charged - credit + ns_charge_of(s, it) > n->quota;
+}
+
 static struct store_item *item_new(struct store *s, const char *key, size_t keylen, uint32_t hash)
 {
 	struct store_item *it = meta_alloc(s, sizeof(*it) + keylen);
@@ -176,6 +239,7 @@ static struct store_item *item_new(struct store *s, const char *key, size_t keyl
 	memcpy(it->key, key, keylen);
 	it->keylen = (uint16_t)keylen;
 	it->hash = hash;
+	it->ns = (uint8_t)(ns_find(s, key, keylen) + 1);
 	dl_init(&it->link);
 	s->key_bytes += keylen;
 	return it;
@@ -273,14 +337,29 @@ static void hash_link(struct store *s, struct store_item *it)
 	it->state = ITEM_LINKED;
 	s->nitems++;
 	s->value_bytes += it->size;
+	if (it->ns) {
+		s->use[it->ns - 1].keys++;
+		s->use[it->ns - 1].value_bytes += it->size;
+	}
+}
+
+/* @it, linked, leaves the index: its counts go (the caller unhashes it). */
+static void item_unlink_counts(struct store *s, struct store_item *it)
+{
+	s->nitems--;
+	s->value_bytes -= it->size;
+	if (it->ns) {
+		s->use[it->ns - 1].keys--;
+		s->use[it->ns - 1].value_bytes -= it->size;
+	}
+	ns_uncharge(s, it);
 }
 
 /* @it was just removed from its hash chain: free it, or keep it as a zombie
  * until its last unpin. */
 static void item_retire(struct store *s, struct store_item *it)
 {
-	s->nitems--;
-	s->value_bytes -= it->size;
+	item_unlink_counts(s, it);
 	it->hnext = NULL;
 	if (it->pins) {
 		it->state = ITEM_ZOMBIE;
@@ -341,10 +420,31 @@ int store_create(void *arena_base, size_t arena_len, const struct store_opts *op
 	end = (b + arena_len) / STORE_PAGE_SIZE * STORE_PAGE_SIZE - b;
 	if (start >= arena_len || end <= start)
 		return -EINVAL;
+	if (opts && (opts->nns > STORE_NS_MAX || (opts->nns && !opts->ns)))
+		return -EINVAL;
+	for (size_t i = 0; opts && i < opts->nns; i++) {
+		const struct store_ns *n = &opts->ns[i], *p = i ? &opts->ns[i - 1] : NULL;
+
+		if (!n->prefix || !n->prefixlen || n->prefixlen > KV_KEY_MAX)
+			return -EINVAL;
+		if (p &&
+		    (kv_key_cmp(p->prefix, p->prefixlen, n->prefix, n->prefixlen) >= 0 ||
+		     (p->prefixlen <= n->prefixlen && !memcmp(p->prefix, n->prefix, p->prefixlen))))
+			return -EINVAL; /* out of order, or nested */
+	}
 
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	if (opts && opts->nns) {
+		s->use = calloc(opts->nns, sizeof(*s->use));
+		if (!s->use) {
+			free(s);
+			return -ENOMEM;
+		}
+		s->ns = opts->ns;
+		s->nns = opts->nns;
+	}
 	s->meta_bytes = malloc_usable_size(s);
 	s->base = arena_base;
 	s->evict = opts ? opts->evict : STORE_EVICT_LRU;
@@ -375,6 +475,7 @@ int store_create(void *arena_base, size_t arena_len, const struct store_opts *op
 out_free_buckets:
 	free(s->buckets);
 out_free_store:
+	free(s->use);
 	free(s);
 	return -ENOMEM;
 }
@@ -408,6 +509,7 @@ void store_destroy(struct store *s)
 	arena_destroy(&s->arena);
 	free(s->buckets);
 	kidx_destroy(&s->order);
+	free(s->use);
 	free(s);
 }
 
@@ -442,6 +544,15 @@ int store_put_begin(struct store *s, const char *key, size_t keylen, uint64_t si
 	it = item_new(s, key, keylen, key_hash(s, key, keylen));
 	if (!it)
 		return -ENOMEM;
+	it->size = size;
+	if (it->ns) { /* a quota refuses before anything is evicted */
+		const struct store_item *old = *hash_slot(s, key, keylen, it->hash);
+
+		if (ns_over(s, it, old ? ns_charge_of(s, old) : 0)) {
+			err = -EDQUOT;
+			goto out_free_item;
+		}
+	}
 
 	err = arena_alloc(&s->arena, size, &off);
 	/* Evict only when the evictable bytes could make room at all, so that
@@ -469,10 +580,10 @@ int store_put_begin(struct store *s, const char *key, size_t keylen, uint64_t si
 	}
 
 	it->state = ITEM_RESV;
-	it->size = size;
 	it->off = off;
 	s->resv_count++;
 	s->resv_bytes += size;
+	ns_charge(s, it);
 	dl_add_after(&s->resv, &it->link);
 	*ret = (struct store_resv *)(void *)it;
 	return 0;
@@ -543,6 +654,7 @@ void store_put_abort(struct store *s, struct store_resv *r)
 	dl_del(&it->link);
 	s->resv_count--;
 	s->resv_bytes -= it->size;
+	ns_uncharge(s, it);
 	item_release_range(s, it);
 	item_free(s, it);
 }
@@ -703,6 +815,13 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 	nit = item_new(s, dst, dstlen, hd);
 	if (!nit)
 		return -ENOMEM;
+	nit->size = sit->size;
+	if (ns_over(s, nit,
+	            (*pd ? ns_charge_of(s, *pd) : 0) +
+	                    (sit->ns == nit->ns ? ns_charge_of(s, sit) : 0))) {
+		item_free(s, nit);
+		return -EDQUOT;
+	}
 	if (kidx_reserve(&s->order)) {
 		item_free(s, nit);
 		return -ENOMEM;
@@ -712,10 +831,8 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 	 * pins and LRU position. */
 	*ps = sit->hnext;
 	kidx_erase(&s->order, sit);
-	s->nitems--;
-	s->value_bytes -= sit->size;
+	item_unlink_counts(s, sit);
 	nit->off = sit->off;
-	nit->size = sit->size;
 	nit->mode = sit->mode;
 	nit->mtime_ns = sit->mtime_ns;
 	nit->pins = sit->pins;
@@ -741,6 +858,7 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 		kidx_insert(&s->order, nit);
 	}
 	hash_link(s, nit);
+	ns_charge(s, nit);
 	if (ret_item)
 		*ret_item = nit;
 	return 0;
@@ -844,6 +962,16 @@ void store_get_stats(const struct store *s, struct store_stats *ret)
 	st.meta_evictions = s->meta_evictions;
 	st.overhead_bytes = st.meta_bytes - s->key_bytes;
 	*ret = st;
+}
+
+int store_ns_of(const struct store *s, const char *key, size_t keylen)
+{
+	return ns_find(s, key, keylen);
+}
+
+void store_ns_usage(const struct store *s, unsigned ns, struct store_ns_usage *ret)
+{
+	*ret = ns < s->nns ? s->use[ns] : (struct store_ns_usage){0};
 }
 
 double store_overhead_per_key(const struct store *s)

@@ -59,13 +59,39 @@ enum store_evict {
 	STORE_EVICT_NONE = 1, /* never evict: a full store answers -ENOSPC */
 };
 
+/*
+ * Namespaces (kv-server's tenants): key prefixes whose keys the store
+ * counts apart and may cap.  A key belongs to the namespace whose prefix
+ * it starts with, or to none (prefixes never nest).  Each key of a
+ * namespace is charged its value's size, its length without the prefix
+ * and STORE_NS_KEY_CHARGE for its record (about what the record takes in
+ * the heap: a flood of empty values is charged too); a reservation is
+ * charged from store_put_begin() on.  A namespace with a quota refuses
+ * with -EDQUOT a store_put_begin() or store_rename() that would take its
+ * charge past the quota, before anything is evicted; replacing a key is
+ * charged the difference.  Eviction knows nothing of namespaces (one LRU):
+ * a quota caps what a namespace holds, it reserves nothing for it.
+ */
+#define STORE_NS_MAX        255 /* namespaces a store can count */
+#define STORE_NS_KEY_CHARGE 128 /* bytes charged per key beyond its value and name */
+
+struct store_ns {
+	const char *prefix; /* non-empty, not NUL-terminated */
+	size_t prefixlen;
+	uint64_t quota; /* bytes it may be charged; 0 = no limit */
+};
+
 struct store_opts {
 	enum store_evict evict;
-	uint64_t max_value; /* largest value accepted; 0 or > usable arena = usable arena */
-	uint64_t max_meta;  /* heap bytes the index may take (keys, items, hash, order;
-	                     * store_stats.meta_bytes); a PUT that would pass it evicts
-	                     * (LRU) or fails with -ENOSPC like one whose value does not
-	                     * fit; 0 = no limit */
+	uint64_t max_value;        /* largest value accepted; 0 or > usable arena = usable arena */
+	uint64_t max_meta;         /* heap bytes the index may take (keys, items, hash, order;
+	                            * store_stats.meta_bytes); a PUT that would pass it evicts
+	                            * (LRU) or fails with -ENOSPC like one whose value does not
+	                            * fit; 0 = no limit */
+	const struct store_ns *ns; /* namespaces, sorted by prefix (memcmp order), none a
+	                            * prefix of another; the store keeps the pointer: the
+	                            * array and its prefixes outlive the store */
+	size_t nns;                /* at most STORE_NS_MAX */
 };
 
 /*
@@ -73,7 +99,8 @@ struct store_opts {
  * the arena before the first and after the last STORE_PAGE_SIZE boundary is
  * not used (see store_stats.arena_usable).  @opts may be NULL (LRU, values
  * up to the arena size).
- * Returns 0, -EINVAL (no arena, or less than one page usable) or -ENOMEM.
+ * Returns 0, -EINVAL (no arena, or less than one page usable, or namespaces
+ * out of order, nested, empty or too many) or -ENOMEM.
  */
 int store_create(void *arena_base, size_t arena_len, const struct store_opts *opts,
                  struct store **ret);
@@ -105,7 +132,8 @@ uint64_t store_alloc_size(const struct store *s, uint64_t size);
  * any other (a commit may then find the key absent).  With STORE_EVICT_NONE,
  * -ENOSPC and nothing changes.
  * Returns 0, -EINVAL (empty key, key with NUL), -ENAMETOOLONG (key longer
- * than KV_KEY_MAX), -EFBIG (@size > max value), -ENOSPC or -ENOMEM.
+ * than KV_KEY_MAX), -EFBIG (@size > max value), -EDQUOT (the key's
+ * namespace would pass its quota; nothing evicted), -ENOSPC or -ENOMEM.
  *
  * store_put_commit() publishes the reservation under its key, replacing any
  * current item, in one step: readers see the old value or the new one.  The
@@ -172,7 +200,8 @@ int store_delete(struct store *s, const char *key, size_t keylen, uint64_t if_ve
  * mtime and its LRU position.  @src == @dst is a successful no-op when it
  * exists.  Returns 0 and *ret_item (may be NULL: the item now under @dst,
  * as store_lookup() gives it), -ENOENT (no @src), -EEXIST, -ENOMEM or a key
- * error; nothing changes on failure.
+ * error, or -EDQUOT when @dst's namespace would pass its quota (a move
+ * between namespaces, or a longer name); nothing changes on failure.
  */
 int store_rename(struct store *s, const char *src, size_t srclen, const char *dst, size_t dstlen,
                  bool no_overwrite, const struct store_item **ret_item);
@@ -241,6 +270,19 @@ struct store_stats {
 };
 
 void store_get_stats(const struct store *s, struct store_stats *ret);
+
+/* What one namespace holds: keys reachable by key, their value bytes, and
+ * what it is charged (its keys and its reservations, see "Namespaces"). */
+struct store_ns_usage {
+	uint64_t keys;
+	uint64_t value_bytes;
+	uint64_t charged;
+};
+
+/* The index in store_opts.ns of the namespace @key belongs to, or -1. */
+int store_ns_of(const struct store *s, const char *key, size_t keylen);
+/* Usage of namespace @ns (an index below store_opts.nns). */
+void store_ns_usage(const struct store *s, unsigned ns, struct store_ns_usage *ret);
 
 /* overhead_bytes / keys (0 when empty): metadata cost of one key beyond its
  * key and value bytes. */

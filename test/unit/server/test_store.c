@@ -1369,3 +1369,184 @@ Test(store, meta_budget_refuses_without_eviction, .fini = teardown)
 	cr_assert_eq(after.evictions, 0);
 	cr_assert_eq(after.arena_free, before.arena_free);
 }
+
+/* ---- namespaces (tenants) ---------------------------------------------- */
+
+/* Two namespaces, "a/" with a quota of @quota bytes and "b/" without. */
+static const struct store_ns ns_ab[] = {
+        {.prefix = "a/", .prefixlen = 2, .quota = 0},
+        {.prefix = "b/", .prefixlen = 2, .quota = 0},
+};
+static struct store_ns ns_q[2];
+
+static void make_ns_store(enum store_evict ev, size_t len, uint64_t quota)
+{
+	struct store_opts o = {.evict = ev, .ns = ns_q, .nns = 2};
+
+	memcpy(ns_q, ns_ab, sizeof(ns_q));
+	ns_q[0].quota = quota;
+	arena = aligned_alloc(STORE_PAGE_SIZE, len);
+	cr_assert_not_null(arena);
+	cr_assert_eq(store_create(arena, len, &o, &st), 0);
+}
+
+static struct store_ns_usage ns_use(unsigned ns)
+{
+	struct store_ns_usage u;
+
+	store_ns_usage(st, ns, &u);
+	return u;
+}
+
+/* What a key of @keylen bytes (prefix included) with @size value bytes is
+ * charged in a 2-byte-prefix namespace. */
+static uint64_t charge(size_t keylen, uint64_t size)
+{
+	return size + keylen - 2 + STORE_NS_KEY_CHARGE;
+}
+
+Test(store, ns_create_args, .fini = teardown)
+{
+	static const struct store_ns unsorted[] = {{"b/", 2, 0}, {"a/", 2, 0}};
+	static const struct store_ns nested[] = {{"a/", 2, 0}, {"a/b/", 4, 0}};
+	static const struct store_ns empty[] = {{"", 0, 0}};
+	struct store_opts o = {.evict = STORE_EVICT_LRU};
+
+	arena = aligned_alloc(STORE_PAGE_SIZE, ARENA_LEN);
+	cr_assert_not_null(arena);
+	o.ns = unsorted;
+	o.nns = 2;
+	cr_assert_eq(store_create(arena, ARENA_LEN, &o, &st), -EINVAL);
+	o.ns = nested;
+	cr_assert_eq(store_create(arena, ARENA_LEN, &o, &st), -EINVAL);
+	o.ns = empty;
+	o.nns = 1;
+	cr_assert_eq(store_create(arena, ARENA_LEN, &o, &st), -EINVAL);
+	o.ns = ns_ab;
+	o.nns = STORE_NS_MAX + 1;
+	cr_assert_eq(store_create(arena, ARENA_LEN, &o, &st), -EINVAL);
+	o.nns = 2;
+	cr_assert_eq(store_create(arena, ARENA_LEN, &o, &st), 0);
+	cr_assert_eq(store_ns_of(st, "a/x", 3), 0);
+	cr_assert_eq(store_ns_of(st, "b/x", 3), 1);
+	cr_assert_eq(store_ns_of(st, "a", 1), -1);
+	cr_assert_eq(store_ns_of(st, "ab/x", 4), -1);
+	cr_assert_eq(store_ns_of(st, "c/x", 3), -1);
+	cr_assert_eq(store_ns_of(st, "0", 1), -1);
+}
+
+/* Every change of a key follows into its namespace's counts. */
+Test(store, ns_counts_follow_the_keys, .fini = teardown)
+{
+	struct store_item *pin;
+	struct store_resv *r;
+
+	make_ns_store(STORE_EVICT_LRU, ARENA_LEN, 0);
+	cr_assert_eq(put("a/x", 100), 0);
+	cr_assert_eq(put("a/yy", 10), 0);
+	cr_assert_eq(put("b/z", 7), 0);
+	cr_assert_eq(put("top", 5), 0);
+	cr_assert_eq(ns_use(0).keys, 2);
+	cr_assert_eq(ns_use(0).value_bytes, 110);
+	cr_assert_eq(ns_use(0).charged, charge(3, 100) + charge(4, 10));
+	cr_assert_eq(ns_use(1).keys, 1);
+	cr_assert_eq(ns_use(1).charged, charge(3, 7));
+
+	cr_assert_eq(put("a/x", 50), 0); /* replaced */
+	cr_assert_eq(ns_use(0).value_bytes, 60);
+	cr_assert_eq(ns_use(0).charged, charge(3, 50) + charge(4, 10));
+
+	/* a reservation is charged until it commits or aborts */
+	cr_assert_eq(store_put_begin(st, "a/r", 3, 1000, &r), 0);
+	cr_assert_eq(ns_use(0).charged, charge(3, 50) + charge(4, 10) + charge(3, 1000));
+	cr_assert_eq(ns_use(0).keys, 2);
+	store_put_abort(st, r);
+	cr_assert_eq(ns_use(0).charged, charge(3, 50) + charge(4, 10));
+
+	/* renamed within, across, and out of namespaces */
+	cr_assert_eq(store_rename(st, "a/yy", 4, "a/y", 3, false, NULL), 0);
+	cr_assert_eq(ns_use(0).charged, charge(3, 50) + charge(3, 10));
+	cr_assert_eq(store_rename(st, "a/y", 3, "b/y", 3, false, NULL), 0);
+	cr_assert_eq(ns_use(0).keys, 1);
+	cr_assert_eq(ns_use(0).charged, charge(3, 50));
+	cr_assert_eq(ns_use(1).keys, 2);
+	cr_assert_eq(ns_use(1).value_bytes, 17);
+	cr_assert_eq(store_rename(st, "b/y", 3, "top2", 4, false, NULL), 0);
+	cr_assert_eq(ns_use(1).keys, 1);
+	cr_assert_eq(ns_use(1).charged, charge(3, 7));
+	/* over an existing key of the namespace: the old one's charge goes */
+	cr_assert_eq(store_rename(st, "top2", 4, "b/z", 3, false, NULL), 0);
+	cr_assert_eq(ns_use(1).keys, 1);
+	cr_assert_eq(ns_use(1).value_bytes, 10);
+
+	/* deleted while pinned: gone from the counts at once */
+	cr_assert_eq(store_get(st, "a/x", 3, &pin), 0);
+	cr_assert_eq(store_delete(st, "a/x", 3, 0, NULL), 0);
+	cr_assert_eq(ns_use(0).keys, 0);
+	cr_assert_eq(ns_use(0).charged, 0);
+	store_item_unpin(st, pin);
+	cr_assert_eq(store_delete(st, "b/z", 3, 0, NULL), 0);
+	cr_assert_eq(ns_use(1).charged, 0);
+	cr_assert_eq(ns_use(1).value_bytes, 0);
+}
+
+/* Evicted keys leave their namespace's counts. */
+Test(store, ns_counts_follow_eviction, .fini = teardown)
+{
+	char key[16];
+	int i;
+
+	make_ns_store(STORE_EVICT_LRU, 4 * MIB, 0);
+	for (i = 0; i < 40; i++) {
+		snprintf(key, sizeof(key), "%s%02d", i % 2 ? "a/" : "b/", i);
+		cr_assert_eq(put(key, 256 * 1024), 0);
+	}
+	cr_assert_gt(stats().evictions, 0);
+	cr_assert_eq(ns_use(0).keys + ns_use(1).keys, stats().keys);
+	cr_assert_eq(ns_use(0).value_bytes + ns_use(1).value_bytes, stats().value_bytes);
+	cr_assert_eq(ns_use(0).charged, ns_use(0).keys * charge(4, 256 * 1024));
+}
+
+/*
+ * A namespace's quota refuses a PUT past it with -EDQUOT, before anything
+ * is evicted and whatever room the store has; its keys stay; replacing a
+ * key is charged only the difference; the other namespace and the keys
+ * outside any are not limited.
+ */
+Test(store, ns_quota_refuses, .fini = teardown)
+{
+	uint64_t q = charge(3, 100000) + charge(3, 50000);
+	struct store_resv *r;
+
+	make_ns_store(STORE_EVICT_LRU, ARENA_LEN, q);
+	cr_assert_eq(put("a/1", 100000), 0);
+	cr_assert_eq(put("a/2", 50000), 0);
+	cr_assert_eq(ns_use(0).charged, q);
+	cr_assert_eq(put("a/3", 0), -EDQUOT, "an empty value is charged its key");
+	cr_assert_eq(put("a/2", 50001), -EDQUOT);
+	cr_assert_eq(put("a/2", 50000), 0, "a replacement of the same size fits");
+	cr_assert_eq(put("a/1", 10), 0);
+	cr_assert_eq(put("a/3", 99990 - charge(3, 0) + 1), -EDQUOT);
+	cr_assert_eq(put("a/3", 99990 - charge(3, 0)), 0, "room freed by a smaller value");
+	cr_assert_eq(ns_use(0).charged, q);
+	cr_assert(exists("a/1") && exists("a/2") && exists("a/3"));
+	cr_assert_eq(stats().evictions, 0);
+	cr_assert_eq(put("b/big", 10 * MIB), 0);
+	cr_assert_eq(put("big", 10 * MIB), 0);
+
+	/* reservations count: two PUTs in flight cannot both take the room */
+	cr_assert_eq(store_delete(st, "a/3", 3, 0, NULL), 0);
+	cr_assert_eq(store_put_begin(st, "a/4", 3, 99990 - charge(3, 0), &r), 0);
+	cr_assert_eq(put("a/5", 10), -EDQUOT);
+	store_put_abort(st, r);
+	cr_assert_eq(put("a/5", 10), 0);
+
+	/* a rename into the namespace, or to a longer name, is refused past it */
+	cr_assert_eq(store_rename(st, "b/big", 5, "a/big", 5, false, NULL), -EDQUOT);
+	cr_assert(exists("b/big") && !exists("a/big"));
+	cr_assert_eq(put("a/5", 99990 - charge(3, 0) - 2), 0);
+	cr_assert_eq(ns_use(0).charged, q - 2);
+	cr_assert_eq(store_rename(st, "a/5", 3, "a/5555", 6, false, NULL), -EDQUOT);
+	cr_assert_eq(store_rename(st, "a/5", 3, "a/6", 3, false, NULL), 0);
+	cr_assert_eq(store_rename(st, "a/6", 3, "b/6", 3, false, NULL), 0, "out: always");
+}
