@@ -89,8 +89,7 @@ int held_check(struct conn *c, uint64_t len, char *msg, size_t msglen)
 		KV_WARN_RL(TAG,
 		           "%s: refused a transfer of %llu bytes: clients hold %llu bytes in "
 		           "failed transfers not yet given back (--max-held-total %llu)",
-		           c->name, (unsigned long long)len,
-		           (unsigned long long)s->unsettled_bytes,
+		           c->name, (unsigned long long)len, (unsigned long long)s->unsettled_bytes,
 		           (unsigned long long)s->o.max_held_total);
 		snprintf(msg, msglen,
 		         "clients hold %s of the server's memory in earlier transfers that failed "
@@ -224,7 +223,8 @@ static void op_bound(struct srv *s, struct srv_op *op, int status, bool unsettle
 	/* The provider's connection to that engine broke earlier (a cut link,
 	 * a client that reconnected): its next transfer connects anew, so one
 	 * more read spares the client a refused HELLO. */
-	if (status < 0 && !unsettled && !op->retried && op_conn_failure(status) && !conn_closed(c)) {
+	if (status < 0 && !unsettled && !op->retried && op_conn_failure(status) &&
+	    !conn_closed(c)) {
 		op->retried = true;
 		c->ops--;
 		s->ops--;

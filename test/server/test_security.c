@@ -443,8 +443,8 @@ static void deputy(const char *provider)
 		 * connection that carried a read with a key it does not know,
 		 * which the server cannot tell from a cut link. */
 		st = raw_hello(fd, &e, &rdma, NULL, NULL);
-		cr_expect(st == 0 || st == KVFS__STATUS__IO, "HELLO with a guessed proof: status %d",
-		          st);
+		cr_expect(st == 0 || st == KVFS__STATUS__IO,
+		          "HELLO with a guessed proof: status %d", st);
 		cr_expect_not(rdma, "RDMA granted on another client's engine (key %llu)",
 		              (unsigned long long)key);
 		close(fd);
