@@ -282,7 +282,8 @@ int srv_run(struct srv *s)
 	        kv_fmt_hostport(s->host, s->port, addr, sizeof(addr)),
 	        s->eng ? xfer_provider(s->eng) : "none", kv_fmt_size(s->o.memory, b, sizeof(b)),
 	        kv_fmt_size(s->arena_len, v, sizeof(v)),
-	        kv_fmt_size(srv_meta_budget(&s->o), m, sizeof(m)), s->o.eviction == STORE_EVICT_LRU ? "lru" : "none", s->auth ? ", auth" : "");
+	        kv_fmt_size(srv_meta_budget(&s->o), m, sizeof(m)),
+	        s->o.eviction == STORE_EVICT_LRU ? "lru" : "none", s->auth ? ", auth" : "");
 	for (;;) {
 		int r = srv_poll_once(s, 1000);
 
