@@ -53,6 +53,9 @@ struct node {
 	uint64_t attr_version;   /* version whose size the kernel last got from us
 	                          * (0: unknown, e.g. while it writes the file) */
 	struct kstage *stage;    /* the write state its open descriptors share */
+	unsigned nopen;          /* open descriptors (kfile_new .. kfile_free) */
+	bool holds_stage;        /* removed while open: the node keeps a reference to
+	                          * the stage holding its bytes until the last close */
 	struct kvc_entry open_e; /* what the last open learned from the server, */
 	uint64_t open_ms;        /* and when: answers the kernel's GETATTR after it */
 	struct node *next_ino, *next_path;
@@ -715,12 +718,12 @@ static void stage_unref(struct kstage *s)
 
 /* Attributes of a file whose stage holds bytes not yet stored: then fills
  * @e (size, mode, mtime) and returns true. */
-static bool stage_attr(struct kstage *s, struct kvc_entry *e)
+static bool stage_attr_of(struct kstage *s, struct kvc_entry *e, bool loaded_too)
 {
 	bool dirty;
 
 	pthread_mutex_lock(&s->lock);
-	dirty = s->dirty;
+	dirty = s->dirty || (loaded_too && s->loaded);
 	if (dirty) {
 		memset(e, 0, sizeof(*e));
 		e->size = s->len;
@@ -729,6 +732,17 @@ static bool stage_attr(struct kstage *s, struct kvc_entry *e)
 	}
 	pthread_mutex_unlock(&s->lock);
 	return dirty;
+}
+
+static bool stage_attr(struct kstage *s, struct kvc_entry *e)
+{
+	return stage_attr_of(s, e, false);
+}
+
+/* Is @key the path of a node whose name went away (node_orphan())? */
+static bool key_orphan(const char *key)
+{
+	return key[0] == NODE_ORPHAN;
 }
 
 /* The kernel sizes the file as it is written: forget the size it got. */
@@ -864,17 +878,24 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		fuse_reply_err(req, -r);
 		return;
 	}
-	/* A file being written reports its staged size. */
+	/* A file being written reports its staged size; one removed while
+	 * open, what its descriptors still read, with no link. */
 	if (!dir) {
 		struct kstage *s = stage_ref(ino, false, NULL);
-		bool staged = s && stage_attr(s, &e);
+		bool staged = s && stage_attr_of(s, &e, key_orphan(key));
 
 		if (s)
 			stage_unref(s);
 		if (staged) {
 			node_size_unknown(ino);
 			fill_file_attr(&st, ino, &e);
+			if (key_orphan(key))
+				st.st_nlink = 0;
 			fuse_reply_attr(req, &st, 0);
+			return;
+		}
+		if (key_orphan(key)) {
+			fuse_reply_err(req, ESTALE);
 			return;
 		}
 	}
@@ -914,19 +935,37 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 static struct kfile *kfile_new(uint64_t ino, bool writable)
 {
 	struct kfile *f = calloc(1, sizeof(*f));
+	struct node *n;
 
 	if (!f)
 		return NULL;
 	pthread_mutex_init(&f->lock, NULL);
 	f->ino = ino;
 	f->writable = writable;
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(ino);
+	if (n)
+		n->nopen++;
+	pthread_mutex_unlock(&fs.lock);
 	return f;
 }
 
 static void kfile_free(struct kfile *f)
 {
+	struct kstage *held = NULL;
+	struct node *n;
+
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(f->ino);
+	if (n && n->nopen && --n->nopen == 0 && n->holds_stage) {
+		held = n->stage; /* the last close of a removed file: its bytes go */
+		n->holds_stage = false;
+	}
+	pthread_mutex_unlock(&fs.lock);
 	if (f->st)
 		stage_unref(f->st);
+	if (held)
+		stage_unref(held);
 	/* A read replying from f->head holds the lock until its reply is
 	 * written: the kernel may send RELEASE as soon as it has the reply. */
 	pthread_mutex_lock(&f->lock);
@@ -1007,7 +1046,8 @@ static bool open_staged(fuse_req_t req, fuse_ino_t ino, const char *key, struct 
 
 	if (!s)
 		return false;
-	if (!stage_attr(s, &se)) {
+	/* removed while open: its bytes live only in the stage */
+	if (!stage_attr_of(s, &se, key_orphan(key))) {
 		stage_unref(s);
 		return false;
 	}
@@ -1055,6 +1095,12 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (open_staged(req, ino, key, fi))
 		return;
+	if (key_orphan(key)) {
+		/* The name now leads to another file (replaced, or removed and
+		 * made again): the kernel looks it up again on ESTALE. */
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
 	/*
 	 * Close-to-open: revalidate against the server's version.  A read-only
 	 * open does it with a GET of the value's first bytes instead of a STAT:
@@ -1262,8 +1308,29 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	r = ino_path(ino, key, sizeof(key), NULL);
-	if (r == 0 && key[0] == NODE_ORPHAN)
-		r = -ESTALE; /* removed since the open */
+	if (r == 0 && key_orphan(key)) {
+		/* Removed since the open: the bytes kept for its descriptors,
+		 * if the removal could keep them. */
+		struct kstage *s = stage_ref(ino, false, NULL);
+
+		if (s) {
+			bool kept;
+
+			pthread_mutex_lock(&s->lock);
+			kept = s->loaded;
+			if (kept) {
+				size_t o = (size_t)off < s->len ? (size_t)off : s->len;
+
+				fuse_reply_buf(req, (const char *)stage_ptr(s) + o,
+				               KV_MIN(size, s->len - o));
+			}
+			pthread_mutex_unlock(&s->lock);
+			stage_unref(s);
+			if (kept)
+				return;
+		}
+		r = -ESTALE;
+	}
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -1445,6 +1512,38 @@ static int dir_setattr(const char *key, const struct stat *attr, int to_set)
 	return r;
 }
 
+/* SETATTR of a file removed while open: its kept bytes only (the server
+ * no longer has it).  -ESTALE when nothing was kept. */
+static int orphan_setattr(uint64_t ino, const struct stat *attr, int to_set)
+{
+	struct kstage *s = stage_ref(ino, false, NULL);
+	int r = 0;
+
+	if (!s)
+		return -ESTALE;
+	pthread_mutex_lock(&s->lock);
+	if (!s->loaded) {
+		r = -ESTALE;
+	} else if (to_set & FUSE_SET_ATTR_SIZE) {
+		if ((uint64_t)attr->st_size > SIZE_MAX)
+			r = -EFBIG;
+		else
+			r = stage_reserve(s, (size_t)attr->st_size);
+		if (r == 0) {
+			if ((size_t)attr->st_size > s->len)
+				memset(stage_ptr(s) + s->len, 0, (size_t)attr->st_size - s->len);
+			s->len = (size_t)attr->st_size;
+		}
+	}
+	if (r == 0 && (to_set & FUSE_SET_ATTR_MODE))
+		s->mode = attr->st_mode & 07777;
+	if (r == 0 && setattr_mtime(attr, to_set) >= 0)
+		s->mtime_ns = setattr_mtime(attr, to_set);
+	pthread_mutex_unlock(&s->lock);
+	stage_unref(s);
+	return r;
+}
+
 static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                          struct fuse_file_info *fi)
 {
@@ -1463,6 +1562,15 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 	r = ino_path(ino, key, sizeof(key), &dir);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
+		return;
+	}
+	if (!dir && key_orphan(key)) {
+		r = orphan_setattr(ino, attr, to_set);
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		kvfs_getattr(req, ino, NULL);
 		return;
 	}
 	if (dir) {
@@ -1546,6 +1654,57 @@ static void kvfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	reply_entry(req, key, true, &e);
 }
 
+/*
+ * The name of a file this mount has open is about to go (unlink, or a
+ * rename over it): keep its bytes for its descriptors until their last
+ * close, as POSIX says, in its stage, held by the node (holds_stage).
+ * Only a file that fits the stage's memory (up to spill_threshold) is
+ * kept; the descriptors of a larger one then read ESTALE.
+ */
+static void keep_for_open(const char *key)
+{
+	struct kvc_entry e;
+	struct kstage *s;
+	struct node *n;
+	uint64_t ino;
+	bool open;
+	int r;
+
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_path(key);
+	open = n && !n->dir && n->nopen && !n->holds_stage;
+	ino = n ? n->ino : 0;
+	pthread_mutex_unlock(&fs.lock);
+	if (!open)
+		return;
+	s = stage_ref(ino, false, NULL);
+	if (!s) {
+		r = kvc_stat(fs.kvc, key, strlen(key), &e);
+		if (r < 0 || e.size > fs.cfg.spill_threshold)
+			return;
+		s = stage_ref(ino, true, &e);
+		if (!s)
+			return;
+	}
+	pthread_mutex_lock(&s->lock);
+	if (s->loaded)
+		r = 0;
+	else
+		r = s->size <= fs.cfg.spill_threshold ? stage_load(s, key) : -EFBIG;
+	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(ino);
+	if (r == 0 && n && n->stage == s && n->nopen && !n->holds_stage) {
+		n->holds_stage = true; /* keeps this reference */
+		s = NULL;
+	}
+	pthread_mutex_unlock(&fs.lock);
+	if (s)
+		stage_unref(s);
+	if (r < 0)
+		KV_DEBUG(TAG, "%s: removed while open, its bytes not kept: %s", key, strerror(-r));
+}
+
 static void kvfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
@@ -1554,8 +1713,10 @@ static void kvfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);
 	if (r == 0)
 		r = kvfs_path_join(ppath, name, key, sizeof(key));
-	if (r >= 0)
+	if (r >= 0) {
+		keep_for_open(key);
 		r = kvc_delete(fs.kvc, key, strlen(key), 0);
+	}
 	if (r == 0 || r == -ENOENT) {
 		struct node *n;
 
@@ -1741,6 +1902,8 @@ static void kvfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 			fuse_reply_err(req, EISDIR);
 			return;
 		}
+		if (dk == 0)
+			keep_for_open(dst); /* its open descriptors keep the old bytes */
 		r = pending ? 0
 		            : kvc_rename(fs.kvc, src, strlen(src), dst, strlen(dst), false, NULL);
 	} else {
