@@ -88,6 +88,7 @@ struct kstage {
 	size_t len, cap;
 	int spill_fd; /* >= 0 once spilled: bytes live in this file */
 	int err;      /* sticky error of a failed store, reported by flush */
+	size_t room;  /* the server was seen to have room for this many bytes */
 };
 
 /* One open descriptor. */
@@ -1366,6 +1367,55 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 }
 
+struct stats_acc {
+	uint64_t cap, free_b, keys;
+	bool lru;
+};
+
+static void stats_cb(void *arg, const char *name, uint64_t value)
+{
+	struct stats_acc *a = arg;
+
+	if (!strcmp(name, "capacity_bytes"))
+		a->cap = value;
+	else if (!strcmp(name, "free_bytes"))
+		a->free_b = value;
+	else if (!strcmp(name, "keys"))
+		a->keys = value;
+	else if (!strcmp(name, "eviction_lru"))
+		a->lru = value != 0;
+}
+
+/* How far past the checked size a growing file goes before asking again. */
+#define KVFS_ROOM_STEP ((size_t)8 << 20)
+
+/*
+ * A write that takes a file to @end bytes: can the server take it?  Past
+ * the server's largest value -EFBIG, past its free memory when it will not
+ * evict (--eviction none, a tenant's quota) -ENOSPC: the write fails where
+ * it happens, not the close after it.  Asks the server (STATS) once per
+ * KVFS_ROOM_STEP of growth.  Called with s->lock held.
+ */
+static int stage_room(struct kstage *s, size_t end)
+{
+	struct stats_acc a = {.lru = true}; /* an older server: no counter, it evicts */
+	struct kvc_limits lim;
+	int r;
+
+	if (end <= s->room)
+		return 0;
+	kvc_limits(fs.kvc, &lim);
+	if (lim.max_value && end > lim.max_value)
+		return -EFBIG;
+	r = kvc_stats(fs.kvc, stats_cb, &a);
+	if (r < 0)
+		return 0; /* the close will say; a write does not fail for STATS */
+	if (!a.lru && end > a.free_b)
+		return -ENOSPC;
+	s->room = end + KVFS_ROOM_STEP;
+	return 0;
+}
+
 static void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
@@ -1389,11 +1439,13 @@ static void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t 
 	r = ino_path(ino, key, sizeof(key), NULL);
 	if (r == 0 && !s->loaded)
 		r = stage_load(s, key);
+	if (r == 0 && end > s->len)
+		r = stage_room(s, end);
 	if (r == 0)
 		r = stage_reserve(s, end);
 	if (r < 0) {
 		pthread_mutex_unlock(&s->lock);
-		fuse_reply_err(req, r == -ESTALE ? ESTALE : fs_err(r));
+		fuse_reply_err(req, r == -ESTALE || r == -EFBIG || r == -ENOSPC ? -r : fs_err(r));
 		return;
 	}
 	if ((size_t)off > s->len)
@@ -2176,22 +2228,6 @@ static void kvfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_inf
 	(void)ino;
 	kdir_free((struct kdir *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
-}
-
-struct stats_acc {
-	uint64_t cap, free_b, keys;
-};
-
-static void stats_cb(void *arg, const char *name, uint64_t value)
-{
-	struct stats_acc *a = arg;
-
-	if (!strcmp(name, "capacity_bytes"))
-		a->cap = value;
-	else if (!strcmp(name, "free_bytes"))
-		a->free_b = value;
-	else if (!strcmp(name, "keys"))
-		a->keys = value;
 }
 
 static void kvfs_statfs(fuse_req_t req, fuse_ino_t ino)

@@ -965,6 +965,8 @@ static void stats_tenant(struct conn *c, struct stats_buf *b)
 	CNT("capacity_bytes", cap);
 	CNT("free_bytes", cap - KV_MIN(cap, u.charged));
 	CNT("max_value", conn_max_value(c));
+	/* a quota refuses instead of evicting */
+	CNT("eviction_lru", !t->quota && s->o.eviction == STORE_EVICT_LRU);
 }
 
 static void stats_server(struct conn *c, struct stats_buf *b)
@@ -981,6 +983,7 @@ static void stats_server(struct conn *c, struct stats_buf *b)
 	CNT("capacity_bytes", st.arena_usable);
 	CNT("free_bytes", st.arena_free);
 	CNT("largest_free_bytes", st.largest_free);
+	CNT("eviction_lru", s->o.eviction == STORE_EVICT_LRU); /* a full server evicts */
 	CNT("evictions", st.evictions);
 	CNT("evicted_bytes", st.evicted_bytes);
 	CNT("pinned_items", st.pinned_items);
