@@ -276,10 +276,13 @@ int srv_run(struct srv *s)
 	uint64_t stop_deadline = 0;
 	char b[32], addr[sizeof(s->host) + 8];
 
-	fprintf(stderr, "kv-server: listening on %s (provider %s, memory %s, eviction %s%s)\n",
+	fprintf(stderr,
+	        "kv-server: listening on %s (provider %s, memory %s, eviction %s%s, instance "
+	        "%016llx)\n",
 	        kv_fmt_hostport(s->host, s->port, addr, sizeof(addr)),
 	        s->eng ? xfer_provider(s->eng) : "none", kv_fmt_size(s->arena_len, b, sizeof(b)),
-	        s->o.eviction == STORE_EVICT_LRU ? "lru" : "none", s->auth ? ", auth" : "");
+	        s->o.eviction == STORE_EVICT_LRU ? "lru" : "none", s->auth ? ", auth" : "",
+	        (unsigned long long)s->instance);
 	for (;;) {
 		int r = srv_poll_once(s, 1000);
 

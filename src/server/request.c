@@ -91,6 +91,8 @@ static void hello_answer(struct conn *c, uint64_t id, uint32_t version, const ui
 	hr.has_max_inflight = true;
 	hr.max_inflight = s->o.max_inflight;
 	hr.server_id = "kv-server " KVFS_VERSION;
+	hr.has_instance_id = true;
+	hr.instance_id = s->instance;
 	hr.has_rdma = true;
 	hr.rdma = c->rdma;
 	if (!c->rdma && rdma_note)
@@ -800,6 +802,7 @@ static void req_stats(struct conn *c, const Kvfs__Request *rq)
 		cp[n] = &cs[n];                                                                    \
 		n++;                                                                               \
 	} while (0)
+	CNT("instance_id", s->instance); /* kvctl stats prints it in hex */
 	CNT("keys", st.keys);
 	CNT("value_bytes", st.value_bytes);
 	CNT("capacity_bytes", st.arena_usable);
