@@ -467,6 +467,7 @@ static int kvfs_main(int argc, char **argv)
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_destroy:
+	kvfs_fs_set_session(NULL); /* no notification after this */
 	fuse_session_destroy(se);
 out_fini:
 	kvfs_fs_fini();
