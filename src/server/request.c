@@ -802,7 +802,7 @@ static void req_stats(struct conn *c, const Kvfs__Request *rq)
 		cp[n] = &cs[n];                                                                    \
 		n++;                                                                               \
 	} while (0)
-	CNT("instance_id", s->instance); /* kvctl stats prints it in hex */
+	CNT("instance_id", s->instance);
 	CNT("keys", st.keys);
 	CNT("value_bytes", st.value_bytes);
 	CNT("capacity_bytes", st.arena_usable);

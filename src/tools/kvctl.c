@@ -148,8 +148,9 @@ static const struct cmd_help cmd_helps[] = {
         {"stats", "Usage: " PROG " stats\n"
                   "Print every counter of the server, one 'name value' per line\n"
                   "(keys, bytes_used, capacity, gets, puts, ...; see docs/protocol.md).\n"
-                  "instance_id is printed as 16 hex digits: it identifies the server\n"
-                  "process (a restart gives a new one, as in kv-server's and kvfs's logs).\n"},
+                  "Every value is a decimal number.  instance_id identifies the server\n"
+                  "process: a restart gives a new one (kv-server's and kvfs's logs show it\n"
+                  "in hex: printf '%016x' ID).\n"},
 };
 
 static const char *cmd_help_text(const char *name)
@@ -887,10 +888,7 @@ static int cmd_mv(struct ctl *c, int argc, char **argv)
 static void print_counter(void *arg, const char *name, uint64_t value)
 {
 	(void)arg;
-	if (!strcmp(name, "instance_id")) /* an identifier: as the logs spell it */
-		printf("%s %016" PRIx64 "\n", name, value);
-	else
-		printf("%s %" PRIu64 "\n", name, value);
+	printf("%s %" PRIu64 "\n", name, value);
 }
 
 static int cmd_stats(struct ctl *c, int argc, char **argv)
