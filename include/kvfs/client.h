@@ -43,6 +43,31 @@
  * been applied).  A call that timed out with no byte received from the
  * server during its whole deadline also drops the connection.
  *
+ * Server restarts
+ * ---------------
+ * kv-server keeps values in memory only, and a restarted server starts with
+ * an empty store whose versions count from 1 again: a version number seen
+ * before the restart may name a different value after it.  Each kv-server
+ * process announces a random instance id in its HelloResponse.  The client
+ * remembers the id of its connections; a reconnect that finds another one
+ * starts a new *epoch* (kvc_server_epoch(): 1 at kvc_connect, +1 per
+ * restart seen), logs once at warning level ("kv-server at HOST:PORT
+ * restarted (instance X, was Y): its store may be empty; cached data
+ * dropped") and calls opts.on_restart.  Contract for users that cache:
+ *   - every struct kvc_entry carries the epoch of the connection that
+ *     answered it; a version is meaningful only together with its epoch
+ *     (two entries describe the same value only when both version and
+ *     epoch are equal);
+ *   - with if_version, pass the epoch the version was read in as if_epoch
+ *     (kvc_get_opts, kvc_put_opts): on a connection of another epoch the
+ *     call fails with -ESTALE without being sent, as for a changed value.
+ *     if_epoch 0 compares the version alone, across restarts too
+ *     (kvc_delete()'s if_version always does);
+ *   - GET pieces read inline (no RDMA) are pinned to one version of one
+ *     epoch: a restart between pieces restarts the read.
+ * A server that does not announce an instance (older than this field) is
+ * an unknown instance: no restart is detected, the epoch stays.
+ *
  * Value transport
  * ---------------
  * Values up to the server's max_inline travel inline.  Larger ones use RDMA
@@ -89,6 +114,13 @@ struct kvc_opts {
 	const char *auth_option;     /* how the program's user gives auth_token_file, named in
 	                              * the advice of auth errors, e.g. "--auth-token-file";
 	                              * NULL = "auth_token_file" (kvfs's -o name) */
+	/* Called once per server restart seen (a reconnect found another instance
+	 * id), with the new epoch, after the new connection is up: on the thread
+	 * that reconnected, inside one of its kvc calls, with no lock held.  It
+	 * must not block and must not call kvc functions (hand the work to
+	 * another thread).  NULL = none. */
+	void (*on_restart)(void *arg, uint64_t epoch);
+	void *on_restart_arg;
 };
 
 void kvc_opts_init(struct kvc_opts *opts);
@@ -125,12 +157,21 @@ struct kvc_limits {
 };
 void kvc_limits(struct kvc *kvc, struct kvc_limits *ret_limits);
 
+/* The server epoch of the current (or last) connection, >= 1 once
+ * kvc_connect() returned: it grows by one each time a reconnect finds a
+ * restarted server (see "Server restarts" above).  *ret_instance (may be
+ * NULL) gets the last instance id announced, 0 when the server announces
+ * none.  Any thread. */
+uint64_t kvc_server_epoch(struct kvc *kvc, uint64_t *ret_instance);
+
 /* Metadata of one key. */
 struct kvc_entry {
 	uint64_t size;
 	uint64_t version; /* never 0 for an existing key */
 	int64_t mtime_ns;
 	uint32_t mode;
+	uint64_t epoch; /* server epoch the answer came from (kvc_server_epoch()): the
+	                 * version names a value only within its epoch */
 };
 
 struct kvc_put_opts {
@@ -138,11 +179,14 @@ struct kvc_put_opts {
 	int64_t mtime_ns;    /* 0 = server's clock */
 	bool if_absent;      /* -EEXIST if the key exists */
 	uint64_t if_version; /* != 0: compare-and-swap, -ESTALE on mismatch */
+	uint64_t if_epoch;   /* != 0 with if_version: the epoch if_version was read in;
+	                      * -ESTALE, nothing sent, on a connection of another */
 	int timeout_ms;      /* 0 = connection default */
 };
 
 struct kvc_get_opts {
 	uint64_t if_version; /* != 0: -ESTALE unless the value has this version */
+	uint64_t if_epoch;   /* != 0 with if_version: as in kvc_put_opts */
 	int timeout_ms;
 };
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * kvfs client library (include/kvfs/client.h): the handle (kvc_connect,
- * kvc_close, kvc_engine, kvc_limits) and this thread's error message
+ * kvc_close, kvc_engine, kvc_limits, kvc_server_epoch) and this thread's error message
  * (kvc_strerror).  How the library is put together: kvc_i.h.
  */
 
@@ -142,6 +142,8 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	kvc->connect_timeout_ms =
 	        opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : kvc->timeout_ms;
 	kvc->bounce_size = opts->bounce_size ? opts->bounce_size : KVC_DEFAULT_BOUNCE;
+	kvc->on_restart = opts->on_restart;
+	kvc->on_restart_arg = opts->on_restart_arg;
 	if (opts->auth_token_file) {
 		r = kv_read_token_file(opts->auth_token_file, kvc->token, sizeof(kvc->token),
 		                       &kvc->token_len);
@@ -224,4 +226,16 @@ void kvc_limits(struct kvc *kvc, struct kvc_limits *ret_limits)
 	snprintf(l.provider, sizeof(l.provider), "%s", l.rdma ? provider_of(kvc) : "none");
 	pthread_mutex_unlock(&kvc->lock);
 	*ret_limits = l;
+}
+
+uint64_t kvc_server_epoch(struct kvc *kvc, uint64_t *ret_instance)
+{
+	uint64_t epoch;
+
+	pthread_mutex_lock(&kvc->lock);
+	epoch = kvc->epoch;
+	if (ret_instance)
+		*ret_instance = kvc->instance;
+	pthread_mutex_unlock(&kvc->lock);
+	return epoch;
 }

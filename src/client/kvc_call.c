@@ -202,12 +202,25 @@ void kvc_call_put(struct kvc *kvc, struct kvc_call *c)
 		call_free(kvc, c);
 }
 
-void kvc_entry_from_get(const Kvfs__GetResponse *g, struct kvc_entry *e)
+void kvc_entry_from_get(const Kvfs__GetResponse *g, uint64_t epoch, struct kvc_entry *e)
 {
+	e->epoch = epoch;
 	e->size = g->size;
 	e->version = g->version;
 	e->mtime_ns = g->has_mtime_ns ? g->mtime_ns : 0;
 	e->mode = g->has_mode ? g->mode : 0;
+}
+
+int kvc_epoch_check(const struct kvc_call *c, const struct kvc_lim *lim, uint64_t if_version,
+                    uint64_t if_epoch)
+{
+	if (!if_version || !if_epoch || if_epoch == lim->epoch)
+		return 0;
+	return kvc_fail(-ESTALE,
+	                "kvc: %s: version %llu is of an earlier kv-server instance (epoch %llu, "
+	                "now %llu): the server restarted and that value is gone",
+	                c->what, (unsigned long long)if_version, (unsigned long long)if_epoch,
+	                (unsigned long long)lim->epoch);
 }
 
 /* Copy @len bytes into a list of local pieces, skipping the first @skip bytes. */
@@ -243,7 +256,7 @@ static void async_complete(struct kvc_call *c)
 		} else {
 			const Kvfs__GetResponse *g = resp->get;
 
-			kvc_entry_from_get(g, &e);
+			kvc_entry_from_get(g, c->epoch, &e);
 			res = (ssize_t)g->bytes;
 			if (g->has_data)
 				kvc_sge_scatter(c->adst, c->nadst, 0, g->data.data,
@@ -254,6 +267,7 @@ static void async_complete(struct kvc_call *c)
 			res = -EPROTO;
 		} else {
 			e.size = c->put_len;
+			e.epoch = c->epoch;
 			e.version = resp->put->version;
 			e.mtime_ns = resp->put->has_mtime_ns ? resp->put->mtime_ns : 0;
 		}

@@ -4,7 +4,8 @@
  * the transfer engine on first use, ServerHello, Hello with the token
  * proofs both ways: connect_once()) one thread at a time with a backoff
  * between attempts, and hands the socket to the I/O thread;
- * kvc_conn_lost() is the way back down.
+ * kvc_conn_lost() is the way back down.  A connection to another server
+ * instance than the last one starts a new epoch (instance_seen()).
  */
 
 #include <arpa/inet.h>
@@ -261,6 +262,7 @@ static void hello_limits(struct kvc *kvc, const Kvfs__HelloResponse *h, struct k
 	lim->max_value = h->max_value;
 	lim->max_inline = h->has_max_inline ? h->max_inline : 0;
 	lim->chunk_size = h->chunk_size;
+	lim->instance = h->has_instance_id ? h->instance_id : 0;
 	lim->max_inflight = h->has_max_inflight ? h->max_inflight : 0;
 	snprintf(lim->server_provider, sizeof(lim->server_provider), "%s",
 	         h->provider ? h->provider : "none");
@@ -509,6 +511,43 @@ out_close:
 }
 
 /*
+ * A connection came up with @lim (kvc->lock held): set its epoch.  Another
+ * instance id than the last one announced means another server process, with
+ * a new store whose versions started from 1 again: a new epoch, and true
+ * (with the ids in *ret_was) for the caller to say so once.  A server that
+ * announces no id is an unknown instance: no change.
+ */
+static bool instance_seen(struct kvc *kvc, struct kvc_lim *lim, uint64_t *ret_was)
+{
+	bool changed = lim->instance && kvc->instance && lim->instance != kvc->instance;
+
+	if (changed) {
+		*ret_was = kvc->instance;
+		kvc->epoch++;
+	}
+	if (!kvc->epoch)
+		kvc->epoch = 1; /* the first connection */
+	if (lim->instance)
+		kvc->instance = lim->instance;
+	lim->epoch = kvc->epoch;
+	return changed;
+}
+
+/* Say once that the server restarted (no lock held), and tell the user. */
+static void restart_seen(struct kvc *kvc, const struct kvc_lim *lim, uint64_t was)
+{
+	/* The one message the library logs above debug level: every user of
+	 * the server's old answers (caches, versions kept for if_version)
+	 * must learn that they no longer hold, and the operator why. */
+	KV_WARN(KVC_TAG,
+	        "kv-server at %s restarted (instance %016llx, was %016llx): its store may be "
+	        "empty; cached data dropped",
+	        kvc->server, (unsigned long long)lim->instance, (unsigned long long)was);
+	if (kvc->on_restart)
+		kvc->on_restart(kvc->on_restart_arg, lim->epoch);
+}
+
+/*
  * Make sure the connection is up, connecting if needed (one thread at a
  * time; the others wait), pausing between attempts with the backoff, never
  * past @deadline.  A refused connection ends the call at once (the server
@@ -520,6 +559,8 @@ int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct kvc_lim 
 {
 	char msg[KVC_MSG_LEN];
 	struct kvc_lim lim;
+	uint64_t was = 0;
+	bool restarted = false;
 	int r, fd = -1, transient_left = 3;
 
 	pthread_mutex_lock(&kvc->lock);
@@ -530,6 +571,8 @@ int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct kvc_lim 
 		case KVC_UP:
 			*ret_lim = kvc->lim;
 			pthread_mutex_unlock(&kvc->lock);
+			if (restarted) /* we connected, to another instance */
+				restart_seen(kvc, ret_lim, was);
 			return 0;
 		case KVC_CLOSED:
 			pthread_mutex_unlock(&kvc->lock);
@@ -574,6 +617,7 @@ int kvc_ensure_up(struct kvc *kvc, uint64_t deadline, bool once, struct kvc_lim 
 			if (r == 0) {
 				kvc->gen++;
 				lim.gen = kvc->gen;
+				restarted = instance_seen(kvc, &lim, &was);
 				kvc->lim = lim;
 				kvc->state = KVC_UP;
 				kvc->handover_sock = fd;

@@ -18,12 +18,13 @@ struct get_ctx {
 	uint8_t *buf;               /* plain memory (kvc_get), or NULL */
 	const struct xfer_sge *dst; /* zero copy (kvc_get_mr) */
 	size_t ndst;
-	uint64_t off;  /* value offset of the whole read */
-	uint64_t len;  /* capacity of the whole read */
-	uint64_t done; /* bytes read so far (inline pieces) */
-	uint64_t pin;  /* version the pieces must belong to, 0 = first piece */
-	uint64_t want; /* capacity of this request */
-	bool inl;      /* this request is inline */
+	uint64_t off;       /* value offset of the whole read */
+	uint64_t len;       /* capacity of the whole read */
+	uint64_t done;      /* bytes read so far (inline pieces) */
+	uint64_t pin;       /* version the pieces must belong to, 0 = first piece */
+	uint64_t pin_epoch; /* and its server epoch, 0 = any */
+	uint64_t want;      /* capacity of this request */
+	bool inl;           /* this request is inline */
 	bool rdma_bounce;
 	Kvfs__Segment **segs;
 };
@@ -44,6 +45,9 @@ static int get_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 	size_t n = 0;
 	int r;
 
+	r = kvc_epoch_check(c, lim, g->pin, g->pin_epoch);
+	if (r)
+		return r;
 	g->get.offset = g->off + g->done;
 	g->get.has_offset = g->get.offset != 0;
 	g->get.has_if_version = g->pin != 0;
@@ -134,6 +138,7 @@ static void get_init(struct get_ctx *g, struct kvc_op *op, struct kvc *kvc, cons
 	g->get.key.len = keylen;
 	g->off = off;
 	g->pin = o ? o->if_version : 0;
+	g->pin_epoch = o ? o->if_epoch : 0;
 	kvfs__request__init(&op->req);
 	op->req.body_case = KVFS__REQUEST__BODY_GET;
 	op->req.get = &g->get;
@@ -179,6 +184,7 @@ static ssize_t get_run(struct kvc *kvc, struct kvc_op *op, struct get_ctx *g,
 			/* The value changed between two inline pieces: read it again. */
 			g->done = 0;
 			g->pin = 0;
+			g->pin_epoch = 0;
 			continue;
 		}
 		if (r)
@@ -196,12 +202,13 @@ static ssize_t get_run(struct kvc *kvc, struct kvc_op *op, struct get_ctx *g,
 		} else if (c->stage) {
 			memcpy(g->buf + g->done, xfer_mr_addr(c->stage), got);
 		}
-		kvc_entry_from_get(gr, &e);
+		kvc_entry_from_get(gr, c->epoch, &e);
 		g->done += got;
 		kvc_call_put(kvc, c);
 		if (!g->inl || got < g->want || g->done == g->len || g->off + g->done >= e.size)
 			break;
-		g->pin = e.version; /* more pieces follow: same version only */
+		g->pin = e.version; /* more pieces follow: same version (of this epoch) only */
+		g->pin_epoch = e.epoch;
 	}
 	if (ret)
 		*ret = e;

@@ -3,11 +3,12 @@
  * kvfs client library internals (see include/kvfs/client.h), shared by the
  * files of src/client:
  *
- *   kvc.c         the handle (kvc_connect, kvc_close, kvc_engine, kvc_limits)
- *                 and this thread's error message
+ *   kvc.c         the handle (kvc_connect, kvc_close, kvc_engine, kvc_limits,
+ *                 kvc_server_epoch) and this thread's error message
  *   kvc_call.c    calls: reference counts, results, async completions; the
  *                 bounce pool and staging buffers they lend the server
- *   kvc_conn.c    connection life: connecting, the handshake, backoff
+ *   kvc_conn.c    connection life: connecting, the handshake, backoff, the
+ *                 server's instance (a restart starts a new epoch)
  *   kvc_io.c      the I/O thread: call table, send queue, deadlines, parking
  *   kvc_direct.c  direct calls on the parked socket, on the calling thread
  *   kvc_op.c      running one operation: submit, wait, resend
@@ -118,6 +119,8 @@ enum kvc_state {
 /* What the server granted in its HelloResponse (copied per call: kvc_ensure_up). */
 struct kvc_lim {
 	uint64_t gen;          /* connection generation these limits belong to */
+	uint64_t epoch;        /* server epoch of that connection (kvc_server_epoch()) */
+	uint64_t instance;     /* HelloResponse.instance_id, 0 = not announced */
 	uint64_t max_frame;    /* server's frame limit */
 	uint64_t max_value;    /* largest value */
 	uint64_t max_inline;   /* largest inline value (0: none) */
@@ -148,6 +151,7 @@ struct kvc_call {
 	enum kvc_call_kind kind;
 	uint64_t id;          /* Request.id */
 	uint64_t gen;         /* connection generation it was submitted on */
+	uint64_t epoch;       /* server epoch of that connection: its entries' epoch */
 	uint64_t deadline_ms; /* kv_now_ms() value at which it fails with -ETIMEDOUT */
 	uint64_t sent_ms;     /* when its first byte went out (0: not yet) */
 	uint8_t *frame;       /* encoded frame, freed once written */
@@ -198,6 +202,8 @@ struct kvc {
 	int timeout_ms;
 	int connect_timeout_ms;
 	size_t bounce_size;
+	void (*on_restart)(void *arg, uint64_t epoch); /* kvc_opts.on_restart */
+	void *on_restart_arg;
 
 	/* --- Shared by all threads: guarded by lock --- */
 	pthread_mutex_t lock;
@@ -205,6 +211,8 @@ struct kvc {
 	/* connection life: kvc_ensure_up(), kvc_conn_lost() */
 	enum kvc_state state;
 	uint64_t gen;         /* bumped on every successful connect */
+	uint64_t epoch;       /* bumped when a connect finds another server instance */
+	uint64_t instance;    /* last instance id a server announced, 0 = none yet */
 	struct kvc_lim lim;   /* of the current connection */
 	int backoff_ms;       /* next reconnect pause */
 	uint64_t next_try_ms; /* no reconnect before this */
@@ -315,8 +323,13 @@ struct kvc_bounce *kvc_bounce_get(struct kvc *kvc);
 /* A registered buffer of at least @len bytes (the spare, or a new one), for
  * c->stage.  0, or -errno with this thread's message set. */
 int kvc_stage_get(struct kvc *kvc, const char *what, size_t len, struct xfer_mr **ret_mr);
-/* The entry a GetResponse describes. */
-void kvc_entry_from_get(const Kvfs__GetResponse *g, struct kvc_entry *e);
+/* The entry a GetResponse describes, answered in server epoch @epoch. */
+void kvc_entry_from_get(const Kvfs__GetResponse *g, uint64_t epoch, struct kvc_entry *e);
+/* -ESTALE with this thread's message set when a call conditioned on
+ * @if_version read in epoch @if_epoch is about to go out on a connection of
+ * another epoch (@lim), else 0. */
+int kvc_epoch_check(const struct kvc_call *c, const struct kvc_lim *lim, uint64_t if_version,
+                    uint64_t if_epoch);
 /* Copy @len bytes from @src into a list of registered pieces, skipping its first @skip bytes. */
 void kvc_sge_scatter(const struct xfer_sge *sge, size_t n, uint64_t skip, const uint8_t *src,
                      size_t len);

@@ -8,8 +8,9 @@
 #include "kvc_i.h"
 #include "kvfs/util.h"
 
-static void entry_from_pb(const Kvfs__Entry *m, struct kvc_entry *e)
+static void entry_from_pb(const Kvfs__Entry *m, uint64_t epoch, struct kvc_entry *e)
 {
+	e->epoch = epoch;
 	e->size = m->size;
 	e->version = m->version;
 	e->mtime_ns = m->has_mtime_ns ? m->mtime_ns : 0;
@@ -46,7 +47,7 @@ int kvc_stat(struct kvc *kvc, const void *key, size_t keylen, struct kvc_entry *
 	if (r)
 		return r;
 	if (ret)
-		entry_from_pb(c->resp.resp->stat->entry, ret);
+		entry_from_pb(c->resp.resp->stat->entry, c->epoch, ret);
 	kvc_call_put(kvc, c);
 	kvc_errbuf[0] = '\0';
 	return 0;
@@ -125,7 +126,7 @@ int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen, int64_t mode, i
 	if (r)
 		return r;
 	if (ret)
-		entry_from_pb(c->resp.resp->setattr->entry, ret);
+		entry_from_pb(c->resp.resp->setattr->entry, c->epoch, ret);
 	kvc_call_put(kvc, c);
 	kvc_errbuf[0] = '\0';
 	return 0;
@@ -210,7 +211,7 @@ int kvc_list(struct kvc *kvc, const char *prefix, const char *delimiter, const c
 			goto out_nomem;
 		l.n_entries++;
 		l.entries[i].keylen = res->entries[i]->key.len;
-		entry_from_pb(res->entries[i], &l.entries[i].e);
+		entry_from_pb(res->entries[i], c->epoch, &l.entries[i].e);
 	}
 	for (size_t i = 0, m = 0; i < res->n_common_prefixes; i++) {
 		const ProtobufCBinaryData *pb = &res->common_prefixes[i];
@@ -223,7 +224,7 @@ int kvc_list(struct kvc *kvc, const char *prefix, const char *delimiter, const c
 		while (m < res->n_prefix_markers && marker_cmp(res->prefix_markers[m], pb) < 0)
 			m++;
 		if (m < res->n_prefix_markers && marker_cmp(res->prefix_markers[m], pb) == 0)
-			entry_from_pb(res->prefix_markers[m++], &l.prefix_e[i]);
+			entry_from_pb(res->prefix_markers[m++], c->epoch, &l.prefix_e[i]);
 	}
 	l.truncated = res->has_truncated && res->truncated;
 	if (l.truncated && res->has_next_start_after) {

@@ -73,6 +73,7 @@ static int call_submit(struct kvc *kvc, struct kvc_call *c, const struct kvc_lim
 		                kvc->server, closed ? "client closing" : "connection lost");
 	}
 	c->gen = kvc->gen;
+	c->epoch = lim->epoch;
 	atomic_fetch_add(&c->refs, 1); /* the I/O thread's (or the direct path's) */
 	direct = c->kind == KVC_CALL_SYNC && kvc->parked && kvc->parked_gen == kvc->gen &&
 	         !kvc->direct_busy && !kvc->io_wants_sock && !kvc->sub_head && !kvc->handback;

@@ -18,6 +18,7 @@ struct put_ctx {
 	uint64_t len;
 	Kvfs__Segment **segs;
 	bool zero_copy_only; /* _mr: no RDMA is -ENOTSUP rather than -EFBIG */
+	uint64_t if_epoch;   /* kvc_put_opts.if_epoch of the if_version */
 };
 
 /* Largest value that goes inline in a PUT with a key of @keylen bytes. */
@@ -37,6 +38,9 @@ static int put_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 	char a[32], b[32];
 	int r;
 
+	r = kvc_epoch_check(c, lim, p->put.if_version, p->if_epoch);
+	if (r)
+		return r;
 	p->put.has_value = 0;
 	p->put.n_src = 0;
 	p->put.src = NULL;
@@ -121,6 +125,7 @@ static void put_init(struct put_ctx *p, struct kvc_op *op, struct kvc *kvc, cons
 	if (o && o->if_version) {
 		p->put.has_if_version = 1;
 		p->put.if_version = o->if_version;
+		p->if_epoch = o->if_epoch;
 	}
 	kvfs__request__init(&op->req);
 	op->req.body_case = KVFS__REQUEST__BODY_PUT;
@@ -148,6 +153,7 @@ static int put_run(struct kvc *kvc, struct kvc_op *op, struct put_ctx *p,
 		return r;
 	if (ret) {
 		ret->size = p->len;
+		ret->epoch = c->epoch;
 		ret->version = c->resp.resp->put->version;
 		ret->mtime_ns = c->resp.resp->put->has_mtime_ns ? c->resp.resp->put->mtime_ns : 0;
 		ret->mode = o && o->mode ? o->mode : 0644;

@@ -86,6 +86,8 @@ static void usage(const char *prog)
 	printf("Usage: %s [OPTIONS] HOST:PORT MOUNTPOINT\n"
 	       "Mount the keys of a kv-server as files: a file name is a key, '/' makes\n"
 	       "directories.  cp, cat, ls, rm, mv, rsync and tar work on the mount.\n"
+	       "When kv-server restarts (empty), the mount reconnects, logs it once and\n"
+	       "drops what it cached from the old server (docs/semantics.md).\n"
 	       "\n"
 	       "kvfs options (-o name=value,...):\n"
 	       "    provider=NAME          transfer provider: auto (default), tcp, shm, verbs,\n"
@@ -467,6 +469,7 @@ static int kvfs_main(int argc, char **argv)
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_destroy:
+	kvfs_fs_set_session(NULL); /* no notification after this */
 	fuse_session_destroy(se);
 out_fini:
 	kvfs_fs_fini();

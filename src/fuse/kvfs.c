@@ -14,6 +14,14 @@
  * Locking: `fs.lock` guards the inode table and stage references; each
  * stage has its own mutex, taken before fs.lock when both are needed.  No
  * lock is held across a server call except a stage's own mutex.
+ *
+ * Server restarts: a restarted kv-server has an empty store whose versions
+ * count from 1 again, so a version names a value only together with the
+ * server epoch it was read in (kvc_entry.epoch, include/kvfs/client.h).
+ * Every version kvfs keeps (the inode's cached pages and attributes, a
+ * stage's, an open file's) is kept with its epoch and compared as a pair;
+ * on a restart a thread of its own also drops the kernel's cached pages,
+ * attributes and names of every inode kvfs knows (restart_sweep()).
  */
 #define FUSE_USE_VERSION 312
 
@@ -49,9 +57,11 @@ struct node {
 	char *path; /* key ("" for the root); owned */
 	bool dir;
 	uint64_t nlookup;        /* kernel references */
-	uint64_t cache_version;  /* version whose pages the kernel may keep */
+	uint64_t cache_version;  /* version whose pages the kernel may keep, */
+	uint64_t cache_epoch;    /* of this server epoch */
 	uint64_t attr_version;   /* version whose size the kernel last got from us
-	                          * (0: unknown, e.g. while it writes the file) */
+	                          * (0: unknown, e.g. while it writes the file), */
+	uint64_t attr_epoch;     /* of this server epoch */
 	struct kstage *stage;    /* the write state its open descriptors share */
 	unsigned nopen;          /* open descriptors (kfile_new .. kfile_free) */
 	bool holds_stage;        /* removed while open: the node keeps a reference to
@@ -77,6 +87,7 @@ struct kstage {
 	uint64_t ino;
 	unsigned refs;    /* under fs.lock */
 	uint64_t version; /* server version the bytes build on (0 = none) */
+	uint64_t epoch;   /* server epoch of that version */
 	uint64_t size;    /* that version's size */
 	uint32_t mode;
 	int64_t mtime_ns; /* set by utimensat after the last write; 0 = the PUT's time */
@@ -96,6 +107,7 @@ struct kfile {
 	pthread_mutex_t lock;
 	uint64_t ino;
 	uint64_t version; /* version at open (0 = new file) */
+	uint64_t epoch;   /* server epoch of that version */
 	uint64_t size;    /* size at open */
 	bool writable;
 	struct kstage *st; /* the inode's write state: writable opens, and read-only
@@ -135,7 +147,28 @@ static struct {
 	uint8_t **pool_free;
 	unsigned pool_nfree;
 	unsigned pool_live; /* buffers not retired (free or in use) */
+	/* server restarts: restart_sweeper() drops the kernel's caches */
+	pthread_mutex_t sweep_lock;
+	pthread_cond_t sweep_cond;
+	pthread_t sweeper;
+	bool sweeper_started;
+	bool sweep_stop;      /* the sweeper must exit (sweep_lock) */
+	uint64_t sweep_epoch; /* latest epoch a restart began (sweep_lock) */
 } fs;
+
+/* Do (@v1, @e1) and (@v2, @e2) name the same value?  A version names one
+ * only within its server epoch: a restarted server counts from 1 again. */
+static bool same_value(uint64_t v1, uint64_t e1, uint64_t v2, uint64_t e2)
+{
+	return v1 && v1 == v2 && e1 == e2;
+}
+
+/* The kernel got @e's attributes of @n's file from us.  fs.lock held. */
+static void node_attr_from(struct node *n, const struct kvc_entry *e)
+{
+	n->attr_version = e->version;
+	n->attr_epoch = e->epoch;
+}
 
 static uint64_t hash_str(const char *s)
 {
@@ -386,7 +419,7 @@ static void reply_entry(fuse_req_t req, const char *key, bool dir, const struct 
 	pthread_mutex_lock(&fs.lock);
 	n = node_get(key, dir);
 	if (n && !dir)
-		n->attr_version = e->version;
+		node_attr_from(n, e);
 	pthread_mutex_unlock(&fs.lock);
 	if (!n) {
 		fuse_reply_err(req, ENOMEM);
@@ -558,6 +591,7 @@ static struct kstage *stage_new(uint64_t ino, const struct kvc_entry *e)
 	s->mode = 0644;
 	if (e) {
 		s->version = e->version;
+		s->epoch = e->epoch;
 		s->size = e->size;
 		s->mode = e->mode;
 	}
@@ -574,7 +608,7 @@ static void stage_destroy(struct kstage *s)
 /* Read the whole current value into the stage (read-modify-write). */
 static int stage_load(struct kstage *s, const char *key)
 {
-	struct kvc_get_opts go = {.if_version = s->version};
+	struct kvc_get_opts go = {.if_version = s->version, .if_epoch = s->epoch};
 	struct kvc_entry e;
 	bool retried = false;
 	size_t got = 0;
@@ -602,6 +636,7 @@ static int stage_load(struct kstage *s, const char *key)
 				return r == -ENOENT ? -ESTALE : r;
 			retried = true;
 			s->version = go.if_version = e.version;
+			s->epoch = go.if_epoch = e.epoch;
 			s->size = e.size;
 			got = 0;
 			r = stage_reserve(s, s->size);
@@ -647,8 +682,10 @@ static int stage_store(struct kstage *s)
 		s->dirty = false;
 		return 0;
 	}
-	if (!s->replace)
+	if (!s->replace) {
 		po.if_version = s->version;
+		po.if_epoch = s->epoch;
+	}
 	r = kvc_put(fs.kvc, key, strlen(key), stage_ptr(s), s->len, &po, &e);
 	if (r < 0) {
 		KV_DEBUG(TAG, "PUT %s (%zu bytes): %s", key, s->len, kvc_strerror());
@@ -666,11 +703,14 @@ static int stage_store(struct kstage *s)
 	s->replace = false;
 	s->err = 0;
 	s->version = e.version;
+	s->epoch = e.epoch;
 	s->size = s->len;
 	pthread_mutex_lock(&fs.lock);
 	n = node_by_ino(s->ino);
-	if (n)
-		n->cache_version = e.version; /* our own bytes: the cache is current */
+	if (n) { /* our own bytes: the cache is current */
+		n->cache_version = e.version;
+		n->cache_epoch = e.epoch;
+	}
 	pthread_mutex_unlock(&fs.lock);
 	return 0;
 }
@@ -905,10 +945,10 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	/* The kernel asks right after an open (cat's fstat): the open has
 	 * just revalidated with the server, within the attribute timeout. */
 	if (n && !dir && fs.cfg.attr_timeout > 0 && n->open_ms &&
-	    n->open_e.version == n->cache_version &&
+	    same_value(n->open_e.version, n->open_e.epoch, n->cache_version, n->cache_epoch) &&
 	    kv_now_ms() - n->open_ms < (uint64_t)(KV_MIN(fs.cfg.attr_timeout, 1.0) * 1000)) {
 		e = n->open_e;
-		n->attr_version = e.version;
+		node_attr_from(n, &e);
 		pthread_mutex_unlock(&fs.lock);
 		fill_file_attr(&st, ino, &e);
 		fuse_reply_attr(req, &st, fs.cfg.attr_timeout);
@@ -927,7 +967,7 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		pthread_mutex_lock(&fs.lock);
 		n = node_by_ino(ino);
 		if (n)
-			n->attr_version = e.version;
+			node_attr_from(n, &e);
 		pthread_mutex_unlock(&fs.lock);
 	}
 	fuse_reply_attr(req, &st, fs.cfg.attr_timeout);
@@ -1061,6 +1101,7 @@ static bool open_staged(fuse_req_t req, fuse_ino_t ino, const char *key, struct 
 	f->st = s;
 	pthread_mutex_lock(&s->lock);
 	f->version = s->version;
+	f->epoch = s->epoch;
 	f->size = s->size;
 	pthread_mutex_unlock(&s->lock);
 	if (wr && (fi->flags & O_TRUNC))
@@ -1128,6 +1169,7 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	f->version = e.version;
+	f->epoch = e.epoch;
 	f->size = e.size;
 	f->head = head;
 	f->head_len = (size_t)n_head;
@@ -1145,9 +1187,10 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		pthread_mutex_lock(&s->lock);
 		/* Close-to-open for a stage nobody wrote: it builds on what the
 		 * server holds now. */
-		if (!s->dirty && e.version > s->version) {
+		if (!s->dirty && (e.version > s->version || e.epoch != s->epoch)) {
 			stage_drop(s);
 			s->version = e.version;
+			s->epoch = e.epoch;
 			s->size = e.size;
 			s->mode = e.mode;
 		}
@@ -1164,11 +1207,13 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * so a shrunk value would read old bytes past its end and a grown one
 	 * would end early.  Its cached attributes are dropped too, so the
 	 * first read asks GETATTR (FUSE_CAP_AUTO_INVAL_DATA), which answers
-	 * with this open's version.
+	 * with this open's version.  Versions of another server epoch (before
+	 * a restart) never match: the new store reuses the numbers.
 	 */
-	stale_size = !n || n->attr_version != e.version;
-	fi->keep_cache =
-	        n && !stale_size && n->cache_version == e.version && !(fi->flags & O_TRUNC);
+	stale_size = !n || !same_value(n->attr_version, n->attr_epoch, e.version, e.epoch);
+	fi->keep_cache = n && !stale_size &&
+	                 same_value(n->cache_version, n->cache_epoch, e.version, e.epoch) &&
+	                 !(fi->flags & O_TRUNC);
 	writing = n && n->stage;
 	pthread_mutex_unlock(&fs.lock);
 	/*
@@ -1186,6 +1231,7 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	pthread_mutex_lock(&fs.lock);
 	if (n) {
 		n->cache_version = e.version;
+		n->cache_epoch = e.epoch;
 		n->open_e = e;
 		n->open_ms = kv_now_ms();
 	}
@@ -1258,7 +1304,7 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
 	char key[KV_KEY_MAX + 1];
 	struct kvc_get_opts go = {0};
-	uint64_t sv, ssize;
+	uint64_t sv, sepoch, ssize;
 	struct kvc_entry e;
 	uint8_t *buf;
 	ssize_t n;
@@ -1278,11 +1324,14 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			return;
 		}
 		sv = s->version;
+		sepoch = s->epoch;
 		ssize = s->size;
 		pthread_mutex_unlock(&s->lock);
 		pthread_mutex_lock(&f->lock);
-		if (sv && sv != f->version) { /* stored through another descriptor */
+		if (sv && !same_value(sv, sepoch, f->version, f->epoch)) {
+			/* stored through another descriptor */
 			f->version = sv;
+			f->epoch = sepoch;
 			f->size = ssize;
 			free(f->head); /* the open's bytes are of the older version */
 			f->head = NULL;
@@ -1303,6 +1352,7 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	go.if_version = f->version;
+	go.if_epoch = f->epoch; /* a restarted server's same number is another value */
 	pthread_mutex_unlock(&f->lock);
 	if ((uint64_t)off >= f->size) {
 		fuse_reply_buf(req, NULL, 0);
@@ -2179,7 +2229,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				pthread_mutex_lock(&fs.lock);
 				n = node_get(key, s->dir);
 				if (n && !s->dir)
-					n->attr_version = s->e.version;
+					node_attr_from(n, &s->e);
 				pthread_mutex_unlock(&fs.lock);
 				if (!n)
 					break;
@@ -2336,6 +2386,113 @@ const struct fuse_lowlevel_ops kvfs_ops = {
 };
 
 /* ------------------------------------------------------------------ */
+/* Server restarts                                                     */
+
+/* What the kernel may cache of one inode, to drop after a restart. */
+struct inval {
+	uint64_t ino;
+	uint64_t parent; /* its name's directory, 0 = none to drop */
+	char *name;
+};
+
+/*
+ * The server restarted: whatever the kernel cached from the old instance
+ * (pages, attributes, names: the store they came from is gone) is dropped
+ * for every inode kvfs knows.  The inode table forgets the versions too.
+ * Opens already compare versions with their epochs, so this is not what
+ * keeps old bytes from being served; it makes a stat, ls or a read through
+ * an open file see the new server now rather than after attr_timeout or
+ * entry_timeout.  On the sweeper thread: never inside a request handler
+ * (a notification may wait for a READ a worker must answer).
+ */
+static void restart_sweep(void)
+{
+	struct inval *v;
+	size_t n = 0, cap;
+
+	pthread_mutex_lock(&fs.lock);
+	cap = 0;
+	for (size_t b = 0; b < fs.nbuckets; b++)
+		for (struct node *nd = fs.by_ino[b]; nd; nd = nd->next_ino)
+			cap++;
+	v = calloc(cap ? cap : 1, sizeof(*v));
+	for (size_t b = 0; v && b < fs.nbuckets; b++) {
+		for (struct node *nd = fs.by_ino[b]; nd && n < cap; nd = nd->next_ino) {
+			const char *base;
+			struct node *p;
+
+			nd->cache_version = nd->attr_version = 0;
+			nd->open_ms = 0;
+			v[n].ino = nd->ino;
+			/* not the name of a file written here and not stored yet:
+			 * a lookup would not find it on the server */
+			if (nd->path[0] && nd->path[0] != NODE_ORPHAN && !nd->stage) {
+				char dir[KV_KEY_MAX + 1];
+
+				base = kvfs_path_base(nd->path);
+				snprintf(dir, sizeof(dir), "%.*s",
+				         (int)(base > nd->path ? base - nd->path - 1 : 0),
+				         nd->path);
+				p = node_by_path(dir);
+				if (p && (v[n].name = strdup(base)))
+					v[n].parent = p->ino;
+			}
+			n++;
+		}
+	}
+	pthread_mutex_unlock(&fs.lock);
+	if (!v) {
+		KV_WARN(TAG, "server restarted: no memory to drop the kernel's caches; they "
+		             "expire with attr_timeout and entry_timeout");
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (fs.se) {
+			if (v[i].parent)
+				fuse_lowlevel_notify_inval_entry(fs.se, v[i].parent, v[i].name,
+				                                 strlen(v[i].name));
+			fuse_lowlevel_notify_inval_inode(fs.se, v[i].ino, 0, 0);
+		}
+		free(v[i].name);
+	}
+	free(v);
+	KV_INFO(TAG,
+	        "server restarted: dropped the cached pages, attributes and names of %zu "
+	        "inodes",
+	        n);
+}
+
+static void *restart_sweeper(void *arg)
+{
+	uint64_t done = 0;
+
+	(void)arg;
+	pthread_mutex_lock(&fs.sweep_lock);
+	for (;;) {
+		while (!fs.sweep_stop && fs.sweep_epoch == done)
+			pthread_cond_wait(&fs.sweep_cond, &fs.sweep_lock);
+		if (fs.sweep_stop)
+			break;
+		done = fs.sweep_epoch;
+		pthread_mutex_unlock(&fs.sweep_lock);
+		restart_sweep();
+		pthread_mutex_lock(&fs.sweep_lock);
+	}
+	pthread_mutex_unlock(&fs.sweep_lock);
+	return NULL;
+}
+
+/* kvc_opts.on_restart: on a worker inside a kvc call; hand over. */
+static void kvfs_restarted(void *arg, uint64_t epoch)
+{
+	(void)arg;
+	pthread_mutex_lock(&fs.sweep_lock);
+	fs.sweep_epoch = epoch;
+	pthread_cond_signal(&fs.sweep_cond);
+	pthread_mutex_unlock(&fs.sweep_lock);
+}
+
+/* ------------------------------------------------------------------ */
 /* Setup (called from main in kvfs-main.c)                             */
 
 int kvfs_fs_init(const struct kvfs_config *cfg)
@@ -2352,6 +2509,8 @@ int kvfs_fs_init(const struct kvfs_config *cfg)
 	pthread_mutex_init(&fs.lock, NULL);
 	pthread_mutex_init(&fs.pool_lock, NULL);
 	pthread_cond_init(&fs.pool_cond, NULL);
+	pthread_mutex_init(&fs.sweep_lock, NULL);
+	pthread_cond_init(&fs.sweep_cond, NULL);
 	fs.nbuckets = 1 << 16;
 	fs.by_ino = calloc(fs.nbuckets, sizeof(*fs.by_ino));
 	fs.by_path = calloc(fs.nbuckets, sizeof(*fs.by_path));
@@ -2368,6 +2527,7 @@ int kvfs_fs_init(const struct kvfs_config *cfg)
 	ko.auth_token_file = cfg->auth_token_file;
 	ko.timeout_ms = cfg->timeout_ms;
 	ko.client_id = "kvfs";
+	ko.on_restart = kvfs_restarted;
 	r = kvc_connect(&ko, &fs.kvc);
 	if (r < 0) {
 		fprintf(stderr, "kvfs: %s\n", kvc_strerror()); /* names the server */
@@ -2388,7 +2548,23 @@ int kvfs_fs_init(const struct kvfs_config *cfg)
 
 void kvfs_fs_set_session(struct fuse_session *se)
 {
-	fs.se = se;
+	if (se) {
+		fs.se = se;
+		fs.sweeper_started = pthread_create(&fs.sweeper, NULL, restart_sweeper, NULL) == 0;
+		if (!fs.sweeper_started)
+			KV_WARN(TAG, "no thread to drop the kernel's caches after a server "
+			             "restart: they expire with attr_timeout and entry_timeout");
+		return;
+	}
+	if (fs.sweeper_started) {
+		pthread_mutex_lock(&fs.sweep_lock);
+		fs.sweep_stop = true;
+		pthread_cond_signal(&fs.sweep_cond);
+		pthread_mutex_unlock(&fs.sweep_lock);
+		pthread_join(fs.sweeper, NULL);
+		fs.sweeper_started = false;
+	}
+	fs.se = NULL;
 }
 
 void kvfs_fs_fini(void)

@@ -57,7 +57,10 @@ struct kvfs_config {
 int kvfs_fs_init(const struct kvfs_config *cfg);
 void kvfs_fs_fini(void);
 /* The session the operations answer on, for notifications (store of a
- * small file's bytes at open); set before the session loop starts. */
+ * small file's bytes at open; dropping the kernel's caches after a server
+ * restart, from a thread started here); set before the session loop
+ * starts.  NULL, before the session is destroyed: that thread stops and
+ * no notification is sent any more. */
 struct fuse_session;
 void kvfs_fs_set_session(struct fuse_session *se);
 struct fuse_lowlevel_ops;

@@ -18,6 +18,9 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "Usage: kv-server [OPTIONS]\n"
 	        "Serve keys and values from RDMA-registered memory to kvfs, kvctl and kv-bench.\n"
+	        "Values live in memory only: a restarted server starts empty, with a new random\n"
+	        "instance id (in its 'listening on' line and STATS) by which clients see the\n"
+	        "restart and drop what they cached (docs/protocol.md, \"Server instance\").\n"
 	        "\n"
 	        "  -l, --listen HOST:PORT     control channel address (default 127.0.0.1:7070)\n"
 	        "  -m, --memory SIZE          memory for keys and values, e.g. 512M, 4G (default\n"

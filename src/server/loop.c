@@ -278,12 +278,13 @@ int srv_run(struct srv *s)
 
 	fprintf(stderr,
 	        "kv-server: listening on %s (provider %s, memory %s: %s for values, %s for the "
-	        "index; eviction %s%s)\n",
+	        "index; eviction %s%s, instance %016llx)\n",
 	        kv_fmt_hostport(s->host, s->port, addr, sizeof(addr)),
 	        s->eng ? xfer_provider(s->eng) : "none", kv_fmt_size(s->o.memory, b, sizeof(b)),
 	        kv_fmt_size(s->arena_len, v, sizeof(v)),
 	        kv_fmt_size(srv_meta_budget(&s->o), m, sizeof(m)),
-	        s->o.eviction == STORE_EVICT_LRU ? "lru" : "none", s->auth ? ", auth" : "");
+	        s->o.eviction == STORE_EVICT_LRU ? "lru" : "none", s->auth ? ", auth" : "",
+	        (unsigned long long)s->instance);
 	for (;;) {
 		int r = srv_poll_once(s, 1000);
 

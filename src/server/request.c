@@ -158,6 +158,8 @@ static void hello_answer(struct conn *c, uint64_t id, uint32_t version, const ui
 	hr.has_max_inflight = true;
 	hr.max_inflight = s->o.max_inflight;
 	hr.server_id = "kv-server " KVFS_VERSION;
+	hr.has_instance_id = true;
+	hr.instance_id = s->instance;
 	hr.has_rdma = true;
 	hr.rdma = c->rdma;
 	if (!c->rdma && rdma_note)
@@ -965,6 +967,7 @@ static void stats_tenant(struct conn *c, struct stats_buf *b)
 	CNT("capacity_bytes", cap);
 	CNT("free_bytes", cap - KV_MIN(cap, u.charged));
 	CNT("max_value", conn_max_value(c));
+	CNT("instance_id", s->instance); /* as HELLO's: tells a restart */
 	/* a quota refuses instead of evicting */
 	CNT("eviction_lru", !t->quota && s->o.eviction == STORE_EVICT_LRU);
 }
@@ -978,6 +981,7 @@ static void stats_server(struct conn *c, struct stats_buf *b)
 	store_get_stats(s->store, &st);
 	if (s->eng)
 		xfer_get_stats(s->eng, &xs);
+	CNT("instance_id", s->instance);
 	CNT("keys", st.keys);
 	CNT("value_bytes", st.value_bytes);
 	CNT("capacity_bytes", st.arena_usable);

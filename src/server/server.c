@@ -124,6 +124,17 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 		s->o.max_held = KV_MAX(o->memory / 8, 1);
 	if (!s->o.max_held_total)
 		s->o.max_held_total = KV_MAX(o->memory / 4, s->o.max_held);
+	/* This process's identity for clients: they tell a restart by it (a
+	 * new store whose versions start from 1 again).  Never 0, which means
+	 * "unknown" on the wire. */
+	do
+		r = kv_random_bytes(&s->instance, sizeof(s->instance));
+	while (r == 0 && !s->instance);
+	if (r < 0) {
+		fprintf(stderr, "kv-server: no random bytes for the instance id: %s\n",
+		        strerror(-r));
+		goto out_free;
+	}
 	r = o->listen ? kv_parse_hostport(o->listen, s->host, sizeof(s->host), 7070, &s->port) : 0;
 	if (r < 0) {
 		fprintf(stderr,

@@ -145,6 +145,7 @@ struct srv {
 	struct srv_opts o;
 	char host[256];
 	uint16_t port;
+	uint64_t instance; /* random, nonzero, picked at start: HelloResponse.instance_id */
 	int lfd, epfd, sigfd;
 	struct xfer_engine *eng;
 	struct xfer_cq *cq;

@@ -147,7 +147,10 @@ static const struct cmd_help cmd_helps[] = {
                "  -n, --no-overwrite  do not replace an existing DST\n"},
         {"stats", "Usage: " PROG " stats\n"
                   "Print every counter of the server, one 'name value' per line\n"
-                  "(keys, bytes_used, capacity, gets, puts, ...; see docs/protocol.md).\n"},
+                  "(keys, bytes_used, capacity, gets, puts, ...; see docs/protocol.md).\n"
+                  "Every value is a decimal number.  instance_id identifies the server\n"
+                  "process: a restart gives a new one (kv-server's and kvfs's logs show it\n"
+                  "in hex: printf '%016x' ID).\n"},
 };
 
 static const char *cmd_help_text(const char *name)

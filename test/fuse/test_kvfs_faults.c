@@ -313,3 +313,127 @@ Test(faults, other_client_killed_mid_read)
 	if (must_hit)
 		cr_assert_gt(hits, 0, "no kill in %d caught a transfer to the dying client", round);
 }
+
+/*
+ * A restarted kv-server starts its versions from 1 again, so a value stored
+ * after the restart can carry the version, the size and the mtime of one
+ * the mount cached from the server before (here: `cp -p` of a file of the
+ * same size and mtime, as a restore from a backup or an rsync does, through
+ * another mount).  Close-to-open revalidation compares exactly these: the
+ * mount must still see that the server is another instance and serve the
+ * new bytes, never the pages it kept from the old one
+ * (docs/semantics.md, "Server restart").
+ */
+
+/* Field @field of `kvctl stat KEY` (version, size, mtime_ns), or -1. */
+static long long key_field(const char *key, const char *field)
+{
+	char cmd[512], line[256];
+	long long v = -1;
+	size_t n = strlen(field);
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "%s -q -s %s stat %s", env_bin("KVCTL"), E.server, key);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n) && line[n] == ' ')
+			v = atoll(line + n + 1);
+	pclose(f);
+	return v;
+}
+
+/* After the restart: make the next PUT get version @v (fillers take the
+ * ones before it; versions start at 1 again). */
+static void next_version_is(long long v)
+{
+	for (long long i = 1; i < v; i++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "pad%lld", i);
+		cr_assert_eq(sh("echo x | %s -q -s %s put %s -", env_bin("KVCTL"), E.server, key),
+		             0);
+		cr_assert_eq(key_field(key, "version"), i, "versions did not restart from 1");
+	}
+}
+
+/* Two local files of @len bytes with different contents and one mtime. */
+static void make_twins(size_t len, unsigned seed)
+{
+	make_file(sp("a"), len, seed);
+	make_file(sp("b"), len, seed + 1);
+	cr_assert_eq(sh("touch -m -d @1600000000.123456789 %s %s", sp("a"), sp("b")), 0);
+	cr_assert_neq(sh("cmp -s %s %s", sp("a"), sp("b")), 0);
+}
+
+/* kv-server killed and started again; then `cp -p b` through a second
+ * mount stores b under @key with the version, size and mtime a had. */
+static void restart_and_store_twin(const char *key, long long v, long long mt)
+{
+	int m;
+
+	env_server_kill(SIGKILL);
+	env_server_restart_after_crash();
+	m = env_mount(NULL);
+	next_version_is(v);
+	cr_assert_eq(sh("cp -p %s %s", sp("b"), mp(m, key)), 0);
+	cr_assert_eq(key_field(key, "version"), v, "no version collision: the test is moot");
+	cr_assert_eq(key_field(key, "mtime_ns"), mt);
+}
+
+Test(faults, restart_same_version_not_served_from_cache)
+{
+	long long v, mt;
+
+	make_twins(1u << 20, 31);
+	cr_assert_eq(sh("cp -p %s %s", sp("a"), mp(0, "f")), 0);
+	v = key_field("f", "version");
+	mt = key_field("f", "mtime_ns");
+	cr_assert_gt(v, 0);
+	/* read twice: the second open keeps the pages the first one read */
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(sh("cmp -s %s %s", mp(0, "f"), sp("a")), 0);
+
+	restart_and_store_twin("f", v, mt);
+	cr_assert_eq(sh("cmp %s %s >&2", mp(0, "f"), sp("b")), 0,
+	             "the mount served bytes cached from the server before its restart");
+	cr_assert_eq(sh("grep -q 'restarted (instance' %s/kvfs0.log", E.dir), 0,
+	             "the mount did not log the restart");
+}
+
+/* A file open across the restart: what it has not read yet belongs to a
+ * value that died with the old server; the new value with the same version
+ * number must not be mixed in.  The read fails with ESTALE. */
+Test(faults, restart_open_file_reads_no_other_instance)
+{
+	const size_t len = 16u << 20, at = 15u << 20, n = 64u << 10;
+	uint8_t *buf = malloc(n), *want = malloc(n);
+	long long v, mt;
+	ssize_t got;
+	int fd, src;
+
+	cr_assert(buf && want);
+	make_twins(len, 41);
+	cr_assert_eq(sh("cp -p %s %s", sp("a"), mp(0, "g")), 0);
+	v = key_field("g", "version");
+	mt = key_field("g", "mtime_ns");
+	fd = open(mp(0, "g"), O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(read(fd, buf, n), (ssize_t)n);
+
+	restart_and_store_twin("g", v, mt);
+	got = pread(fd, buf, n, (off_t)at);
+	if (got > 0) {
+		src = open(sp("b"), O_RDONLY);
+		cr_assert_geq(src, 0);
+		cr_assert_eq(pread(src, want, n, (off_t)at), (ssize_t)n);
+		close(src);
+		cr_assert_neq(memcmp(buf, want, (size_t)got), 0,
+		              "an open file read the bytes of another server instance's value");
+	}
+	cr_assert_lt(got, 0, "a read of a value gone with the restart returned %zd bytes", got);
+	cr_assert_eq(errno, ESTALE, "read: %s", strerror(errno));
+	close(fd);
+	free(buf);
+	free(want);
+}

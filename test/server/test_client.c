@@ -827,6 +827,133 @@ Test(client_shm, restart_after_kill, .timeout = 120)
 	t_restart("shm", true);
 }
 
+/*
+ * A restart is visible (issue 21, "Restart visible"): the restarted server
+ * is another instance, the client starts a new epoch, says so once, and
+ * never takes a version of the old instance for one of the new, although
+ * the new store counts its versions from 1 again and so hands out the same
+ * numbers for other values.
+ */
+static void restarted_cb(void *arg, uint64_t epoch)
+{
+	atomic_uint_fast64_t *seen = arg;
+
+	atomic_store(seen, epoch);
+}
+
+/* Lines of @path containing @needle. */
+static int count_lines(const char *path, const char *needle)
+{
+	char line[1024];
+	FILE *f = fopen(path, "r");
+	int n = 0;
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	return n;
+}
+
+static void t_restart_visible(const char *prov, size_t len)
+{
+	struct srv s = {0};
+	struct kvc_opts o;
+	struct kvc *kvc = NULL;
+	struct kvc_entry e1, e2, e;
+	struct kvc_get_opts go = {0};
+	struct kvc_put_opts po = {0};
+	atomic_uint_fast64_t seen = 0;
+	uint8_t *a = xmalloc(len), *b = xmalloc(len), *out = xmalloc(len);
+	uint64_t inst1 = 0, inst2 = 0;
+	char log[96], needle[128];
+	int saved, fd;
+	ssize_t got;
+
+	srv_start(&s, prov);
+	kvc_opts_init(&o);
+	o.server = s.addr;
+	o.provider = prov;
+	o.timeout_ms = 15000;
+	o.on_restart = restarted_cb;
+	o.on_restart_arg = &seen;
+	cr_assert_eq(kvc_connect(&o, &kvc), 0, "%s", kvc_strerror());
+	cr_assert_eq(kvc_server_epoch(kvc, &inst1), 1);
+	cr_assert_neq(inst1, 0, "the server announced no instance");
+	cr_assert_eq(counter(kvc, "instance_id"), inst1, "STATS and HELLO disagree");
+
+	fill(a, len, 5);
+	fill(b, len, 6);
+	cr_assert_eq(kvc_put(kvc, "k", 1, a, len, NULL, &e1), 0, "%s", kvc_strerror());
+	cr_assert_eq(e1.epoch, 1);
+
+	srv_kill(&s);
+	srv_start(&s, prov); /* same port, new process: empty store */
+	/* the reconnect's warning goes to stderr: catch it */
+	snprintf(log, sizeof(log), "/tmp/kvfs-test-restart-%d.log", (int)getpid());
+	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	cr_assert_geq(fd, 0);
+	saved = dup(2);
+	dup2(fd, 2);
+	close(fd);
+
+	cr_assert_eq(kvc_stat(kvc, "k", 1, &e), -ENOENT, "%s", kvc_strerror());
+	cr_assert_eq(kvc_server_epoch(kvc, &inst2), 2, "the restart was not seen");
+	cr_assert_neq(inst2, inst1);
+	cr_assert_eq(atomic_load(&seen), 2, "on_restart was not called with the new epoch");
+	cr_assert_eq(counter(kvc, "instance_id"), inst2);
+
+	/* The new store hands out the old numbers again: */
+	cr_assert_eq(kvc_put(kvc, "k", 1, b, len, NULL, &e2), 0, "%s", kvc_strerror());
+	cr_assert_eq(e2.version, e1.version, "versions did not start again from 1");
+	cr_assert_eq(e2.epoch, 2);
+	/* ... yet a version of the old epoch names nothing here. */
+	go.if_version = e1.version;
+	go.if_epoch = e1.epoch;
+	memset(out, 0, len);
+	got = kvc_get(kvc, "k", 1, 0, out, len, &go, &e);
+	cr_assert_eq(got, -ESTALE, "GET pinned to the old instance's version: %zd %s", got,
+	             kvc_strerror());
+	cr_assert_not_null(strstr(kvc_strerror(), "restarted"), "%s", kvc_strerror());
+	po.if_version = e1.version;
+	po.if_epoch = e1.epoch;
+	cr_assert_eq(kvc_put(kvc, "k", 1, a, len, &po, NULL), -ESTALE, "%s", kvc_strerror());
+	/* the same version in the new epoch is the new value */
+	go.if_epoch = e2.epoch;
+	got = kvc_get(kvc, "k", 1, 0, out, len, &go, &e);
+	cr_assert_eq(got, (ssize_t)len, "%s", kvc_strerror());
+	check_bytes(out, b, len, "the value stored after the restart");
+	cr_assert_eq(e.epoch, 2);
+
+	dup2(saved, 2);
+	close(saved);
+	snprintf(needle, sizeof(needle),
+	         "kv-server at %s restarted (instance %016llx, was %016llx)", s.addr,
+	         (unsigned long long)inst2, (unsigned long long)inst1);
+	cr_assert_eq(count_lines(log, needle), 1, "want one warning with: %s", needle);
+	unlink(log);
+	kvc_close(kvc);
+	srv_done(&s);
+	free(a);
+	free(b);
+	free(out);
+}
+
+Test(client_tcp, restart_visible, .timeout = 120)
+{
+	t_restart_visible("tcp", 4 * MIB);
+}
+
+Test(client_shm, restart_visible, .timeout = 120)
+{
+	t_restart_visible("shm", 4 * MIB);
+}
+
+Test(client, restart_visible_inline, .timeout = 120)
+{
+	t_restart_visible("none", 1000);
+}
+
 Test(client, nothing_listening, .timeout = 30)
 {
 	struct kvc_opts o;

@@ -3,8 +3,10 @@
  * kvfs logging: one macro family for every component.
  *
  * The level is checked before the arguments are formatted.  Library code
- * (xfer, wire, client) logs at KV_LOG_DEBUG at most; the daemons decide what
- * the user sees by raising or lowering kv_log_level.  Thread-safe: each
+ * (xfer, wire, client) logs at KV_LOG_DEBUG at most (one exception: the
+ * client's warning that the server restarted, once per restart: see
+ * "Server restarts" in kvfs/client.h); the daemons decide what the user
+ * sees by raising or lowering kv_log_level.  Thread-safe: each
  * message is written with a single write(2) to stderr.
  */
 #ifndef KVFS_LOG_H
