@@ -1452,17 +1452,21 @@ static int stage_room(struct kstage *s, size_t end)
 	struct kvc_limits lim;
 	int r;
 
-	if (end <= s->room)
-		return 0;
-	kvc_limits(fs.kvc, &lim);
+	kvc_limits(fs.kvc, &lim); /* no call: what the last HELLO said */
 	if (lim.max_value && end > lim.max_value)
 		return -EFBIG;
+	if (end <= s->room)
+		return 0;
 	r = kvc_stats(fs.kvc, stats_cb, &a);
+	kvc_limits(fs.kvc, &lim); /* it may have reconnected to a new server */
+	if (lim.max_value && end > lim.max_value)
+		return -EFBIG;
 	if (r < 0)
 		return 0; /* the close will say; a write does not fail for STATS */
 	if (!a.lru && end > a.free_b)
 		return -ENOSPC;
-	s->room = end + KVFS_ROOM_STEP;
+	/* ask again sooner as the server fills */
+	s->room = end + (a.lru ? KVFS_ROOM_STEP : KV_MIN(KVFS_ROOM_STEP, (a.free_b - end) / 2));
 	return 0;
 }
 

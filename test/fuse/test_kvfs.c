@@ -1012,3 +1012,65 @@ Test(kvfs, rename_over_an_open_name_never_einval)
 	cr_assert_eq(w.bad, 0, "the replacer failed %d times", w.bad);
 	cr_log_info("%d opens during 200 replaces", opens);
 }
+
+/* Write 1 MiB pieces of @seed's bytes to @path until @len or a failure:
+ * the bytes written, with errno set on a failure. */
+static size_t write_until(const char *path, size_t len, unsigned seed, int *ret_fd)
+{
+	static uint8_t buf[1 << 20];
+	size_t done = 0;
+	int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+
+	cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+	memset(buf, (int)seed, sizeof(buf));
+	while (done < len) {
+		ssize_t n = write(fd, buf, sizeof(buf));
+
+		if (n < 0)
+			break;
+		done += (size_t)n;
+	}
+	*ret_fd = fd;
+	return done;
+}
+
+/* A file that outgrows what the server can take fails at the write that
+ * outgrows it: past --max-value with EFBIG, past the free memory of a
+ * server that will not evict with ENOSPC; the files stored before stay.
+ * Before, every write succeeded and the close failed, losing the file. */
+Test(kvfs, size_errors_at_the_write)
+{
+	int fd, e;
+	size_t n;
+
+	env_server_kill(SIGTERM);
+	env_server_start("--memory 16M --eviction none --max-value 4M");
+	n = write_until(mp(0, "too-big"), 6 << 20, 1, &fd);
+	e = errno;
+	cr_assert_eq(n, (size_t)4 << 20, "wrote %zu bytes past --max-value 4M", n);
+	cr_assert_eq(e, EFBIG, "the write past --max-value: %s", strerror(e));
+	cr_assert_eq(close(fd), 0, "the close of what fitted: %s", strerror(errno));
+	for (int i = 0; i < 3; i++) { /* 12 of the 14 MiB left for values */
+		char name[16];
+
+		snprintf(name, sizeof(name), "keep%d", i);
+		n = write_until(mp(0, name), 4 << 20, 10 + (unsigned)i, &fd);
+		cr_assert_eq(n, (size_t)4 << 20, "%s: %s", name, strerror(errno));
+		cr_assert_eq(close(fd), 0, "%s: %s", name, strerror(errno));
+		if (i == 0)
+			cr_assert_eq(unlink(mp(0, "too-big")), 0);
+	}
+	n = write_until(mp(0, "no-room"), 4 << 20, 20, &fd);
+	e = errno;
+	cr_assert_lt(n, (size_t)4 << 20, "4 MiB written into about 2 MiB of free memory");
+	cr_assert_eq(e, ENOSPC, "the write past the free memory: %s", strerror(e));
+	close(fd); /* what fitted, or ENOSPC: either way the others stay */
+	for (int i = 0; i < 3; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "keep%d", i);
+		cr_assert_eq(sh("head -c 4194304 /dev/zero | tr '\\0' '\\%03o' | cmp - %s", 10 + i,
+		                mp(0, name)),
+		             0, "%s changed", name);
+	}
+}
