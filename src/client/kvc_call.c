@@ -16,27 +16,6 @@
 #include "kvfs/log.h"
 #include "kvfs/util.h"
 
-/* "'key'" with unprintable bytes escaped, shortened past 48 bytes. */
-static void quote_key(const void *key, size_t len, char *out, size_t cap)
-{
-	const unsigned char *k = key;
-	size_t o = 0, i;
-
-	out[o++] = '\'';
-	for (i = 0; i < len && o + 8 < cap && i < 48; i++) {
-		if (isprint(k[i]) && k[i] != '\'' && k[i] != '\\')
-			out[o++] = (char)k[i];
-		else
-			o += (size_t)snprintf(out + o, cap - o, "\\x%02x", k[i]);
-	}
-	if (i < len && o + 5 < cap) {
-		memcpy(out + o, "...", 3);
-		o += 3;
-	}
-	out[o++] = '\'';
-	out[o] = '\0';
-}
-
 struct kvc_call *kvc_call_new(enum kvc_call_kind kind, const char *op, const void *key,
                               size_t keylen, uint64_t deadline)
 {
@@ -53,7 +32,7 @@ struct kvc_call *kvc_call_new(enum kvc_call_kind kind, const char *op, const voi
 		return NULL;
 	}
 	if (key) {
-		quote_key(key, keylen, q, sizeof(q));
+		kv_quote_key(key, keylen, q, sizeof(q));
 		snprintf(c->what, sizeof(c->what), "%s %s", op, q);
 	} else {
 		snprintf(c->what, sizeof(c->what), "%s", op);

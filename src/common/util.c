@@ -139,18 +139,77 @@ char *kv_fmt_hostport(const char *host, uint16_t port, char *buf, size_t len)
 	return buf;
 }
 
+/* Length of the well-formed UTF-8 sequence at @p (at most @n bytes): 1..4,
+ * or 0 (malformed, overlong, a surrogate, above U+10FFFF, cut short). */
+static int utf8_len(const uint8_t *p, size_t n)
+{
+	uint8_t c = p[0], lo = 0x80, hi = 0xbf;
+	int len;
+
+	if (c < 0x80)
+		return 1;
+	if (c < 0xc2 || c > 0xf4)
+		return 0;
+	len = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+	if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	if ((size_t)len > n)
+		return 0;
+	for (int i = 1; i < len; i++)
+		if (p[i] < (i == 1 ? lo : 0x80) || p[i] > (i == 1 ? hi : 0xbf))
+			return 0;
+	return len;
+}
+
 void kv_json_str(FILE *f, const char *s)
 {
+	const uint8_t *p = (const uint8_t *)s;
+	size_t n = strlen(s);
+
 	fputc('"', f);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			fprintf(f, "\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			fprintf(f, "\\u%04x", *s);
+	for (size_t i = 0; i < n;) {
+		int l = utf8_len(p + i, n - i);
+
+		if (p[i] == '"' || p[i] == '\\')
+			fprintf(f, "\\%c", p[i]);
+		else if (p[i] < 0x20 || p[i] == 0x7f || l == 0)
+			fprintf(f, "\\u%04x", p[i]); /* a byte that is not UTF-8: U+0080..U+00FF */
 		else
-			fputc(*s, f);
+			fwrite(p + i, 1, (size_t)l, f);
+		i += l ? (size_t)l : 1;
 	}
 	fputc('"', f);
+}
+
+void kv_quote_key(const void *key, size_t len, char *out, size_t cap)
+{
+	const unsigned char *k = key;
+	size_t o = 0, i;
+
+	if (cap < 16) {
+		if (cap)
+			out[0] = '\0';
+		return;
+	}
+	out[o++] = '\'';
+	for (i = 0; i < len && o + 8 < cap && i < 48; i++) {
+		if (k[i] >= 0x20 && k[i] < 0x7f && k[i] != '\'' && k[i] != '\\')
+			out[o++] = (char)k[i];
+		else
+			o += (size_t)snprintf(out + o, cap - o, "\\x%02x", k[i]);
+	}
+	if (i < len && o + 5 < cap) {
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o++] = '\'';
+	out[o] = '\0';
 }
 
 int kv_random_bytes(void *buf, size_t len)

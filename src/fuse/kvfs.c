@@ -677,8 +677,7 @@ static int stage_store(struct kstage *s)
 	if (r < 0)
 		return r;
 	if (key[0] == NODE_ORPHAN) { /* removed while open: nothing to store */
-		KV_DEBUG(TAG, "close of a file %s while open: %zu staged bytes dropped", key + 1,
-		         s->len);
+		KV_DEBUG(TAG, "a file %s while open: %zu staged bytes dropped", key + 1, s->len);
 		s->dirty = false;
 		return 0;
 	}
@@ -688,13 +687,16 @@ static int stage_store(struct kstage *s)
 	}
 	r = kvc_put(fs.kvc, key, strlen(key), stage_ptr(s), s->len, &po, &e);
 	if (r < 0) {
-		KV_DEBUG(TAG, "PUT %s (%zu bytes): %s", key, s->len, kvc_strerror());
+		KV_DEBUG(TAG, "PUT of %zu bytes: %s", s->len, kvc_strerror()); /* names the key */
 		if (po.if_version && (r == -ESTALE || r == -ENOENT)) {
+			char q[80];
+
+			kv_quote_key(key, strlen(key), q, sizeof(q));
 			KV_WARN_RL(TAG,
 			           "%s: not stored: changed or removed on the server since this "
 			           "mount read version %llu (another mount wrote it); the close "
 			           "or fsync fails with ESTALE",
-			           key, (unsigned long long)s->version);
+			           q, (unsigned long long)s->version);
 			r = -ESTALE;
 		}
 		return r;
@@ -1807,8 +1809,12 @@ static void keep_for_open(const char *key)
 	pthread_mutex_unlock(&fs.lock);
 	if (s)
 		stage_unref(s);
-	if (r < 0)
-		KV_DEBUG(TAG, "%s: removed while open, its bytes not kept: %s", key, strerror(-r));
+	if (r < 0) {
+		char q[80];
+
+		kv_quote_key(key, strlen(key), q, sizeof(q));
+		KV_DEBUG(TAG, "%s: removed while open, its bytes not kept: %s", q, strerror(-r));
+	}
 }
 
 static void kvfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)

@@ -462,8 +462,6 @@ enum wire_key_err {
 	WIRE_KEY_EMPTY,
 	WIRE_KEY_LONG,
 	WIRE_KEY_NUL,
-	WIRE_KEY_UTF8,
-	WIRE_KEY_CTRL,
 	WIRE_KEY_EMPTY_COMP,
 	WIRE_KEY_DOT_COMP,
 	WIRE_KEY_NERR,
@@ -471,44 +469,13 @@ enum wire_key_err {
 
 #define WIRE_KEY_TEXTS(pfx)                                                                        \
 	{                                                                                          \
-		pfx "ok", pfx "key is empty", pfx "key is longer than 1024 bytes",                 \
-		        pfx "key contains a NUL byte", pfx "key is not valid UTF-8",               \
-		        pfx "key contains a control character (0x01-0x1f or 0x7f)",                \
+		pfx "ok", pfx "key is empty", pfx "key is longer than 4096 bytes",                 \
+		        pfx "key contains a NUL byte",                                             \
 		        pfx "key has an empty path component (leading '/' or '//')",               \
 		        pfx "key has a '.' or '..' path component",                                \
 	}
 
 static const char *const wire_key_text[WIRE_KEY_NERR] = WIRE_KEY_TEXTS("");
-
-/* Length of the UTF-8 sequence at @p (at most @n bytes): 1..4 when it is a
- * well-formed one (no overlong form, no surrogate, at most U+10FFFF), 0 when
- * it is malformed, -1 when it is a correct start cut short by the end. */
-static int wire_utf8_seq(const uint8_t *p, size_t n)
-{
-	uint8_t c = p[0], lo = 0x80, hi = 0xbf;
-	int len;
-
-	if (c < 0x80)
-		return 1;
-	if (c < 0xc2 || c > 0xf4)
-		return 0;
-	len = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
-	if (c == 0xe0)
-		lo = 0xa0; /* overlong */
-	else if (c == 0xed)
-		hi = 0x9f; /* surrogates */
-	else if (c == 0xf0)
-		lo = 0x90; /* overlong */
-	else if (c == 0xf4)
-		hi = 0x8f; /* above U+10FFFF */
-	for (int i = 1; i < len; i++) {
-		if ((size_t)i >= n)
-			return -1;
-		if (p[i] < (i == 1 ? lo : 0x80) || p[i] > (i == 1 ? hi : 0xbf))
-			return 0;
-	}
-	return len;
-}
 
 /* The policy of wire.h "Keys", in one pass. */
 static enum wire_key_err wire_key_scan(const char *key, size_t len, unsigned flags)
@@ -523,18 +490,9 @@ static enum wire_key_err wire_key_scan(const char *key, size_t len, unsigned fla
 		return WIRE_KEY_EMPTY;
 	if (len > KV_KEY_MAX)
 		return WIRE_KEY_LONG;
-	for (size_t i = 0; i < len;) {
-		int n;
-
+	for (size_t i = 0; i < len; i++) {
 		if (p[i] == 0)
 			return WIRE_KEY_NUL;
-		if (p[i] < 0x20 || p[i] == 0x7f)
-			return WIRE_KEY_CTRL;
-		n = wire_utf8_seq(p + i, len - i);
-		if (n < 0 && prefix)
-			break; /* a prefix may end inside a character */
-		if (n <= 0)
-			return WIRE_KEY_UTF8;
 		if (p[i] == '/') {
 			size_t cl = i - comp;
 
@@ -547,7 +505,6 @@ static enum wire_key_err wire_key_scan(const char *key, size_t len, unsigned fla
 				return WIRE_KEY_DOT_COMP;
 			comp = i + 1;
 		}
-		i += (size_t)n;
 	}
 	/* The last component (empty after a trailing '/') of a prefix may be
 	 * the start of a longer name: ".hidden" begins with ".". */

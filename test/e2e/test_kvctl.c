@@ -931,16 +931,16 @@ Test(kvctl, usage_errors_and_help)
 	cr_assert_not_null(strstr(r.err, "prefix"), "%s", r.err);
 	run_free(&r);
 	{
-		char key[1026];
+		char key[4098];
 
-		memset(key, 'k', 1025);
-		key[1025] = '\0';
+		memset(key, 'k', 4097);
+		key[4097] = '\0';
 		kvctl(&r, "put", key, "/dev/null");
-		expect_status(&r, 2, "put of a 1025-byte key");
-		cr_assert_not_null(strstr(r.err, "1 to 1024 bytes; got one of 1025"), "%s", r.err);
+		expect_status(&r, 2, "put of a 4097-byte key");
+		cr_assert_not_null(strstr(r.err, "1 to 4096 bytes; got one of 4097"), "%s", r.err);
 		run_free(&r);
-		key[1024] = '\0';
-		kvctl_ok("put of a 1024-byte key", "put", key, "/dev/null");
+		key[4096] = '\0';
+		kvctl_ok("put of a 4096-byte key", "put", key, "/dev/null");
 	}
 	kvctl_ok("ls dir/. (a partial name is a fine prefix)", "ls", "dir/.");
 	{

@@ -22,7 +22,7 @@
 #define KV_GIB (1024ULL * 1024 * 1024)
 
 /* Longest key in bytes: the protocol's, the store's and kvfs's limit. */
-#define KV_KEY_MAX 1024
+#define KV_KEY_MAX 4096
 
 /* CLOCK_MONOTONIC in nanoseconds / milliseconds. */
 uint64_t kv_now_ns(void);
@@ -77,8 +77,16 @@ static inline int kv_key_cmp(const void *a, size_t alen, const void *b, size_t b
 	return c ? c : (alen > blen) - (alen < blen);
 }
 
-/* Write @s to @f as a JSON string literal, quotes included. */
+/* Write @s to @f as a JSON string literal, quotes included; a byte that is
+ * not part of well-formed UTF-8 (keys may hold any byte) is written as the
+ * code point of its value, \u0080..\u00ff. */
 void kv_json_str(FILE *f, const char *s);
+
+/* "'key'" into @out (capacity @cap, at least 16) for messages and logs:
+ * bytes outside printable ASCII, quotes and backslashes as \xNN, and
+ * shortened past 48 bytes with "...".  Keys may hold any byte but NUL
+ * (tabs, newlines, escape sequences): never print one raw. */
+void kv_quote_key(const void *key, size_t len, char *out, size_t cap);
 
 /* Fill @buf with @len bytes from getrandom(2) (blocks only until the kernel
  * pool is initialised, retries on EINTR and short reads).  Returns 0 or

@@ -203,23 +203,23 @@ const char *wire_status_name(int32_t status);
 /*
  * Keys
  * ----
- * A key is 1..KV_KEY_MAX bytes of valid UTF-8 (no overlong forms, no
- * surrogates) without NUL or other control characters (0x01-0x1f, 0x7f),
- * read as '/'-separated path components none of which is empty, "." or
- * "..": no leading '/', no "//".  One trailing '/' is allowed, since "dir/"
- * is the directory marker kvfs stores for mkdir.  Anything else (spaces,
- * any printable Unicode) is allowed.  Keys name files on kvfs mounts and
- * paths in tools that copy them to disk, so shapes a file system cannot
- * hold, or would resolve differently, are refused here once for everyone.
+ * A key is 1..KV_KEY_MAX (4096, PATH_MAX) bytes without NUL, read as
+ * '/'-separated path components none of which is empty, "." or "..": no
+ * leading '/', no "//".  One trailing '/' is allowed, since "dir/" is the
+ * directory marker kvfs stores for mkdir.  Any other byte is allowed, as
+ * in a Linux file name (spaces, tabs, newlines, bytes that are not UTF-8):
+ * whoever prints a key escapes it (kv_quote_key()).  Keys name files on
+ * kvfs mounts and paths in tools that copy them to disk, so shapes a file
+ * system cannot hold, or would resolve differently, are refused here once
+ * for everyone.
  *
  * With WIRE_KEY_PREFIX the string is a LIST prefix or start_after: it may be
  * empty, and its last component may be the start of a longer name ("a/."
- * begins "a/.hidden", a multi-byte character may be cut short); the
- * components before it follow the rules above.
+ * begins "a/.hidden"); the components before it follow the rules above.
  *
  * wire_key_validate() returns 0, -EINVAL or -ENAMETOOLONG (longer than
  * KV_KEY_MAX), and points *ret_reason (may be NULL) at a static sentence
- * such as "key is not valid UTF-8" ("ok" on success).  wire_key_check() is
+ * such as "key contains a NUL byte" ("ok" on success).  wire_key_check() is
  * wire_key_validate(key, len, 0, NULL).  The server runs this check on every
  * key-bearing request field (wire_request_check()), the client library before
  * sending.

@@ -26,18 +26,19 @@ Test(kvfs_path, limits)
 {
 	char parent[KV_KEY_MAX + 1], out[KV_KEY_MAX + 8];
 
-	memset(parent, 'p', 1000);
-	parent[1000] = '\0';
-	cr_assert_eq(kvfs_path_join(parent, "abcdefghijklmnopqrstuvw", out, sizeof(out)), 1024,
-	             "exactly 1024 bytes is a valid key");
+	/* KV_KEY_MAX is PATH_MAX: a key of exactly that many bytes is valid */
+	memset(parent, 'p', KV_KEY_MAX - 24);
+	parent[KV_KEY_MAX - 24] = '\0';
+	cr_assert_eq(kvfs_path_join(parent, "abcdefghijklmnopqrstuvw", out, sizeof(out)),
+	             KV_KEY_MAX, "exactly KV_KEY_MAX bytes is a valid key");
 	cr_assert_eq(kvfs_path_join(parent, "abcdefghijklmnopqrstuvwx", out, sizeof(out)),
 	             -ENAMETOOLONG);
 	cr_assert_eq(kvfs_path_join("", "abc", out, 3), -ENAMETOOLONG, "buffer too small");
-	memset(parent, 'p', 1023);
-	parent[1023] = '\0';
-	cr_assert_eq(kvfs_path_dir_marker(parent, out, sizeof(out)), 1024);
-	parent[1023] = 'p';
-	parent[1024] = '\0';
+	memset(parent, 'p', KV_KEY_MAX - 1);
+	parent[KV_KEY_MAX - 1] = '\0';
+	cr_assert_eq(kvfs_path_dir_marker(parent, out, sizeof(out)), KV_KEY_MAX);
+	parent[KV_KEY_MAX - 1] = 'p';
+	parent[KV_KEY_MAX] = '\0';
 	cr_assert_eq(kvfs_path_dir_marker(parent, out, sizeof(out)), -ENAMETOOLONG);
 }
 
