@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "arena.h"
 #include "kidx.h"
@@ -603,6 +604,32 @@ uint64_t store_resv_size(const struct store_resv *r)
 	return resv_citem(r)->size;
 }
 
+/*
+ * An entry was added to or removed from the directory holding @key (a
+ * kvfs path): as on a local file system, the directory's mtime becomes
+ * now.  A directory's times live in its marker key ("dir/"); an implicit
+ * directory (no marker) and the root have none to change.  Replacing a
+ * key's value changes no directory.
+ */
+static void touch_parent(struct store *s, const char *key, size_t keylen)
+{
+	struct store_item *it;
+	struct timespec ts;
+	size_t plen = keylen;
+
+	if (plen && key[plen - 1] == '/')
+		plen--; /* a marker's own directory is its parent's entry */
+	while (plen && key[plen - 1] != '/')
+		plen--;
+	if (!plen)
+		return; /* in the root */
+	it = *hash_slot(s, key, plen, key_hash(s, key, plen));
+	if (!it)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	it->mtime_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
 int store_put_commit(struct store *s, struct store_resv *r, const struct store_put_cond *cond,
                      uint32_t mode, uint64_t mtime_ns, uint64_t *ret_version)
 {
@@ -638,6 +665,8 @@ int store_put_commit(struct store *s, struct store_resv *r, const struct store_p
 	hash_link(s, it);
 	lru_add_head(s, it);
 	hash_maybe_grow(s);
+	if (!old)
+		touch_parent(s, it->key, it->keylen);
 	if (ret_version)
 		*ret_version = it->version;
 	return 0;
@@ -785,6 +814,7 @@ int store_delete(struct store *s, const char *key, size_t keylen, uint64_t if_ve
 	*pp = it->hnext;
 	kidx_erase(&s->order, it);
 	item_retire(s, it);
+	touch_parent(s, key, keylen);
 	return 0;
 }
 
@@ -859,6 +889,8 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 	}
 	hash_link(s, nit);
 	ns_charge(s, nit);
+	touch_parent(s, src, srclen);
+	touch_parent(s, dst, dstlen);
 	if (ret_item)
 		*ret_item = nit;
 	return 0;

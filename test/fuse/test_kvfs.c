@@ -1100,3 +1100,42 @@ Test(kvfs, size_errors_at_the_write)
 		             0, "%s changed", name);
 	}
 }
+
+/* A directory's mtime changes when an entry is added, removed or renamed
+ * (as on a local file system; make, rsync and pjdfstest look at it), and
+ * not when a file's bytes are replaced. */
+Test(kvfs, directory_mtime_follows_its_entries)
+{
+	int m1 = env_mount("attr_timeout=0,entry_timeout=0");
+	struct stat a, b;
+
+	cr_assert_eq(mkdir(mp(m1, "dm"), 0755), 0);
+	cr_assert_eq(sh("echo x > %s", mp(m1, "dm/keep")), 0);
+	const struct {
+		const char *cmd;
+		bool changes;
+	} steps[] = {
+	        {"echo y > %s/new", true},      {"echo z > %s/new", false},
+	        {"mv %s/new %s/renamed", true}, {"rm %s/renamed", true},
+	        {"mkdir %s/sub", true},         {"rmdir %s/sub", true},
+	};
+
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		char cmd[512];
+
+		cr_assert_eq(stat(mp(m1, "dm"), &a), 0);
+		usleep(20000);
+		snprintf(cmd, sizeof(cmd), steps[i].cmd, mp(m1, "dm"), mp(m1, "dm"));
+		cr_assert_eq(sh("%s", cmd), 0, "%s", cmd);
+		cr_assert_eq(stat(mp(m1, "dm"), &b), 0);
+		if (steps[i].changes)
+			cr_assert(b.st_mtim.tv_sec > a.st_mtim.tv_sec ||
+			                  (b.st_mtim.tv_sec == a.st_mtim.tv_sec &&
+			                   b.st_mtim.tv_nsec > a.st_mtim.tv_nsec),
+			          "'%s' left the directory's mtime as it was", steps[i].cmd);
+		else
+			cr_assert(b.st_mtim.tv_sec == a.st_mtim.tv_sec &&
+			                  b.st_mtim.tv_nsec == a.st_mtim.tv_nsec,
+			          "'%s' changed the directory's mtime", steps[i].cmd);
+	}
+}
