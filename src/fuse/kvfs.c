@@ -97,9 +97,13 @@ struct kstage {
 	                   * storing it depends on nothing the server holds */
 	uint8_t *buf;
 	size_t len, cap;
-	int spill_fd; /* >= 0 once spilled: bytes live in this file */
-	int err;      /* sticky error of a failed store, reported by flush */
-	size_t room;  /* the server was seen to have room for this many bytes */
+	int spill_fd;     /* >= 0 once spilled: bytes live in this file */
+	int err;          /* sticky error of a failed store, reported by flush */
+	size_t room;      /* the server was seen to have room for this many bytes */
+	int64_t dirty_ns; /* when its bytes first changed since stored: the mtime shown
+	                   * until stored (a stable one: a changing mtime makes the kernel
+	                   * drop the pages of processes that map the file,
+	                   * FUSE_CAP_AUTO_INVAL_DATA) */
 };
 
 /* One open descriptor. */
@@ -562,6 +566,18 @@ static int stage_reserve(struct kstage *s, size_t len)
 	return 0;
 }
 
+/* Its bytes changed (called with s->lock held). */
+static void stage_touch(struct kstage *s)
+{
+	struct timespec ts;
+
+	if (s->dirty)
+		return; /* the mtime shown stays that of the first change */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	s->dirty = true;
+	s->dirty_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* Drop the staged bytes (not the state). */
 static void stage_drop(struct kstage *s)
 {
@@ -771,7 +787,7 @@ static bool stage_attr_of(struct kstage *s, struct kvc_entry *e, bool loaded_too
 		memset(e, 0, sizeof(*e));
 		e->size = s->len;
 		e->mode = s->mode;
-		e->mtime_ns = s->mtime_ns ? s->mtime_ns : (int64_t)time(NULL) * 1000000000;
+		e->mtime_ns = s->mtime_ns ? s->mtime_ns : s->dirty_ns;
 	}
 	pthread_mutex_unlock(&s->lock);
 	return dirty;
@@ -1040,7 +1056,7 @@ static int stage_truncate(struct kstage *s, const char *key, uint64_t size)
 		if ((size_t)size > s->len)
 			memset(stage_ptr(s) + s->len, 0, (size_t)size - s->len);
 		s->len = (size_t)size;
-		s->dirty = true;
+		stage_touch(s);
 	}
 	pthread_mutex_unlock(&s->lock);
 	node_size_unknown(s->ino);
@@ -1218,6 +1234,17 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	                 !(fi->flags & O_TRUNC);
 	writing = n && n->stage;
 	pthread_mutex_unlock(&fs.lock);
+	/* Another descriptor of this mount has it open and the server holds
+	 * what its stage builds on: the kernel's pages are this mount's
+	 * current bytes (every write of the mount went through them), and
+	 * dropping them would pull pages from under processes that map the
+	 * file shared (sqlite's -shm index). */
+	if (f->st && !(fi->flags & O_TRUNC)) {
+		pthread_mutex_lock(&f->st->lock);
+		if (same_value(f->st->version, f->st->epoch, e.version, e.epoch))
+			fi->keep_cache = 1;
+		pthread_mutex_unlock(&f->st->lock);
+	}
 	/*
 	 * The whole of a small file came with the open: put it in the page
 	 * cache now, so the read that follows is not another request.  The
@@ -1281,7 +1308,7 @@ static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		f->st->mode = mode & 07777;
 		f->st->loaded = true;
 		f->st->replace = true;
-		f->st->dirty = true; /* an empty file is stored at close even without writes */
+		stage_touch(f->st); /* an empty file is stored at close even without writes */
 	}
 	pthread_mutex_unlock(&f->st->lock);
 	node_size_unknown(n->ino);
@@ -1316,6 +1343,19 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		struct kstage *s = f->st;
 
 		pthread_mutex_lock(&s->lock);
+		/* A file open for writing on this mount reads what the mount
+		 * holds, as a local file system does: load it whole (up to
+		 * spill_threshold) so that every descriptor reads the newest
+		 * bytes (a commit of another descriptor that raced this one's
+		 * open included: stage_load() follows it) and the first write
+		 * finds them loaded. */
+		if (f->writable && !s->dirty && !s->loaded && s->size <= fs.cfg.spill_threshold &&
+		    ino_path(ino, key, sizeof(key), NULL) == 0 && !key_orphan(key) &&
+		    (r = stage_load(s, key)) < 0) {
+			pthread_mutex_unlock(&s->lock);
+			fuse_reply_err(req, r == -ESTALE ? ESTALE : fs_err(r));
+			return;
+		}
 		if (s->dirty || s->loaded) {
 			/* This mount's staged bytes, whichever descriptor wrote them. */
 			size_t o = (size_t)off < s->len ? (size_t)off : s->len;
@@ -1509,7 +1549,7 @@ static void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t 
 	memcpy(stage_ptr(s) + off, data, size);
 	if (end > s->len)
 		s->len = end;
-	s->dirty = true;
+	stage_touch(s);
 	s->mtime_ns = 0; /* a write after utimensat: the time of the store */
 	pthread_mutex_unlock(&s->lock);
 	node_size_unknown(ino);

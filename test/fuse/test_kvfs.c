@@ -1139,3 +1139,38 @@ Test(kvfs, directory_mtime_follows_its_entries)
 			          "'%s' changed the directory's mtime", steps[i].cmd);
 	}
 }
+
+/* Four sqlite3 processes inserting into one database on the mount (the
+ * rollback journal): every acknowledged insert is in the table.  Before,
+ * inserts went missing, with "disk I/O error" and SIGBUS (tmpfs and sshfs
+ * kept all 400).  WAL mode, whose index is a file the processes map
+ * shared, still loses an insert now and then: issue 22 stays open for it. */
+static void sqlite_writers(const char *journal)
+{
+	char db[600];
+
+	if (sh("command -v sqlite3 >/dev/null") != 0)
+		cr_skip_test("sqlite3 is not installed (scripts/setup-deps --test installs it)");
+	snprintf(db, sizeof(db), "%s", mp(0, journal));
+	cr_assert_eq(
+	        sh("sqlite3 %s 'PRAGMA journal_mode=%s; CREATE TABLE t(w INTEGER, i INTEGER);' "
+	           ">/dev/null",
+	           db, journal),
+	        0);
+	cr_assert_eq(sh("fail=0; pids=; for w in 1 2 3 4; do (for i in $(seq 1 100); do "
+	                "sqlite3 -cmd '.timeout 20000' %s \"INSERT INTO t VALUES($w, $i);\" || "
+	                "exit 1; done) & pids=\"$pids $!\"; done; for p in $pids; do "
+	                "wait $p || fail=1; done; exit $fail",
+	                db),
+	             0, "a writer's insert failed (journal %s)", journal);
+	cr_assert_eq(sh("test $(sqlite3 %s 'SELECT count(*) FROM t;') = 400", db), 0,
+	             "acknowledged inserts missing (journal %s)", journal);
+	cr_assert_eq(sh("test \"$(sqlite3 %s 'PRAGMA integrity_check;')\" = ok", db), 0,
+	             "database damaged (journal %s)", journal);
+}
+
+Test(kvfs, four_sqlite_writers_delete_journal, .timeout = 600)
+{
+	sqlite_writers("delete");
+}
+
