@@ -219,14 +219,25 @@ static const char *kvc_reason(int err)
 	return m && *m ? m : strerror(-err);
 }
 
-/* "kvctl: <cmd> <what>: <reason>[ (hint)]"; returns the exit code for @err. */
+/* "kvctl: <cmd> <what>: <reason>[ (hint)]"; returns the exit code for @err.
+ * A key may hold any byte but NUL: control bytes of @what show as \xNN. */
 static int fail(const struct ctl *c, const char *what, int err, const char *reason,
                 const char *hint)
 {
-	if (!c->quiet)
-		fprintf(stderr, PROG ": %s%s%s: %s%s%s%s\n", c->cmd, what ? " " : "",
-		        what ? what : "", reason, hint ? " (" : "", hint ? hint : "",
-		        hint ? ")" : "");
+	if (c->quiet)
+		return exit_code(err);
+	fprintf(stderr, PROG ": %s", c->cmd);
+	if (what) {
+		fputc(' ', stderr);
+		for (const unsigned char *p = (const unsigned char *)what; *p; p++) {
+			if (*p < 0x20 || *p == 0x7f)
+				fprintf(stderr, "\\x%02x", *p);
+			else
+				fputc(*p, stderr);
+		}
+	}
+	fprintf(stderr, ": %s%s%s%s\n", reason, hint ? " (" : "", hint ? hint : "",
+	        hint ? ")" : "");
 	return exit_code(err);
 }
 
