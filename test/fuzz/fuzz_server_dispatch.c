@@ -192,7 +192,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	srv_opts_init(&o);
 	o.listen = NULL;
 	o.provider = "none";
-	o.memory = 256 * 1024;
+	o.memory = 384 * 1024; /* 256 KiB of values, the index the rest */
+	o.max_meta = 128 * 1024;
 	o.max_inline = 64 * 1024;
 	o.auth_token_file = flags & 2 ? token_path : NULL;
 	CHECK(srv_create(&o, &s) == 0);
