@@ -179,10 +179,9 @@ void srv_evlog_flush(struct srv *s, bool force)
 	if (!l->count || (!force && now - l->last_ms < 1000))
 		return;
 	if (l->count - l->meta)
-		snprintf(why, sizeof(why), "to make room for %s of up to %s%s",
-		         l->count - l->meta == 1 ? "a PUT" : "PUTs",
+		snprintf(why, sizeof(why), "to make room for new values (largest PUT %s)%s",
 		         kv_fmt_size(l->put_max, p, sizeof(p)),
-		         l->meta ? ", and to keep the index within --max-meta" : "");
+		         l->meta ? " and to keep the index within --max-meta" : "");
 	else
 		snprintf(why, sizeof(why), "to keep the index within --max-meta");
 	if (l->more)
