@@ -150,9 +150,9 @@ const char *srv_full_msg(struct srv *s, char *buf, size_t len)
 static void evlog_add_key(struct srv_evlog *l, const char *key, size_t keylen)
 {
 	char k[4 * EVLOG_KEY_MAX + 8];
-	size_t n = 0;
+	size_t n = 0, i;
 
-	for (size_t i = 0; i < keylen && n < EVLOG_KEY_MAX; i++) {
+	for (i = 0; i < keylen && n < EVLOG_KEY_MAX; i++) {
 		unsigned char ch = (unsigned char)key[i];
 
 		if (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
@@ -167,16 +167,19 @@ static void evlog_add_key(struct srv_evlog *l, const char *key, size_t keylen)
 	}
 	l->keys_len +=
 	        (size_t)snprintf(l->keys + l->keys_len, sizeof(l->keys) - l->keys_len, "%s\"%s%s\"",
-	                         l->keys_len ? ", " : "", k, n < keylen ? "..." : "");
+	                         l->keys_len ? ", " : "", k, i < keylen ? "..." : "");
 }
 
 void srv_evlog_flush(struct srv *s, bool force)
 {
 	struct srv_evlog *l = &s->evlog;
-	uint64_t now = kv_now_ms();
 	char b[32], p[32], why[160], more[32] = "";
+	uint64_t now;
 
-	if (!l->count || (!force && now - l->last_ms < 1000))
+	if (!l->count)
+		return;
+	now = kv_now_ms();
+	if (!force && now - l->last_ms < 1000)
 		return;
 	if (l->count - l->meta)
 		snprintf(why, sizeof(why), "to make room for new values (largest PUT %s)%s",
