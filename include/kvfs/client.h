@@ -172,6 +172,7 @@ struct kvc_entry {
 	uint32_t mode;
 	uint64_t epoch; /* server epoch the answer came from (kvc_server_epoch()): the
 	                 * version names a value only within its epoch */
+	bool pinned; /* never evicted (kvc_pin()) */
 };
 
 struct kvc_put_opts {
@@ -240,6 +241,18 @@ int kvc_rename(struct kvc *kvc, const void *src, size_t srclen, const void *dst,
 /* mode < 0 / mtime_ns < 0: leave unchanged. */
 int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen, int64_t mode, int64_t mtime_ns,
                 struct kvc_entry *ret);
+
+/*
+ * Pin @key (@pin true: the server never evicts it, however full) or unpin
+ * it.  The pin belongs to the key: a PUT replacing its value and a RENAME
+ * moving it keep it, a DELETE drops it; keys created later are not pinned.
+ * Fills *ret (may be NULL) with the entry after the change.  Returns 0,
+ * -ENOENT, -ENOSPC when its bytes would take the server's pinned bytes past
+ * its --max-pinned (kvc_strerror() says so), or the errors of kvc_stat().
+ * A server that predates pins ignores the request: *ret then says
+ * pinned false.
+ */
+int kvc_pin(struct kvc *kvc, const void *key, size_t keylen, bool pin, struct kvc_entry *ret);
 
 /* One LIST page.  Entries and prefixes are malloc'd; free with kvc_list_free(). */
 struct kvc_list_entry {

@@ -110,10 +110,11 @@ static int direct_dispatch(struct kvc *kvc, struct kvc_call *c, struct wire_msg 
 	c->settled = kvc_status_settles(st);
 	c->status = wire_status_to_errno(st);
 	if (c->status) {
-		/* A tenant's quota is not the server's memory: its message
-		 * says what to do. */
-		bool quota = st == KVFS__STATUS__NO_SPACE && resp->message &&
-		             strstr(resp->message, "quota");
+		/* A tenant's quota and --max-pinned are not the server's
+		 * memory: their messages say what to do. */
+		bool quota =
+		        st == KVFS__STATUS__NO_SPACE && resp->message &&
+		        (strstr(resp->message, "quota") || strstr(resp->message, "--max-pinned"));
 
 		c->retry = st == KVFS__STATUS__STALE; /* the server did nothing: safe to resend */
 		c->busy = st == KVFS__STATUS__BUSY;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Metadata operations: STAT, DELETE, RENAME, SETATTR, LIST, STATS. */
+/* Metadata operations: STAT, DELETE, RENAME, SETATTR (and pins), LIST, STATS. */
 
 #include <errno.h>
 #include <stdlib.h>
@@ -15,6 +15,7 @@ static void entry_from_pb(const Kvfs__Entry *m, uint64_t epoch, struct kvc_entry
 	e->version = m->version;
 	e->mtime_ns = m->has_mtime_ns ? m->mtime_ns : 0;
 	e->mode = m->has_mode ? m->mode : 0;
+	e->pinned = m->has_pinned && m->pinned;
 }
 
 static void op_init(struct kvc_op *op, struct kvc *kvc, const char *name, const void *key,
@@ -121,6 +122,32 @@ int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen, int64_t mode, i
 	sa.mode = (uint32_t)(mode >= 0 ? mode & 07777 : 0);
 	sa.has_mtime_ns = mtime_ns >= 0;
 	sa.mtime_ns = mtime_ns >= 0 ? mtime_ns : 0;
+	op.req.setattr = &sa;
+	r = kvc_op_run(kvc, &op, &c);
+	if (r)
+		return r;
+	if (ret)
+		entry_from_pb(c->resp.resp->setattr->entry, c->epoch, ret);
+	kvc_call_put(kvc, c);
+	kvc_errbuf[0] = '\0';
+	return 0;
+}
+
+int kvc_pin(struct kvc *kvc, const void *key, size_t keylen, bool pin, struct kvc_entry *ret)
+{
+	Kvfs__SetAttrRequest sa = KVFS__SET_ATTR_REQUEST__INIT;
+	const char *name = pin ? "PIN" : "UNPIN";
+	struct kvc_call *c;
+	struct kvc_op op;
+	int r = kvc_key_check(name, key, keylen);
+
+	if (r)
+		return r;
+	op_init(&op, kvc, name, key, keylen, KVFS__RESPONSE__BODY_SETATTR);
+	sa.key.data = (uint8_t *)(uintptr_t)key;
+	sa.key.len = keylen;
+	sa.has_pinned = true;
+	sa.pinned = pin;
 	op.req.setattr = &sa;
 	r = kvc_op_run(kvc, &op, &c);
 	if (r)

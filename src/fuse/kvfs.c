@@ -2376,9 +2376,88 @@ static void kvfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	fuse_reply_err(req, ENOTSUP);
 }
 
+/*
+ * user.kvfs.pinned: the server's pin of a file's key ("1": never evicted,
+ * "0": evictable as any).  Not listed by listxattr (a property of the key
+ * on the server, not data a copy should carry); XATTR_CREATE/REPLACE are
+ * ignored, the attribute always exists on a file.  Setting it stores a
+ * file written on this mount first, so the pin holds its bytes.  A
+ * directory answers EISDIR / ENODATA: `kvctl pin -r DIR/` pins its keys.
+ */
+#define KVFS_XATTR_PINNED "user.kvfs.pinned"
+
+static void pin_xattr_set(fuse_req_t req, fuse_ino_t ino, const char *value, size_t size)
+{
+	char key[KV_KEY_MAX + 1];
+	struct kstage *s;
+	bool dir, pin;
+	int r;
+
+	if (size < 1 || size > 2 || (value[0] != '0' && value[0] != '1') ||
+	    (size == 2 && value[1] != '\n')) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	pin = value[0] == '1';
+	r = ino_path(ino, key, sizeof(key), &dir);
+	if (r == 0 && dir)
+		r = -EISDIR;
+	if (r == 0 && key[0] == NODE_ORPHAN)
+		r = -ENOENT;
+	s = r == 0 ? stage_ref(ino, false, NULL) : NULL;
+	if (s) { /* bytes written here and not yet stored go first */
+		pthread_mutex_lock(&s->lock);
+		r = stage_store(s);
+		if (r < 0)
+			s->err = -r;
+		pthread_mutex_unlock(&s->lock);
+		stage_unref(s);
+	}
+	if (r == 0)
+		r = kvc_pin(fs.kvc, key, strlen(key), pin, NULL);
+	if (r == -ENOSPC)
+		KV_WARN_RL(TAG, "%s: not pinned: %s", key, kvc_strerror());
+	fuse_reply_err(req, r < 0 ? (r == -ENOSPC || r == -EISDIR ? -r : fs_err(r)) : 0);
+}
+
+static void pin_xattr_get(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char key[KV_KEY_MAX + 1];
+	struct kvc_entry e;
+	bool dir;
+	int r;
+
+	r = ino_path(ino, key, sizeof(key), &dir);
+	if (r == 0 && (dir || key[0] == NODE_ORPHAN))
+		r = -ENODATA;
+	if (r == 0)
+		r = kvc_stat(fs.kvc, key, strlen(key), &e);
+	if (r == -ENOENT) { /* written here, not yet stored: not pinned */
+		struct kstage *s = stage_ref(ino, false, NULL);
+
+		if (s) {
+			if (stage_attr(s, &e)) /* clears e.pinned */
+				r = 0;
+			stage_unref(s);
+		}
+	}
+	if (r < 0)
+		fuse_reply_err(req, r == -ENODATA ? ENODATA : fs_err(r));
+	else if (size == 0)
+		fuse_reply_xattr(req, 1);
+	else if (size < 1)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, e.pinned ? "1" : "0", 1);
+}
+
 static void kvfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                           size_t size, int flags)
 {
+	if (!strcmp(name, KVFS_XATTR_PINNED)) {
+		pin_xattr_set(req, ino, value, size);
+		return;
+	}
 	(void)ino;
 	(void)name;
 	(void)value;
@@ -2389,6 +2468,10 @@ static void kvfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, cons
 
 static void kvfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	if (!strcmp(name, KVFS_XATTR_PINNED)) {
+		pin_xattr_get(req, ino, size);
+		return;
+	}
 	(void)ino;
 	(void)name;
 	(void)size;

@@ -21,6 +21,10 @@ static void usage(FILE *f)
 	        "Values live in memory only: a restarted server starts empty, with a new random\n"
 	        "instance id (in its 'listening on' line and STATS) by which clients see the\n"
 	        "restart and drop what they cached (docs/protocol.md, \"Server instance\").\n"
+	        "kv-server is a cache: when its memory is full, a PUT evicts the least recently\n"
+	        "used keys (logged as a warning, counted in 'kvctl stats') unless they are\n"
+	        "pinned (kvctl pin, or setfattr -n user.kvfs.pinned -v 1 on a kvfs file) or\n"
+	        "the server runs with --eviction none.\n"
 	        "\n"
 	        "  -l, --listen HOST:PORT     control channel address (default 127.0.0.1:7070)\n"
 	        "  -m, --memory SIZE          memory for keys and values, e.g. 512M, 4G (default\n"
@@ -30,7 +34,12 @@ static void usage(FILE *f)
 	        "                             then tcp; none = values travel inline on TCP)\n"
 	        "      --engine-bind ADDR     address the transfer engine binds (default: the\n"
 	        "                             listen host; needed with --listen 0.0.0.0)\n"
-	        "  -e, --eviction POLICY      lru (default) or none (a full server refuses PUTs)\n"
+	        "  -e, --eviction POLICY      lru (default: a full server evicts the least\n"
+	        "                             recently used keys that are not pinned) or none\n"
+	        "                             (a full server refuses PUTs with NO_SPACE)\n"
+	        "      --max-pinned SIZE      value bytes pinned keys (never evicted) may hold;\n"
+	        "                             a pin past it fails with NO_SPACE (default: half\n"
+	        "                             the memory for values; 0 = no pinning)\n"
 	        "      --max-value SIZE       largest value accepted (default: all the memory\n"
 	        "                             left for values)\n"
 	        "      --max-inline SIZE      largest value sent inline in a frame (default 64K)\n"
@@ -170,6 +179,7 @@ int main(int argc, char **argv)
 		O_UNAUTH,
 		O_META,
 		O_TENANTS,
+		O_PINNED,
 	};
 	static const struct option lo[] = {
 	        {"listen", required_argument, NULL, 'l'},
@@ -193,6 +203,7 @@ int main(int argc, char **argv)
 	        {"max-held-total", required_argument, NULL, O_HELD_TOTAL},
 	        {"max-unauth", required_argument, NULL, O_UNAUTH},
 	        {"max-meta", required_argument, NULL, O_META},
+	        {"max-pinned", required_argument, NULL, O_PINNED},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"quiet", no_argument, NULL, 'q'},
 	        {"help", no_argument, NULL, 'h'},
@@ -289,6 +300,10 @@ int main(int argc, char **argv)
 				fprintf(stderr, "kv-server: --max-meta must be at least 1M\n");
 				return 2;
 			}
+			break;
+		case O_PINNED:
+			if (size_arg("--max-pinned", optarg, &o.max_pinned))
+				return 2;
 			break;
 		case O_HELD:
 			if (size_arg("--max-held", optarg, &o.max_held))

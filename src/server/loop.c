@@ -266,6 +266,7 @@ int srv_poll_once(struct srv *s, int timeout_ms)
 	}
 	if (s->resume)
 		srv_resume(s);
+	srv_evlog_flush(s, false);
 	srv_check_deadlines(s);
 	srv_free_dead(s);
 	return n > 0 ? n : 0;

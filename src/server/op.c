@@ -255,6 +255,7 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 	Kvfs__GetResponse gr = KVFS__GET_RESPONSE__INIT;
 	Kvfs__PutResponse pr = KVFS__PUT_RESPONSE__INIT;
 	const char *msg = NULL;
+	char why[160];
 	uint64_t ver;
 	int r = status;
 
@@ -295,6 +296,10 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 		if (r == 0) {
 			r = store_put_commit(s->store, op->resv, &op->cond, op->mode,
 			                     op->mtime ? op->mtime : srv_realtime_ns(), &ver);
+			if (r == -EOVERFLOW) { /* a pinned key grew past --max-pinned */
+				r = -ENOSPC;
+				msg = srv_pin_limit_msg(s, why, sizeof(why));
+			}
 			if (r == 0) {
 				pr.version = ver;
 				resp.body_case = KVFS__RESPONSE__BODY_PUT;

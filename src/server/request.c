@@ -96,6 +96,8 @@ static void fill_entry(Kvfs__Entry *e, const struct store_item *it, size_t strip
 	e->mtime_ns = (int64_t)store_item_mtime(it);
 	e->has_mode = true;
 	e->mode = store_item_mode(it);
+	e->has_pinned = store_item_kept(it); /* absent: not pinned */
+	e->pinned = store_item_kept(it);
 }
 
 static uint64_t srv_max_value(struct srv *s)
@@ -591,7 +593,7 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 	struct store_resv *resv;
 	struct srv_op *op;
 	uint64_t len, tot = 0, ver;
-	char busy[REQ_BUSY_MSG], kb[KV_KEY_MAX];
+	char busy[REQ_BUSY_MSG], kb[KV_KEY_MAX], why[160];
 	const char *key;
 	size_t nr = 0, klen;
 	int r;
@@ -628,9 +630,13 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 		respond_quota(c, rq->id, key, klen);
 		return;
 	}
+	if (r == -EOVERFLOW) { /* a pinned key grows past --max-pinned */
+		conn_respond(c, rq->id, -ENOSPC, srv_pin_limit_msg(s, why, sizeof(why)), NULL);
+		return;
+	}
 	if (r < 0) {
 		conn_respond(c, rq->id, r,
-		             r == -ENOSPC  ? "server full: nothing can be evicted"
+		             r == -ENOSPC  ? srv_full_msg(s, why, sizeof(why))
 		             : r == -EFBIG ? "value larger than the server's --max-value"
 		                           : NULL,
 		             NULL);
@@ -645,7 +651,11 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 		                     &ver);
 		if (r < 0) {
 			store_put_abort(s->store, resv);
-			conn_respond(c, rq->id, r, NULL, NULL);
+			if (r == -EOVERFLOW)
+				conn_respond(c, rq->id, -ENOSPC,
+				             srv_pin_limit_msg(s, why, sizeof(why)), NULL);
+			else
+				conn_respond(c, rq->id, r, NULL, NULL);
 			return;
 		}
 		s->c.inline_puts++;
@@ -892,6 +902,24 @@ static void req_rename(struct conn *c, const Kvfs__Request *rq)
 	conn_respond(c, rq->id, 0, NULL, &resp);
 }
 
+/* SETATTR's pinned field, applied first: when it fails nothing changed
+ * (the store checks the same if_version again after it).  Returns 0, or -1
+ * when it answered the request. */
+static int setattr_pin(struct conn *c, uint64_t id, const Kvfs__SetAttrRequest *a, const char *key,
+                       size_t klen)
+{
+	struct srv *s = c->srv;
+	char why[160];
+	int r;
+
+	r = store_keep(s->store, key, klen, a->pinned, a->has_if_version ? a->if_version : 0, NULL);
+	if (r == -EOVERFLOW)
+		conn_respond(c, id, -ENOSPC, srv_pin_limit_msg(s, why, sizeof(why)), NULL);
+	else if (r < 0)
+		conn_respond(c, id, r, r == -ENOENT ? "no such key" : NULL, NULL);
+	return r < 0 ? -1 : 0;
+}
+
 static void req_setattr(struct conn *c, const Kvfs__Request *rq)
 {
 	struct srv *s = c->srv;
@@ -909,6 +937,8 @@ static void req_setattr(struct conn *c, const Kvfs__Request *rq)
 
 	s->c.setattrs++;
 	if (req_key(c, rq->id, &a->key, kb, &key, &klen))
+		return;
+	if (a->has_pinned && setattr_pin(c, rq->id, a, key, klen))
 		return;
 	r = store_setattr(s->store, key, klen, which, a->mode & 07777, (uint64_t)a->mtime_ns,
 	                  a->has_if_version ? a->if_version : 0, &it);
@@ -996,6 +1026,9 @@ static void stats_server(struct conn *c, struct stats_buf *b)
 	CNT("reserved_bytes", st.resv_bytes);
 	CNT("meta_bytes", st.meta_bytes);
 	CNT("meta_evictions", st.meta_evictions);
+	CNT("pinned_keys", st.kept_keys); /* never evicted (SETATTR pinned) */
+	CNT("pinned_key_bytes", st.kept_bytes);
+	CNT("max_pinned_bytes", st.max_kept);
 	CNT("overhead_bytes", st.overhead_bytes);
 	CNT("max_value", srv_max_value(s));
 	CNT("connections", s->nconns);
@@ -1062,7 +1095,7 @@ static void req_stats(struct conn *c, const Kvfs__Request *rq)
 	struct srv *s = c->srv;
 	Kvfs__Response resp = KVFS__RESPONSE__INIT;
 	Kvfs__StatsResponse sr = KVFS__STATS_RESPONSE__INIT;
-	struct stats_buf b = {.cap = 64 + 4 * s->tenants.n};
+	struct stats_buf b = {.cap = 80 + 4 * s->tenants.n};
 
 	s->c.stats++;
 	b.cs = calloc(b.cap, sizeof(*b.cs));

@@ -40,6 +40,7 @@ void srv_opts_init(struct srv_opts *o)
 	o->frame_timeout_ms = 10000;
 	o->idle_timeout_ms = 0;
 	o->max_held = 0; /* 1/8 of memory */
+	o->max_pinned = SRV_MAX_PINNED_DEFAULT;
 }
 
 static int srv_listen(struct srv *s)
@@ -105,6 +106,111 @@ uint64_t srv_value_space(const struct srv_opts *o)
 	uint64_t meta = srv_meta_budget(o);
 
 	return meta < o->memory ? (o->memory - meta) & ~4095ULL : 0;
+}
+
+uint64_t srv_max_pinned(const struct srv_opts *o)
+{
+	return o->max_pinned == SRV_MAX_PINNED_DEFAULT ? srv_value_space(o) / 2 : o->max_pinned;
+}
+
+const char *srv_pin_limit_msg(struct srv *s, char *buf, size_t len)
+{
+	struct store_stats st;
+	char m[32], p[32];
+
+	store_get_stats(s->store, &st);
+	if (!st.max_kept)
+		return "pinning is off on this server (--max-pinned 0)";
+	snprintf(buf, len,
+	         "pinned keys would hold more than --max-pinned %s (%s pinned now): unpin keys "
+	         "or raise --max-pinned",
+	         kv_fmt_size(st.max_kept, m, sizeof(m)), kv_fmt_size(st.kept_bytes, p, sizeof(p)));
+	return buf;
+}
+
+const char *srv_full_msg(struct srv *s, char *buf, size_t len)
+{
+	struct store_stats st;
+	char p[32];
+
+	store_get_stats(s->store, &st);
+	if (!st.kept_bytes)
+		return "server full: nothing can be evicted";
+	snprintf(buf, len, "server full: nothing can be evicted (%s of it is pinned)",
+	         kv_fmt_size(st.kept_bytes, p, sizeof(p)));
+	return buf;
+}
+
+/* ---- evictions: counted by the store, told to the log here ------------ */
+
+#define EVLOG_KEYS_MAX 200 /* characters of key names in one line */
+#define EVLOG_KEY_MAX  60  /* of one key */
+
+/* Append @key to the line's key list, escaped and cut, while it has room. */
+static void evlog_add_key(struct srv_evlog *l, const char *key, size_t keylen)
+{
+	char k[4 * EVLOG_KEY_MAX + 8];
+	size_t n = 0, i;
+
+	for (i = 0; i < keylen && n < EVLOG_KEY_MAX; i++) {
+		unsigned char ch = (unsigned char)key[i];
+
+		if (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
+			n += (size_t)snprintf(k + n, sizeof(k) - n, "\\x%02x", ch);
+		else
+			k[n++] = (char)ch;
+	}
+	k[n] = '\0';
+	if (l->keys_len + n + 8 > EVLOG_KEYS_MAX) {
+		l->more++;
+		return;
+	}
+	l->keys_len +=
+	        (size_t)snprintf(l->keys + l->keys_len, sizeof(l->keys) - l->keys_len, "%s\"%s%s\"",
+	                         l->keys_len ? ", " : "", k, i < keylen ? "..." : "");
+}
+
+void srv_evlog_flush(struct srv *s, bool force)
+{
+	struct srv_evlog *l = &s->evlog;
+	char b[32], p[32], why[160], more[32] = "";
+	uint64_t now;
+
+	if (!l->count)
+		return;
+	now = kv_now_ms();
+	if (!force && now - l->last_ms < 1000)
+		return;
+	if (l->count - l->meta)
+		snprintf(why, sizeof(why), "to make room for new values (largest PUT %s)%s",
+		         kv_fmt_size(l->put_max, p, sizeof(p)),
+		         l->meta ? " and to keep the index within --max-meta" : "");
+	else
+		snprintf(why, sizeof(why), "to keep the index within --max-meta");
+	if (l->more)
+		snprintf(more, sizeof(more), " and %llu more", (unsigned long long)l->more);
+	KV_WARN(TAG,
+	        "evicted %llu key%s (%s) %s: %s%s (a cache: --eviction none refuses PUTs "
+	        "instead; pinned keys are never evicted)",
+	        (unsigned long long)l->count, l->count == 1 ? "" : "s",
+	        kv_fmt_size(l->bytes, b, sizeof(b)), why, l->keys, more);
+	*l = (struct srv_evlog){.last_ms = now};
+}
+
+/* store_opts.on_evict: noted for the next line (srv_evlog_flush()). */
+static void srv_evicted(void *arg, const char *key, size_t keylen, uint64_t size, uint64_t put_size,
+                        bool meta)
+{
+	struct srv *s = arg;
+	struct srv_evlog *l = &s->evlog;
+
+	l->count++;
+	l->bytes += size;
+	if (meta)
+		l->meta++;
+	else
+		l->put_max = KV_MAX(l->put_max, put_size);
+	evlog_add_key(l, key, keylen);
 }
 
 int srv_create(const struct srv_opts *o, struct srv **ret)
@@ -252,6 +358,9 @@ int srv_create(const struct srv_opts *o, struct srv **ret)
 	so.max_meta = srv_meta_budget(o);
 	so.ns = s->ns;
 	so.nns = s->tenants.n;
+	so.max_kept = srv_max_pinned(o);
+	so.on_evict = srv_evicted;
+	so.evict_arg = s;
 	r = store_create(s->arena, s->arena_len, &so, &s->store);
 	if (r < 0) {
 		fprintf(stderr, "kv-server: cannot create the store: %s (--memory too small?)\n",
@@ -304,6 +413,7 @@ void srv_destroy(struct srv *s)
 {
 	if (!s)
 		return;
+	srv_evlog_flush(s, true);
 	while (s->conns)
 		conn_close(s->conns, "server stopping");
 	srv_free_dead(s);

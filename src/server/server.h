@@ -52,7 +52,12 @@ struct srv_opts {
 	                              * provider has not given back before its next RDMA
 	                              * GET or PUT is refused (BUSY); 0 = memory / 8 */
 	uint64_t max_held_total;     /* the same for all clients together; 0 = memory / 4 */
+	uint64_t max_pinned;         /* value bytes of pinned keys (never evicted);
+	                              * SRV_MAX_PINNED_DEFAULT = half the value arena
+	                              * (srv_max_pinned()), 0 = pinning refused */
 };
+
+#define SRV_MAX_PINNED_DEFAULT UINT64_MAX
 
 /*
  * Memory per connection is bounded by the options above: the frame being
@@ -69,6 +74,8 @@ void srv_opts_init(struct srv_opts *o);
  * rest, whole pages); srv_opts_check() refuses a budget above half. */
 uint64_t srv_meta_budget(const struct srv_opts *o);
 uint64_t srv_value_space(const struct srv_opts *o);
+/* --max-pinned as the store applies it. */
+uint64_t srv_max_pinned(const struct srv_opts *o);
 
 struct srv;
 

@@ -141,6 +141,17 @@ struct srv_held {
 	uint64_t bytes;
 };
 
+/* Evictions not yet logged (srv_evlog_flush()). */
+struct srv_evlog {
+	uint64_t last_ms;      /* when the last line was written */
+	uint64_t count, bytes; /* keys evicted since, and their value bytes */
+	uint64_t meta;         /* of them, to keep the index within max_meta */
+	uint64_t put_max;      /* the largest PUT the others made room for */
+	uint64_t more;         /* keys not named (no room in @keys) */
+	char keys[256];        /* the first ones, quoted, escaped, cut */
+	size_t keys_len;
+};
+
 struct srv {
 	struct srv_opts o;
 	char host[256];
@@ -179,6 +190,7 @@ struct srv {
 		uint64_t bad_frames, refused_keys, refused_held;
 		uint64_t closed_hello, closed_slow, closed_idle, refused_unauth;
 	} c;
+	struct srv_evlog evlog;
 	bool resume;       /* a connection with stashed bytes may read again */
 	struct conn *dead; /* CONN_DEAD: freed at the end of the loop turn */
 };
@@ -247,6 +259,17 @@ const char *op_submit_error_msg(int err, const char *what);
 int held_check(struct conn *c, uint64_t len, char *msg, size_t msglen);
 /* Handle the engine's completions. */
 void srv_reap(struct srv *s);
+
+/* ---- server.c ---------------------------------------------------------- */
+
+/* Log the evictions noted since the last line, as one warning, unless that
+ * line is less than a second old (@force: in any case). */
+void srv_evlog_flush(struct srv *s, bool force);
+/* What a client is told when a pin or a pinned key's new value would pass
+ * --max-pinned (the store's -EOVERFLOW), and when a PUT finds no room
+ * (-ENOSPC); in @buf or a constant. */
+const char *srv_pin_limit_msg(struct srv *s, char *buf, size_t len);
+const char *srv_full_msg(struct srv *s, char *buf, size_t len);
 
 /* ---- loop.c ------------------------------------------------------------ */
 

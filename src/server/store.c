@@ -4,7 +4,7 @@
  * allocator of arena.h.  See store.h for the contract; single-threaded by
  * design.
  *
- * Eviction is one global LRU of unpinned indexed items.  The arena's slabs
+ * Eviction is one global LRU of unpinned indexed items that are not kept.  The arena's slabs
  * mean that freeing an item of another class only helps once its slab
  * empties, so a small PUT into a full store may evict more than its own
  * size; the same holds for a large PUT whose bytes are free but not
@@ -46,7 +46,7 @@ struct dlist {
 
 enum item_state {
 	ITEM_RESV,   /* reserved by put_begin, on store.resv, not indexed */
-	ITEM_LINKED, /* indexed; on store.lru iff unpinned */
+	ITEM_LINKED, /* indexed; on store.lru iff unpinned and not kept (item_evictable()) */
 	ITEM_ZOMBIE, /* unindexed but pinned, owns its range; on store.zombies */
 	ITEM_MOVED,  /* renamed while pinned: hnext took over its range (it owns none) and pins;
 	              * on store.zombies */
@@ -63,8 +63,9 @@ struct store_item {
 	uint32_t mode;
 	uint32_t pins;
 	uint16_t keylen;
-	uint8_t state; /* enum item_state */
-	uint8_t ns;    /* its namespace's index + 1; 0 = none (fills the padding) */
+	uint8_t state : 7; /* enum item_state */
+	uint8_t keep : 1;  /* ITEM_LINKED: kept (store_keep()), counted in kept_* */
+	uint8_t ns;        /* its namespace's index + 1; 0 = none (fills the padding) */
 	char key[];
 };
 
@@ -91,6 +92,10 @@ struct store {
 	uint64_t evictable; /* arena bytes charged to items on the LRU */
 	uint64_t evictions, evicted_bytes;
 	uint64_t meta_evictions; /* of them, to stay within max_meta */
+	uint64_t kept_keys, kept_bytes;
+	uint64_t max_kept;
+	store_evict_cb on_evict;
+	void *evict_arg;
 	uint64_t pinned_items, pinned_bytes;
 	uint64_t resv_count, resv_bytes;
 	uint64_t meta_bytes; /* heap bytes of this struct, buckets, items (arena, order: apart) */
@@ -264,6 +269,19 @@ static void lru_del(struct store *s, struct store_item *it)
 	s->evictable -= store_alloc_size(s, it->size);
 }
 
+/* Is linked @it on the LRU (may be evicted)? */
+static bool item_evictable(const struct store_item *it)
+{
+	return !it->pins && !it->keep;
+}
+
+/* Would kept bytes of @add in place of @sub pass max_kept (0: nothing may
+ * be kept, not even an empty value)? */
+static bool kept_over(const struct store *s, uint64_t sub, uint64_t add)
+{
+	return !s->max_kept || s->kept_bytes - sub + add > s->max_kept;
+}
+
 static uint64_t mum(uint64_t a, uint64_t b)
 {
 	__uint128_t r = (__uint128_t)a * b;
@@ -338,17 +356,27 @@ static void hash_link(struct store *s, struct store_item *it)
 	it->state = ITEM_LINKED;
 	s->nitems++;
 	s->value_bytes += it->size;
+	if (it->keep) {
+		s->kept_keys++;
+		s->kept_bytes += it->size;
+	}
 	if (it->ns) {
 		s->use[it->ns - 1].keys++;
 		s->use[it->ns - 1].value_bytes += it->size;
 	}
 }
 
-/* @it, linked, leaves the index: its counts go (the caller unhashes it). */
+/* @it, linked, leaves the index: its counts go, and its kept mark (the
+ * caller unhashes it). */
 static void item_unlink_counts(struct store *s, struct store_item *it)
 {
 	s->nitems--;
 	s->value_bytes -= it->size;
+	if (it->keep) {
+		s->kept_keys--;
+		s->kept_bytes -= it->size;
+		it->keep = 0;
+	}
 	if (it->ns) {
 		s->use[it->ns - 1].keys--;
 		s->use[it->ns - 1].value_bytes -= it->size;
@@ -360,6 +388,8 @@ static void item_unlink_counts(struct store *s, struct store_item *it)
  * until its last unpin. */
 static void item_retire(struct store *s, struct store_item *it)
 {
+	bool on_lru = item_evictable(it);
+
 	item_unlink_counts(s, it);
 	it->hnext = NULL;
 	if (it->pins) {
@@ -367,7 +397,8 @@ static void item_retire(struct store *s, struct store_item *it)
 		dl_add_after(&s->zombies, &it->link);
 		return;
 	}
-	lru_del(s, it);
+	if (on_lru)
+		lru_del(s, it);
 	item_release_range(s, it);
 	item_free(s, it);
 }
@@ -391,12 +422,16 @@ static bool meta_over(const struct store *s)
 	return s->max_meta && meta_total(s) > s->max_meta;
 }
 
-static void evict_lru(struct store *s)
+/* Evict the least recently used evictable item, to make room for a PUT of
+ * @put_size bytes (@meta: for the index's budget). */
+static void evict_lru(struct store *s, uint64_t put_size, bool meta)
 {
 	struct store_item *it = DL_ENTRY(s->lru.prev, struct store_item, link);
 	struct store_item **pp = hash_slot(s, it->key, it->keylen, it->hash);
 
-	assert(*pp == it && it->pins == 0);
+	assert(*pp == it && item_evictable(it));
+	if (s->on_evict)
+		s->on_evict(s->evict_arg, it->key, it->keylen, it->size, put_size, meta);
 	*pp = it->hnext;
 	kidx_erase(&s->order, it);
 	s->evictions++;
@@ -450,6 +485,9 @@ int store_create(void *arena_base, size_t arena_len, const struct store_opts *op
 	s->base = arena_base;
 	s->evict = opts ? opts->evict : STORE_EVICT_LRU;
 	s->max_meta = opts ? opts->max_meta : 0;
+	s->max_kept = opts ? opts->max_kept : 0;
+	s->on_evict = opts ? opts->on_evict : NULL;
+	s->evict_arg = opts ? opts->evict_arg : NULL;
 	s->max_value = opts && opts->max_value && opts->max_value < end - start ? opts->max_value
 	                                                                        : end - start;
 	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
@@ -546,11 +584,15 @@ int store_put_begin(struct store *s, const char *key, size_t keylen, uint64_t si
 	if (!it)
 		return -ENOMEM;
 	it->size = size;
-	if (it->ns) { /* a quota refuses before anything is evicted */
+	{ /* a quota or the kept bound refuses before anything is evicted */
 		const struct store_item *old = *hash_slot(s, key, keylen, it->hash);
 
-		if (ns_over(s, it, old ? ns_charge_of(s, old) : 0)) {
+		if (it->ns && ns_over(s, it, old ? ns_charge_of(s, old) : 0)) {
 			err = -EDQUOT;
+			goto out_free_item;
+		}
+		if (old && old->keep && kept_over(s, old->size, size)) {
+			err = -EOVERFLOW;
 			goto out_free_item;
 		}
 	}
@@ -561,7 +603,7 @@ int store_put_begin(struct store *s, const char *key, size_t keylen, uint64_t si
 	if (err == -ENOSPC && s->evict == STORE_EVICT_LRU &&
 	    arena_free_bytes(&s->arena) + s->evictable >= need) {
 		while (err == -ENOSPC && !dl_empty(&s->lru)) {
-			evict_lru(s);
+			evict_lru(s, size, false);
 			err = arena_alloc(&s->arena, size, &off);
 		}
 	}
@@ -571,7 +613,7 @@ int store_put_begin(struct store *s, const char *key, size_t keylen, uint64_t si
 	 * keys takes no arena space, and would otherwise grow the heap without
 	 * bound.  Past max_meta, evict like for value bytes, or refuse. */
 	while (meta_over(s) && s->evict == STORE_EVICT_LRU && !dl_empty(&s->lru)) {
-		evict_lru(s);
+		evict_lru(s, size, true);
 		s->meta_evictions++;
 	}
 	if (meta_over(s)) {
@@ -646,6 +688,8 @@ int store_put_commit(struct store *s, struct store_resv *r, const struct store_p
 		if (old->version != cond->if_version)
 			return -ESTALE;
 	}
+	if (old && old->keep && kept_over(s, old->size, it->size))
+		return -EOVERFLOW;
 	if (!old && kidx_reserve(&s->order))
 		return -ENOMEM;
 
@@ -653,9 +697,12 @@ int store_put_commit(struct store *s, struct store_resv *r, const struct store_p
 	s->resv_count--;
 	s->resv_bytes -= it->size;
 	if (old) {
+		bool keep = old->keep; /* the mark belongs to the key */
+
 		*pp = old->hnext;
 		kidx_replace(&s->order, old, it);
 		item_retire(s, old);
+		it->keep = keep;
 	} else {
 		kidx_insert(&s->order, it);
 	}
@@ -663,7 +710,8 @@ int store_put_commit(struct store *s, struct store_resv *r, const struct store_p
 	it->mode = mode;
 	it->mtime_ns = mtime_ns;
 	hash_link(s, it);
-	lru_add_head(s, it);
+	if (!it->keep)
+		lru_add_head(s, it);
 	hash_maybe_grow(s);
 	if (!old)
 		touch_parent(s, it->key, it->keylen);
@@ -711,7 +759,8 @@ int store_get(struct store *s, const char *key, size_t keylen, struct store_item
 		return err;
 	it = *pp;
 	if (it->pins++ == 0) {
-		lru_del(s, it);
+		if (!it->keep)
+			lru_del(s, it);
 		s->pinned_items++;
 		s->pinned_bytes += it->size;
 	}
@@ -733,7 +782,8 @@ void store_item_unpin(struct store *s, struct store_item *it)
 		case ITEM_LINKED:
 			s->pinned_items--;
 			s->pinned_bytes -= it->size;
-			lru_add_head(s, it);
+			if (!it->keep)
+				lru_add_head(s, it);
 			break;
 		case ITEM_ZOMBIE:
 			s->pinned_items--;
@@ -789,6 +839,11 @@ uint64_t store_item_mtime(const struct store_item *it)
 uint32_t store_item_mode(const struct store_item *it)
 {
 	return it->mode;
+}
+
+bool store_item_kept(const struct store_item *it)
+{
+	return it->keep;
 }
 
 const char *store_item_key(const struct store_item *it, size_t *ret_len)
@@ -858,9 +913,10 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 	}
 
 	/* From here on nothing fails.  nit takes over sit's range, attributes,
-	 * pins and LRU position. */
+	 * pins, kept mark and LRU position (none when it is not on the LRU). */
 	*ps = sit->hnext;
 	kidx_erase(&s->order, sit);
+	nit->keep = sit->keep;
 	item_unlink_counts(s, sit);
 	nit->off = sit->off;
 	nit->mode = sit->mode;
@@ -872,7 +928,8 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 		sit->hnext = nit;
 		dl_add_after(&s->zombies, &sit->link);
 	} else {
-		dl_add_after(&sit->link, &nit->link);
+		if (!nit->keep) /* on the LRU: nit takes its place */
+			dl_add_after(&sit->link, &nit->link);
 		dl_del(&sit->link);
 		item_free(s, sit);
 	}
@@ -911,6 +968,37 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
 		it->mode = mode;
 	if (which & STORE_SET_MTIME)
 		it->mtime_ns = mtime_ns;
+	if (ret_item)
+		*ret_item = it;
+	return 0;
+}
+
+int store_keep(struct store *s, const char *key, size_t keylen, bool keep, uint64_t if_version,
+               const struct store_item **ret_item)
+{
+	struct store_item **pp, *it;
+	int err = find(s, key, keylen, &pp);
+
+	if (err)
+		return err;
+	it = *pp;
+	if (if_version && it->version != if_version)
+		return -ESTALE;
+	if (keep && !it->keep) {
+		if (kept_over(s, 0, it->size))
+			return -EOVERFLOW;
+		if (!it->pins)
+			lru_del(s, it);
+		it->keep = 1;
+		s->kept_keys++;
+		s->kept_bytes += it->size;
+	} else if (!keep && it->keep) {
+		it->keep = 0;
+		s->kept_keys--;
+		s->kept_bytes -= it->size;
+		if (!it->pins)
+			lru_add_head(s, it);
+	}
 	if (ret_item)
 		*ret_item = it;
 	return 0;
@@ -993,6 +1081,9 @@ void store_get_stats(const struct store *s, struct store_stats *ret)
 	st.meta_bytes = meta_total(s);
 	st.meta_evictions = s->meta_evictions;
 	st.overhead_bytes = st.meta_bytes - s->key_bytes;
+	st.kept_keys = s->kept_keys;
+	st.kept_bytes = s->kept_bytes;
+	st.max_kept = s->max_kept;
 	*ret = st;
 }
 

@@ -37,6 +37,14 @@
  * overwritten, deleted or renamed while pinned disappears from the index at
  * once (new lookups do not see it); its range is freed at the last unpin.
  * The struct store_item pointer of a pinned item stays valid until the unpin.
+ *
+ * Kept items
+ * ----------
+ * store_keep() marks a key kept: it is never evicted (what users and the
+ * wire protocol call "pinned"; the word pin above is the transfers' hold).
+ * The mark belongs to the key: a commit replacing it and a rename moving it
+ * keep it, a delete drops it.  The value bytes of kept keys are bounded by
+ * store_opts.max_kept; what would pass it fails with -EOVERFLOW.
  */
 #ifndef KVFS_SERVER_STORE_H
 #define KVFS_SERVER_STORE_H
@@ -81,6 +89,15 @@ struct store_ns {
 	uint64_t quota; /* bytes it may be charged; 0 = no limit */
 };
 
+/*
+ * Told of every eviction, before the item goes (the callback must not touch
+ * the store): the key, its value's size, the size of the PUT it makes room
+ * for, and whether it went to keep the index within max_meta (else to make
+ * room for that PUT's value).
+ */
+typedef void (*store_evict_cb)(void *arg, const char *key, size_t keylen, uint64_t size,
+                               uint64_t put_size, bool meta);
+
 struct store_opts {
 	enum store_evict evict;
 	uint64_t max_value;        /* largest value accepted; 0 or > usable arena = usable arena */
@@ -92,6 +109,10 @@ struct store_opts {
 	                            * prefix of another; the store keeps the pointer: the
 	                            * array and its prefixes outlive the store */
 	size_t nns;                /* at most STORE_NS_MAX */
+	uint64_t max_kept;         /* value bytes kept (never evicted) keys may hold
+	                            * (store_keep()); 0 = none may be kept */
+	store_evict_cb on_evict;   /* NULL = nobody is told */
+	void *evict_arg;           /* its @arg */
 };
 
 /*
@@ -129,11 +150,14 @@ uint64_t store_alloc_size(const struct store *s, uint64_t size);
  * answer is -ENOSPC and nothing was evicted -- except in the rare case where
  * enough bytes are evictable but not contiguous after eviction, which evicts
  * and still fails.  The current item of the same key is a candidate like
- * any other (a commit may then find the key absent).  With STORE_EVICT_NONE,
- * -ENOSPC and nothing changes.
+ * any other (a commit may then find the key absent), unless it is kept.
+ * Kept items are never evicted.  With STORE_EVICT_NONE, -ENOSPC and nothing
+ * changes.
  * Returns 0, -EINVAL (empty key, key with NUL), -ENAMETOOLONG (key longer
  * than KV_KEY_MAX), -EFBIG (@size > max value), -EDQUOT (the key's
- * namespace would pass its quota; nothing evicted), -ENOSPC or -ENOMEM.
+ * namespace would pass its quota; nothing evicted), -EOVERFLOW (the key is
+ * kept and @size would take the kept bytes past max_kept; nothing evicted),
+ * -ENOSPC or -ENOMEM.
  *
  * store_put_commit() publishes the reservation under its key, replacing any
  * current item, in one step: readers see the old value or the new one.  The
@@ -141,8 +165,11 @@ uint64_t store_alloc_size(const struct store *s, uint64_t size);
  *   cond->if_absent:  -EEXIST if the key exists;
  *   cond->if_version: (when non-zero) -ENOENT if the key is absent, -ESTALE
  *                     if its version differs.
+ *   -EOVERFLOW when the key is kept and the new size would take the kept
+ *              bytes past max_kept.
  * @cond may be NULL.  On success the reservation is consumed, *ret_version
- * (may be NULL) is the new version, and the item is the most recently used.
+ * (may be NULL) is the new version, and the item is the most recently used;
+ * it is kept if the item it replaced was.
  * On failure the reservation is still held: retry or store_put_abort() it.
  *
  * store_put_abort() releases the reservation and its range.  Accepts NULL.
@@ -183,6 +210,7 @@ uint64_t store_item_size(const struct store_item *it);
 uint64_t store_item_version(const struct store_item *it);
 uint64_t store_item_mtime(const struct store_item *it); /* ns, as given at commit */
 uint32_t store_item_mode(const struct store_item *it);
+bool store_item_kept(const struct store_item *it);
 const char *store_item_key(const struct store_item *it, size_t *ret_len); /* not NUL-terminated */
 
 /*
@@ -197,7 +225,8 @@ int store_delete(struct store *s, const char *key, size_t keylen, uint64_t if_ve
  * Atomically move @src to @dst, replacing @dst unless @no_overwrite
  * (-EEXIST then).  The moved item gets a fresh version (anything conditioned
  * on the old version of either key fails afterwards) and keeps size, mode,
- * mtime and its LRU position.  @src == @dst is a successful no-op when it
+ * mtime, its kept mark and its LRU position (a kept @dst it replaces is
+ * dropped, mark and all).  @src == @dst is a successful no-op when it
  * exists.  Returns 0 and *ret_item (may be NULL: the item now under @dst,
  * as store_lookup() gives it), -ENOENT (no @src), -EEXIST, -ENOMEM or a key
  * error, or -EDQUOT when @dst's namespace would pass its quota (a move
@@ -216,6 +245,17 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
  */
 int store_setattr(struct store *s, const char *key, size_t keylen, unsigned which, uint32_t mode,
                   uint64_t mtime_ns, uint64_t if_version, const struct store_item **ret_item);
+
+/*
+ * Keep @key (never evict it) or, @keep false, let it be evicted again; with
+ * @if_version non-zero only if it has that version.  Idempotent.  Does not
+ * bump the version nor touch the LRU order.  Returns 0 and *ret_item (may be
+ * NULL, as store_lookup() gives it), -ENOENT, -ESTALE, a key error, or
+ * -EOVERFLOW when its value would take the kept bytes past max_kept
+ * (nothing changes).
+ */
+int store_keep(struct store *s, const char *key, size_t keylen, bool keep, uint64_t if_version,
+               const struct store_item **ret_item);
 
 /*
  * List keys (S3 ListObjectsV2 semantics), in memcmp order.
@@ -267,6 +307,9 @@ struct store_stats {
 	uint64_t meta_bytes;       /* malloc_usable_size() of all store metadata */
 	uint64_t meta_evictions;   /* of the evictions, those for max_meta */
 	uint64_t overhead_bytes;   /* meta_bytes minus the key bytes stored in it */
+	uint64_t kept_keys;        /* keys kept (store_keep()): never evicted */
+	uint64_t kept_bytes;       /* their value bytes */
+	uint64_t max_kept;         /* store_opts.max_kept */
 };
 
 void store_get_stats(const struct store *s, struct store_stats *ret);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * kvctl: put, get, list, stat, move and delete keys of a kv-server from the
- * shell, and read its counters.  One struct kvc per run; every command is a
+ * kvctl: put, get, list, stat, move, delete, pin and unpin keys of a
+ * kv-server from the shell, and read its counters.  One struct kvc per run; every command is a
  * handful of synchronous client calls.
  *
  * Large values: put maps a regular file (or reads a pipe fully into memory)
@@ -81,6 +81,8 @@ static void usage(FILE *f)
 	        "                        '/' and show common prefixes as directories)\n"
 	        "  stat KEY              print size, version, mtime and mode of KEY\n"
 	        "  mv [-n] SRC DST       rename SRC to DST (-n: fail if DST exists)\n"
+	        "  pin [-r] KEY...       never evict KEY (-r: every key starting with KEY)\n"
+	        "  unpin [-r] KEY...     let KEY be evicted again when the server is full\n"
 	        "  stats                 print the server's counters, one 'name value' a line\n"
 	        "  help [COMMAND]        this text, or the help of COMMAND\n"
 	        "\n"
@@ -111,7 +113,11 @@ static void usage(FILE *f)
 	        "  3  key not found\n"
 	        "  4  key exists (put -n, mv -n) or the value changed during the call\n"
 	        "  5  server unreachable or timed out\n"
-	        "With several keys (rm), the status of the first failure is returned.\n");
+	        "With several keys (rm, pin, unpin), the status of the first failure is\n"
+	        "returned.\n"
+	        "\n"
+	        "kv-server is a cache: when its memory is full a PUT evicts the least recently\n"
+	        "used keys that are not pinned, unless it runs with --eviction none.\n");
 }
 
 struct cmd_help {
@@ -140,11 +146,25 @@ static const struct cmd_help cmd_helps[] = {
                "      PREFIX are shown once as their common prefix (ending in '/')\n"},
         {"stat", "Usage: " PROG " stat KEY\n"
                  "Print the metadata of KEY as 'name value' lines: key, size, version,\n"
-                 "mtime_ns, mtime (UTC), mode.\n"},
+                 "mtime_ns, mtime (UTC), mode, pinned (1: never evicted, see pin).\n"},
         {"mv", "Usage: " PROG " mv [-n] SRC DST\n"
                "Rename SRC to DST atomically; DST gets a new version.  An existing DST is\n"
                "replaced unless -n is given, then the command fails with status 4.\n"
                "  -n, --no-overwrite  do not replace an existing DST\n"},
+        {"pin", "Usage: " PROG " pin [-r] KEY...\n"
+                "Pin each KEY: the server never evicts it, however full (its value is\n"
+                "kept; it can still be deleted).  The pin stays when the value is replaced\n"
+                "or the key renamed.  Pinned bytes are bounded by kv-server --max-pinned:\n"
+                "a pin past it fails (status 1) and changes nothing.\n"
+                "  -r, --recursive  each KEY is a prefix: pin every key starting with it,\n"
+                "                   e.g. 'models/' for a kvfs directory.  Keys created under\n"
+                "                   it later are not pinned.\n"
+                "Prints nothing for single keys; with -r, how many keys were pinned.\n"
+                "Status 3 if a KEY (or, with -r, every key under a prefix) does not exist.\n"},
+        {"unpin", "Usage: " PROG " unpin [-r] KEY...\n"
+                  "Unpin each KEY: the server may evict it again when full.\n"
+                  "  -r, --recursive  each KEY is a prefix: unpin every key starting with it\n"
+                  "Status 3 if a KEY (or, with -r, every key under a prefix) does not exist.\n"},
         {"stats", "Usage: " PROG " stats\n"
                   "Print every counter of the server, one 'name value' per line\n"
                   "(keys, bytes_used, capacity, gets, puts, ...; see docs/protocol.md).\n"
@@ -850,9 +870,134 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
 		return fail_kvc(c, key, r);
 	fmt_mtime(e.mtime_ns, ts, sizeof(ts));
 	printf("key %s\nsize %" PRIu64 "\nversion %" PRIu64 "\nmtime_ns %" PRId64
-	       "\nmtime %s\nmode %04o\n",
-	       key, e.size, e.version, e.mtime_ns, ts, e.mode & 07777);
+	       "\nmtime %s\nmode %04o\npinned %d\n",
+	       key, e.size, e.version, e.mtime_ns, ts, e.mode & 07777, e.pinned);
 	return EX_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* pin, unpin                                                          */
+
+/* Pin or unpin every key starting with @prefix, a LIST page at a time.
+ * Keys deleted meanwhile are skipped; the first other failure stops it. */
+static int pin_prefix(struct ctl *c, const char *prefix, bool pin)
+{
+	uint64_t n = 0, bytes = 0;
+	char *start = NULL, sz[32];
+	int r = EX_OK;
+
+	for (;;) {
+		struct kvc_list l;
+		bool more;
+
+		memset(&l, 0, sizeof(l));
+		r = kvc_list(c->kvc, prefix, NULL, start, 0, &l);
+		if (r < 0) {
+			r = fail_kvc(c, prefix, r);
+			break;
+		}
+		for (size_t i = 0; i < l.n_entries && r >= 0; i++) {
+			struct kvc_entry e;
+
+			r = kvc_pin(c->kvc, l.entries[i].key, l.entries[i].keylen, pin, &e);
+			if (r == -ENOENT) { /* deleted since the listing */
+				r = 0;
+				continue;
+			}
+			if (r == 0) {
+				n++;
+				bytes += e.size;
+			}
+		}
+		if (r < 0) {
+			char done[64];
+
+			kvc_list_free(&l);
+			snprintf(done, sizeof(done), "%" PRIu64 " keys under it %s before this", n,
+			         pin ? "pinned" : "unpinned");
+			r = n ? fail(c, prefix, r, kvc_reason(r), done) : fail_kvc(c, prefix, r);
+			break;
+		}
+		more = l.truncated && l.next_start_after &&
+		       !(start && !strcmp(start, l.next_start_after));
+		free(start);
+		start = more ? strdup(l.next_start_after) : NULL;
+		kvc_list_free(&l);
+		if (more && !start) {
+			r = fail(c, prefix, -ENOMEM, "out of memory", NULL);
+			break;
+		}
+		if (!more) {
+			r = EX_OK;
+			break;
+		}
+	}
+	free(start);
+	if (r != EX_OK)
+		return r;
+	if (!n)
+		return fail(c, prefix, -ENOENT, "no key starts with it", NULL);
+	if (!c->quiet)
+		printf("%s %" PRIu64 " keys (%s) under '%s'\n", pin ? "pinned" : "unpinned", n,
+		       kv_fmt_size(bytes, sz, sizeof(sz)), prefix);
+	return EX_OK;
+}
+
+static int pin_cmd(struct ctl *c, int argc, char **argv, bool pin)
+{
+	static const struct option lo[] = {
+	        {"recursive", no_argument, NULL, 'r'},
+	        {"help", no_argument, NULL, 'h'},
+	        {0},
+	};
+	bool recursive = false;
+	int opt, r, first = EX_OK;
+
+	while ((opt = getopt_long(argc, argv, "+rh", lo, NULL)) != -1) {
+		switch (opt) {
+		case 'r':
+			recursive = true;
+			break;
+		case 'h':
+			fputs(cmd_help_text(c->cmd), stdout);
+			return EX_OK;
+		default:
+			return usage_error(c->cmd, "bad option");
+		}
+	}
+	if (optind >= argc)
+		return usage_error(c->cmd, recursive ? "expected PREFIX..." : "expected KEY...");
+	for (int i = optind; i < argc; i++)
+		if ((r = check_key_flags(c, argv[i], recursive ? WIRE_KEY_PREFIX : 0)))
+			return r;
+	if ((r = ctl_connect(c, argv[optind], false)))
+		return r;
+	for (int i = optind; i < argc; i++) {
+		if (recursive) {
+			r = pin_prefix(c, argv[i], pin);
+		} else {
+			r = kvc_pin(c->kvc, argv[i], strlen(argv[i]), pin, NULL);
+			if (r < 0)
+				r = fail_kvc(c, argv[i], r);
+		}
+		if (r != EX_OK) {
+			if (first == EX_OK)
+				first = r;
+			if (r == EX_UNREACH)
+				break;
+		}
+	}
+	return first;
+}
+
+static int cmd_pin(struct ctl *c, int argc, char **argv)
+{
+	return pin_cmd(c, argc, argv, true);
+}
+
+static int cmd_unpin(struct ctl *c, int argc, char **argv)
+{
+	return pin_cmd(c, argc, argv, false);
 }
 
 static int cmd_mv(struct ctl *c, int argc, char **argv)
@@ -1042,8 +1187,9 @@ struct command {
 };
 
 static const struct command commands[] = {
-        {"put", cmd_put},   {"get", cmd_get}, {"rm", cmd_rm},       {"ls", cmd_ls},
-        {"stat", cmd_stat}, {"mv", cmd_mv},   {"stats", cmd_stats},
+        {"put", cmd_put},     {"get", cmd_get},   {"rm", cmd_rm},
+        {"ls", cmd_ls},       {"stat", cmd_stat}, {"mv", cmd_mv},
+        {"stats", cmd_stats}, {"pin", cmd_pin},   {"unpin", cmd_unpin},
 };
 
 static const struct topt_tool tool = {.prog = PROG, .usage = usage};

@@ -1083,3 +1083,74 @@ Test(kvctl, bench_mixed_runs_clean)
 	cr_assert_eq(errors, 0);
 	run_free(&r);
 }
+
+/* Issue 22 item 5: pin and unpin from the shell; exit codes and messages. */
+Test(kvctl, pin_unpin_exit_codes_and_messages)
+{
+	const char *const extra[] = {"--max-pinned", "10K", NULL};
+	struct run r;
+
+	server_kill();
+	server_start_with(extra);
+	make_file(tp("in"), 4096, 3);
+	kvctl_ok("put d/a", "put", "d/a", tp("in"));
+	kvctl_ok("put d/b", "put", "d/b", tp("in"));
+	kvctl_ok("put e", "put", "e", tp("in"));
+
+	kvctl(&r, "pin", "d/a");
+	expect_status(&r, 0, "pin");
+	cr_assert_str_eq(r.out, "", "pin of one key prints nothing: %s", r.out);
+	run_free(&r);
+	kvctl(&r, "stat", "d/a");
+	cr_assert_not_null(strstr(r.out, "\npinned 1\n"), "stat: %s", r.out);
+	run_free(&r);
+	kvctl(&r, "stat", "d/b");
+	cr_assert_not_null(strstr(r.out, "\npinned 0\n"), "stat: %s", r.out);
+	run_free(&r);
+
+	/* a missing key: 3, and the others are still pinned */
+	kvctl(&r, "pin", "nope", "d/b");
+	expect_status(&r, 3, "pin of a missing key");
+	cr_assert(!strncmp(r.err, "kvctl: pin nope: ", 17), "message: %s", r.err);
+	run_free(&r);
+	kvctl(&r, "stat", "d/b");
+	cr_assert_not_null(strstr(r.out, "\npinned 1\n"), "d/b pinned after nope: %s", r.out);
+	run_free(&r);
+
+	/* past --max-pinned: 1, the message names the option */
+	kvctl(&r, "pin", "e");
+	expect_status(&r, 1, "pin past --max-pinned");
+	cr_assert_not_null(strstr(r.err, "--max-pinned"), "%s", r.err);
+	cr_assert_null(strstr(r.err, "more --memory"), "misleading advice: %s", r.err);
+	run_free(&r);
+
+	/* unpin -r a prefix, then pin -r it */
+	kvctl(&r, "unpin", "-r", "d/");
+	expect_status(&r, 0, "unpin -r");
+	cr_assert_str_eq(r.out, "unpinned 2 keys (8.0 KiB) under 'd/'\n", "%s", r.out);
+	run_free(&r);
+	kvctl(&r, "stats");
+	cr_assert_not_null(strstr(r.out, "\npinned_keys 0\n"), "%s", r.out);
+	cr_assert_not_null(strstr(r.out, "\nevictions 0\n"), "%s", r.out);
+	cr_assert_not_null(strstr(r.out, "\nevicted_bytes 0\n"), "%s", r.out);
+	run_free(&r);
+	kvctl(&r, "pin", "-r", "d/");
+	expect_status(&r, 0, "pin -r");
+	cr_assert_str_eq(r.out, "pinned 2 keys (8.0 KiB) under 'd/'\n", "%s", r.out);
+	run_free(&r);
+	kvctl(&r, "stats");
+	cr_assert_not_null(strstr(r.out, "\npinned_keys 2\n"), "%s", r.out);
+	cr_assert_not_null(strstr(r.out, "\npinned_key_bytes 8192\n"), "%s", r.out);
+	run_free(&r);
+	kvctl(&r, "pin", "-r", "zz/");
+	expect_status(&r, 3, "pin -r of a prefix with no keys");
+	cr_assert_not_null(strstr(r.err, "kvctl: pin zz/: no key starts with it"), "%s", r.err);
+	run_free(&r);
+	kvctl(&r, "pin");
+	expect_status(&r, 2, "pin without a key");
+	run_free(&r);
+	kvctl(&r, "unpin", "--help");
+	expect_status(&r, 0, "unpin --help");
+	cr_assert_not_null(strstr(r.out, "Usage: kvctl unpin"), "%s", r.out);
+	run_free(&r);
+}

@@ -1174,3 +1174,63 @@ Test(kvfs, four_sqlite_writers_delete_journal, .timeout = 600)
 	sqlite_writers("delete");
 }
 
+
+/* A small server, so that a few files fill it. */
+static void env_setup_small(void)
+{
+	env_init();
+	env_server_start("--memory 64M");
+	env_mount(NULL);
+}
+
+/* Issue 22 item 5: the server is a cache; setfattr user.kvfs.pinned keeps a
+ * file through a fill that evicts the others, getfattr reads the pin. */
+Test(kvfs, pinned_file_survives_a_fill, .init = env_setup_small)
+{
+	int gone = 0;
+
+	make_file(sp("keep.src"), 4 << 20, 7);
+	make_file(sp("fill.src"), 4 << 20, 8);
+	cr_assert_eq(sh("cp %s %s", sp("keep.src"), mp(0, "keep")), 0);
+	cr_assert_eq(sh("setfattr -n user.kvfs.pinned -v 1 %s", mp(0, "keep")), 0,
+	             "setfattr pins a file");
+	cr_assert_eq(sh("test \"$(getfattr --only-values -n user.kvfs.pinned %s 2>/dev/null)\" = 1",
+	                mp(0, "keep")),
+	             0, "getfattr shows the pin");
+	/* bad values and directories are refused */
+	cr_assert_neq(sh("setfattr -n user.kvfs.pinned -v yes %s 2>/dev/null", mp(0, "keep")), 0);
+	cr_assert_eq(mkdir(mp(0, "d"), 0755), 0);
+	cr_assert_neq(sh("setfattr -n user.kvfs.pinned -v 1 %s 2>/dev/null", mp(0, "d")), 0);
+
+	/* 20 x 4 MiB into 56 MiB for values: every cp succeeds, old files go */
+	for (int i = 0; i < 20; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "fill%02d", i);
+		cr_assert_eq(sh("cp %s %s", sp("fill.src"), mp(0, name)), 0, "cp %s", name);
+	}
+	cr_assert_gt(env_server_counter("evictions"), 0);
+	cr_assert_eq(env_server_counter("pinned_keys"), 1);
+	for (int i = 0; i < 20; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "fill%02d", i);
+		gone += sh("%s -q -s %s stat %s >/dev/null", env_bin("KVCTL"), E.server, name) == 3;
+	}
+	cr_assert_gt(gone, 0, "a fill past the memory evicts files");
+	cr_assert_eq(sh("%s -q -s %s stat keep >/dev/null", env_bin("KVCTL"), E.server), 0,
+	             "the pinned file is still on the server");
+	cr_assert_eq(sh("cmp %s %s", mp(0, "keep"), sp("keep.src")), 0, "and intact");
+	cr_assert_eq(sh("grep -q 'evicted .*\"fill00\"' %s/server.log", E.dir), 0,
+	             "the server log names what it evicted");
+
+	/* a rewrite keeps the pin; unpinned, getfattr says 0 */
+	cr_assert_eq(sh("cp %s %s", sp("fill.src"), mp(0, "keep")), 0);
+	cr_assert_eq(sh("test \"$(getfattr --only-values -n user.kvfs.pinned %s 2>/dev/null)\" = 1",
+	                mp(0, "keep")),
+	             0, "still pinned after a rewrite");
+	cr_assert_eq(sh("setfattr -n user.kvfs.pinned -v 0 %s", mp(0, "keep")), 0);
+	cr_assert_eq(sh("test \"$(getfattr --only-values -n user.kvfs.pinned %s 2>/dev/null)\" = 0",
+	                mp(0, "keep")),
+	             0);
+}

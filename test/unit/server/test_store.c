@@ -1550,3 +1550,184 @@ Test(store, ns_quota_refuses, .fini = teardown)
 	cr_assert_eq(store_rename(st, "a/5", 3, "a/6", 3, false, NULL), 0);
 	cr_assert_eq(store_rename(st, "a/6", 3, "b/6", 3, false, NULL), 0, "out: always");
 }
+
+/* ---- kept keys (user pins) and the eviction callback ------------------- */
+
+struct evict_log {
+	unsigned n, meta;
+	uint64_t bytes, put_size;
+	char first[16];
+};
+
+static void on_evict(void *arg, const char *key, size_t keylen, uint64_t size, uint64_t put_size,
+                     bool meta)
+{
+	struct evict_log *l = arg;
+
+	if (!l->n)
+		snprintf(l->first, sizeof(l->first), "%.*s", (int)keylen, key);
+	l->n++;
+	l->meta += meta;
+	l->bytes += size;
+	l->put_size = put_size;
+}
+
+static struct evict_log evlog;
+
+static void setup_kept(void)
+{
+	struct store_opts o = {.evict = STORE_EVICT_LRU,
+	                       .max_kept = 8 * MIB,
+	                       .on_evict = on_evict,
+	                       .evict_arg = &evlog};
+
+	memset(&evlog, 0, sizeof(evlog));
+	arena = aligned_alloc(STORE_PAGE_SIZE, ARENA_LEN);
+	cr_assert_not_null(arena);
+	cr_assert_eq(store_create(arena, ARENA_LEN, &o, &st), 0);
+}
+
+static bool kept(const char *key)
+{
+	const struct store_item *it;
+
+	return store_lookup(st, key, strlen(key), &it) == 0 && store_item_kept(it);
+}
+
+static void fill64(void)
+{
+	char key[16];
+
+	for (int i = 0; i < 64; i++) {
+		snprintf(key, sizeof(key), "k%02d", i);
+		cr_assert_eq(put(key, MIB), 0);
+	}
+}
+
+Test(store, kept_keys_are_never_evicted, .init = setup_kept)
+{
+	const struct store_item *it;
+
+	fill64();
+	cr_assert_eq(store_keep(st, "k00", 3, true, 0, &it), 0);
+	cr_assert(store_item_kept(it));
+	cr_assert_eq(store_keep(st, "k00", 3, true, 0, NULL), 0, "idempotent");
+	cr_assert_eq(stats().kept_keys, 1);
+	cr_assert_eq(stats().kept_bytes, MIB);
+	cr_assert_eq(stats().max_kept, 8 * MIB);
+	cr_assert_eq(put("new", 4 * MIB), 0);
+	cr_assert(exists("k00"), "the oldest key is kept");
+	cr_assert(!exists("k01") && !exists("k04") && exists("k05"));
+	/* the callback is told of each eviction, with what it made room for */
+	cr_assert_eq(evlog.n, 4);
+	cr_assert_eq(evlog.meta, 0);
+	cr_assert_eq(evlog.bytes, 4 * MIB);
+	cr_assert_eq(evlog.put_size, 4 * MIB);
+	cr_assert_str_eq(evlog.first, "k01");
+	cr_assert_eq(stats().evictions, 4);
+
+	/* a GET's transfer pin and unpin leave it off the LRU */
+	{
+		struct store_item *g;
+
+		cr_assert_eq(store_get(st, "k00", 3, &g), 0);
+		store_item_unpin(st, g);
+	}
+	cr_assert_eq(put("new2", MIB), 0);
+	cr_assert(exists("k00") && !exists("k05"));
+
+	/* unkept, it is evictable again (as the most recently used) */
+	cr_assert_eq(store_keep(st, "k00", 3, false, 0, NULL), 0);
+	cr_assert_eq(stats().kept_keys, 0);
+	cr_assert_eq(stats().kept_bytes, 0);
+	for (int i = 0; i < 64; i++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "n%02d", i);
+		cr_assert_eq(put(key, MIB), 0);
+	}
+	cr_assert(!exists("k00"));
+}
+
+Test(store, kept_bytes_are_bounded, .init = setup_kept)
+{
+	struct store_stats a, b;
+
+	fill64();
+	for (int i = 0; i < 8; i++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "k%02d", i);
+		cr_assert_eq(store_keep(st, key, 3, true, 0, NULL), 0);
+	}
+	a = stats();
+	cr_assert_eq(store_keep(st, "k08", 3, true, 0, NULL), -EOVERFLOW);
+	cr_assert(!kept("k08"));
+	b = stats();
+	cr_assert_eq(memcmp(&a, &b, sizeof(a)), 0, "nothing changed");
+	cr_assert_eq(store_keep(st, "nope", 4, true, 0, NULL), -ENOENT);
+	cr_assert_eq(store_keep(st, "k00", 3, true, 12345, NULL), -ESTALE);
+
+	/* a kept key may not grow past the bound, shrinking is fine */
+	cr_assert_eq(put("k00", 2 * MIB), -EOVERFLOW);
+	cr_assert_eq(put("k00", MIB / 2), 0);
+	cr_assert(kept("k00"), "a rewrite keeps the mark");
+	cr_assert_eq(stats().kept_bytes, 7 * MIB + MIB / 2);
+
+	/* a delete drops the mark; recreated, the key is not kept */
+	cr_assert_eq(store_delete(st, "k01", 3, 0, NULL), 0);
+	cr_assert_eq(stats().kept_keys, 7);
+	cr_assert_eq(put("k01", MIB), 0);
+	cr_assert(!kept("k01"));
+}
+
+Test(store, kept_mark_follows_rename, .init = setup_kept)
+{
+	fill64();
+	cr_assert_eq(store_keep(st, "k00", 3, true, 0, NULL), 0);
+	cr_assert_eq(store_keep(st, "k02", 3, true, 0, NULL), 0);
+	cr_assert_eq(store_rename(st, "k00", 3, "moved", 5, false, NULL), 0);
+	cr_assert(kept("moved") && !exists("k00"));
+	cr_assert_eq(stats().kept_keys, 2);
+	/* a kept destination replaced by an unkept source loses its mark */
+	cr_assert_eq(store_rename(st, "k03", 3, "k02", 3, false, NULL), 0);
+	cr_assert(!kept("k02"));
+	cr_assert_eq(stats().kept_keys, 1);
+	cr_assert_eq(stats().kept_bytes, MIB);
+	cr_assert_eq(put("big", 8 * MIB), 0);
+	cr_assert(exists("moved"), "still never evicted after the rename");
+}
+
+Test(store, all_kept_enospc, .init = setup_kept)
+{
+	struct store_opts o = {.evict = STORE_EVICT_LRU, .max_kept = ARENA_LEN};
+	struct store_stats a, b;
+	struct store_resv *r;
+
+	store_destroy(st);
+	cr_assert_eq(store_create(arena, ARENA_LEN, &o, &st), 0);
+	fill64();
+	for (int i = 0; i < 63; i++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "k%02d", i);
+		cr_assert_eq(store_keep(st, key, 3, true, 0, NULL), 0);
+	}
+	a = stats();
+	cr_assert_eq(store_put_begin(st, "x", 1, 2 * MIB, &r), -ENOSPC);
+	b = stats();
+	cr_assert_eq(memcmp(&a, &b, sizeof(a)), 0, "nothing evicted");
+	cr_assert_eq(put("x", MIB), 0, "the one key not kept makes room");
+	cr_assert(!exists("k63"));
+	cr_assert_eq(store_keep(st, "x", 1, true, 0, NULL), 0);
+	cr_assert_eq(put("y", MIB), -ENOSPC, "everything kept");
+	cr_assert_eq(put("k00", MIB), -ENOSPC, "not even a kept key's rewrite finds room");
+	cr_assert(exists("k00"));
+}
+
+Test(store, nothing_kept_without_a_budget, .init = setup_lru)
+{
+	cr_assert_eq(put("a", 0), 0);
+	cr_assert_eq(store_keep(st, "a", 1, true, 0, NULL), -EOVERFLOW);
+	cr_assert_eq(store_keep(st, "a", 1, false, 0, NULL), 0);
+}
