@@ -52,6 +52,17 @@ void kvc_fmt_msg(char *buf, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The hint for a server's answer @st with @message: none where the
+ * message already says what to do (a tenant's quota and --max-pinned are
+ * not the server's memory). */
+const char *kvc_status_hint(int32_t st, const char *message)
+{
+	if (st == KVFS__STATUS__NO_SPACE && message &&
+	    (strstr(message, "quota") || strstr(message, "--max-pinned")))
+		return "";
+	return kvc_hint(wire_status_to_errno(st));
+}
+
 /* What to do about an error, appended to messages. */
 const char *kvc_hint(int err)
 {

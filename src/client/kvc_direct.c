@@ -110,17 +110,11 @@ static int direct_dispatch(struct kvc *kvc, struct kvc_call *c, struct wire_msg 
 	c->settled = kvc_status_settles(st);
 	c->status = wire_status_to_errno(st);
 	if (c->status) {
-		/* A tenant's quota and --max-pinned are not the server's
-		 * memory: their messages say what to do. */
-		bool quota =
-		        st == KVFS__STATUS__NO_SPACE && resp->message &&
-		        (strstr(resp->message, "quota") || strstr(resp->message, "--max-pinned"));
-
 		c->retry = st == KVFS__STATUS__STALE; /* the server did nothing: safe to resend */
 		c->busy = st == KVFS__STATUS__BUSY;
 		kvc_fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: %s%s%s%s", c->what,
 		            wire_status_name(st), resp->message && *resp->message ? ": " : "",
-		            resp->message ? resp->message : "", quota ? "" : kvc_hint(c->status));
+		            resp->message ? resp->message : "", kvc_status_hint(st, resp->message));
 	}
 	c->resp = *msg;
 	memset(msg, 0, sizeof(*msg));

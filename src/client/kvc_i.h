@@ -302,6 +302,7 @@ __attribute__((format(printf, 2, 3))) int kvc_fail(int err, const char *fmt, ...
 __attribute__((format(printf, 3, 4))) void kvc_fmt_msg(char *buf, size_t len, const char *fmt, ...);
 /* What to do about -errno @err, to append to a message ("" when nothing to say). */
 const char *kvc_hint(int err);
+const char *kvc_status_hint(int32_t st, const char *message);
 
 /* --- Calls and their buffers (kvc_call.c) --- */
 

@@ -271,7 +271,8 @@ static void io_dispatch(struct kvc *kvc, struct wire_msg *msg)
 			kvc_fmt_msg(c->msg, sizeof(c->msg), "kvc: %s: %s%s%s%s", c->what,
 			            wire_status_name(st),
 			            resp->message && *resp->message ? ": " : "",
-			            resp->message ? resp->message : "", kvc_hint(c->status));
+			            resp->message ? resp->message : "",
+			            kvc_status_hint(st, resp->message));
 		}
 		c->resp = *msg;
 		memset(msg, 0, sizeof(*msg));
