@@ -208,6 +208,10 @@ void kvc_entry_from_get(const Kvfs__GetResponse *g, struct kvc_entry *e)
 	e->version = g->version;
 	e->mtime_ns = g->has_mtime_ns ? g->mtime_ns : 0;
 	e->mode = g->has_mode ? g->mode : 0;
+	/* a GET does not carry owner or type: STAT does */
+	e->has_owner = false;
+	e->uid = e->gid = 0;
+	e->type = KVC_TYPE_FILE;
 }
 
 /* Copy @len bytes into a list of local pieces, skipping the first @skip bytes. */
