@@ -1408,7 +1408,8 @@ static void model_run(enum store_evict ev, int ops)
 			} else {
 				cr_assert_eq(err, 0, "op %d cond %d", i, cond);
 				cr_assert_gt(v, m[k].version);
-				m[k] = (struct model){true, sz, v, seed_of(key, v), (uint32_t)i & 07777};
+				m[k] = (struct model){true, sz, v, seed_of(key, v),
+				                      (uint32_t)i & 07777};
 				fill(arena + store_resv_offset(rv), sz, m[k].seed);
 				nput++;
 				putbytes += sz;
