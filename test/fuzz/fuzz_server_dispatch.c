@@ -193,6 +193,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	o.listen = NULL;
 	o.provider = "none";
 	o.memory = 256 * 1024;
+	o.max_meta = 64 * 1024; /* the default (at least 1 MiB) would leave no arena */
 	o.max_inline = 64 * 1024;
 	o.auth_token_file = flags & 2 ? token_path : NULL;
 	CHECK(srv_create(&o, &s) == 0);
