@@ -164,6 +164,10 @@ void kvc_limits(struct kvc *kvc, struct kvc_limits *ret_limits);
  * none.  Any thread. */
 uint64_t kvc_server_epoch(struct kvc *kvc, uint64_t *ret_instance);
 
+/* What a key is to a file system (kvc_entry.type, kvc_put_opts.type). */
+#define KVC_TYPE_FILE    0 /* the value is a file's content */
+#define KVC_TYPE_SYMLINK 1 /* the value is a symbolic link's target (1..4095 bytes, no NUL) */
+
 /* Metadata of one key. */
 struct kvc_entry {
 	uint64_t size;
@@ -172,7 +176,10 @@ struct kvc_entry {
 	uint32_t mode;
 	uint64_t epoch; /* server epoch the answer came from (kvc_server_epoch()): the
 	                 * version names a value only within its epoch */
-	bool pinned; /* never evicted (kvc_pin()) */
+	bool pinned;    /* never evicted (kvc_pin()) */
+	bool has_owner; /* an owner was stored (uid, gid); false: none, e.g. kvctl put */
+	uint32_t uid, gid;
+	uint8_t type; /* KVC_TYPE_* */
 };
 
 struct kvc_put_opts {
@@ -183,6 +190,11 @@ struct kvc_put_opts {
 	uint64_t if_epoch;   /* != 0 with if_version: the epoch if_version was read in;
 	                      * -ESTALE, nothing sent, on a connection of another */
 	int timeout_ms;      /* 0 = connection default */
+	bool set_owner;      /* store uid, gid; false: keep the replaced key's (or none) */
+	uint32_t uid, gid;
+	uint8_t type;     /* KVC_TYPE_*; 0 = a file */
+	bool drop_xattrs; /* the stored key has no extended attributes; false: it keeps
+	                   * the replaced key's */
 };
 
 struct kvc_get_opts {
@@ -217,7 +229,7 @@ int kvc_put_mr(struct kvc *kvc, const void *key, size_t keylen, struct xfer_mr *
  * RDMA-WRITEs into a registered buffer (a bounce buffer, or one of the
  * read's size) that is copied into @buf; @buf itself is never registered,
  * so once the call returns, failed or not, nothing writes into it.  With
- * @len 0 only the metadata is fetched.
+ * @len 0 only the metadata is fetched (not the owner or type: kvc_stat()).
  */
 ssize_t kvc_get(struct kvc *kvc, const void *key, size_t keylen, uint64_t off, void *buf,
                 size_t len, const struct kvc_get_opts *opts, struct kvc_entry *ret);
@@ -238,9 +250,46 @@ int kvc_stat(struct kvc *kvc, const void *key, size_t keylen, struct kvc_entry *
 int kvc_delete(struct kvc *kvc, const void *key, size_t keylen, uint64_t if_version);
 int kvc_rename(struct kvc *kvc, const void *src, size_t srclen, const void *dst, size_t dstlen,
                bool no_overwrite, uint64_t *ret_version);
-/* mode < 0 / mtime_ns < 0: leave unchanged. */
-int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen, int64_t mode, int64_t mtime_ns,
-                struct kvc_entry *ret);
+/* Change what @set names (KVC_SET_*), without a new version; with
+ * if_version != 0 only if the key has that version (-ESTALE).  Setting the
+ * uid or gid alone of a key with no owner yet makes the other one 0. */
+#define KVC_SET_MODE  0x1u
+#define KVC_SET_MTIME 0x2u
+#define KVC_SET_UID   0x4u
+#define KVC_SET_GID   0x8u
+struct kvc_setattr_opts {
+	unsigned set; /* KVC_SET_*; 0: only fetch the entry */
+	uint32_t mode;
+	int64_t mtime_ns;
+	uint32_t uid, gid;
+	uint64_t if_version;
+};
+int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen,
+                const struct kvc_setattr_opts *opts, struct kvc_entry *ret);
+
+/*
+ * Extended attributes of a key (docs/protocol.md, "Extended attributes"):
+ * names of 1..255 bytes (any but NUL; the server gives no meaning to a
+ * "user." prefix), values of at most 65536 bytes, at most 65536 bytes of
+ * names and values per key.  As getxattr(2) and friends:
+ * kvc_getxattr() copies the value into @buf and returns its length, or
+ * with @size 0 only returns it; -ERANGE when @size is too small, -ENODATA
+ * when there is no such attribute.  kvc_setxattr() with @flags
+ * KVC_XATTR_CREATE (-EEXIST if it exists) or KVC_XATTR_REPLACE (-ENODATA
+ * if not); -E2BIG for a value above 65536 bytes, -ENOSPC past the key's
+ * total.  kvc_removexattr(): -ENODATA if there was none.  kvc_listxattr()
+ * writes the names, each followed by a NUL, and returns their length (with
+ * @size 0 only that); -ERANGE when @size is too small.  All: -ENOENT when
+ * the key does not exist.
+ */
+#define KVC_XATTR_CREATE  0x1
+#define KVC_XATTR_REPLACE 0x2
+ssize_t kvc_getxattr(struct kvc *kvc, const void *key, size_t keylen, const char *name, void *buf,
+                     size_t size);
+int kvc_setxattr(struct kvc *kvc, const void *key, size_t keylen, const char *name,
+                 const void *value, size_t size, int flags);
+int kvc_removexattr(struct kvc *kvc, const void *key, size_t keylen, const char *name);
+ssize_t kvc_listxattr(struct kvc *kvc, const void *key, size_t keylen, char *buf, size_t size);
 
 /*
  * Pin @key (@pin true: the server never evicts it, however full) or unpin

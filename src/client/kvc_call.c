@@ -188,6 +188,10 @@ void kvc_entry_from_get(const Kvfs__GetResponse *g, uint64_t epoch, struct kvc_e
 	e->version = g->version;
 	e->mtime_ns = g->has_mtime_ns ? g->mtime_ns : 0;
 	e->mode = g->has_mode ? g->mode : 0;
+	/* a GET does not carry owner or type: STAT does */
+	e->has_owner = false;
+	e->uid = e->gid = 0;
+	e->type = KVC_TYPE_FILE;
 }
 
 int kvc_epoch_check(const struct kvc_call *c, const struct kvc_lim *lim, uint64_t if_version,

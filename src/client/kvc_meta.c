@@ -7,6 +7,7 @@
 
 #include "kvc_i.h"
 #include "kvfs/util.h"
+#include "kvfs/wire.h"
 
 static void entry_from_pb(const Kvfs__Entry *m, uint64_t epoch, struct kvc_entry *e)
 {
@@ -16,6 +17,10 @@ static void entry_from_pb(const Kvfs__Entry *m, uint64_t epoch, struct kvc_entry
 	e->mtime_ns = m->has_mtime_ns ? m->mtime_ns : 0;
 	e->mode = m->has_mode ? m->mode : 0;
 	e->pinned = m->has_pinned && m->pinned;
+	e->has_owner = m->has_uid && m->has_gid;
+	e->uid = e->has_owner ? m->uid : 0;
+	e->gid = e->has_owner ? m->gid : 0;
+	e->type = m->has_type ? (uint8_t)m->type : KVC_TYPE_FILE;
 }
 
 static void op_init(struct kvc_op *op, struct kvc *kvc, const char *name, const void *key,
@@ -105,12 +110,13 @@ int kvc_rename(struct kvc *kvc, const void *src, size_t srclen, const void *dst,
 	return 0;
 }
 
-int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen, int64_t mode, int64_t mtime_ns,
+int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen, const struct kvc_setattr_opts *o,
                 struct kvc_entry *ret)
 {
 	Kvfs__SetAttrRequest sa = KVFS__SET_ATTR_REQUEST__INIT;
 	struct kvc_call *c;
 	struct kvc_op op;
+	unsigned set = o ? o->set : 0;
 	int r = kvc_key_check("SETATTR", key, keylen);
 
 	if (r)
@@ -118,10 +124,16 @@ int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen, int64_t mode, i
 	op_init(&op, kvc, "SETATTR", key, keylen, KVFS__RESPONSE__BODY_SETATTR);
 	sa.key.data = (uint8_t *)(uintptr_t)key;
 	sa.key.len = keylen;
-	sa.has_mode = mode >= 0;
-	sa.mode = (uint32_t)(mode >= 0 ? mode & 07777 : 0);
-	sa.has_mtime_ns = mtime_ns >= 0;
-	sa.mtime_ns = mtime_ns >= 0 ? mtime_ns : 0;
+	sa.has_mode = !!(set & KVC_SET_MODE);
+	sa.mode = sa.has_mode ? o->mode & 07777 : 0;
+	sa.has_mtime_ns = !!(set & KVC_SET_MTIME);
+	sa.mtime_ns = sa.has_mtime_ns ? o->mtime_ns : 0;
+	sa.has_uid = !!(set & KVC_SET_UID);
+	sa.uid = sa.has_uid ? o->uid : 0;
+	sa.has_gid = !!(set & KVC_SET_GID);
+	sa.gid = sa.has_gid ? o->gid : 0;
+	sa.has_if_version = o && o->if_version;
+	sa.if_version = o ? o->if_version : 0;
 	op.req.setattr = &sa;
 	r = kvc_op_run(kvc, &op, &c);
 	if (r)
@@ -157,6 +169,144 @@ int kvc_pin(struct kvc *kvc, const void *key, size_t keylen, bool pin, struct kv
 	kvc_call_put(kvc, c);
 	kvc_errbuf[0] = '\0';
 	return 0;
+}
+
+/* The name of an extended attribute, checked as the server would. */
+static int xname_check(const char *what, const char *name)
+{
+	size_t n = name ? strlen(name) : 0;
+
+	if (n == 0 || n > WIRE_XATTR_NAME_MAX)
+		return kvc_fail(n ? -ERANGE : -EINVAL, "kvc: %s: a name is 1 to %d bytes", what,
+		                WIRE_XATTR_NAME_MAX);
+	return 0;
+}
+
+ssize_t kvc_getxattr(struct kvc *kvc, const void *key, size_t keylen, const char *name, void *buf,
+                     size_t size)
+{
+	Kvfs__GetXattrRequest g = KVFS__GET_XATTR_REQUEST__INIT;
+	const Kvfs__GetXattrResponse *res;
+	struct kvc_call *c;
+	struct kvc_op op;
+	ssize_t n;
+	int r = kvc_key_check("GETXATTR", key, keylen);
+
+	if (r || (r = xname_check("GETXATTR", name)))
+		return r;
+	op_init(&op, kvc, "GETXATTR", key, keylen, KVFS__RESPONSE__BODY_GETXATTR);
+	g.key.data = (uint8_t *)(uintptr_t)key;
+	g.key.len = keylen;
+	g.name.data = (uint8_t *)(uintptr_t)name;
+	g.name.len = strlen(name);
+	op.req.getxattr = &g;
+	r = kvc_op_run(kvc, &op, &c);
+	if (r)
+		return r;
+	res = c->resp.resp->getxattr;
+	if (!res->has_value) {
+		kvc_call_put(kvc, c);
+		return kvc_fail(-ENODATA, "kvc: GETXATTR: no attribute %s", name);
+	}
+	n = (ssize_t)res->value.len;
+	if (size && res->value.len > size) {
+		kvc_call_put(kvc, c);
+		return kvc_fail(-ERANGE, "kvc: GETXATTR: %s: the value is %zd bytes", name, n);
+	}
+	if (size && n)
+		memcpy(buf, res->value.data, (size_t)n);
+	kvc_call_put(kvc, c);
+	kvc_errbuf[0] = '\0';
+	return n;
+}
+
+static int xattr_set(struct kvc *kvc, const void *key, size_t keylen, const char *name,
+                     const void *value, size_t size, int flags, bool remove)
+{
+	Kvfs__SetXattrRequest a = KVFS__SET_XATTR_REQUEST__INIT;
+	const char *what = remove ? "REMOVEXATTR" : "SETXATTR";
+	struct kvc_call *c;
+	struct kvc_op op;
+	bool found;
+	int r = kvc_key_check(what, key, keylen);
+
+	if (r || (r = xname_check(what, name)))
+		return r;
+	if (!remove && size > WIRE_XATTR_VALUE_MAX)
+		return kvc_fail(-E2BIG, "kvc: SETXATTR: a value is at most %d bytes",
+		                WIRE_XATTR_VALUE_MAX);
+	if ((flags & KVC_XATTR_CREATE) && (flags & KVC_XATTR_REPLACE))
+		return kvc_fail(-EINVAL, "kvc: SETXATTR: create and replace exclude each other");
+	op_init(&op, kvc, what, key, keylen, KVFS__RESPONSE__BODY_SETXATTR);
+	a.key.data = (uint8_t *)(uintptr_t)key;
+	a.key.len = keylen;
+	a.name.data = (uint8_t *)(uintptr_t)name;
+	a.name.len = strlen(name);
+	if (remove) {
+		a.has_remove = a.remove = 1;
+	} else {
+		a.has_value = 1;
+		a.value.data = (uint8_t *)(uintptr_t)(value ? value : "");
+		a.value.len = size;
+		a.has_create = a.create = (flags & KVC_XATTR_CREATE) != 0;
+		a.has_replace = a.replace = (flags & KVC_XATTR_REPLACE) != 0;
+	}
+	op.req.setxattr = &a;
+	r = kvc_op_run(kvc, &op, &c);
+	if (r)
+		return r == -EFBIG ? -E2BIG : r; /* TOO_BIG: the value */
+	found = c->resp.resp->setxattr->found;
+	kvc_call_put(kvc, c);
+	if (!found && (remove || (flags & KVC_XATTR_REPLACE)))
+		return kvc_fail(-ENODATA, "kvc: %s: no attribute %s", what, name);
+	kvc_errbuf[0] = '\0';
+	return 0;
+}
+
+int kvc_setxattr(struct kvc *kvc, const void *key, size_t keylen, const char *name,
+                 const void *value, size_t size, int flags)
+{
+	return xattr_set(kvc, key, keylen, name, value, size, flags, false);
+}
+
+int kvc_removexattr(struct kvc *kvc, const void *key, size_t keylen, const char *name)
+{
+	return xattr_set(kvc, key, keylen, name, NULL, 0, 0, true);
+}
+
+ssize_t kvc_listxattr(struct kvc *kvc, const void *key, size_t keylen, char *buf, size_t size)
+{
+	Kvfs__ListXattrRequest l = KVFS__LIST_XATTR_REQUEST__INIT;
+	const Kvfs__ListXattrResponse *res;
+	struct kvc_call *c;
+	struct kvc_op op;
+	size_t need = 0;
+	int r = kvc_key_check("LISTXATTR", key, keylen);
+
+	if (r)
+		return r;
+	op_init(&op, kvc, "LISTXATTR", key, keylen, KVFS__RESPONSE__BODY_LISTXATTR);
+	l.key.data = (uint8_t *)(uintptr_t)key;
+	l.key.len = keylen;
+	op.req.listxattr = &l;
+	r = kvc_op_run(kvc, &op, &c);
+	if (r)
+		return r;
+	res = c->resp.resp->listxattr;
+	for (size_t i = 0; i < res->n_names; i++)
+		need += res->names[i].len + 1;
+	if (size && need > size) {
+		kvc_call_put(kvc, c);
+		return kvc_fail(-ERANGE, "kvc: LISTXATTR: the names take %zu bytes", need);
+	}
+	for (size_t i = 0, w = 0; size && i < res->n_names; i++) {
+		memcpy(buf + w, res->names[i].data, res->names[i].len);
+		w += res->names[i].len;
+		buf[w++] = '\0';
+	}
+	kvc_call_put(kvc, c);
+	kvc_errbuf[0] = '\0';
+	return (ssize_t)need;
 }
 
 static char *bin_dup(const ProtobufCBinaryData *b)

@@ -127,6 +127,19 @@ static void put_init(struct put_ctx *p, struct kvc_op *op, struct kvc *kvc, cons
 		p->put.if_version = o->if_version;
 		p->if_epoch = o->if_epoch;
 	}
+	if (o && o->set_owner) {
+		p->put.has_uid = p->put.has_gid = 1;
+		p->put.uid = o->uid;
+		p->put.gid = o->gid;
+	}
+	if (o && o->type) {
+		p->put.has_type = 1;
+		p->put.type = o->type;
+	}
+	if (o && o->drop_xattrs) {
+		p->put.has_drop_xattrs = 1;
+		p->put.drop_xattrs = 1;
+	}
 	kvfs__request__init(&op->req);
 	op->req.body_case = KVFS__REQUEST__BODY_PUT;
 	op->req.put = &p->put;
@@ -157,6 +170,12 @@ static int put_run(struct kvc *kvc, struct kvc_op *op, struct put_ctx *p,
 		ret->version = c->resp.resp->put->version;
 		ret->mtime_ns = c->resp.resp->put->has_mtime_ns ? c->resp.resp->put->mtime_ns : 0;
 		ret->mode = o && o->mode ? o->mode : 0644;
+		ret->type = o ? o->type : KVC_TYPE_FILE;
+		/* with no owner given the server kept the replaced key's, which
+		 * only a STAT tells */
+		ret->has_owner = o && o->set_owner;
+		ret->uid = ret->has_owner ? o->uid : 0;
+		ret->gid = ret->has_owner ? o->gid : 0;
 	}
 	kvc_call_put(kvc, c);
 	kvc_errbuf[0] = '\0';

@@ -68,6 +68,8 @@ struct node {
 	                          * the stage holding its bytes until the last close */
 	struct kvc_entry open_e; /* what the last open learned from the server, */
 	uint64_t open_ms;        /* and when: answers the kernel's GETATTR after it */
+	bool has_owner;          /* the owner last learned from the server (a GET, */
+	uint32_t uid, gid;       /* which open's revalidation is, does not carry it) */
 	struct node *next_ino, *next_path;
 };
 
@@ -91,6 +93,11 @@ struct kstage {
 	uint64_t size;    /* that version's size */
 	uint32_t mode;
 	int64_t mtime_ns; /* set by utimensat after the last write; 0 = the PUT's time */
+	bool has_owner;   /* uid, gid known (from the server, or set here) */
+	uint32_t uid, gid;
+	bool owner_set;   /* set on this mount (create, chown) and not yet stored: the
+	                   * PUT carries it; otherwise the server keeps the key's own */
+	bool drop_xattrs; /* a file created here: the PUT starts it without attributes */
 	bool dirty;       /* staged bytes not yet stored */
 	bool loaded;      /* buf holds the whole value */
 	bool replace;     /* the whole content was replaced (new file, O_TRUNC, cut to 0):
@@ -348,10 +355,11 @@ static void fill_file_attr(struct stat *st, uint64_t ino, const struct kvc_entry
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
-	st->st_mode = S_IFREG | (e->mode & 07777);
+	/* a link's permissions are never checked: lrwxrwxrwx, as on Linux */
+	st->st_mode = e->type == KVC_TYPE_SYMLINK ? S_IFLNK | 0777 : S_IFREG | (e->mode & 07777);
 	st->st_nlink = 1;
-	st->st_uid = fs.uid;
-	st->st_gid = fs.gid;
+	st->st_uid = e->has_owner ? e->uid : fs.uid;
+	st->st_gid = e->has_owner ? e->gid : fs.gid;
 	st->st_size = (off_t)e->size;
 	st->st_blksize = 1 << 20;
 	st->st_blocks = (blkcnt_t)((e->size + 511) / 512);
@@ -366,8 +374,8 @@ static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry 
 	st->st_ino = ino;
 	st->st_mode = S_IFDIR | (marker && marker->mode ? marker->mode & 07777 : 0755);
 	st->st_nlink = 2;
-	st->st_uid = fs.uid;
-	st->st_gid = fs.gid;
+	st->st_uid = marker && marker->has_owner ? marker->uid : fs.uid;
+	st->st_gid = marker && marker->has_owner ? marker->gid : fs.gid;
 	st->st_blksize = 4096;
 	if (marker && marker->mtime_ns) {
 		st->st_mtim.tv_sec = marker->mtime_ns / 1000000000;
@@ -415,6 +423,14 @@ static int probe(const char *key, struct kvc_entry *e)
 	return r;
 }
 
+/* What the server said of @n's owner.  Called with fs.lock held. */
+static void node_learn(struct node *n, const struct kvc_entry *e)
+{
+	n->has_owner = e->has_owner;
+	n->uid = e->uid;
+	n->gid = e->gid;
+}
+
 static void reply_entry(fuse_req_t req, const char *key, bool dir, const struct kvc_entry *e)
 {
 	struct fuse_entry_param ep = {0};
@@ -424,6 +440,8 @@ static void reply_entry(fuse_req_t req, const char *key, bool dir, const struct 
 	n = node_get(key, dir);
 	if (n && !dir)
 		node_attr_from(n, e);
+	if (n && e->version)
+		node_learn(n, e);
 	pthread_mutex_unlock(&fs.lock);
 	if (!n) {
 		fuse_reply_err(req, ENOMEM);
@@ -610,6 +628,9 @@ static struct kstage *stage_new(uint64_t ino, const struct kvc_entry *e)
 		s->epoch = e->epoch;
 		s->size = e->size;
 		s->mode = e->mode;
+		s->has_owner = e->has_owner;
+		s->uid = e->uid;
+		s->gid = e->gid;
 	}
 	return s;
 }
@@ -701,6 +722,10 @@ static int stage_store(struct kstage *s)
 		po.if_version = s->version;
 		po.if_epoch = s->epoch;
 	}
+	po.set_owner = s->owner_set;
+	po.uid = s->uid;
+	po.gid = s->gid;
+	po.drop_xattrs = s->drop_xattrs;
 	r = kvc_put(fs.kvc, key, strlen(key), stage_ptr(s), s->len, &po, &e);
 	if (r < 0) {
 		KV_DEBUG(TAG, "PUT of %zu bytes: %s", s->len, kvc_strerror()); /* names the key */
@@ -719,6 +744,8 @@ static int stage_store(struct kstage *s)
 	}
 	s->dirty = false;
 	s->replace = false;
+	s->owner_set = false; /* the server holds them now */
+	s->drop_xattrs = false;
 	s->err = 0;
 	s->version = e.version;
 	s->epoch = e.epoch;
@@ -788,6 +815,9 @@ static bool stage_attr_of(struct kstage *s, struct kvc_entry *e, bool loaded_too
 		e->size = s->len;
 		e->mode = s->mode;
 		e->mtime_ns = s->mtime_ns ? s->mtime_ns : s->dirty_ns;
+		e->has_owner = s->has_owner;
+		e->uid = s->uid;
+		e->gid = s->gid;
 	}
 	pthread_mutex_unlock(&s->lock);
 	return dirty;
@@ -984,8 +1014,10 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		fill_file_attr(&st, ino, &e);
 		pthread_mutex_lock(&fs.lock);
 		n = node_by_ino(ino);
-		if (n)
+		if (n) {
 			node_attr_from(n, &e);
+			node_learn(n, &e);
+		}
 		pthread_mutex_unlock(&fs.lock);
 	}
 	fuse_reply_attr(req, &st, fs.cfg.attr_timeout);
@@ -1212,6 +1244,11 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			s->size = e.size;
 			s->mode = e.mode;
 		}
+		if (!s->owner_set) {
+			s->has_owner = e.has_owner;
+			s->uid = e.uid;
+			s->gid = e.gid;
+		}
 		pthread_mutex_unlock(&s->lock);
 		if (fi->flags & O_TRUNC)
 			stage_truncate(s, key, 0); /* nothing of the old value is kept */
@@ -1261,6 +1298,13 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (n) {
 		n->cache_version = e.version;
 		n->cache_epoch = e.epoch;
+		if (wr) {
+			node_learn(n, &e);
+		} else { /* a GET's entry has no owner: the last one learned */
+			e.has_owner = n->has_owner;
+			e.uid = n->uid;
+			e.gid = n->gid;
+		}
 		n->open_e = e;
 		n->open_ms = kv_now_ms();
 	}
@@ -1305,16 +1349,27 @@ static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	}
 	pthread_mutex_lock(&f->st->lock);
 	if (f->st->version == 0 && !f->st->dirty) { /* ours: a new file */
+		const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
 		f->st->mode = mode & 07777;
 		f->st->loaded = true;
 		f->st->replace = true;
 		stage_touch(f->st); /* an empty file is stored at close even without writes */
+		f->st->has_owner = f->st->owner_set = true; /* its creator's */
+		f->st->uid = ctx->uid;
+		f->st->gid = ctx->gid;
+		f->st->drop_xattrs = true;
 	}
 	pthread_mutex_unlock(&f->st->lock);
 	node_size_unknown(n->ino);
 	if (!stage_attr(f->st, &e)) { /* another descriptor stored it meanwhile */
+		const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
 		e.mode = mode & 07777;
 		e.mtime_ns = (int64_t)time(NULL) * 1000000000;
+		e.has_owner = true;
+		e.uid = ctx->uid;
+		e.gid = ctx->gid;
 	}
 	ep.ino = n->ino;
 	ep.attr_timeout = fs.cfg.attr_timeout;
@@ -1635,27 +1690,64 @@ static int64_t setattr_mtime(const struct stat *attr, int to_set)
 	return -1;
 }
 
-/* chmod and utimensat of directory @key: kept in its marker, which an
- * implicit directory gets now (created with the mode asked, or 0755). */
+/* What a SETATTR asks to change of mode, mtime and owner, as kvc_setattr()
+ * takes it.  The uid or gid left out of a chown is filled from @cur (the
+ * key's entry: its owner, or the mount's when it has none), so the server
+ * always gets both. */
+static void setattr_opts(const struct stat *attr, int to_set, const struct kvc_entry *cur,
+                         struct kvc_setattr_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		o->set |= KVC_SET_MODE;
+		o->mode = attr->st_mode & 07777;
+	}
+	o->mtime_ns = setattr_mtime(attr, to_set);
+	if (o->mtime_ns >= 0)
+		o->set |= KVC_SET_MTIME;
+	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		o->set |= KVC_SET_UID | KVC_SET_GID;
+		o->uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid
+		         : cur && cur->has_owner      ? cur->uid
+		                                      : fs.uid;
+		o->gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid
+		         : cur && cur->has_owner      ? cur->gid
+		                                      : fs.gid;
+	}
+}
+
+/* chmod, chown and utimensat of directory @key: kept in its marker, which
+ * an implicit directory gets now (created with the mode asked, or 0755,
+ * and the owner asked, or the mount's). */
 static int dir_setattr(const char *key, const struct stat *attr, int to_set)
 {
 	char marker[KV_KEY_MAX + 3];
-	int64_t mode = (to_set & FUSE_SET_ATTR_MODE) ? (int64_t)(attr->st_mode & 07777) : -1;
-	int64_t mt = setattr_mtime(attr, to_set);
-	struct kvc_put_opts po = {.mode = mode >= 0 ? (uint32_t)mode : 0755, .if_absent = true};
+	struct kvc_put_opts po = {.mode = 0755, .if_absent = true};
+	struct kvc_setattr_opts so;
+	struct kvc_entry cur = {0};
 	int r;
 
-	if (mode < 0 && mt < 0)
-		return 0;
 	r = kvfs_path_dir_marker(key, marker, sizeof(marker));
 	if (r < 0)
 		return r;
-	r = kvc_setattr(fs.kvc, marker, strlen(marker), mode, mt, NULL);
+	if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) !=
+	            (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) &&
+	    (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
+		(void)kvc_stat(fs.kvc, marker, strlen(marker), &cur); /* the half kept */
+	setattr_opts(attr, to_set, &cur, &so);
+	if (!so.set)
+		return 0;
+	r = kvc_setattr(fs.kvc, marker, strlen(marker), &so, NULL);
 	if (r == -ENOENT) {
-		po.mtime_ns = mt > 0 ? mt : 0;
+		if (so.set & KVC_SET_MODE)
+			po.mode = so.mode;
+		po.mtime_ns = (so.set & KVC_SET_MTIME) && so.mtime_ns > 0 ? so.mtime_ns : 0;
+		po.set_owner = true;
+		po.uid = (so.set & KVC_SET_UID) ? so.uid : fs.uid;
+		po.gid = (so.set & KVC_SET_GID) ? so.gid : fs.gid;
 		r = kvc_put(fs.kvc, marker, strlen(marker), "", 0, &po, NULL);
 		if (r == -EEXIST) /* made meanwhile */
-			r = kvc_setattr(fs.kvc, marker, strlen(marker), mode, mt, NULL);
+			r = kvc_setattr(fs.kvc, marker, strlen(marker), &so, NULL);
 	}
 	return r;
 }
@@ -1685,6 +1777,14 @@ static int orphan_setattr(uint64_t ino, const struct stat *attr, int to_set)
 	}
 	if (r == 0 && (to_set & FUSE_SET_ATTR_MODE))
 		s->mode = attr->st_mode & 07777;
+	if (r == 0 && (to_set & FUSE_SET_ATTR_UID)) {
+		s->has_owner = true;
+		s->uid = attr->st_uid;
+	}
+	if (r == 0 && (to_set & FUSE_SET_ATTR_GID)) {
+		s->has_owner = true;
+		s->gid = attr->st_gid;
+	}
 	if (r == 0 && setattr_mtime(attr, to_set) >= 0)
 		s->mtime_ns = setattr_mtime(attr, to_set);
 	pthread_mutex_unlock(&s->lock);
@@ -1745,26 +1845,43 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 			return;
 		}
 	}
-	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
-		int64_t mode =
-		        (to_set & FUSE_SET_ATTR_MODE) ? (int64_t)(attr->st_mode & 07777) : -1;
-		int64_t mt = setattr_mtime(attr, to_set);
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW |
+	              FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		struct kstage *s = stage_ref(ino, false, NULL);
-		bool pending = false;
+		struct kvc_setattr_opts so;
+		struct kvc_entry cur = {0};
+		bool pending = false, half = (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) &&
+		                             (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) !=
+		                                     (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID);
 
+		if (s) { /* the owner a chown keeps half of: the stage's */
+			pthread_mutex_lock(&s->lock);
+			cur.has_owner = s->has_owner;
+			cur.uid = s->uid;
+			cur.gid = s->gid;
+			pthread_mutex_unlock(&s->lock);
+		} else if (half) {
+			(void)kvc_stat(fs.kvc, key, strlen(key), &cur);
+		}
+		setattr_opts(attr, to_set, &cur, &so);
 		if (s) { /* applies to the pending PUT too */
 			pthread_mutex_lock(&s->lock);
-			if (mode >= 0)
-				s->mode = (uint32_t)mode;
-			if (mt >= 0)
-				s->mtime_ns = mt;
+			if (so.set & KVC_SET_MODE)
+				s->mode = so.mode;
+			if (so.set & KVC_SET_MTIME)
+				s->mtime_ns = so.mtime_ns;
+			if (so.set & KVC_SET_UID) {
+				s->has_owner = s->owner_set = true;
+				s->uid = so.uid;
+				s->gid = so.gid;
+			}
 			pending = s->dirty;
 			pthread_mutex_unlock(&s->lock);
 			stage_unref(s);
 		}
-		r = kvc_setattr(fs.kvc, key, strlen(key), mode, mt, &e);
+		r = kvc_setattr(fs.kvc, key, strlen(key), &so, &e);
 		if (r == -ENOENT && pending)
-			r = 0; /* not stored yet: the PUT at close carries the mode */
+			r = 0; /* not stored yet: the PUT at close carries them */
 		if (r < 0) {
 			fuse_reply_err(req, fs_err(r));
 			return;
@@ -1794,8 +1911,19 @@ static void kvfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 		fuse_reply_err(req, EEXIST);
 		return;
 	}
+	po.set_owner = true; /* its creator's */
+	po.uid = fuse_req_ctx(req)->uid;
+	po.gid = fuse_req_ctx(req)->gid;
+	po.drop_xattrs = true;
 	r = kvc_put(fs.kvc, marker, strlen(marker), "", 0, &po, &e);
-	if (r < 0 && r != -EEXIST) {
+	if (r == -EEXIST) { /* made meanwhile: it is what it is */
+		r = kvc_stat(fs.kvc, marker, strlen(marker), &e);
+		if (r == 0) {
+			fuse_reply_err(req, EEXIST);
+			return;
+		}
+	}
+	if (r < 0) {
 		fuse_reply_err(req, fs_err(r));
 		return;
 	}
@@ -2280,6 +2408,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				n = node_get(key, s->dir);
 				if (n && !s->dir)
 					node_attr_from(n, &s->e);
+				if (n && s->e.version)
+					node_learn(n, &s->e);
 				pthread_mutex_unlock(&fs.lock);
 				if (!n)
 					break;
@@ -2293,7 +2423,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				need = fuse_add_direntry_plus(req, p, rem, name, &ep, (off_t)i + 1);
 			} else {
 				ep.attr.st_ino = 0;
-				ep.attr.st_mode = s->dir ? S_IFDIR : S_IFREG;
+				ep.attr.st_mode = s->dir                          ? S_IFDIR
+				                  : s->e.type == KVC_TYPE_SYMLINK ? S_IFLNK
+				                                                  : S_IFREG;
 				need = fuse_add_direntry(req, p, rem, name, &ep.attr, (off_t)i + 1);
 			}
 			if (need > rem) {
@@ -2351,29 +2483,186 @@ static void kvfs_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/*
+ * A symbolic link is a key of type SYMLINK whose value is its target,
+ * created whole with one PUT (if_absent: never over an existing name),
+ * owned by its creator.
+ */
+static void kvfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct kvc_put_opts po = {.mode = 0777,
+	                          .if_absent = true,
+	                          .set_owner = true,
+	                          .uid = ctx->uid,
+	                          .gid = ctx->gid,
+	                          .type = KVC_TYPE_SYMLINK,
+	                          .drop_xattrs = true};
+	struct kvc_entry e;
+	size_t len = strlen(link);
+	int r;
+
+	if (len == 0 || len > WIRE_SYMLINK_MAX) {
+		fuse_reply_err(req, len ? ENAMETOOLONG : ENOENT);
+		return;
+	}
+	r = ino_path(parent, ppath, sizeof(ppath), NULL);
+	if (r == 0)
+		r = join_new(ppath, name, key, sizeof(key));
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	r = probe(key, &e); /* a directory of that name has no key to collide with */
+	if (r >= 0) {
+		fuse_reply_err(req, EEXIST);
+		return;
+	}
+	r = kvc_put(fs.kvc, key, strlen(key), link, len, &po, &e);
+	if (r < 0) {
+		fuse_reply_err(req, r == -EEXIST ? EEXIST : fs_err(r));
+		return;
+	}
+	reply_entry(req, key, false, &e);
+}
+
+static void kvfs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char key[KV_KEY_MAX + 1], target[WIRE_SYMLINK_MAX + 1];
+	struct kvc_entry e;
+	ssize_t n;
+	int r;
+
+	r = ino_path(ino, key, sizeof(key), NULL);
+	if (r == 0 && key_orphan(key))
+		r = -ESTALE;
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	n = kvc_get(fs.kvc, key, strlen(key), 0, target, WIRE_SYMLINK_MAX, NULL, &e);
+	if (n < 0) {
+		fuse_reply_err(req, n == -ENOENT ? ENOENT : fs_err((int)n));
+		return;
+	}
+	if (n == 0 || e.size > WIRE_SYMLINK_MAX) {
+		fuse_reply_err(req, EINVAL); /* replaced by a file meanwhile */
+		return;
+	}
+	target[n] = '\0'; /* a target holds no NUL (the server refuses one) */
+	fuse_reply_readlink(req, target);
+}
+
+/*
+ * Hard links: a key has one name, and a value belongs to one key, so a
+ * second name for the same bytes cannot be made (docs/semantics.md says
+ * why and what tar, cp -a and rsync -H do then).
+ */
 static void kvfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	(void)ino;
 	(void)newparent;
 	(void)newname;
-	fuse_reply_err(req, ENOTSUP); /* a key has one name */
+	fuse_reply_err(req, EPERM); /* link(2): "the file system does not support hard links" */
 }
 
-static void kvfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
-{
-	(void)link;
-	(void)parent;
-	(void)name;
-	fuse_reply_err(req, ENOTSUP);
-}
-
+/* mknod of a regular file (tar --xattrs makes its files so, then sets
+ * their attributes, then opens them): an empty key, stored at once.
+ * Devices, fifos and sockets stay refused. */
 static void kvfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
-	(void)parent;
-	(void)name;
-	(void)mode;
+	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct kvc_put_opts po = {.mode = mode & 07777,
+	                          .if_absent = true,
+	                          .set_owner = true,
+	                          .uid = ctx->uid,
+	                          .gid = ctx->gid,
+	                          .drop_xattrs = true};
+	struct kvc_entry e;
+	int r;
+
 	(void)rdev;
-	fuse_reply_err(req, ENOTSUP);
+	if (!S_ISREG(mode)) {
+		fuse_reply_err(req, ENOTSUP);
+		return;
+	}
+	r = ino_path(parent, ppath, sizeof(ppath), NULL);
+	if (r == 0)
+		r = join_new(ppath, name, key, sizeof(key));
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	r = probe(key, &e);
+	if (r >= 0) {
+		fuse_reply_err(req, EEXIST);
+		return;
+	}
+	r = kvc_put(fs.kvc, key, strlen(key), "", 0, &po, &e);
+	if (r < 0) {
+		fuse_reply_err(req, fs_err(r));
+		return;
+	}
+	reply_entry(req, key, false, &e);
+}
+
+/* ------------------------------------------------------------------ */
+/* Extended attributes: user.* only, kept with the key on the server   */
+
+static bool xattr_user(const char *name)
+{
+	return !strncmp(name, "user.", 5);
+}
+
+/*
+ * The key holding @ino's extended attributes in @out: a file's own key, a
+ * directory's marker.  0, 1 for a directory with no marker (nothing
+ * stored: an implicit directory), or a negative errno (-ENOTSUP for the
+ * root, which has no key).
+ */
+static int xattr_key(fuse_ino_t ino, char *out, size_t cap)
+{
+	char key[KV_KEY_MAX + 1];
+	struct kvc_entry e;
+	bool dir;
+	int r;
+
+	r = ino_path(ino, key, sizeof(key), &dir);
+	if (r < 0)
+		return r;
+	if (key_orphan(key))
+		return -ESTALE;
+	if (!dir) {
+		snprintf(out, cap, "%s", key);
+		return 0;
+	}
+	if (!key[0])
+		return -ENOTSUP;
+	r = kvfs_path_dir_marker(key, out, cap);
+	if (r < 0)
+		return r;
+	r = kvc_stat(fs.kvc, out, strlen(out), &e);
+	return r == -ENOENT ? 1 : r;
+}
+
+/* A file created on this mount and not stored yet: store it now, so the
+ * server has a key to hold the attribute (cp -a sets them on the open
+ * destination before its close).  Returns true when it stored one. */
+static bool xattr_store_pending(fuse_ino_t ino)
+{
+	struct kstage *s = stage_ref(ino, false, NULL);
+	int r = -ENOENT;
+
+	if (!s)
+		return false;
+	pthread_mutex_lock(&s->lock);
+	if (s->dirty && s->version == 0)
+		r = stage_store(s);
+	pthread_mutex_unlock(&s->lock);
+	stage_unref(s);
+	return r == 0;
 }
 
 /*
@@ -2454,16 +2743,31 @@ static void pin_xattr_get(fuse_req_t req, fuse_ino_t ino, size_t size)
 static void kvfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                           size_t size, int flags)
 {
-	if (!strcmp(name, KVFS_XATTR_PINNED)) {
+	if (!strcmp(name, KVFS_XATTR_PINNED)) { /* not an attribute: the server's pin */
 		pin_xattr_set(req, ino, value, size);
 		return;
 	}
-	(void)ino;
-	(void)name;
-	(void)value;
-	(void)size;
-	(void)flags;
-	fuse_reply_err(req, ENOTSUP);
+	char key[KV_KEY_MAX + 3];
+	int r;
+
+	if (!xattr_user(name)) {
+		fuse_reply_err(req, ENOTSUP);
+		return;
+	}
+	r = xattr_key(ino, key, sizeof(key));
+	if (r == 1) { /* an implicit directory gets its marker now */
+		struct kvc_put_opts po = {.mode = 0755, .if_absent = true};
+
+		r = kvc_put(fs.kvc, key, strlen(key), "", 0, &po, NULL);
+		if (r == -EEXIST)
+			r = 0;
+	}
+	if (r == 0) {
+		r = kvc_setxattr(fs.kvc, key, strlen(key), name, value, size, flags);
+		if (r == -ENOENT && xattr_store_pending(ino))
+			r = kvc_setxattr(fs.kvc, key, strlen(key), name, value, size, flags);
+	}
+	fuse_reply_err(req, r < 0 ? fs_err(r) : 0);
 }
 
 static void kvfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
@@ -2472,19 +2776,96 @@ static void kvfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
 		pin_xattr_get(req, ino, size);
 		return;
 	}
-	(void)ino;
-	(void)name;
-	(void)size;
-	fuse_reply_err(req, ENOTSUP);
+	char key[KV_KEY_MAX + 3], *buf = NULL;
+	ssize_t n;
+	int r;
+
+	if (!xattr_user(name)) {
+		fuse_reply_err(req, ENOTSUP);
+		return;
+	}
+	r = xattr_key(ino, key, sizeof(key));
+	if (r == 1 || r == -ENOTSUP) {
+		fuse_reply_err(req, ENODATA); /* nothing stored for it */
+		return;
+	}
+	if (r < 0) {
+		fuse_reply_err(req, fs_err(r));
+		return;
+	}
+	if (size) {
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	n = kvc_getxattr(fs.kvc, key, strlen(key), name, buf, size);
+	if (n == -ENOENT && xattr_store_pending(ino))
+		n = -ENODATA; /* created here, and no attribute yet */
+	if (n < 0)
+		fuse_reply_err(req, fs_err((int)n));
+	else if (size)
+		fuse_reply_buf(req, buf, (size_t)n);
+	else
+		fuse_reply_xattr(req, (size_t)n);
+	free(buf);
 }
 
 static void kvfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	(void)ino;
-	if (size == 0)
-		fuse_reply_xattr(req, 0);
+	char key[KV_KEY_MAX + 3], *buf = NULL;
+	ssize_t n;
+	int r;
+
+	r = xattr_key(ino, key, sizeof(key));
+	if (r == 1 || r == -ENOTSUP) { /* none stored */
+		if (size == 0)
+			fuse_reply_xattr(req, 0);
+		else
+			fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (r < 0) {
+		fuse_reply_err(req, fs_err(r));
+		return;
+	}
+	if (size) {
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	n = kvc_listxattr(fs.kvc, key, strlen(key), buf, size);
+	if (n == -ENOENT && xattr_store_pending(ino))
+		n = 0;
+	if (n < 0)
+		fuse_reply_err(req, fs_err((int)n));
+	else if (size)
+		fuse_reply_buf(req, buf, (size_t)n);
 	else
-		fuse_reply_buf(req, NULL, 0);
+		fuse_reply_xattr(req, (size_t)n);
+	free(buf);
+}
+
+static void kvfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	char key[KV_KEY_MAX + 3];
+	int r;
+
+	if (!xattr_user(name)) {
+		fuse_reply_err(req, ENOTSUP);
+		return;
+	}
+	r = xattr_key(ino, key, sizeof(key));
+	if (r == 1 || r == -ENOTSUP) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	if (r == 0)
+		r = kvc_removexattr(fs.kvc, key, strlen(key), name);
+	fuse_reply_err(req, r < 0 ? fs_err(r) : 0);
 }
 
 const struct fuse_lowlevel_ops kvfs_ops = {
@@ -2512,10 +2893,12 @@ const struct fuse_lowlevel_ops kvfs_ops = {
         .statfs = kvfs_statfs,
         .link = kvfs_link,
         .symlink = kvfs_symlink,
+        .readlink = kvfs_readlink,
         .mknod = kvfs_mknod,
         .setxattr = kvfs_setxattr,
         .getxattr = kvfs_getxattr,
         .listxattr = kvfs_listxattr,
+        .removexattr = kvfs_removexattr,
 };
 
 /* ------------------------------------------------------------------ */

@@ -294,8 +294,9 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 			store_item_unpin(s->store, op->item);
 	} else {
 		if (r == 0) {
-			r = store_put_commit(s->store, op->resv, &op->cond, op->mode,
-			                     op->mtime ? op->mtime : srv_realtime_ns(), &ver);
+			if (!op->attrs.mtime_ns)
+				op->attrs.mtime_ns = srv_realtime_ns();
+			r = store_put_commit_attrs(s->store, op->resv, &op->cond, &op->attrs, &ver);
 			if (r == -EOVERFLOW) { /* a pinned key grew past --max-pinned */
 				r = -ENOSPC;
 				msg = srv_pin_limit_msg(s, why, sizeof(why));

@@ -83,7 +83,8 @@ static void respond_quota(struct conn *c, uint64_t id, const char *key, size_t k
 	conn_respond(c, id, -ENOSPC, m, NULL);
 }
 
-static void fill_entry(Kvfs__Entry *e, const struct store_item *it, size_t strip)
+static void fill_entry(const struct store *st, Kvfs__Entry *e, const struct store_item *it,
+                       size_t strip)
 {
 	size_t kl;
 
@@ -98,6 +99,9 @@ static void fill_entry(Kvfs__Entry *e, const struct store_item *it, size_t strip
 	e->mode = store_item_mode(it);
 	e->has_pinned = store_item_kept(it); /* absent: not pinned */
 	e->pinned = store_item_kept(it);
+	e->has_uid = e->has_gid = store_item_owner(st, it, &e->uid, &e->gid);
+	e->has_type = store_item_type(it) != STORE_TYPE_FILE;
+	e->type = store_item_type(it);
 }
 
 static uint64_t srv_max_value(struct srv *s)
@@ -590,6 +594,7 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 	Kvfs__Response resp = KVFS__RESPONSE__INIT;
 	Kvfs__PutResponse pr = KVFS__PUT_RESPONSE__INIT;
 	struct store_put_cond cond = {0};
+	struct store_attrs attrs = {0};
 	struct store_resv *resv;
 	struct srv_op *op;
 	uint64_t len, tot = 0, ver;
@@ -606,6 +611,14 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 		return;
 	cond.if_absent = p->has_if_absent && p->if_absent;
 	cond.if_version = p->has_if_version ? p->if_version : 0;
+	/* wire_check_put(): uid and gid together, a known type */
+	attrs.mode = (p->has_mode ? p->mode : 0644) & 07777;
+	attrs.mtime_ns = p->has_mtime_ns ? (uint64_t)p->mtime_ns : 0;
+	attrs.type = p->has_type ? (uint8_t)p->type : STORE_TYPE_FILE;
+	attrs.has_owner = p->has_uid;
+	attrs.uid = p->uid;
+	attrs.gid = p->gid;
+	attrs.drop_xattrs = p->has_drop_xattrs && p->drop_xattrs;
 	if (p->has_value) {
 		len = p->value.len;
 		if (len > s->o.max_inline) {
@@ -646,9 +659,9 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 		if (len)
 			memcpy((uint8_t *)store_arena_base(s->store) + store_resv_offset(resv),
 			       p->value.data, len);
-		r = store_put_commit(s->store, resv, &cond, p->has_mode ? p->mode : 0644,
-		                     p->has_mtime_ns ? (uint64_t)p->mtime_ns : srv_realtime_ns(),
-		                     &ver);
+		if (!attrs.mtime_ns)
+			attrs.mtime_ns = srv_realtime_ns();
+		r = store_put_commit_attrs(s->store, resv, &cond, &attrs, &ver);
 		if (r < 0) {
 			store_put_abort(s->store, resv);
 			if (r == -EOVERFLOW)
@@ -680,8 +693,7 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 	op->id = rq->id;
 	op->resv = resv;
 	op->cond = cond;
-	op->mode = p->has_mode ? p->mode : 0644;
-	op->mtime = p->has_mtime_ns ? (uint64_t)p->mtime_ns : 0;
+	op->attrs = attrs;
 	op->bytes = len;
 	r = op_submit(c, op, XFER_READ, store_resv_offset(resv), len, nr);
 	if (r < 0) {
@@ -708,6 +720,7 @@ struct list_ctx {
 	const char *last;
 	size_t lastlen;
 	size_t strip; /* the tenant's prefix, taken off every name (conn_strip()) */
+	const struct store *st;
 };
 
 static int list_cb(void *arg, const char *name, size_t namelen, const struct store_item *it,
@@ -733,7 +746,7 @@ static int list_cb(void *arg, const char *name, size_t namelen, const struct sto
 	if (it) { /* a key, or a prefix's marker */
 		e = &l->ents[lr->n_entries + lr->n_prefix_markers];
 		kvfs__entry__init(e);
-		fill_entry(e, it, l->strip);
+		fill_entry(l->st, e, it, l->strip);
 		if (prefix)
 			lr->prefix_markers[lr->n_prefix_markers++] = e;
 		else
@@ -751,7 +764,7 @@ static void req_list(struct conn *c, const Kvfs__Request *rq)
 	Kvfs__Response resp = KVFS__RESPONSE__INIT;
 	Kvfs__ListResponse lr = KVFS__LIST_RESPONSE__INIT;
 	struct store_list_req req = {0};
-	struct list_ctx l = {.lr = &lr, .strip = conn_strip(c)};
+	struct list_ctx l = {.lr = &lr, .strip = conn_strip(c), .st = s->store};
 	bool truncated = false;
 	size_t limit = q->has_limit && q->limit ? KV_MIN(q->limit, 10000u) : 1000;
 	/* wire_check_list() bounds both to KV_KEY_MAX: a tenant's fit */
@@ -832,7 +845,7 @@ static void req_stat(struct conn *c, const Kvfs__Request *rq)
 		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
 		return;
 	}
-	fill_entry(&e, it, conn_strip(c));
+	fill_entry(s->store, &e, it, conn_strip(c));
 	sr.entry = &e;
 	resp.body_case = KVFS__RESPONSE__BODY_STAT;
 	resp.stat = &sr;
@@ -940,17 +953,163 @@ static void req_setattr(struct conn *c, const Kvfs__Request *rq)
 		return;
 	if (a->has_pinned && setattr_pin(c, rq->id, a, key, klen))
 		return;
-	r = store_setattr(s->store, key, klen, which, a->mode & 07777, (uint64_t)a->mtime_ns,
-	                  a->has_if_version ? a->if_version : 0, &it);
+	/* The owner first: it alone can fail for memory, before anything
+	 * changed. */
+	r = store_chown(s->store, key, klen,
+	                (a->has_uid ? STORE_SET_UID : 0) | (a->has_gid ? STORE_SET_GID : 0), a->uid,
+	                a->gid, a->has_if_version ? a->if_version : 0);
+	if (r == 0)
+		r = store_setattr(s->store, key, klen, which, a->mode & 07777,
+		                  (uint64_t)a->mtime_ns, a->has_if_version ? a->if_version : 0,
+		                  &it);
 	if (r < 0) {
 		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
 		return;
 	}
-	fill_entry(&e, it, conn_strip(c));
+	fill_entry(s->store, &e, it, conn_strip(c));
 	ar.entry = &e;
 	resp.body_case = KVFS__RESPONSE__BODY_SETATTR;
 	resp.setattr = &ar;
 	conn_respond(c, rq->id, 0, NULL, &resp);
+}
+
+/* ------------------------------------------------------------------ */
+/* GETXATTR, SETXATTR, LISTXATTR: a key's extended attributes          */
+
+static void req_getxattr(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	const Kvfs__GetXattrRequest *g = rq->getxattr;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__GetXattrResponse gr = KVFS__GET_XATTR_RESPONSE__INIT;
+	char kb[KV_KEY_MAX];
+	const void *val;
+	const char *key;
+	size_t klen, vlen;
+	int r;
+
+	s->c.xattr_calls++;
+	if (req_key(c, rq->id, &g->key, kb, &key, &klen))
+		return;
+	/* wire_check_xattr() checked the name */
+	r = store_xattr_get(s->store, key, klen, (const char *)g->name.data, g->name.len, &val,
+	                    &vlen);
+	if (r < 0 && r != -ENODATA) {
+		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
+		return;
+	}
+	if (r == 0) { /* absent: no such attribute */
+		gr.has_value = true;
+		gr.value.data = (uint8_t *)(uintptr_t)val;
+		gr.value.len = vlen;
+	}
+	resp.body_case = KVFS__RESPONSE__BODY_GETXATTR;
+	resp.getxattr = &gr;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+}
+
+static void req_setxattr(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	const Kvfs__SetXattrRequest *a = rq->setxattr;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__SetXattrResponse sr = KVFS__SET_XATTR_RESPONSE__INIT;
+	unsigned flags = (a->has_create && a->create ? STORE_XATTR_CREATE : 0) |
+	                 (a->has_replace && a->replace ? STORE_XATTR_REPLACE : 0) |
+	                 (a->has_remove && a->remove ? STORE_XATTR_REMOVE : 0);
+	char kb[KV_KEY_MAX], m[128];
+	const char *key;
+	size_t klen;
+	bool found = false;
+	int r;
+
+	s->c.xattr_calls++;
+	if (req_key(c, rq->id, &a->key, kb, &key, &klen))
+		return;
+	/* wire_check_xattr() checked the name, the value's size and the flags */
+	r = store_xattr_set(s->store, key, klen, (const char *)a->name.data, a->name.len,
+	                    a->has_value ? a->value.data : NULL, a->has_value ? a->value.len : 0,
+	                    flags, &found);
+	if (r < 0) {
+		const char *msg = r == -ENOENT   ? "no such key"
+		                  : r == -EEXIST ? "the attribute exists"
+		                                 : NULL;
+
+		if (r == -ENOSPC || r == -E2BIG) {
+			snprintf(m, sizeof(m),
+			         r == -ENOSPC
+			                 ? "a key holds at most %d bytes of extended attribute "
+			                   "names and values (or --max-meta is reached)"
+			                 : "an extended attribute's value is at most %d bytes",
+			         STORE_XATTR_TOTAL_MAX);
+			msg = m;
+		}
+		/* E2BIG travels as TOO_BIG (EFBIG) */
+		conn_respond(c, rq->id, r == -E2BIG ? -EFBIG : r, msg, NULL);
+		return;
+	}
+	sr.found = found;
+	resp.body_case = KVFS__RESPONSE__BODY_SETXATTR;
+	resp.setxattr = &sr;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+}
+
+struct xlist_ctx {
+	ProtobufCBinaryData *names;
+	size_t n;
+};
+
+static int xlist_count(void *arg, const char *name, size_t namelen)
+{
+	(void)name;
+	(void)namelen;
+	((struct xlist_ctx *)arg)->n++;
+	return 0;
+}
+
+static int xlist_add(void *arg, const char *name, size_t namelen)
+{
+	struct xlist_ctx *x = arg;
+
+	x->names[x->n].data = (uint8_t *)(uintptr_t)name;
+	x->names[x->n].len = namelen;
+	x->n++;
+	return 0;
+}
+
+static void req_listxattr(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__ListXattrResponse lr = KVFS__LIST_XATTR_RESPONSE__INIT;
+	struct xlist_ctx x = {0};
+	char kb[KV_KEY_MAX];
+	const char *key;
+	size_t klen;
+	int r;
+
+	s->c.xattr_calls++;
+	if (req_key(c, rq->id, &rq->listxattr->key, kb, &key, &klen))
+		return;
+	r = store_xattr_list(s->store, key, klen, xlist_count, &x);
+	if (r < 0) {
+		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
+		return;
+	}
+	/* at most STORE_XATTR_TOTAL_MAX bytes of names: the answer fits a frame */
+	x.names = calloc(x.n ? x.n : 1, sizeof(*x.names));
+	if (!x.names) {
+		conn_respond(c, rq->id, -ENOMEM, NULL, NULL);
+		return;
+	}
+	x.n = 0;
+	(void)store_xattr_list(s->store, key, klen, xlist_add, &x);
+	lr.names = x.names;
+	lr.n_names = x.n;
+	resp.body_case = KVFS__RESPONSE__BODY_LISTXATTR;
+	resp.listxattr = &lr;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+	free(x.names);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1048,6 +1207,7 @@ static void stats_server(struct conn *c, struct stats_buf *b)
 	CNT("renames", s->c.renames);
 	CNT("setattrs", s->c.setattrs);
 	CNT("stat_calls", s->c.stat_calls);
+	CNT("xattr_calls", s->c.xattr_calls);
 	CNT("get_bytes", s->c.get_bytes);
 	CNT("put_bytes", s->c.put_bytes);
 	CNT("rdma_gets", s->c.rdma_gets);
@@ -1125,15 +1285,18 @@ out_free:
 
 /* Indexed by Kvfs__Request.body_case. */
 static const req_handler_fn req_handlers[] = {
-        [KVFS__REQUEST__BODY_HELLO] = req_hello,     /* first, once per connection */
-        [KVFS__REQUEST__BODY_PUT] = req_put,         /* inline, or RDMA-READ from the client */
-        [KVFS__REQUEST__BODY_GET] = req_get,         /* inline, or RDMA-WRITE to the client */
-        [KVFS__REQUEST__BODY_STAT] = req_stat,       /* one key's entry */
-        [KVFS__REQUEST__BODY_DELETE] = req_delete,   /* answers the version deleted */
-        [KVFS__REQUEST__BODY_LIST] = req_list,       /* a page of keys and common prefixes */
-        [KVFS__REQUEST__BODY_RENAME] = req_rename,   /* answers the new version */
-        [KVFS__REQUEST__BODY_SETATTR] = req_setattr, /* answers the entry */
-        [KVFS__REQUEST__BODY_STATS] = req_stats,     /* the server's counters */
+        [KVFS__REQUEST__BODY_HELLO] = req_hello,         /* first, once per connection */
+        [KVFS__REQUEST__BODY_PUT] = req_put,             /* inline, or RDMA-READ from the client */
+        [KVFS__REQUEST__BODY_GET] = req_get,             /* inline, or RDMA-WRITE to the client */
+        [KVFS__REQUEST__BODY_STAT] = req_stat,           /* one key's entry */
+        [KVFS__REQUEST__BODY_DELETE] = req_delete,       /* answers the version deleted */
+        [KVFS__REQUEST__BODY_LIST] = req_list,           /* a page of keys and common prefixes */
+        [KVFS__REQUEST__BODY_RENAME] = req_rename,       /* answers the new version */
+        [KVFS__REQUEST__BODY_SETATTR] = req_setattr,     /* answers the entry */
+        [KVFS__REQUEST__BODY_STATS] = req_stats,         /* the server's counters */
+        [KVFS__REQUEST__BODY_GETXATTR] = req_getxattr,   /* one extended attribute */
+        [KVFS__REQUEST__BODY_SETXATTR] = req_setxattr,   /* set or remove one */
+        [KVFS__REQUEST__BODY_LISTXATTR] = req_listxattr, /* their names */
 };
 
 void req_dispatch(struct conn *c, const Kvfs__Request *rq)

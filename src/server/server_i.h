@@ -117,9 +117,8 @@ struct srv_op {
 	struct store_item *item; /* GET: pinned */
 	struct store_resv *resv; /* PUT: reserved */
 	struct store_put_cond cond;
-	uint32_t mode;
-	uint64_t mtime; /* PUT: 0 = the clock at commit */
-	uint64_t bytes; /* bytes being moved */
+	struct store_attrs attrs; /* PUT: mtime_ns 0 = the clock at commit */
+	uint64_t bytes;           /* bytes being moved */
 	xfer_peer_t peer;
 	struct xfer_rsge *rsge;
 	/* OP_BIND: the proof of the client's engine, and the HELLO answer
@@ -184,7 +183,8 @@ struct srv {
 	} authfail[64];
 	size_t nheld, held_cap;
 	struct {
-		uint64_t gets, puts, deletes, lists, renames, setattrs, stats, stat_calls;
+		uint64_t gets, puts, deletes, lists, renames, setattrs, stats, stat_calls,
+		        xattr_calls;
 		uint64_t get_bytes, put_bytes, rdma_gets, rdma_puts, inline_gets, inline_puts;
 		uint64_t errors, rdma_failures, conns_total, conns_refused, auth_failures;
 		uint64_t bad_frames, refused_keys, refused_held;

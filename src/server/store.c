@@ -52,6 +52,19 @@ enum item_state {
 	              * on store.zombies */
 };
 
+/* A key's owner and extended attributes, in the store's side table (most
+ * keys have neither: the item stays as small as it was without them). */
+struct item_ext {
+	struct item_ext *next;       /* side-table chain */
+	const struct store_item *it; /* whose */
+	uint32_t uid, gid;
+	bool has_owner;
+	uint32_t xlen;   /* bytes of records in xattrs */
+	uint8_t *xattrs; /* records: u8 name length, u32 value length, name, value */
+};
+
+#define ITEM_F_EXT 0x1u /* has an entry in the side table */
+
 struct store_item {
 	struct store_item *hnext; /* hash chain; for ITEM_MOVED the item that took over */
 	struct dlist link;        /* LRU, reservation or zombie list */
@@ -60,12 +73,14 @@ struct store_item {
 	uint64_t version;
 	uint64_t mtime_ns;
 	uint32_t hash;
-	uint32_t mode;
 	uint32_t pins;
+	uint16_t mode; /* & 07777 */
 	uint16_t keylen;
 	uint8_t state : 7; /* enum item_state */
 	uint8_t keep : 1;  /* ITEM_LINKED: kept (store_keep()), counted in kept_* */
 	uint8_t ns;        /* its namespace's index + 1; 0 = none (fills the padding) */
+	uint8_t type;      /* enum store_type */
+	uint8_t flags;     /* ITEM_F_* */
 	char key[];
 };
 
@@ -104,6 +119,10 @@ struct store {
 	const struct store_ns *ns;  /* store_opts.ns: the caller's */
 	struct store_ns_usage *use; /* per namespace */
 	size_t nns;
+
+	struct item_ext **ext; /* side table of owners and xattrs, by item address */
+	uint64_t next_buckets; /* power of two, or 0 before the first */
+	uint64_t next;         /* entries */
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -175,6 +194,139 @@ uint64_t store_alloc_size(const struct store *s, uint64_t size)
 static void item_release_range(struct store *s, struct store_item *it)
 {
 	arena_free(&s->arena, it->off, it->size);
+}
+
+/* ---- owners and extended attributes: the side table ---------------------- */
+
+static uint64_t ext_bucket(const struct store *s, const struct store_item *it)
+{
+	return ((uint64_t)(uintptr_t)it * 0x9E3779B97F4A7C15ULL >> 20) & (s->next_buckets - 1);
+}
+
+/* The link pointing to @it's entry (it has one: ITEM_F_EXT). */
+static struct item_ext **ext_slot(struct store *s, const struct store_item *it)
+{
+	struct item_ext **pp = &s->ext[ext_bucket(s, it)];
+
+	while ((*pp)->it != it)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static struct item_ext *ext_of(const struct store *s, const struct store_item *it)
+{
+	struct item_ext *e;
+
+	if (!(it->flags & ITEM_F_EXT))
+		return NULL;
+	e = s->ext[ext_bucket(s, it)];
+	while (e->it != it)
+		e = e->next;
+	return e;
+}
+
+/* Take @it's entry out of the table (NULL if it has none). */
+static struct item_ext *ext_detach(struct store *s, struct store_item *it)
+{
+	struct item_ext **pp, *e;
+
+	if (!(it->flags & ITEM_F_EXT))
+		return NULL;
+	pp = ext_slot(s, it);
+	e = *pp;
+	*pp = e->next;
+	e->next = NULL;
+	e->it = NULL;
+	it->flags &= ~ITEM_F_EXT;
+	s->next--;
+	return e;
+}
+
+/* Double the table when fuller than one entry per bucket; a failed
+ * growth only makes chains longer. */
+static void ext_maybe_grow(struct store *s)
+{
+	uint64_t n = s->next_buckets ? s->next_buckets * 2 : 64, old = s->next_buckets;
+	struct item_ext **nb, **ob = s->ext;
+
+	if (s->next_buckets && s->next < s->next_buckets)
+		return;
+	nb = meta_alloc(s, n * sizeof(*nb));
+	if (!nb)
+		return;
+	memset(nb, 0, n * sizeof(*nb));
+	s->ext = nb;
+	s->next_buckets = n;
+	for (uint64_t i = 0; i < old; i++) {
+		struct item_ext *e = ob[i], *next;
+
+		for (; e; e = next) {
+			next = e->next;
+			e->next = nb[ext_bucket(s, e->it)];
+			nb[ext_bucket(s, e->it)] = e;
+		}
+	}
+	meta_free(s, ob);
+}
+
+/* Give @it the entry @e (which belongs to no item).  Fails only when the
+ * table has no bucket at all (-ENOMEM): call ext_reserve() first. */
+static int ext_attach(struct store *s, struct store_item *it, struct item_ext *e)
+{
+	uint64_t b;
+
+	ext_maybe_grow(s);
+	if (!s->next_buckets)
+		return -ENOMEM;
+	b = ext_bucket(s, it);
+	e->it = it;
+	e->next = s->ext[b];
+	s->ext[b] = e;
+	it->flags |= ITEM_F_EXT;
+	s->next++;
+	return 0;
+}
+
+/* Make sure ext_attach() cannot fail. */
+static int ext_reserve(struct store *s)
+{
+	ext_maybe_grow(s);
+	return s->next_buckets ? 0 : -ENOMEM;
+}
+
+static void ext_free(struct store *s, struct item_ext *e)
+{
+	if (!e)
+		return;
+	meta_free(s, e->xattrs);
+	meta_free(s, e);
+}
+
+static void ext_free_of(struct store *s, struct store_item *it)
+{
+	ext_free(s, ext_detach(s, it));
+}
+
+static struct item_ext *ext_new(struct store *s)
+{
+	struct item_ext *e = meta_alloc(s, sizeof(*e));
+
+	if (e)
+		memset(e, 0, sizeof(*e));
+	return e;
+}
+
+/* Put @e back on @it, or free it when it holds nothing. */
+static void ext_settle(struct store *s, struct store_item *it, struct item_ext *e)
+{
+	if (!e)
+		return;
+	if (!e->has_owner && !e->xlen) {
+		ext_free(s, e);
+		return;
+	}
+	if (ext_attach(s, it, e)) /* cannot be: the caller reserved */
+		ext_free(s, e);
 }
 
 /* ---- items, LRU, hash ---------------------------------------------------- */
@@ -251,8 +403,11 @@ static struct store_item *item_new(struct store *s, const char *key, size_t keyl
 	return it;
 }
 
+static void ext_free_of(struct store *s, struct store_item *it);
+
 static void item_free(struct store *s, struct store_item *it)
 {
+	ext_free_of(s, it);
 	s->key_bytes -= it->keylen;
 	meta_free(s, it);
 }
@@ -545,6 +700,16 @@ void store_destroy(struct store *s)
 	}
 	free_list_items(&s->resv);
 	free_list_items(&s->zombies);
+	for (i = 0; i < s->next_buckets; i++) {
+		struct item_ext *e = s->ext[i], *next;
+
+		for (; e; e = next) {
+			next = e->next;
+			free(e->xattrs);
+			free(e);
+		}
+	}
+	free(s->ext);
 	arena_destroy(&s->arena);
 	free(s->buckets);
 	kidx_destroy(&s->order);
@@ -675,7 +840,16 @@ static void touch_parent(struct store *s, const char *key, size_t keylen)
 int store_put_commit(struct store *s, struct store_resv *r, const struct store_put_cond *cond,
                      uint32_t mode, uint64_t mtime_ns, uint64_t *ret_version)
 {
+	struct store_attrs a = {.mode = mode, .mtime_ns = mtime_ns};
+
+	return store_put_commit_attrs(s, r, cond, &a, ret_version);
+}
+
+int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct store_put_cond *cond,
+                           const struct store_attrs *a, uint64_t *ret_version)
+{
 	struct store_item *it = resv_item(r), **pp, *old;
+	struct item_ext *e = NULL, *fresh = NULL;
 
 	assert(it->state == ITEM_RESV);
 	pp = hash_slot(s, it->key, it->keylen, it->hash);
@@ -692,10 +866,19 @@ int store_put_commit(struct store *s, struct store_resv *r, const struct store_p
 		return -EOVERFLOW;
 	if (!old && kidx_reserve(&s->order))
 		return -ENOMEM;
+	/* An owner or attributes to keep need an entry in the side table:
+	 * allocated before anything changes. */
+	if ((a->has_owner || (old && (old->flags & ITEM_F_EXT))) && ext_reserve(s))
+		return -ENOMEM;
+	if (a->has_owner && !(old && (old->flags & ITEM_F_EXT)) && !(fresh = ext_new(s)))
+		return -ENOMEM;
 
 	dl_del(&it->link);
 	s->resv_count--;
 	s->resv_bytes -= it->size;
+	e = old ? ext_detach(s, old) : NULL; /* the replaced key's, kept */
+	if (!e)
+		e = fresh;
 	if (old) {
 		bool keep = old->keep; /* the mark belongs to the key */
 
@@ -707,8 +890,20 @@ int store_put_commit(struct store *s, struct store_resv *r, const struct store_p
 		kidx_insert(&s->order, it);
 	}
 	it->version = s->next_version++;
-	it->mode = mode;
-	it->mtime_ns = mtime_ns;
+	it->mode = (uint16_t)(a->mode & 07777);
+	it->mtime_ns = a->mtime_ns;
+	it->type = a->type;
+	if (e && a->drop_xattrs) {
+		meta_free(s, e->xattrs);
+		e->xattrs = NULL;
+		e->xlen = 0;
+	}
+	if (e && a->has_owner) {
+		e->has_owner = true;
+		e->uid = a->uid;
+		e->gid = a->gid;
+	}
+	ext_settle(s, it, e);
 	hash_link(s, it);
 	if (!it->keep)
 		lru_add_head(s, it);
@@ -846,6 +1041,25 @@ bool store_item_kept(const struct store_item *it)
 	return it->keep;
 }
 
+uint8_t store_item_type(const struct store_item *it)
+{
+	return it->type;
+}
+
+bool store_item_owner(const struct store *s, const struct store_item *it, uint32_t *ret_uid,
+                      uint32_t *ret_gid)
+{
+	const struct item_ext *e = ext_of(s, it);
+
+	if (!e || !e->has_owner)
+		return false;
+	if (ret_uid)
+		*ret_uid = e->uid;
+	if (ret_gid)
+		*ret_gid = e->gid;
+	return true;
+}
+
 const char *store_item_key(const struct store_item *it, size_t *ret_len)
 {
 	if (ret_len)
@@ -907,13 +1121,14 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 		item_free(s, nit);
 		return -EDQUOT;
 	}
-	if (kidx_reserve(&s->order)) {
+	if (kidx_reserve(&s->order) || ((sit->flags & ITEM_F_EXT) && ext_reserve(s))) {
 		item_free(s, nit);
 		return -ENOMEM;
 	}
 
 	/* From here on nothing fails.  nit takes over sit's range, attributes,
-	 * pins, kept mark and LRU position (none when it is not on the LRU). */
+	 * owner, extended attributes, pins, kept mark and LRU position (none when
+	 * it is not on the LRU). */
 	*ps = sit->hnext;
 	kidx_erase(&s->order, sit);
 	nit->keep = sit->keep;
@@ -921,6 +1136,8 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 	nit->off = sit->off;
 	nit->mode = sit->mode;
 	nit->mtime_ns = sit->mtime_ns;
+	nit->type = sit->type;
+	ext_settle(s, nit, ext_detach(s, sit));
 	nit->pins = sit->pins;
 	nit->version = s->next_version++;
 	if (sit->pins) {
@@ -965,7 +1182,7 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
 	if (if_version && it->version != if_version)
 		return -ESTALE;
 	if (which & STORE_SET_MODE)
-		it->mode = mode;
+		it->mode = (uint16_t)(mode & 07777);
 	if (which & STORE_SET_MTIME)
 		it->mtime_ns = mtime_ns;
 	if (ret_item)
@@ -1001,6 +1218,223 @@ int store_keep(struct store *s, const char *key, size_t keylen, bool keep, uint6
 	}
 	if (ret_item)
 		*ret_item = it;
+	return 0;
+}
+
+/* ---- owner and extended attributes ------------------------------------ */
+
+/* The entry of @key's item, made if it has none: 0 and *ret_it, *ret_e. */
+static int ext_find_or_make(struct store *s, const char *key, size_t keylen, uint64_t if_version,
+                            struct store_item **ret_it, struct item_ext **ret_e)
+{
+	struct store_item **pp, *it;
+	struct item_ext *e;
+	int err = find(s, key, keylen, &pp);
+
+	if (err)
+		return err;
+	it = *pp;
+	if (if_version && it->version != if_version)
+		return -ESTALE;
+	e = ext_of(s, it);
+	if (!e) {
+		if (ext_reserve(s) || !(e = ext_new(s)))
+			return -ENOMEM;
+		ext_attach(s, it, e); /* reserved */
+	}
+	*ret_it = it;
+	*ret_e = e;
+	return 0;
+}
+
+int store_chown(struct store *s, const char *key, size_t keylen, unsigned which, uint32_t uid,
+                uint32_t gid, uint64_t if_version)
+{
+	struct store_item *it;
+	struct item_ext *e;
+	int err;
+
+	if (!(which & (STORE_SET_UID | STORE_SET_GID)))
+		return store_setattr(s, key, keylen, 0, 0, 0, if_version, NULL);
+	err = ext_find_or_make(s, key, keylen, if_version, &it, &e);
+	if (err)
+		return err;
+	if (!e->has_owner) {
+		e->has_owner = true;
+		e->uid = e->gid = 0;
+	}
+	if (which & STORE_SET_UID)
+		e->uid = uid;
+	if (which & STORE_SET_GID)
+		e->gid = gid;
+	return 0;
+}
+
+#define XREC_HDR 5 /* u8 name length, u32 value length */
+
+static size_t xrec_size(const uint8_t *p)
+{
+	uint32_t vlen;
+
+	memcpy(&vlen, p + 1, sizeof(vlen));
+	return XREC_HDR + p[0] + (size_t)vlen;
+}
+
+/* The record of @name in @e, or NULL. */
+static uint8_t *xrec_find(const struct item_ext *e, const char *name, size_t namelen)
+{
+	for (uint32_t o = 0; e && o < e->xlen; o += (uint32_t)xrec_size(e->xattrs + o)) {
+		uint8_t *p = e->xattrs + o;
+
+		if (p[0] == namelen && !memcmp(p + XREC_HDR, name, namelen))
+			return p;
+	}
+	return NULL;
+}
+
+/* Bytes of names and values in @e, but for the record @skip. */
+static size_t xattr_bytes(const struct item_ext *e, const uint8_t *skip)
+{
+	size_t n = 0;
+
+	for (uint32_t o = 0; e && o < e->xlen; o += (uint32_t)xrec_size(e->xattrs + o))
+		if (e->xattrs + o != skip)
+			n += xrec_size(e->xattrs + o) - XREC_HDR;
+	return n;
+}
+
+static int xname_check(const char *name, size_t namelen)
+{
+	if (!name || !namelen || namelen > STORE_XATTR_NAME_MAX || memchr(name, 0, namelen))
+		return -EINVAL;
+	return 0;
+}
+
+int store_xattr_get(struct store *s, const char *key, size_t keylen, const char *name,
+                    size_t namelen, const void **ret_val, size_t *ret_len)
+{
+	struct store_item **pp;
+	const uint8_t *p;
+	uint32_t vlen;
+	int err = find(s, key, keylen, &pp);
+
+	if (err)
+		return err;
+	if (xname_check(name, namelen))
+		return -EINVAL;
+	p = xrec_find(ext_of(s, *pp), name, namelen);
+	if (!p)
+		return -ENODATA;
+	memcpy(&vlen, p + 1, sizeof(vlen));
+	*ret_val = p + XREC_HDR + namelen;
+	*ret_len = vlen;
+	return 0;
+}
+
+int store_xattr_set(struct store *s, const char *key, size_t keylen, const char *name,
+                    size_t namelen, const void *val, size_t vlen, unsigned flags, bool *ret_found)
+{
+	bool rm = flags & STORE_XATTR_REMOVE;
+	struct store_item **pp, *it;
+	struct item_ext *e;
+	uint8_t *p, *nx;
+	size_t old = 0, nlen;
+	uint32_t v32;
+	int err = find(s, key, keylen, &pp);
+
+	if (err)
+		return err;
+	if (xname_check(name, namelen) || (rm && (flags & ~STORE_XATTR_REMOVE)) ||
+	    ((flags & STORE_XATTR_CREATE) && (flags & STORE_XATTR_REPLACE)) ||
+	    (!rm && vlen && !val))
+		return -EINVAL;
+	if (!rm && vlen > STORE_XATTR_TOTAL_MAX)
+		return -E2BIG;
+	it = *pp;
+	e = ext_of(s, it);
+	p = xrec_find(e, name, namelen);
+	if (ret_found)
+		*ret_found = p != NULL;
+	if (p && (flags & STORE_XATTR_CREATE))
+		return -EEXIST;
+	if (!p && (rm || (flags & STORE_XATTR_REPLACE)))
+		return 0; /* nothing to change; *ret_found says why */
+	if (p)
+		old = xrec_size(p);
+	nlen = e ? e->xlen - old : 0;
+	if (!rm) {
+		if (xattr_bytes(e, p) + namelen + vlen > STORE_XATTR_TOTAL_MAX)
+			return -ENOSPC;
+		if (s->max_meta && meta_total(s) + XREC_HDR + namelen + vlen > s->max_meta)
+			return -ENOSPC;
+		nlen += XREC_HDR + namelen + vlen;
+	}
+	if (!e) {
+		if (ext_reserve(s) || !(e = ext_new(s)))
+			return -ENOMEM;
+		ext_attach(s, it, e); /* reserved */
+	}
+	/* A new buffer: records in their order, @name's replaced in place,
+	 * a new one last. */
+	nx = nlen ? meta_alloc(s, nlen) : NULL;
+	if (nlen && !nx) {
+		ext_settle(s, it, ext_detach(s, it));
+		return -ENOMEM;
+	}
+	{
+		size_t w = 0;
+
+		for (uint32_t o = 0; o < e->xlen;) {
+			uint8_t *q = e->xattrs + o;
+			size_t qs = xrec_size(q);
+
+			if (q == p && !rm) {
+				nx[w] = (uint8_t)namelen;
+				v32 = (uint32_t)vlen;
+				memcpy(nx + w + 1, &v32, sizeof(v32));
+				memcpy(nx + w + XREC_HDR, name, namelen);
+				if (vlen)
+					memcpy(nx + w + XREC_HDR + namelen, val, vlen);
+				w += XREC_HDR + namelen + vlen;
+			} else if (q != p) {
+				memcpy(nx + w, q, qs);
+				w += qs;
+			}
+			o += (uint32_t)qs;
+		}
+		if (!p && !rm) {
+			nx[w] = (uint8_t)namelen;
+			v32 = (uint32_t)vlen;
+			memcpy(nx + w + 1, &v32, sizeof(v32));
+			memcpy(nx + w + XREC_HDR, name, namelen);
+			if (vlen)
+				memcpy(nx + w + XREC_HDR + namelen, val, vlen);
+			w += XREC_HDR + namelen + vlen;
+		}
+		assert(w == nlen);
+	}
+	meta_free(s, e->xattrs);
+	e->xattrs = nx;
+	e->xlen = (uint32_t)nlen;
+	ext_settle(s, it, ext_detach(s, it)); /* freed if nothing is left */
+	return 0;
+}
+
+int store_xattr_list(struct store *s, const char *key, size_t keylen,
+                     int (*cb)(void *arg, const char *name, size_t namelen), void *arg)
+{
+	struct store_item **pp;
+	const struct item_ext *e;
+	int err = find(s, key, keylen, &pp);
+
+	if (err)
+		return err;
+	e = ext_of(s, *pp);
+	for (uint32_t o = 0; e && o < e->xlen; o += (uint32_t)xrec_size(e->xattrs + o)) {
+		err = cb(arg, (const char *)e->xattrs + o + XREC_HDR, e->xattrs[o]);
+		if (err < 0)
+			return err;
+	}
 	return 0;
 }
 

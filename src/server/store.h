@@ -188,6 +188,32 @@ int store_put_commit(struct store *s, struct store_resv *r, const struct store_p
 void store_put_abort(struct store *s, struct store_resv *r);
 
 /*
+ * What a key is to a file system, its owner and its extended attributes:
+ * metadata kept beside mode and mtime (see "Owner and extended
+ * attributes" below).  store_put_commit_attrs() is store_put_commit()
+ * with all of them; store_put_commit() is it with type FILE, the replaced
+ * key's owner and extended attributes kept.  Besides the errors of
+ * store_put_commit() it may fail with -ENOMEM (the reservation still
+ * held).
+ */
+enum store_type {
+	STORE_TYPE_FILE = 0,    /* the value is a file's content */
+	STORE_TYPE_SYMLINK = 1, /* the value is a symbolic link's target */
+};
+
+struct store_attrs {
+	uint32_t mode; /* permission bits, & 07777 */
+	uint64_t mtime_ns;
+	uint8_t type;   /* enum store_type */
+	bool has_owner; /* false: keep the replaced key's owner (a new key: none) */
+	uint32_t uid, gid;
+	bool drop_xattrs; /* false: keep the replaced key's extended attributes */
+};
+
+int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct store_put_cond *cond,
+                           const struct store_attrs *a, uint64_t *ret_version);
+
+/*
  * Look up @key, make it the most recently used and pin it (see "Pins").
  * Returns 0, -ENOENT, or the key errors of store_put_begin().  Every
  * successful store_get() needs exactly one store_item_unpin().
@@ -211,6 +237,11 @@ uint64_t store_item_version(const struct store_item *it);
 uint64_t store_item_mtime(const struct store_item *it); /* ns, as given at commit */
 uint32_t store_item_mode(const struct store_item *it);
 bool store_item_kept(const struct store_item *it);
+uint8_t store_item_type(const struct store_item *it); /* enum store_type */
+/* The owner of @it: true and *ret_uid, *ret_gid (may be NULL), or false
+ * when none was ever stored (nothing written). */
+bool store_item_owner(const struct store *s, const struct store_item *it, uint32_t *ret_uid,
+                      uint32_t *ret_gid);
 const char *store_item_key(const struct store_item *it, size_t *ret_len); /* not NUL-terminated */
 
 /*
@@ -225,12 +256,13 @@ int store_delete(struct store *s, const char *key, size_t keylen, uint64_t if_ve
  * Atomically move @src to @dst, replacing @dst unless @no_overwrite
  * (-EEXIST then).  The moved item gets a fresh version (anything conditioned
  * on the old version of either key fails afterwards) and keeps size, mode,
- * mtime, its kept mark and its LRU position (a kept @dst it replaces is
- * dropped, mark and all).  @src == @dst is a successful no-op when it
- * exists.  Returns 0 and *ret_item (may be NULL: the item now under @dst,
- * as store_lookup() gives it), -ENOENT (no @src), -EEXIST, -ENOMEM or a key
- * error, or -EDQUOT when @dst's namespace would pass its quota (a move
- * between namespaces, or a longer name); nothing changes on failure.
+ * mtime, type, owner, extended attributes, its kept mark and its LRU
+ * position (a kept @dst it replaces is dropped, mark and all).  @src ==
+ * @dst is a successful no-op when it exists.  Returns 0 and *ret_item (may
+ * be NULL: the item now under @dst, as store_lookup() gives it), -ENOENT
+ * (no @src), -EEXIST, -ENOMEM or a key error, or -EDQUOT when @dst's
+ * namespace would pass its quota (a move between namespaces, or a longer
+ * name); nothing changes on failure.
  */
 int store_rename(struct store *s, const char *src, size_t srclen, const char *dst, size_t dstlen,
                  bool no_overwrite, const struct store_item **ret_item);
@@ -256,6 +288,51 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
  */
 int store_keep(struct store *s, const char *key, size_t keylen, bool keep, uint64_t if_version,
                const struct store_item **ret_item);
+
+/*
+ * Owner and extended attributes
+ * -----------------------------
+ * Kept per key in a side table of the store (a key without either costs
+ * nothing), counted in store_stats.meta_bytes and so in max_meta.  Like
+ * mode and mtime they do not bump the version; RENAME moves them with the
+ * value; a PUT keeps the replaced key's unless store_attrs says otherwise.
+ *
+ * store_chown() sets the uid and/or gid (@which: STORE_SET_UID,
+ * STORE_SET_GID; the other one of a key with no owner yet is 0); with
+ * @if_version non-zero only if @key has that version.  Returns 0, -ENOENT,
+ * -ESTALE, -ENOMEM, -ENOSPC (past max_meta) or a key error.
+ *
+ * Extended attributes: names of 1..STORE_XATTR_NAME_MAX bytes without NUL,
+ * values of 0..STORE_XATTR_TOTAL_MAX bytes, and per key at most
+ * STORE_XATTR_TOTAL_MAX bytes of names and values together.
+ * store_xattr_get() points *ret_val at the value (valid until the next call
+ * that modifies the store): 0, -ENODATA (no such attribute), -ENOENT,
+ * -EINVAL (bad name) or a key error.
+ * store_xattr_set() sets @name to @val (@flags: STORE_XATTR_CREATE fails
+ * with -EEXIST when it exists; STORE_XATTR_REPLACE changes nothing when it
+ * does not; STORE_XATTR_REMOVE removes it) and says in *ret_found (may be
+ * NULL) whether it existed before.  Returns 0, -ENOENT, -EEXIST, -EINVAL
+ * (bad name, contradictory flags), -E2BIG (a value above the limit),
+ * -ENOSPC (past the key's total or max_meta), -ENOMEM or a key error.
+ * store_xattr_list() calls @cb with each name, in the order they were
+ * first set; a negative return of @cb stops it and is returned.
+ */
+#define STORE_SET_UID         0x4u
+#define STORE_SET_GID         0x8u
+#define STORE_XATTR_NAME_MAX  255
+#define STORE_XATTR_TOTAL_MAX 65536
+#define STORE_XATTR_CREATE    0x1u
+#define STORE_XATTR_REPLACE   0x2u
+#define STORE_XATTR_REMOVE    0x4u
+
+int store_chown(struct store *s, const char *key, size_t keylen, unsigned which, uint32_t uid,
+                uint32_t gid, uint64_t if_version);
+int store_xattr_get(struct store *s, const char *key, size_t keylen, const char *name,
+                    size_t namelen, const void **ret_val, size_t *ret_len);
+int store_xattr_set(struct store *s, const char *key, size_t keylen, const char *name,
+                    size_t namelen, const void *val, size_t vlen, unsigned flags, bool *ret_found);
+int store_xattr_list(struct store *s, const char *key, size_t keylen,
+                     int (*cb)(void *arg, const char *name, size_t namelen), void *arg);
 
 /*
  * List keys (S3 ListObjectsV2 semantics), in memcmp order.

@@ -141,12 +141,15 @@ static const struct cmd_help cmd_helps[] = {
                "first one (3 if a key did not exist).\n"},
         {"ls", "Usage: " PROG " ls [-l] [-d] [PREFIX]\n"
                "List the keys starting with PREFIX (default: all), in bytewise order.\n"
-               "  -l  long format: size (bytes), version, mtime, mode, key\n"
+               "  -l  long format: size (bytes), version, mtime, mode, key (a symbolic\n"
+               "      link: key -> target)\n"
                "  -d  treat '/' as a directory separator: keys below the next '/' after\n"
                "      PREFIX are shown once as their common prefix (ending in '/')\n"},
         {"stat", "Usage: " PROG " stat KEY\n"
                  "Print the metadata of KEY as 'name value' lines: key, size, version,\n"
-                 "mtime_ns, mtime (UTC), mode, pinned (1: never evicted, see pin).\n"},
+                 "mtime_ns, mtime (UTC), mode, pinned (1: never evicted, see pin), type\n"
+                 "(file or symlink), and uid and gid when an owner is stored (kvfs stores\n"
+                 "its files' owners).\n"},
         {"mv", "Usage: " PROG " mv [-n] SRC DST\n"
                "Rename SRC to DST atomically; DST gets a new version.  An existing DST is\n"
                "replaced unless -n is given, then the command fails with status 4.\n"
@@ -872,6 +875,9 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
 	printf("key %s\nsize %" PRIu64 "\nversion %" PRIu64 "\nmtime_ns %" PRId64
 	       "\nmtime %s\nmode %04o\npinned %d\n",
 	       key, e.size, e.version, e.mtime_ns, ts, e.mode & 07777, e.pinned);
+	printf("type %s\n", e.type == KVC_TYPE_SYMLINK ? "symlink" : "file");
+	if (e.has_owner)
+		printf("uid %" PRIu32 "\ngid %" PRIu32 "\n", e.uid, e.gid);
 	return EX_OK;
 }
 
@@ -1066,17 +1072,24 @@ static int cmd_stats(struct ctl *c, int argc, char **argv)
 /* ------------------------------------------------------------------ */
 /* ls                                                                  */
 
-static void print_entry(const struct kvc_list_entry *le, bool lng)
+/* With -l a symbolic link (kvfs's) shows its target, as ls -l does. */
+static void print_entry(struct ctl *c, const struct kvc_list_entry *le, bool lng)
 {
-	char ts[64];
+	char ts[64], target[4096];
+	ssize_t n = -1;
 
 	if (!lng) {
 		printf("%s\n", le->key);
 		return;
 	}
+	if (le->e.type == KVC_TYPE_SYMLINK)
+		n = kvc_get(c->kvc, le->key, le->keylen, 0, target, sizeof(target) - 1, NULL, NULL);
 	fmt_mtime(le->e.mtime_ns, ts, sizeof(ts));
-	printf("%12" PRIu64 " %10" PRIu64 " %-20s %04o %s\n", le->e.size, le->e.version, ts,
+	printf("%12" PRIu64 " %10" PRIu64 " %-20s %04o %s", le->e.size, le->e.version, ts,
 	       le->e.mode & 07777, le->key);
+	if (n >= 0)
+		printf(" -> %.*s", (int)n, target);
+	printf("\n");
 }
 
 /* A common prefix; with -l its marker's version, mtime and mode (a key
@@ -1147,7 +1160,7 @@ static int cmd_ls(struct ctl *c, int argc, char **argv)
 		while (i < l.n_entries || j < l.n_prefixes) {
 			if (j == l.n_prefixes ||
 			    (i < l.n_entries && strcmp(l.entries[i].key, l.prefixes[j]) < 0))
-				print_entry(&l.entries[i++], lng);
+				print_entry(c, &l.entries[i++], lng);
 			else {
 				print_prefix(l.prefixes[j], &l.prefix_e[j], lng);
 				j++;

@@ -646,6 +646,7 @@ enum wire_key_field {
 	WIRE_KF_SETATTR,
 	WIRE_KF_LIST_PREFIX,
 	WIRE_KF_LIST_AFTER,
+	WIRE_KF_XATTR,
 };
 
 static const char *const wire_key_why[][WIRE_KEY_NERR] = {
@@ -658,6 +659,7 @@ static const char *const wire_key_why[][WIRE_KEY_NERR] = {
         [WIRE_KF_SETATTR] = WIRE_KEY_TEXTS("SETATTR: "),
         [WIRE_KF_LIST_PREFIX] = WIRE_KEY_TEXTS("LIST: prefix "),
         [WIRE_KF_LIST_AFTER] = WIRE_KEY_TEXTS("LIST: start_after "),
+        [WIRE_KF_XATTR] = WIRE_KEY_TEXTS("XATTR: "),
 };
 
 static int wire_field_check(const ProtobufCBinaryData *b, unsigned flags, enum wire_key_field field,
@@ -682,6 +684,21 @@ static int wire_check_put(const Kvfs__PutRequest *put, const char **why)
 		return wire_why(why, "PUT: exactly one of value and src must be given", -EINVAL);
 	if (put->has_if_version && put->has_if_absent && put->if_absent)
 		return wire_why(why, "PUT: if_absent and if_version exclude each other", -EINVAL);
+	if (put->has_uid != put->has_gid)
+		return wire_why(why, "PUT: uid and gid go together", -EINVAL);
+	if (put->has_type && put->type != KVFS__KEY_TYPE__FILE &&
+	    put->type != KVFS__KEY_TYPE__SYMLINK)
+		return wire_why(why, "PUT: unknown type", -EINVAL);
+	if (put->has_type && put->type == KVFS__KEY_TYPE__SYMLINK) {
+		uint64_t n = put->has_value ? put->value.len : put->has_length ? put->length : 0;
+
+		if (n == 0 || n > WIRE_SYMLINK_MAX)
+			return wire_why(why, "PUT: a symbolic link's target is 1 to 4095 bytes",
+			                -EINVAL);
+		if (put->has_value && memchr(put->value.data, 0, put->value.len))
+			return wire_why(why, "PUT: a symbolic link's target holds a NUL byte",
+			                -EINVAL);
+	}
 	if (put->has_value) {
 		if (put->has_length && put->length != put->value.len)
 			return wire_why(why, "PUT: length differs from the inline value's",
@@ -726,6 +743,39 @@ static int wire_check_list(const Kvfs__ListRequest *list, const char **why)
 	if (list->has_start_after)
 		return wire_field_check(&list->start_after, WIRE_KEY_PREFIX, WIRE_KF_LIST_AFTER,
 		                        why);
+	return 0;
+}
+
+/* An extended attribute's name: 1..WIRE_XATTR_NAME_MAX bytes, no NUL. */
+static int wire_check_xname(const ProtobufCBinaryData *name, const char **why)
+{
+	if (!name->len || name->len > WIRE_XATTR_NAME_MAX)
+		return wire_why(why, "XATTR: a name is 1 to 255 bytes", -EINVAL);
+	if (memchr(name->data, 0, name->len))
+		return wire_why(why, "XATTR: the name holds a NUL byte", -EINVAL);
+	return 0;
+}
+
+static int wire_check_setxattr(const Kvfs__SetXattrRequest *a, const char **why)
+{
+	bool rm = a->has_remove && a->remove;
+	bool create = a->has_create && a->create, replace = a->has_replace && a->replace;
+	int rc;
+
+	rc = wire_field_check(&a->key, 0, WIRE_KF_XATTR, why);
+	if (rc == 0)
+		rc = wire_check_xname(&a->name, why);
+	if (rc)
+		return rc;
+	if (rm && (a->has_value || create || replace))
+		return wire_why(why, "SETXATTR: remove goes with no value, create or replace",
+		                -EINVAL);
+	if (!rm && !a->has_value)
+		return wire_why(why, "SETXATTR: a value or remove is required", -EINVAL);
+	if (create && replace)
+		return wire_why(why, "SETXATTR: create and replace exclude each other", -EINVAL);
+	if (a->has_value && a->value.len > WIRE_XATTR_VALUE_MAX)
+		return wire_why(why, "SETXATTR: a value is at most 65536 bytes", -EFBIG);
 	return 0;
 }
 
@@ -781,6 +831,17 @@ int wire_request_check(const Kvfs__Request *req, const char **ret_reason)
 		rc = wire_field_check(&req->setattr->key, 0, WIRE_KF_SETATTR, &why);
 		break;
 	case KVFS__REQUEST__BODY_STATS:
+		break;
+	case KVFS__REQUEST__BODY_GETXATTR:
+		rc = wire_field_check(&req->getxattr->key, 0, WIRE_KF_XATTR, &why);
+		if (rc == 0)
+			rc = wire_check_xname(&req->getxattr->name, &why);
+		break;
+	case KVFS__REQUEST__BODY_SETXATTR:
+		rc = wire_check_setxattr(req->setxattr, &why);
+		break;
+	case KVFS__REQUEST__BODY_LISTXATTR:
+		rc = wire_field_check(&req->listxattr->key, 0, WIRE_KF_XATTR, &why);
 		break;
 	case KVFS__REQUEST__BODY__NOT_SET:
 	default:

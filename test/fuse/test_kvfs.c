@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
 
 #include "fuse_env.h"
 
@@ -188,8 +189,9 @@ Test(kvfs, errors)
 	cr_assert_eq(rename(mp(0, "h"), mp(0, longname)), -1);
 	cr_assert_eq(errno, ENAMETOOLONG);
 	cr_assert_eq(link(mp(0, "h"), mp(0, "h2")), -1);
-	cr_assert(errno == ENOTSUP || errno == EOPNOTSUPP, "hard link: %s", strerror(errno));
-	cr_assert_eq(symlink("h", mp(0, "s")), -1);
+	cr_assert_eq(errno, EPERM, "hard link: %s", strerror(errno));
+	cr_assert_eq(mknod(mp(0, "fifo"), S_IFIFO | 0644, 0), -1);
+	cr_assert(errno == ENOTSUP || errno == EOPNOTSUPP, "mknod: %s", strerror(errno));
 	cr_assert_eq(open(mp(0, "missing"), O_RDONLY), -1);
 	cr_assert_eq(errno, ENOENT);
 }
@@ -1174,7 +1176,6 @@ Test(kvfs, four_sqlite_writers_delete_journal, .timeout = 600)
 	sqlite_writers("delete");
 }
 
-
 /* A small server, so that a few files fill it. */
 static void env_setup_small(void)
 {
@@ -1233,4 +1234,360 @@ Test(kvfs, pinned_file_survives_a_fill, .init = env_setup_small)
 	cr_assert_eq(sh("test \"$(getfattr --only-values -n user.kvfs.pinned %s 2>/dev/null)\" = 0",
 	                mp(0, "keep")),
 	             0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Ownership, symbolic links, extended attributes, hard links          */
+
+static void owner_is(const char *path, uid_t uid, gid_t gid)
+{
+	struct stat st;
+
+	cr_assert_eq(lstat(path, &st), 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(st.st_uid, uid, "%s: uid %u, not %u", path, (unsigned)st.st_uid,
+	             (unsigned)uid);
+	cr_assert_eq(st.st_gid, gid, "%s: gid %u, not %u", path, (unsigned)st.st_gid,
+	             (unsigned)gid);
+}
+
+Test(kvfs, chown_kept_across_rewrite_and_remount)
+{
+	cr_assert_eq(sh("echo one > %s && mkdir %s && mkdir -p %s && echo x > %s", mp(0, "f"),
+	                mp(0, "d"), mp(0, "imp"), mp(0, "imp/x")),
+	             0);
+	owner_is(mp(0, "f"), getuid(), getgid());
+	cr_assert_eq(chown(mp(0, "f"), 1000, 1001), 0, "%s", strerror(errno));
+	owner_is(mp(0, "f"), 1000, 1001);
+	cr_assert_eq(chown(mp(0, "f"), (uid_t)-1, 2002), 0, "chgrp");
+	owner_is(mp(0, "f"), 1000, 2002);
+	cr_assert_eq(chown(mp(0, "f"), 3003, (gid_t)-1), 0, "chown of the uid alone");
+	owner_is(mp(0, "f"), 3003, 2002);
+	cr_assert_eq(chown(mp(0, "d"), 42, 43), 0, "a directory: its marker");
+	owner_is(mp(0, "d"), 42, 43);
+	/* an implicit directory (a key under it, no marker) gets a marker */
+	cr_assert_eq(sh("rm %s/imp/x && echo y > %s/imp/x", E.mnt[0], E.mnt[0]), 0);
+	cr_assert_eq(chown(mp(0, "imp"), 44, 45), 0);
+	owner_is(mp(0, "imp"), 44, 45);
+	/* rewrites keep it: O_TRUNC, append, truncate */
+	cr_assert_eq(sh("echo two > %s && echo three >> %s && truncate -s 2 %s", mp(0, "f"),
+	                mp(0, "f"), mp(0, "f")),
+	             0);
+	owner_is(mp(0, "f"), 3003, 2002);
+	/* chown of a file open for writing: the close's PUT carries it */
+	int fd = open(mp(0, "f"), O_WRONLY | O_APPEND);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "z", 1), 1);
+	cr_assert_eq(fchown(fd, 5, 6), 0);
+	cr_assert_eq(close(fd), 0);
+	owner_is(mp(0, "f"), 5, 6);
+	/* a rename keeps it */
+	cr_assert_eq(rename(mp(0, "f"), mp(0, "g")), 0);
+	owner_is(mp(0, "g"), 5, 6);
+	/* and so does a remount, and another mount sees it */
+	env_umount(0);
+	env_mount(NULL);
+	int m = E.nmounts - 1;
+	owner_is(mp(m, "g"), 5, 6);
+	owner_is(mp(m, "d"), 42, 43);
+	owner_is(mp(m, "imp"), 44, 45);
+	cr_assert_eq(sh("ls -ln %s | grep -q ' 5 *6 .* g$'", E.mnt[m]), 0,
+	             "readdirplus shows the owner");
+	/* a key written without an owner (kvctl put) shows the mount's */
+	cr_assert_eq(sh("echo k | %s -q -s %s put plain -", env_bin("KVCTL"), E.server), 0);
+	owner_is(mp(m, "plain"), getuid(), getgid());
+	/* names learned from a listing, then opened (the open's GET carries
+	 * no owner): still the owner */
+	m = env_mount("attr_timeout=0.5");
+	cr_assert_eq(sh("ls -l %s >/dev/null && sleep 0.6 && cat %s >/dev/null && "
+	                "[ \"$(stat -c %%u:%%g %s)\" = 5:6 ]",
+	                E.mnt[m], mp(m, "g"), mp(m, "g")),
+	             0, "stat right after an open that followed readdirplus");
+}
+
+/* Run @cmd as @uid (gid the same, no supplementary groups). */
+static int sh_as(unsigned uid, const char *cmd)
+{
+	return sh("setpriv --reuid=%u --regid=%u --clear-groups sh -c '%s'", uid, uid, cmd);
+}
+
+Test(kvfs, other_users_with_default_permissions)
+{
+	int m;
+	char cmd[1024];
+
+	if (sh("command -v setpriv >/dev/null") != 0 || getuid() != 0)
+		cr_skip_test("needs root and setpriv (util-linux)");
+	cr_assert_eq(chmod(E.dir, 0755), 0, "other users reach the mount"); /* mkdtemp: 0700 */
+	m = env_mount("allow_other,default_permissions");
+	cr_assert_eq(sh("grep -q ' %s fuse.kvfs .*default_permissions,allow_other' /proc/mounts",
+	                E.mnt[m]),
+	             0, "the options reach the kernel");
+	cr_assert_eq(mkdir(mp(m, "pub"), 0777), 0);
+	cr_assert_eq(chmod(mp(m, "pub"), 01777), 0);
+	/* a file and a directory made by nobody are nobody's */
+	snprintf(cmd, sizeof(cmd), "echo secret > %s && chmod 600 %s && mkdir %s && ln -s n %s",
+	         mp(m, "pub/n"), mp(m, "pub/n"), mp(m, "pub/nd"), mp(m, "pub/nl"));
+	cr_assert_eq(sh_as(65534, cmd), 0, "nobody writes in a 1777 directory");
+	owner_is(mp(m, "pub/n"), 65534, 65534);
+	owner_is(mp(m, "pub/nd"), 65534, 65534);
+	owner_is(mp(m, "pub/nl"), 65534, 65534);
+	/* another user cannot read, write or chown it; its owner can */
+	snprintf(cmd, sizeof(cmd), "cat %s", mp(m, "pub/n"));
+	cr_assert_neq(sh_as(65533, cmd), 0, "another user read a 0600 file");
+	snprintf(cmd, sizeof(cmd), "cat %s 2>&1 | grep -q \"Permission denied\"", mp(m, "pub/n"));
+	cr_assert_eq(sh_as(65533, cmd), 0, "EACCES");
+	snprintf(cmd, sizeof(cmd), "echo x > %s", mp(m, "pub/n"));
+	cr_assert_neq(sh_as(65533, cmd), 0, "another user wrote a 0600 file");
+	snprintf(cmd, sizeof(cmd), "chown 65533 %s", mp(m, "pub/nd"));
+	cr_assert_neq(sh_as(65533, cmd), 0, "another user took a directory");
+	snprintf(cmd, sizeof(cmd), "grep -qx secret %s", mp(m, "pub/n"));
+	cr_assert_eq(sh_as(65534, cmd), 0, "its owner reads it");
+	cr_assert_eq(sh("grep -qx secret %s", mp(m, "pub/n")), 0, "and root does");
+	/* a file root made 0600 is closed to others */
+	cr_assert_eq(sh("echo root > %s && chmod 600 %s", mp(m, "r"), mp(m, "r")), 0);
+	errno = 0;
+	pid_t p = fork();
+	if (p == 0) {
+		if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
+			_exit(2);
+		_exit(open(mp(m, "r"), O_RDONLY) < 0 && errno == EACCES ? 0 : 1);
+	}
+	int st;
+	cr_assert_eq(waitpid(p, &st, 0), p);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "open as nobody: not EACCES");
+}
+
+Test(kvfs, symbolic_links)
+{
+	char buf[8192], target[4097];
+	struct stat st;
+	DIR *d;
+	struct dirent *de;
+	int types = 0;
+
+	cr_assert_eq(sh("echo data > %s && mkdir -p %s && echo in > %s", mp(0, "file"),
+	                mp(0, "dir/sub"), mp(0, "dir/sub/x")),
+	             0);
+	cr_assert_eq(symlink("file", mp(0, "l")), 0, "%s", strerror(errno));
+	cr_assert_eq(readlink(mp(0, "l"), buf, sizeof(buf)), 4);
+	cr_assert_eq(memcmp(buf, "file", 4), 0);
+	cr_assert_eq(lstat(mp(0, "l"), &st), 0);
+	cr_assert(S_ISLNK(st.st_mode));
+	cr_assert_eq(st.st_size, 4, "size = the target's length");
+	cr_assert_eq(stat(mp(0, "l"), &st), 0);
+	cr_assert(S_ISREG(st.st_mode), "stat follows it");
+	cr_assert_eq(sh("grep -qx data %s", mp(0, "l")), 0, "read through it");
+	cr_assert_eq(sh("echo more >> %s && grep -qx more %s", mp(0, "l"), mp(0, "file")), 0,
+	             "write through it");
+	/* dangling, absolute, to a directory */
+	cr_assert_eq(symlink("nowhere/at/all", mp(0, "dangling")), 0);
+	cr_assert_eq(lstat(mp(0, "dangling"), &st), 0);
+	cr_assert_eq(stat(mp(0, "dangling"), &st), -1);
+	cr_assert_eq(errno, ENOENT);
+	cr_assert_eq(symlink("/etc/hostname", mp(0, "abs")), 0);
+	cr_assert_eq(sh("cmp %s /etc/hostname", mp(0, "abs")), 0);
+	cr_assert_eq(symlink("dir/sub", mp(0, "ld")), 0);
+	cr_assert_eq(sh("grep -qx in %s/x && [ \"$(ls %s/)\" = x ]", mp(0, "ld"), mp(0, "ld")), 0,
+	             "a link to a directory");
+	cr_assert_eq(symlink("../file", mp(0, "dir/up")), 0);
+	cr_assert_eq(sh("grep -qx data %s", mp(0, "dir/up")), 0, "a relative link in a subdir");
+	/* refused: an existing name, an empty or too long target */
+	cr_assert_eq(symlink("x", mp(0, "file")), -1);
+	cr_assert_eq(errno, EEXIST);
+	cr_assert_eq(symlink("x", mp(0, "dir")), -1);
+	cr_assert_eq(errno, EEXIST);
+	memset(target, 't', sizeof(target));
+	target[4095] = '\0';
+	cr_assert_eq(symlink(target, mp(0, "long")), 0, "4095 bytes: %s", strerror(errno));
+	cr_assert_eq(readlink(mp(0, "long"), buf, sizeof(buf)), 4095);
+	/* readdir: DT_LNK */
+	d = opendir(E.mnt[0]);
+	cr_assert_not_null(d);
+	while ((de = readdir(d)))
+		if (!strcmp(de->d_name, "l") || !strcmp(de->d_name, "ld"))
+			types += de->d_type == DT_LNK;
+	closedir(d);
+	cr_assert_eq(types, 2, "readdir's d_type of links");
+	cr_assert_eq(sh("ls -l %s | grep -q 'l -> file'", E.mnt[0]), 0);
+	/* rename and unlink a link, not its target */
+	cr_assert_eq(rename(mp(0, "l"), mp(0, "dir/l2")), 0);
+	cr_assert_eq(readlink(mp(0, "dir/l2"), buf, sizeof(buf)), 4);
+	cr_assert_eq(stat(mp(0, "dir/l2"), &st), -1, "relative to its new directory");
+	cr_assert_eq(unlink(mp(0, "dir/l2")), 0);
+	cr_assert_eq(lstat(mp(0, "dir/l2"), &st), -1);
+	cr_assert_eq(stat(mp(0, "file"), &st), 0, "the target stays");
+	cr_assert_eq(unlink(mp(0, "ld")), 0);
+	cr_assert_eq(stat(mp(0, "dir/sub/x"), &st), 0);
+	/* lchown of a link, and a remount keeps them */
+	cr_assert_eq(lchown(mp(0, "dangling"), 77, 78), 0);
+	env_umount(0);
+	int m = env_mount(NULL);
+	owner_is(mp(m, "dangling"), 77, 78);
+	cr_assert_eq(readlink(mp(m, "dangling"), buf, sizeof(buf)), 14);
+	cr_assert_eq(memcmp(buf, "nowhere/at/all", 14), 0);
+	/* kvctl ls says what it is */
+	cr_assert_eq(sh("%s -q -s %s ls -l | grep -q 'dangling -> nowhere/at/all'",
+	                env_bin("KVCTL"), E.server),
+	             0, "kvctl ls -l shows the link");
+}
+
+/* A tree with links, owners, modes and extended attributes, made on the
+ * local disk: cp -a, tar and rsync -aX bring it to the mount whole. */
+static void make_meta_tree(const char *dir)
+{
+	cr_assert_eq(sh("mkdir -p %s && cd %s && mkdir -p a/b && echo 1 > a/one && "
+	                "head -c 200000 /dev/urandom > a/b/rand && ln -s one a/lone && "
+	                "ln -s ../a a/b/up && ln -s /nonexistent dangling && ln -s a/b lb && "
+	                "chmod 640 a/one && chown 1234:4321 a/one && chown -h 99:98 lb && "
+	                "setfattr -n user.note -v hello a/one && "
+	                "setfattr -n user.bin -v 0x00ff00 a/b/rand && "
+	                "setfattr -n user.dir -v d a/b",
+	                dir, dir),
+	             0, "making the tree (does the disk hold user xattrs?)");
+}
+
+/* Type, mode, owner, link target and user xattrs of every entry. */
+static void same_tree(const char *a_, const char *b_)
+{
+	char a[700], b[700], m[700]; /* sp() and mp() reuse their buffers */
+
+	snprintf(a, sizeof(a), "%s", a_);
+	snprintf(b, sizeof(b), "%s", b_);
+	snprintf(m, sizeof(m), "%s", sp("m"));
+	cr_assert_eq(sh("diff -r --no-dereference %s %s", a, b), 0, "diff -r %s %s", a, b);
+	cr_assert_eq(sh("cd %s && find . -printf '%%p %%y %%m %%u %%g %%l\\n' | sort > %s.list && "
+	                "cd %s && find . -printf '%%p %%y %%m %%u %%g %%l\\n' | sort > %s.list2 && "
+	                "diff %s.list %s.list2",
+	                a, m, b, m, m, m),
+	             0, "types, modes, owners or links differ");
+	cr_assert_eq(sh("cd %s && getfattr -R -h -d -m '^user\\.' . 2>/dev/null > %s.x && "
+	                "cd %s && getfattr -R -h -d -m '^user\\.' . 2>/dev/null > %s.x2 && "
+	                "diff %s.x %s.x2 && grep -q user.note %s.x2",
+	                a, m, b, m, m, m, m),
+	             0, "extended attributes differ");
+}
+
+Test(kvfs, cp_a_tar_rsync_keep_links_owners_xattrs)
+{
+	make_meta_tree(sp("src"));
+	cr_assert_eq(sh("cp -a %s %s", sp("src"), mp(0, "cpa")), 0, "cp -a in");
+	same_tree(sp("src"), mp(0, "cpa"));
+	cr_assert_eq(sh("tar --xattrs -C %s -cf %s . && mkdir %s && "
+	                "tar --xattrs --xattrs-include='user.*' -C %s -xpf %s",
+	                sp("src"), sp("t.tar"), mp(0, "tar"), mp(0, "tar"), sp("t.tar")),
+	             0, "tar -x of an archive with symlinks");
+	same_tree(sp("src"), mp(0, "tar"));
+	cr_assert_eq(sh("rsync -aX %s/ %s/", sp("src"), mp(0, "rs")), 0, "rsync -aX in");
+	same_tree(sp("src"), mp(0, "rs"));
+	cr_assert_eq(sh("rsync -aX %s/ %s/", sp("src"), mp(0, "rs")), 0, "rsync -aX again");
+	same_tree(sp("src"), mp(0, "rs"));
+	/* and out again */
+	cr_assert_eq(sh("cp -a %s %s", mp(0, "cpa"), sp("back")), 0, "cp -a out");
+	same_tree(sp("src"), sp("back"));
+}
+
+static ssize_t xget(const char *path, const char *name, char *buf, size_t cap)
+{
+	return getxattr(path, name, buf, cap);
+}
+
+Test(kvfs, user_xattrs)
+{
+	static char big[70000];
+	char buf[256], name[300];
+	ssize_t n;
+	int fd;
+
+	cr_assert_eq(sh("echo one > %s && mkdir %s", mp(0, "f"), mp(0, "d")), 0);
+	cr_assert_eq(sh("setfattr -n user.a -v hello %s && getfattr -n user.a --only-values %s | "
+	                "grep -qx hello",
+	                mp(0, "f"), mp(0, "f")),
+	             0, "setfattr/getfattr round trip");
+	cr_assert_eq(setxattr(mp(0, "f"), "user.b", "", 0, 0), 0, "an empty value");
+	cr_assert_eq(setxattr(mp(0, "f"), "user.a", "x", 1, XATTR_CREATE), -1);
+	cr_assert_eq(errno, EEXIST);
+	cr_assert_eq(setxattr(mp(0, "f"), "user.c", "x", 1, XATTR_REPLACE), -1);
+	cr_assert_eq(errno, ENODATA);
+	cr_assert_eq(xget(mp(0, "f"), "user.c", buf, sizeof(buf)), -1);
+	cr_assert_eq(errno, ENODATA);
+	cr_assert_eq(xget(mp(0, "f"), "user.a", buf, 2), -1);
+	cr_assert_eq(errno, ERANGE);
+	n = listxattr(mp(0, "f"), buf, sizeof(buf));
+	cr_assert_eq(n, 14);
+	cr_assert_eq(memcmp(buf, "user.a\0user.b\0", 14), 0);
+	/* only user.*: the others are not supported */
+	cr_assert_eq(setxattr(mp(0, "f"), "trusted.t", "x", 1, 0), -1);
+	cr_assert(errno == ENOTSUP || errno == EOPNOTSUPP);
+	cr_assert_eq(setxattr(mp(0, "f"), "security.s", "x", 1, 0), -1);
+	cr_assert(errno == ENOTSUP || errno == EOPNOTSUPP);
+	/* limits: a value over 64 KiB (the kernel: E2BIG), 64 KiB per file
+	 * (ENOSPC), 255-byte names (ERANGE) */
+	memset(big, 'v', sizeof(big));
+	cr_assert_eq(setxattr(mp(0, "f"), "user.big", big, 65537, 0), -1);
+	cr_assert_eq(errno, E2BIG);
+	cr_assert_eq(setxattr(mp(0, "f"), "user.big", big, 65536, 0), -1);
+	cr_assert_eq(errno, ENOSPC, "past 64 KiB of names and values: %s", strerror(errno));
+	cr_assert_eq(setxattr(mp(0, "f"), "user.big", big, 60000, 0), 0);
+	memset(name, 'n', sizeof(name));
+	memcpy(name, "user.", 5);
+	name[255] = '\0';
+	cr_assert_eq(setxattr(mp(0, "f"), name, "1", 1, 0), 0, "a 255-byte name");
+	name[255] = 'n';
+	name[256] = '\0';
+	cr_assert_eq(setxattr(mp(0, "f"), name, "1", 1, 0), -1);
+	cr_assert_eq(errno, ERANGE);
+	/* kept by rewrites (O_TRUNC, append, truncate) and rename */
+	cr_assert_eq(sh("echo two > %s && echo three >> %s && truncate -s 1 %s", mp(0, "f"),
+	                mp(0, "f"), mp(0, "f")),
+	             0);
+	cr_assert_eq(xget(mp(0, "f"), "user.a", buf, sizeof(buf)), 5, "kept by a rewrite");
+	cr_assert_eq(rename(mp(0, "f"), mp(0, "d/g")), 0);
+	cr_assert_eq(xget(mp(0, "d/g"), "user.a", buf, sizeof(buf)), 5, "kept by a rename");
+	cr_assert_eq(xget(mp(0, "d/g"), "user.big", NULL, 0), 60000);
+	cr_assert_eq(removexattr(mp(0, "d/g"), "user.big"), 0);
+	cr_assert_eq(removexattr(mp(0, "d/g"), "user.big"), -1);
+	cr_assert_eq(errno, ENODATA);
+	/* a name made anew starts without any */
+	cr_assert_eq(sh("rm %s && echo new > %s", mp(0, "d/g"), mp(0, "d/g")), 0);
+	cr_assert_eq(listxattr(mp(0, "d/g"), buf, sizeof(buf)), 0);
+	/* directories (their marker) and a file still open after create */
+	cr_assert_eq(setxattr(mp(0, "d"), "user.dir", "yes", 3, 0), 0);
+	cr_assert_eq(xget(mp(0, "d"), "user.dir", buf, sizeof(buf)), 3);
+	fd = open(mp(0, "d/new"), O_CREAT | O_WRONLY, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "abc", 3), 3);
+	cr_assert_eq(fsetxattr(fd, "user.early", "1", 1, 0), 0, "on a created file still open: %s",
+	             strerror(errno));
+	cr_assert_eq(write(fd, "def", 3), 3);
+	cr_assert_eq(close(fd), 0);
+	cr_assert_eq(xget(mp(0, "d/new"), "user.early", buf, sizeof(buf)), 1);
+	cr_assert_eq(sh("[ \"$(cat %s)\" = abcdef ]", mp(0, "d/new")), 0);
+	/* another mount and a remount see them */
+	int m = env_mount(NULL);
+	cr_assert_eq(xget(mp(m, "d"), "user.dir", buf, sizeof(buf)), 3);
+	cr_assert_eq(xget(mp(m, "d/new"), "user.early", buf, sizeof(buf)), 1);
+}
+
+/* Hard links are refused with EPERM (docs/semantics.md): tar, cp -a and
+ * rsync -H report the name they could not link and exit non-zero; cp -a
+ * --no-preserve=links and rsync -a without -H copy instead. */
+Test(kvfs, hard_links_refused)
+{
+	cr_assert_eq(
+	        sh("mkdir %s && echo a > %s && ln %s %s", sp("h"), sp("h/a"), sp("h/a"), sp("h/b")),
+	        0);
+	cr_assert_eq(sh("echo a > %s", mp(0, "a")), 0);
+	cr_assert_eq(link(mp(0, "a"), mp(0, "b")), -1);
+	cr_assert_eq(errno, EPERM);
+	cr_assert_neq(sh("cp -a %s %s 2>/dev/null", sp("h"), mp(0, "cpa")), 0,
+	              "cp -a reports the link it cannot make");
+	cr_assert_eq(sh("cp -a --no-preserve=links %s %s && cmp %s %s", sp("h"), mp(0, "cp"),
+	                mp(0, "cp/a"), mp(0, "cp/b")),
+	             0, "cp -a --no-preserve=links copies");
+	cr_assert_eq(sh("rsync -a %s/ %s/ && cmp %s %s", sp("h"), mp(0, "rs"), mp(0, "rs/a"),
+	                mp(0, "rs/b")),
+	             0, "rsync -a (no -H) copies");
+	struct stat st;
+	cr_assert_eq(stat(mp(0, "rs/a"), &st), 0);
+	cr_assert_eq(st.st_nlink, 1);
 }

@@ -277,6 +277,83 @@ static void rq_stats(struct blob *b)
 	put_frame(b, WIRE_FRAME_REQUEST, &rq.base);
 }
 
+/* A symbolic link with an owner, and a rewrite that drops its attributes. */
+static void rq_put_link(struct blob *b, const char *key, const char *target)
+{
+	Kvfs__Request rq = req_init();
+	Kvfs__PutRequest p = KVFS__PUT_REQUEST__INIT;
+
+	p.key = bin(key);
+	p.has_value = true;
+	p.value = bin(target);
+	p.has_uid = p.has_gid = true;
+	p.uid = 1000;
+	p.gid = 100;
+	p.has_type = true;
+	p.type = KVFS__KEY_TYPE__SYMLINK;
+	p.has_drop_xattrs = p.drop_xattrs = true;
+	rq.body_case = KVFS__REQUEST__BODY_PUT;
+	rq.put = &p;
+	put_frame(b, WIRE_FRAME_REQUEST, &rq.base);
+}
+
+static void rq_chown(struct blob *b, const char *key)
+{
+	Kvfs__Request rq = req_init();
+	Kvfs__SetAttrRequest a = KVFS__SET_ATTR_REQUEST__INIT;
+
+	a.key = bin(key);
+	a.has_uid = true;
+	a.uid = 7;
+	a.has_gid = true;
+	a.gid = 8;
+	rq.body_case = KVFS__REQUEST__BODY_SETATTR;
+	rq.setattr = &a;
+	put_frame(b, WIRE_FRAME_REQUEST, &rq.base);
+}
+
+static void rq_setxattr(struct blob *b, const char *key, const char *name, const char *val)
+{
+	Kvfs__Request rq = req_init();
+	Kvfs__SetXattrRequest a = KVFS__SET_XATTR_REQUEST__INIT;
+
+	a.key = bin(key);
+	a.name = bin(name);
+	if (val) {
+		a.has_value = true;
+		a.value = bin(val);
+		a.has_create = a.create = true;
+	} else {
+		a.has_remove = a.remove = true;
+	}
+	rq.body_case = KVFS__REQUEST__BODY_SETXATTR;
+	rq.setxattr = &a;
+	put_frame(b, WIRE_FRAME_REQUEST, &rq.base);
+}
+
+static void rq_getxattr(struct blob *b, const char *key, const char *name)
+{
+	Kvfs__Request rq = req_init();
+	Kvfs__GetXattrRequest g = KVFS__GET_XATTR_REQUEST__INIT;
+
+	g.key = bin(key);
+	g.name = bin(name);
+	rq.body_case = KVFS__REQUEST__BODY_GETXATTR;
+	rq.getxattr = &g;
+	put_frame(b, WIRE_FRAME_REQUEST, &rq.base);
+}
+
+static void rq_listxattr(struct blob *b, const char *key)
+{
+	Kvfs__Request rq = req_init();
+	Kvfs__ListXattrRequest l = KVFS__LIST_XATTR_REQUEST__INIT;
+
+	l.key = bin(key);
+	rq.body_case = KVFS__REQUEST__BODY_LISTXATTR;
+	rq.listxattr = &l;
+	put_frame(b, WIRE_FRAME_REQUEST, &rq.base);
+}
+
 /* Every request type after HELLO, as one session. */
 static void rq_all(struct blob *b)
 {
@@ -290,6 +367,12 @@ static void rq_all(struct blob *b)
 	rq_list(b, "dir/");
 	rq_rename(b, "dir/a", "dir/c");
 	rq_setattr(b, "dir/c");
+	rq_chown(b, "dir/c");
+	rq_put_link(b, "dir/l", "../c");
+	rq_setxattr(b, "dir/c", "user.a", "v");
+	rq_getxattr(b, "dir/c", "user.a");
+	rq_listxattr(b, "dir/c");
+	rq_setxattr(b, "dir/c", "user.a", NULL);
 	rq_delete(b, "dir/sub/b");
 	rq_stats(b);
 }
@@ -354,6 +437,22 @@ static void one_stats(struct blob *b)
 {
 	rq_stats(b);
 }
+static void one_symlink_chown(struct blob *b)
+{
+	rq_put_link(b, "l", "target");
+	rq_chown(b, "l");
+	rq_stat(b, "l");
+}
+static void one_xattr(struct blob *b)
+{
+	rq_put(b, "k", "value");
+	rq_setxattr(b, "k", "user.a", "v");
+	rq_setxattr(b, "k", "user.b", "");
+	rq_getxattr(b, "k", "user.a");
+	rq_listxattr(b, "k");
+	rq_rename(b, "k", "k2");
+	rq_setxattr(b, "k2", "user.a", NULL);
+}
 
 static const struct {
 	const char *name;
@@ -371,6 +470,8 @@ static const struct {
         {"rename", one_rename},
         {"setattr", one_setattr},
         {"stats", one_stats},
+        {"symlink_chown", one_symlink_chown},
+        {"xattr", one_xattr},
 };
 
 static void gen_dispatch(void)

@@ -103,14 +103,23 @@ static void t_ops(const char *prov)
 	cr_assert_eq(kvc_delete(kvc, longkey, KV_KEY_MAX, 0), 0);
 
 	/* SETATTR: version unchanged */
-	cr_assert_eq(kvc_setattr(kvc, "a/1", 3, 0640, -1, &e2), 0, "%s", kvc_strerror());
+	cr_assert_eq(kvc_setattr(kvc, "a/1", 3,
+	                         &(struct kvc_setattr_opts){.set = KVC_SET_MODE, .mode = 0640},
+	                         &e2),
+	             0, "%s", kvc_strerror());
 	cr_assert_eq(e2.mode & 07777, 0640);
 	cr_assert_eq(e2.mtime_ns, 1234567890123LL);
 	cr_assert_eq(e2.version, e.version);
-	cr_assert_eq(kvc_setattr(kvc, "a/1", 3, -1, 42, &e2), 0);
+	cr_assert_eq(kvc_setattr(kvc, "a/1", 3,
+	                         &(struct kvc_setattr_opts){.set = KVC_SET_MTIME, .mtime_ns = 42},
+	                         &e2),
+	             0);
 	cr_assert_eq(e2.mode & 07777, 0640);
 	cr_assert_eq(e2.mtime_ns, 42);
-	cr_assert_eq(kvc_setattr(kvc, "nope", 4, 0600, -1, &e2), -ENOENT);
+	cr_assert_eq(kvc_setattr(kvc, "nope", 4,
+	                         &(struct kvc_setattr_opts){.set = KVC_SET_MODE, .mode = 0600},
+	                         &e2),
+	             -ENOENT);
 
 	/* LIST: prefix, delimiter, pages */
 	cr_assert_eq(kvc_put(kvc, "a/2", 3, "2", 1, NULL, NULL), 0);
@@ -169,6 +178,95 @@ Test(client_tcp, every_operation, .timeout = 120)
 Test(client_shm, every_operation, .timeout = 120)
 {
 	t_ops("shm");
+}
+
+/* ------------------------------------------------------------------ */
+/* Owner, type and extended attributes                                 */
+/* ------------------------------------------------------------------ */
+
+Test(client_tcp, owner_symlink_and_xattrs, .timeout = 120)
+{
+	struct srv s = {0};
+	struct kvc_put_opts po = {.set_owner = true, .uid = 1000, .gid = 100};
+	struct kvc_setattr_opts so = {.set = KVC_SET_UID | KVC_SET_GID, .uid = 7, .gid = 8};
+	struct kvc_entry e;
+	struct kvc_list l;
+	char buf[128], big[70000];
+	ssize_t n;
+
+	srv_start(&s, "tcp");
+	struct kvc *kvc = connect_to(&s, "tcp");
+
+	/* owner: stored, kept by a PUT without one, changed by SETATTR */
+	cr_assert_eq(kvc_put(kvc, "d/f", 3, "abc", 3, &po, &e), 0, "%s", kvc_strerror());
+	cr_assert_eq(kvc_stat(kvc, "d/f", 3, &e), 0);
+	cr_assert(e.has_owner);
+	cr_assert_eq(e.uid, 1000);
+	cr_assert_eq(e.gid, 100);
+	cr_assert_eq(e.type, KVC_TYPE_FILE);
+	cr_assert_eq(kvc_put(kvc, "d/f", 3, "abcd", 4, NULL, NULL), 0);
+	cr_assert_eq(kvc_stat(kvc, "d/f", 3, &e), 0);
+	cr_assert(e.has_owner, "a PUT without an owner keeps it");
+	cr_assert_eq(e.uid, 1000);
+	cr_assert_eq(kvc_setattr(kvc, "d/f", 3, &so, &e), 0, "%s", kvc_strerror());
+	cr_assert_eq(e.uid, 7);
+	cr_assert_eq(e.gid, 8);
+	cr_assert_eq(kvc_put(kvc, "d/plain", 7, "x", 1, NULL, NULL), 0);
+	cr_assert_eq(kvc_stat(kvc, "d/plain", 7, &e), 0);
+	cr_assert_not(e.has_owner, "kvctl put and the like: no owner");
+
+	/* a symbolic link: its type, in STAT and LIST */
+	po.type = KVC_TYPE_SYMLINK;
+	cr_assert_eq(kvc_put(kvc, "d/l", 3, "../t", 4, &po, NULL), 0, "%s", kvc_strerror());
+	cr_assert_eq(kvc_stat(kvc, "d/l", 3, &e), 0);
+	cr_assert_eq(e.type, KVC_TYPE_SYMLINK);
+	cr_assert_eq(e.size, 4);
+	cr_assert_eq(kvc_put(kvc, "d/bad", 5, "a\0b", 3, &po, NULL), -EINVAL, "NUL in a target");
+	cr_assert_eq(kvc_list(kvc, "d/", "/", NULL, 0, &l), 0);
+	cr_assert_eq(l.n_entries, 3);
+	cr_assert_str_eq(l.entries[0].key, "d/f");
+	cr_assert_eq(l.entries[0].e.uid, 7);
+	cr_assert_str_eq(l.entries[1].key, "d/l");
+	cr_assert_eq(l.entries[1].e.type, KVC_TYPE_SYMLINK);
+	cr_assert_not(l.entries[2].e.has_owner);
+	kvc_list_free(&l);
+
+	/* extended attributes, as getxattr(2) and friends */
+	cr_assert_eq(kvc_getxattr(kvc, "d/f", 3, "user.a", buf, sizeof(buf)), -ENODATA);
+	cr_assert_eq(kvc_setxattr(kvc, "d/f", 3, "user.a", "hello", 5, 0), 0, "%s", kvc_strerror());
+	cr_assert_eq(kvc_getxattr(kvc, "d/f", 3, "user.a", NULL, 0), 5, "size only");
+	cr_assert_eq(kvc_getxattr(kvc, "d/f", 3, "user.a", buf, 2), -ERANGE);
+	n = kvc_getxattr(kvc, "d/f", 3, "user.a", buf, sizeof(buf));
+	cr_assert_eq(n, 5);
+	cr_assert_eq(memcmp(buf, "hello", 5), 0);
+	cr_assert_eq(kvc_setxattr(kvc, "d/f", 3, "user.a", "x", 1, KVC_XATTR_CREATE), -EEXIST);
+	cr_assert_eq(kvc_setxattr(kvc, "d/f", 3, "user.b", "x", 1, KVC_XATTR_REPLACE), -ENODATA);
+	cr_assert_eq(kvc_setxattr(kvc, "d/f", 3, "user.b", "", 0, 0), 0);
+	cr_assert_eq(kvc_listxattr(kvc, "d/f", 3, NULL, 0), 14);
+	cr_assert_eq(kvc_listxattr(kvc, "d/f", 3, buf, 5), -ERANGE);
+	cr_assert_eq(kvc_listxattr(kvc, "d/f", 3, buf, sizeof(buf)), 14);
+	cr_assert_eq(memcmp(buf, "user.a\0user.b\0", 14), 0);
+	memset(big, 'v', sizeof(big));
+	cr_assert_eq(kvc_setxattr(kvc, "d/f", 3, "user.c", big, 65537, 0), -E2BIG);
+	cr_assert_eq(kvc_setxattr(kvc, "d/f", 3, "user.c", big, 65536, 0), -ENOSPC,
+	             "past the key's 64 KiB: %s", kvc_strerror());
+	cr_assert_eq(kvc_setxattr(kvc, "d/f", 3, "user.c", big, 60000, 0), 0);
+	/* kept by a rewrite and a rename */
+	cr_assert_eq(kvc_put(kvc, "d/f", 3, "new", 3, NULL, NULL), 0);
+	cr_assert_eq(kvc_rename(kvc, "d/f", 3, "d/g", 3, false, NULL), 0);
+	cr_assert_eq(kvc_getxattr(kvc, "d/g", 3, "user.c", NULL, 0), 60000);
+	cr_assert_eq(kvc_removexattr(kvc, "d/g", 3, "user.c"), 0);
+	cr_assert_eq(kvc_removexattr(kvc, "d/g", 3, "user.c"), -ENODATA);
+	cr_assert_eq(kvc_getxattr(kvc, "d/g", 3, "user.a", buf, sizeof(buf)), 5);
+	/* dropped on ask */
+	po = (struct kvc_put_opts){.drop_xattrs = true};
+	cr_assert_eq(kvc_put(kvc, "d/g", 3, "fresh", 5, &po, NULL), 0);
+	cr_assert_eq(kvc_listxattr(kvc, "d/g", 3, NULL, 0), 0);
+	cr_assert_eq(kvc_getxattr(kvc, "nope", 4, "user.a", buf, sizeof(buf)), -ENOENT);
+	cr_assert_eq(kvc_setxattr(kvc, "nope", 4, "user.a", "1", 1, 0), -ENOENT);
+
+	kvc_close(kvc);
+	srv_done(&s);
 }
 
 /* ------------------------------------------------------------------ */

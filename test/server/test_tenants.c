@@ -212,8 +212,11 @@ static void cannot_see_each_other(const char *provider)
 		cr_expect_eq(kvc_get(alice, k, strlen(k), 0, buf, sizeof(buf), NULL, NULL), -ENOENT,
 		             "alice read %s", k);
 		cr_expect_eq(kvc_stat(alice, k, strlen(k), &e), -ENOENT, "alice saw %s", k);
-		cr_expect_eq(kvc_setattr(alice, k, strlen(k), 0777, -1, &e), -ENOENT,
-		             "alice chmod %s", k);
+		cr_expect_eq(
+		        kvc_setattr(alice, k, strlen(k),
+		                    &(struct kvc_setattr_opts){.set = KVC_SET_MODE, .mode = 0777},
+		                    &e),
+		        -ENOENT, "alice chmod %s", k);
 		cr_expect_eq(kvc_delete(alice, k, strlen(k), 0), -ENOENT, "alice deleted %s", k);
 		cr_expect_eq(kvc_rename(alice, k, strlen(k), "mine", 4, false, NULL), -ENOENT,
 		             "alice took %s", k);

@@ -57,6 +57,16 @@ extern "C" {
 /* Most segments in one PUT src or GET dst list. */
 #define WIRE_MAX_SEGS 1024
 
+/* A symbolic link's target (PUT type SYMLINK): 1..WIRE_SYMLINK_MAX bytes,
+ * PATH_MAX less its NUL. */
+#define WIRE_SYMLINK_MAX 4095
+
+/* Extended attributes: a name's bytes and a value's (Linux's XATTR_NAME_MAX
+ * and XATTR_SIZE_MAX); a key holds at most WIRE_XATTR_VALUE_MAX bytes of
+ * names and values together (the server's store). */
+#define WIRE_XATTR_NAME_MAX  255
+#define WIRE_XATTR_VALUE_MAX 65536
+
 /* Bytes of the nonce a client's engine holds to prove it is the client's
  * (HelloRequest.engine_proof, engine_nonce). */
 #define WIRE_ENGINE_NONCE_LEN 32
@@ -265,7 +275,11 @@ void wire_segs_free(Kvfs__Segment **segs);
  * start_after with WIRE_KEY_PREFIX; the delimiter is at most one non-NUL
  * byte), segments are sane and PUT has exactly one of value / src with a
  * consistent length, GET has at most one of dst / want_inline, if_absent
- * excludes if_version.  Returns 0 or
+ * excludes if_version; a PUT's uid and gid go together and its type is
+ * known, a symbolic link's target is 1..WIRE_SYMLINK_MAX bytes without NUL;
+ * an extended attribute's name is 1..WIRE_XATTR_NAME_MAX bytes without NUL
+ * and its value at most WIRE_XATTR_VALUE_MAX bytes (-EFBIG), SETXATTR has
+ * a value unless it removes, and create excludes replace.  Returns 0 or
  * a negative errno (-EINVAL, -ENAMETOOLONG, -ENOTSUP for an unknown body)
  * and points *ret_reason at a static description that names the operation
  * and, for a key, the field and what is wrong ("RENAME: destination key has

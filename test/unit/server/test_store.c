@@ -547,6 +547,281 @@ Test(store, setattr, .init = setup_lru)
 	cr_assert_eq(store_setattr(st, "x", 1, STORE_SET_MODE, 0, 0, 0, NULL), -ENOENT);
 }
 
+/* ---- type, owner and extended attributes ------------------------------- */
+
+static int put_attrs(const char *key, uint64_t size, const struct store_attrs *a)
+{
+	struct store_resv *r;
+	int err;
+
+	err = store_put_begin(st, key, strlen(key), size, &r);
+	if (err)
+		return err;
+	fill(arena + store_resv_offset(r), size, seed_of(key, 0));
+	err = store_put_commit_attrs(st, r, NULL, a, NULL);
+	if (err)
+		store_put_abort(st, r);
+	return err;
+}
+
+static const struct store_item *look(const char *key)
+{
+	const struct store_item *it;
+
+	cr_assert_eq(store_lookup(st, key, strlen(key), &it), 0, "%s", key);
+	return it;
+}
+
+static int xget(const char *key, const char *name, char *buf, size_t cap)
+{
+	const void *v;
+	size_t n;
+	int err = store_xattr_get(st, key, strlen(key), name, strlen(name), &v, &n);
+
+	if (err)
+		return err;
+	cr_assert_lt(n, cap);
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	return (int)n;
+}
+
+static int xset(const char *key, const char *name, const char *val, unsigned flags)
+{
+	return store_xattr_set(st, key, strlen(key), name, strlen(name), val, val ? strlen(val) : 0,
+	                       flags, NULL);
+}
+
+Test(store, owner_and_type_stored_kept_by_put_and_rename, .init = setup_lru)
+{
+	struct store_attrs a = {
+	        .mode = 0600, .mtime_ns = 7, .has_owner = true, .uid = 1000, .gid = 100};
+	uint32_t uid = 0, gid = 0;
+	const struct store_item *it;
+
+	cr_assert_eq(put("plain", 3), 0);
+	cr_assert_not(store_item_owner(st, look("plain"), &uid, &gid), "no owner given: none");
+	cr_assert_eq(store_item_type(look("plain")), STORE_TYPE_FILE);
+
+	cr_assert_eq(put_attrs("f", 5, &a), 0);
+	cr_assert(store_item_owner(st, look("f"), &uid, &gid));
+	cr_assert_eq(uid, 1000);
+	cr_assert_eq(gid, 100);
+	cr_assert_eq(store_item_mode(look("f")), 0600);
+
+	/* a PUT without an owner keeps the replaced key's */
+	cr_assert_eq(put("f", 9), 0);
+	cr_assert(store_item_owner(st, look("f"), &uid, &gid), "a rewrite keeps the owner");
+	cr_assert_eq(uid, 1000);
+	/* one with an owner sets it */
+	a.uid = 7;
+	a.gid = 8;
+	cr_assert_eq(put_attrs("f", 1, &a), 0);
+	cr_assert(store_item_owner(st, look("f"), &uid, &gid));
+	cr_assert_eq(uid, 7);
+	cr_assert_eq(gid, 8);
+
+	/* chown, alone or half, does not bump the version */
+	it = look("f");
+	uint64_t v = store_item_version(it);
+	cr_assert_eq(store_chown(st, "f", 1, STORE_SET_GID, 0, 55, 0), 0);
+	cr_assert(store_item_owner(st, look("f"), &uid, &gid));
+	cr_assert_eq(uid, 7);
+	cr_assert_eq(gid, 55);
+	cr_assert_eq(store_item_version(look("f")), v);
+	cr_assert_eq(store_chown(st, "f", 1, STORE_SET_UID, 3, 0, v + 1), -ESTALE);
+	cr_assert_eq(store_chown(st, "nope", 4, STORE_SET_UID, 3, 0, 0), -ENOENT);
+	cr_assert_eq(store_chown(st, "plain", 5, STORE_SET_UID, 3, 0, 0), 0);
+	cr_assert(store_item_owner(st, look("plain"), &uid, &gid));
+	cr_assert_eq(uid, 3);
+	cr_assert_eq(gid, 0, "half an owner on a key with none: the other is 0");
+
+	/* a symbolic link: its type, kept by RENAME with the owner */
+	a.type = STORE_TYPE_SYMLINK;
+	cr_assert_eq(put_attrs("l", 6, &a), 0);
+	cr_assert_eq(store_item_type(look("l")), STORE_TYPE_SYMLINK);
+	cr_assert_eq(store_rename(st, "l", 1, "l2", 2, false, NULL), 0);
+	cr_assert_eq(store_item_type(look("l2")), STORE_TYPE_SYMLINK);
+	cr_assert(store_item_owner(st, look("l2"), &uid, &gid));
+	cr_assert_eq(uid, 7);
+	/* a file PUT over it is a file again */
+	cr_assert_eq(put("l2", 2), 0);
+	cr_assert_eq(store_item_type(look("l2")), STORE_TYPE_FILE);
+
+	/* mode: permission bits only */
+	a.type = STORE_TYPE_FILE;
+	a.mode = 0100644;
+	cr_assert_eq(put_attrs("m", 1, &a), 0);
+	cr_assert_eq(store_item_mode(look("m")), 0644);
+	cr_assert_eq(store_delete(st, "m", 1, 0, NULL), 0);
+	cr_assert_eq(store_delete(st, "l2", 2, 0, NULL), 0);
+	cr_assert_eq(store_delete(st, "f", 1, 0, NULL), 0);
+	cr_assert_eq(store_delete(st, "plain", 5, 0, NULL), 0);
+}
+
+struct names_acc {
+	char *buf;
+	size_t n;
+};
+
+static int names_cb(void *arg, const char *name, size_t len)
+{
+	struct names_acc *a = arg;
+
+	memcpy(a->buf + a->n, name, len);
+	a->n += len;
+	a->buf[a->n++] = ',';
+	return 0;
+}
+
+Test(store, xattrs_set_get_list_remove, .init = setup_lru)
+{
+	char buf[256], names[64];
+	bool found = true;
+
+	cr_assert_eq(put("k", 3), 0);
+	cr_assert_eq(xget("k", "user.a", buf, sizeof(buf)), -ENODATA);
+	cr_assert_eq(xset("k", "user.a", "one", 0), 0);
+	cr_assert_eq(xset("k", "user.b", "", 0), 0, "an empty value");
+	cr_assert_eq(xget("k", "user.a", buf, sizeof(buf)), 3);
+	cr_assert_str_eq(buf, "one");
+	cr_assert_eq(xget("k", "user.b", buf, sizeof(buf)), 0);
+	cr_assert_eq(xset("k", "user.a", "x", STORE_XATTR_CREATE), -EEXIST);
+	cr_assert_eq(store_xattr_set(st, "k", 1, "user.c", 6, "x", 1, STORE_XATTR_REPLACE, &found),
+	             0);
+	cr_assert_not(found, "replace of a missing one: nothing changes");
+	cr_assert_eq(xget("k", "user.c", buf, sizeof(buf)), -ENODATA);
+	cr_assert_eq(xset("k", "user.a", "longer value", STORE_XATTR_REPLACE), 0);
+	cr_assert_eq(xget("k", "user.a", buf, sizeof(buf)), 12);
+	cr_assert_str_eq(buf, "longer value");
+
+	struct names_acc acc = {.buf = names};
+
+	cr_assert_eq(store_xattr_list(st, "k", 1, names_cb, &acc), 0);
+	names[acc.n] = '\0';
+	cr_assert_str_eq(names, "user.a,user.b,", "in the order first set");
+
+	cr_assert_eq(store_xattr_set(st, "k", 1, "user.a", 6, NULL, 0, STORE_XATTR_REMOVE, &found),
+	             0);
+	cr_assert(found);
+	cr_assert_eq(store_xattr_set(st, "k", 1, "user.a", 6, NULL, 0, STORE_XATTR_REMOVE, &found),
+	             0);
+	cr_assert_not(found);
+	cr_assert_eq(xget("k", "user.a", buf, sizeof(buf)), -ENODATA);
+	cr_assert_eq(xget("k", "user.b", buf, sizeof(buf)), 0);
+	cr_assert_eq(xset("nope", "user.a", "1", 0), -ENOENT);
+	cr_assert_eq(xset("k", "", "1", 0), -EINVAL);
+	cr_assert_eq(store_xattr_set(st, "k", 1, "a\0b", 3, "1", 1, 0, NULL), -EINVAL);
+}
+
+Test(store, xattrs_bounded, .init = setup_lru)
+{
+	static char big[STORE_XATTR_TOTAL_MAX + 1];
+	char name[STORE_XATTR_NAME_MAX + 2];
+	uint64_t meta, meta0;
+
+	memset(big, 'v', sizeof(big));
+	memset(name, 'n', sizeof(name));
+	cr_assert_eq(put("k", 1), 0); /* the index's own growth, before counting */
+	cr_assert_eq(store_delete(st, "k", 1, 0, NULL), 0);
+	meta0 = stats().meta_bytes;
+	cr_assert_eq(put("k", 1), 0);
+	meta = stats().meta_bytes;
+	cr_assert_eq(store_xattr_set(st, "k", 1, name, STORE_XATTR_NAME_MAX + 1, "1", 1, 0, NULL),
+	             -EINVAL, "a name of 256 bytes");
+	cr_assert_eq(store_xattr_set(st, "k", 1, name, STORE_XATTR_NAME_MAX, "1", 1, 0, NULL), 0);
+	cr_assert_eq(store_xattr_set(st, "k", 1, "a", 1, big, STORE_XATTR_TOTAL_MAX + 1, 0, NULL),
+	             -E2BIG);
+	/* names and values of a key together: 255 + 1 taken, so 65536 - 256 - 1
+	 * is what is left for "a" */
+	cr_assert_eq(store_xattr_set(st, "k", 1, "a", 1, big,
+	                             STORE_XATTR_TOTAL_MAX - STORE_XATTR_NAME_MAX - 1, 0, NULL),
+	             -ENOSPC);
+	cr_assert_eq(store_xattr_set(st, "k", 1, "a", 1, big,
+	                             STORE_XATTR_TOTAL_MAX - STORE_XATTR_NAME_MAX - 2, 0, NULL),
+	             0);
+	cr_assert_gt(stats().meta_bytes, meta + STORE_XATTR_TOTAL_MAX - 1024,
+	             "counted in the index's memory");
+	/* replacing one counts its new size, not both */
+	cr_assert_eq(store_xattr_set(st, "k", 1, "a", 1, big, 10, 0, NULL), 0);
+	cr_assert_eq(store_delete(st, "k", 1, 0, NULL), 0);
+	cr_assert_leq(stats().meta_bytes, meta0 + 1024, "all given back (but the side table)");
+}
+
+Test(store, xattrs_kept_by_put_and_rename_dropped_on_ask, .init = setup_lru)
+{
+	struct store_attrs a = {.mode = 0644, .mtime_ns = 1};
+	char buf[64];
+	struct store_item *pinned;
+
+	cr_assert_eq(put("k", 3), 0);
+	cr_assert_eq(xset("k", "user.a", "1", 0), 0);
+	cr_assert_eq(put("k", 100), 0, "a rewrite");
+	cr_assert_eq(xget("k", "user.a", buf, sizeof(buf)), 1, "kept by a PUT");
+	cr_assert_eq(store_rename(st, "k", 1, "k2", 2, false, NULL), 0);
+	cr_assert_eq(xget("k2", "user.a", buf, sizeof(buf)), 1, "kept by a RENAME");
+	/* a rename of a pinned item moves them too */
+	cr_assert_eq(store_get(st, "k2", 2, &pinned), 0);
+	cr_assert_eq(store_rename(st, "k2", 2, "k3", 2, false, NULL), 0);
+	cr_assert_eq(xget("k3", "user.a", buf, sizeof(buf)), 1);
+	store_item_unpin(st, pinned);
+	cr_assert_eq(xget("k3", "user.a", buf, sizeof(buf)), 1);
+	/* a rename over a key with attributes: the moved key's win */
+	cr_assert_eq(put("o", 1), 0);
+	cr_assert_eq(xset("o", "user.o", "2", 0), 0);
+	cr_assert_eq(store_rename(st, "k3", 2, "o", 1, false, NULL), 0);
+	cr_assert_eq(xget("o", "user.o", buf, sizeof(buf)), -ENODATA);
+	cr_assert_eq(xget("o", "user.a", buf, sizeof(buf)), 1);
+	/* a PUT that asks starts without them, and keeps nothing on a new key */
+	a.drop_xattrs = true;
+	cr_assert_eq(put_attrs("o", 1, &a), 0);
+	cr_assert_eq(xget("o", "user.a", buf, sizeof(buf)), -ENODATA);
+	cr_assert_eq(xset("o", "user.b", "3", 0), 0);
+	cr_assert_eq(store_delete(st, "o", 1, 0, NULL), 0);
+	cr_assert_eq(put("o", 1), 0);
+	cr_assert_eq(xget("o", "user.b", buf, sizeof(buf)), -ENODATA, "deleted and made anew");
+	cr_assert_eq(store_delete(st, "o", 1, 0, NULL), 0);
+}
+
+/* Many keys with owners and attributes: the side table grows, shrinks, and
+ * everything is given back (ASan counts). */
+Test(store, xattrs_many_keys_side_table, .init = setup_lru)
+{
+	enum { N = 5000 };
+	struct store_attrs a = {.mode = 0644, .mtime_ns = 1, .has_owner = true};
+	char key[32], buf[32];
+	uint64_t meta0;
+	uint32_t uid;
+
+	for (int i = 0; i < N; i++) { /* the index's own growth, before counting */
+		snprintf(key, sizeof(key), "k%d", i);
+		cr_assert_eq(put(key, 10), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		cr_assert_eq(store_delete(st, key, strlen(key), 0, NULL), 0);
+	}
+	meta0 = stats().meta_bytes;
+
+	for (int i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		a.uid = (uint32_t)i;
+		cr_assert_eq(put_attrs(key, 10, &a), 0);
+		if (i % 2)
+			cr_assert_eq(xset(key, "user.i", key, 0), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		cr_assert(store_item_owner(st, look(key), &uid, NULL));
+		cr_assert_eq(uid, (uint32_t)i);
+		cr_assert_eq(xget(key, "user.i", buf, sizeof(buf)),
+		             i % 2 ? (int)strlen(key) : -ENODATA);
+		cr_assert_eq(store_delete(st, key, strlen(key), 0, NULL), 0);
+	}
+	/* the side table's buckets stay; nothing else */
+	cr_assert_leq(stats().meta_bytes, meta0 + 8 * 8192 + 64);
+}
+
 /* DELETE, RENAME and SETATTR hand back what the server answers with, so it
  * looks the key up once. */
 Test(store, calls_hand_back_the_item, .init = setup_lru)
@@ -1123,7 +1398,7 @@ static void model_run(enum store_evict ev, int ops)
 			/* Learn about evictions before judging the condition. */
 			if (lru && m[k].present && !exists(key))
 				m[k].present = false, missing++;
-			err = store_put_commit(st, rv, &c, (uint32_t)i, (uint64_t)i, &v);
+			err = store_put_commit(st, rv, &c, (uint32_t)i & 07777, (uint64_t)i, &v);
 			if (cond == 1 && m[k].present) {
 				cr_assert_eq(err, -EEXIST);
 			} else if (cond >= 2 && !m[k].present && c.if_version) {
@@ -1133,7 +1408,8 @@ static void model_run(enum store_evict ev, int ops)
 			} else {
 				cr_assert_eq(err, 0, "op %d cond %d", i, cond);
 				cr_assert_gt(v, m[k].version);
-				m[k] = (struct model){true, sz, v, seed_of(key, v), (uint32_t)i};
+				m[k] = (struct model){true, sz, v, seed_of(key, v),
+				                      (uint32_t)i & 07777};
 				fill(arena + store_resv_offset(rv), sz, m[k].seed);
 				nput++;
 				putbytes += sz;

@@ -1193,6 +1193,86 @@ Test(wire_check, refusals_the_server_relies_on)
 }
 
 /* An unknown oneof member from a newer peer decodes with body unset. */
+/* Owner, type and extended attributes: bounds a hostile client cannot pass. */
+Test(wire_check, owner_symlink_and_xattr_refusals)
+{
+	static uint8_t big[WIRE_XATTR_VALUE_MAX + 1];
+	Kvfs__Request req = KVFS__REQUEST__INIT;
+	Kvfs__PutRequest put = KVFS__PUT_REQUEST__INIT;
+	Kvfs__GetXattrRequest gx = KVFS__GET_XATTR_REQUEST__INIT;
+	Kvfs__SetXattrRequest sx = KVFS__SET_XATTR_REQUEST__INIT;
+	Kvfs__ListXattrRequest lx = KVFS__LIST_XATTR_REQUEST__INIT;
+	char name[WIRE_XATTR_NAME_MAX + 1];
+	const char *why = NULL;
+
+	req.body_case = KVFS__REQUEST__BODY_PUT;
+	req.put = &put;
+	put.key = BIN("k");
+	put.has_value = 1;
+	put.value = BIN("target");
+	put.has_uid = 1;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "uid without gid");
+	cr_assert_str_eq(why, "PUT: uid and gid go together");
+	put.has_gid = 1;
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+	put.has_type = 1;
+	put.type = 2;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "unknown type");
+	put.type = KVFS__KEY_TYPE__SYMLINK;
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+	put.value = (ProtobufCBinaryData){.data = (uint8_t *)"a\0b", .len = 3};
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "a NUL in a target");
+	put.value = (ProtobufCBinaryData){.data = big, .len = WIRE_SYMLINK_MAX + 1};
+	memset(big, 'x', sizeof(big));
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "a target of 4096 bytes");
+	put.value.len = WIRE_SYMLINK_MAX;
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+	put.value.len = 0;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "an empty target");
+
+	req.body_case = KVFS__REQUEST__BODY_GETXATTR;
+	req.getxattr = &gx;
+	gx.key = BIN("k");
+	gx.name = BIN("");
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "empty name");
+	memset(name, 'n', sizeof(name));
+	gx.name = (ProtobufCBinaryData){.data = (uint8_t *)name, .len = WIRE_XATTR_NAME_MAX + 1};
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "a name of 256 bytes");
+	gx.name.len = WIRE_XATTR_NAME_MAX;
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+	gx.name = (ProtobufCBinaryData){.data = (uint8_t *)"user.\0", .len = 6};
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "a NUL in a name");
+	gx.name = BIN("user.a");
+	gx.key = BIN("a//b");
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "its key is checked");
+	cr_assert(wire_reason_is_key(why));
+
+	req.body_case = KVFS__REQUEST__BODY_SETXATTR;
+	req.setxattr = &sx;
+	sx.key = BIN("k");
+	sx.name = BIN("user.a");
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "no value, no remove");
+	sx.has_value = 1;
+	sx.value = (ProtobufCBinaryData){.data = big, .len = WIRE_XATTR_VALUE_MAX + 1};
+	cr_assert_eq(wire_request_check(&req, &why), -EFBIG, "a value above 64 KiB");
+	sx.value.len = WIRE_XATTR_VALUE_MAX;
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+	sx.has_create = sx.create = sx.has_replace = sx.replace = 1;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "create and replace");
+	sx.has_create = sx.create = sx.has_replace = sx.replace = 0;
+	sx.has_remove = sx.remove = 1;
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "remove with a value");
+	sx.has_value = 0;
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+
+	req.body_case = KVFS__REQUEST__BODY_LISTXATTR;
+	req.listxattr = &lx;
+	lx.key = BIN("k/.");
+	cr_assert_eq(wire_request_check(&req, &why), -EINVAL, "its key is checked");
+	lx.key = BIN("k");
+	cr_assert_eq(wire_request_check(&req, &why), 0, "%s", why);
+}
+
 Test(wire_compat, unknown_body_field)
 {
 	/* id=3 (08 03), field 99 length-delimited, 2 bytes. */
