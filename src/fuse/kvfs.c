@@ -1537,29 +1537,60 @@ static void stats_cb(void *arg, const char *name, uint64_t value)
 #define KVFS_ROOM_STEP ((size_t)8 << 20)
 
 /*
+ * What the server said of its room, for every file of the mount: that it
+ * evicts, from one STATS, trusted for a second within one server epoch.
+ * So creating many small files on a server that evicts costs no STATS
+ * each; a server that does not evict is asked at every check.
+ */
+static struct {
+	pthread_mutex_t lock;
+	bool valid, lru;
+	uint64_t epoch, at_ms, free_b;
+} room = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/*
  * A write that takes a file to @end bytes: can the server take it?  Past
  * the server's largest value -EFBIG, past its free memory when it will not
  * evict (--eviction none, a tenant's quota) -ENOSPC: the write fails where
- * it happens, not the close after it.  Asks the server (STATS) once per
- * KVFS_ROOM_STEP of growth.  Called with s->lock held.
+ * it happens, not the close after it.  Asks the server (STATS) at most
+ * once per KVFS_ROOM_STEP of a file's growth, and through the mount-wide
+ * cache above.  Called with s->lock held.
  */
 static int stage_room(struct kstage *s, size_t end)
 {
 	struct stats_acc a = {.lru = true}; /* an older server: no counter, it evicts */
+	uint64_t epoch = kvc_server_epoch(fs.kvc, NULL), now = kv_now_ms();
 	struct kvc_limits lim;
-	int r;
+	bool cached;
 
 	kvc_limits(fs.kvc, &lim); /* no call: what the last HELLO said */
 	if (lim.max_value && end > lim.max_value)
 		return -EFBIG;
 	if (end <= s->room)
 		return 0;
-	r = kvc_stats(fs.kvc, stats_cb, &a);
-	kvc_limits(fs.kvc, &lim); /* it may have reconnected to a new server */
-	if (lim.max_value && end > lim.max_value)
-		return -EFBIG;
-	if (r < 0)
-		return 0; /* the close will say; a write does not fail for STATS */
+	pthread_mutex_lock(&room.lock);
+	/* a server that evicts has room for whatever fits it; one that does
+	 * not is asked each time (what this mount stored since counts) */
+	cached = room.valid && room.lru && room.epoch == epoch && now - room.at_ms < 1000;
+	if (cached) {
+		a.lru = room.lru;
+		a.free_b = room.free_b;
+	}
+	pthread_mutex_unlock(&room.lock);
+	if (!cached) {
+		if (kvc_stats(fs.kvc, stats_cb, &a) < 0)
+			return 0; /* the close will say; a write does not fail for STATS */
+		pthread_mutex_lock(&room.lock);
+		room.valid = true;
+		room.lru = a.lru;
+		room.free_b = a.free_b;
+		room.epoch = kvc_server_epoch(fs.kvc, NULL); /* it may have reconnected */
+		room.at_ms = kv_now_ms();
+		pthread_mutex_unlock(&room.lock);
+		kvc_limits(fs.kvc, &lim);
+		if (lim.max_value && end > lim.max_value)
+			return -EFBIG;
+	}
 	if (!a.lru && end > a.free_b)
 		return -ENOSPC;
 	/* ask again sooner as the server fills */
