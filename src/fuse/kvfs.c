@@ -927,6 +927,13 @@ static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		}
 	}
 	if (r < 0) {
+		if (r == -ENOENT && strlen(name) > KVFS_NAME_MAX) {
+			/* No such name, and none kvfs could make (NAME_MAX): as a
+			 * local file system answers it.  A longer name another
+			 * client stored is still found above. */
+			fuse_reply_err(req, ENAMETOOLONG);
+			return;
+		}
 		if (r == -ENOENT) {
 			struct fuse_entry_param ep = {0}; /* negative entry, not cached */
 

@@ -303,6 +303,8 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 			}
 			if (r == 0) {
 				pr.version = ver;
+				pr.has_mtime_ns = true;
+				pr.mtime_ns = (int64_t)op->attrs.mtime_ns;
 				resp.body_case = KVFS__RESPONSE__BODY_PUT;
 				resp.put = &pr;
 				s->c.put_bytes += op->bytes;

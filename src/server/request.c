@@ -674,6 +674,8 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 		s->c.inline_puts++;
 		s->c.put_bytes += len;
 		pr.version = ver;
+		pr.has_mtime_ns = true; /* what was stored: the client's, or now */
+		pr.mtime_ns = (int64_t)attrs.mtime_ns;
 		resp.body_case = KVFS__RESPONSE__BODY_PUT;
 		resp.put = &pr;
 		conn_respond(c, rq->id, 0, NULL, &resp);

@@ -178,11 +178,14 @@ Test(kvfs, errors)
 	cr_assert_eq(sh("[ $(find %s | wc -l) = 17 ] && [ -z \"$(ls %s/%s/%s)\" ]", mp(0, "ld"),
 	                E.mnt[0], longname + 5, dname),
 	             0, "a refused directory rename moved part of the tree");
-	/* names over 255 bytes (statfs f_namemax) are not created */
+	/* names over 255 bytes (statfs f_namemax) are not created, and a
+	 * missing one is ENAMETOOLONG, not ENOENT (pjdfstest) */
 	longname[255] = 'n';
 	longname[256] = '\0';
 	cr_assert_eq(open(mp(0, longname), O_CREAT | O_WRONLY, 0644), -1);
 	cr_assert_eq(errno, ENAMETOOLONG, "256-byte name: %s", strerror(errno));
+	cr_assert_eq(chmod(mp(0, longname), 0644), -1);
+	cr_assert_eq(errno, ENAMETOOLONG, "chmod of a missing 256-byte name: %s", strerror(errno));
 	cr_assert_eq(mkdir(mp(0, longname), 0755), -1);
 	cr_assert_eq(errno, ENAMETOOLONG);
 	cr_assert_eq(sh("echo a > %s", mp(0, "h")), 0);
@@ -1590,4 +1593,25 @@ Test(kvfs, hard_links_refused)
 	struct stat st;
 	cr_assert_eq(stat(mp(0, "rs/a"), &st), 0);
 	cr_assert_eq(st.st_nlink, 1);
+}
+
+/* A directory and a symbolic link just made show the time they were made
+ * (before: the mount's start for a directory, 1970 for a link, until the
+ * attribute cache expired; pjdfstest mkdir/00, rename/00). */
+Test(kvfs, new_directory_and_link_show_their_times)
+{
+	struct stat d, l;
+	time_t now;
+
+	sleep(3); /* the mount's start is then older than what a new entry shows */
+	now = time(NULL);
+	cr_assert_eq(mkdir(mp(0, "newdir"), 0750), 0);
+	cr_assert_eq(symlink("target", mp(0, "newlink")), 0);
+	cr_assert_eq(stat(mp(0, "newdir"), &d), 0);
+	cr_assert_eq(lstat(mp(0, "newlink"), &l), 0);
+	cr_assert_geq(d.st_mtime, now - 2, "a new directory's mtime is %ld, now %ld",
+	              (long)d.st_mtime, (long)now);
+	cr_assert_geq(l.st_mtime, now - 2, "a new link's mtime is %ld, now %ld", (long)l.st_mtime,
+	              (long)now);
+	cr_assert_eq(d.st_mode & 07777, 0750);
 }
