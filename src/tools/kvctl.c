@@ -109,7 +109,7 @@ static void usage(FILE *f)
 	        "  0  success\n"
 	        "  1  other error (I/O, no space, value too big, auth, ...)\n"
 	        "  2  bad usage: unknown command or option, missing argument, or a key the\n"
-	        "     server would refuse (empty, over 1024 bytes, '..', ...)\n"
+	        "     server would refuse (empty, over 4096 bytes, '..', ...)\n"
 	        "  3  key not found\n"
 	        "  4  key exists (put -n, mv -n) or the value changed during the call\n"
 	        "  5  server unreachable or timed out\n"
@@ -342,7 +342,7 @@ static int check_key_flags(const struct ctl *c, const char *key, unsigned flags)
 	if (r < 0)
 		/* The key itself is not echoed: it may hold control characters. */
 		return usage_error(c->cmd,
-		                   "%s%s (keys are UTF-8 paths like 'dir/name' or the directory "
+		                   "%s%s (keys are paths like 'dir/name' or the directory "
 		                   "marker 'dir/')",
 		                   flags & WIRE_KEY_PREFIX ? "prefix: " : "", why);
 	return 0;
