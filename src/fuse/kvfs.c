@@ -2688,6 +2688,35 @@ static int xattr_key(fuse_ino_t ino, char *out, size_t cap)
 /* A file created on this mount and not stored yet: store it now, so the
  * server has a key to hold the attribute (cp -a sets them on the open
  * destination before its close).  Returns true when it stored one. */
+/* Is @ino a file created on this mount and not stored yet?  Then the
+ * server has no key for it and it has no attributes: a get or list
+ * answers so without storing it. */
+static bool xattr_pending(fuse_ino_t ino)
+{
+	struct kstage *s = stage_ref(ino, false, NULL);
+	bool pending = false;
+
+	if (!s)
+		return false;
+	pthread_mutex_lock(&s->lock);
+	pending = s->dirty && s->version == 0;
+	pthread_mutex_unlock(&s->lock);
+	stage_unref(s);
+	return pending;
+}
+
+/* Answer a getxattr/listxattr of @size (0: the kernel asks the length)
+ * with the @n bytes in @buf, or the error @n. */
+static void reply_xattr_sized(fuse_req_t req, const char *buf, size_t size, ssize_t n)
+{
+	if (n < 0)
+		fuse_reply_err(req, fs_err((int)n));
+	else if (size)
+		fuse_reply_buf(req, buf, (size_t)n);
+	else
+		fuse_reply_xattr(req, (size_t)n);
+}
+
 static bool xattr_store_pending(fuse_ino_t ino)
 {
 	struct kstage *s = stage_ref(ino, false, NULL);
@@ -2839,14 +2868,9 @@ static void kvfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size
 		}
 	}
 	n = kvc_getxattr(fs.kvc, key, strlen(key), name, buf, size);
-	if (n == -ENOENT && xattr_store_pending(ino))
+	if (n == -ENOENT && xattr_pending(ino))
 		n = -ENODATA; /* created here, and no attribute yet */
-	if (n < 0)
-		fuse_reply_err(req, fs_err((int)n));
-	else if (size)
-		fuse_reply_buf(req, buf, (size_t)n);
-	else
-		fuse_reply_xattr(req, (size_t)n);
+	reply_xattr_sized(req, buf, size, n);
 	free(buf);
 }
 
@@ -2876,14 +2900,9 @@ static void kvfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		}
 	}
 	n = kvc_listxattr(fs.kvc, key, strlen(key), buf, size);
-	if (n == -ENOENT && xattr_store_pending(ino))
-		n = 0;
-	if (n < 0)
-		fuse_reply_err(req, fs_err((int)n));
-	else if (size)
-		fuse_reply_buf(req, buf, (size_t)n);
-	else
-		fuse_reply_xattr(req, (size_t)n);
+	if (n == -ENOENT && xattr_pending(ino))
+		n = 0; /* created here, and no attribute yet */
+	reply_xattr_sized(req, buf, size, n);
 	free(buf);
 }
 
