@@ -368,6 +368,16 @@ int main(int argc, char **argv)
 	}
 	/* The store caps values at its memory (and says so in HELLO): a larger
 	 * --max-value would promise what it cannot keep. */
+	if (srv_meta_budget(&o) > o.memory / 2) {
+		char a[32], b[32];
+
+		fprintf(stderr,
+		        "kv-server: --max-meta %s leaves too little of --memory %s for values: "
+		        "give the index at most half\n",
+		        kv_fmt_size(srv_meta_budget(&o), a, sizeof(a)),
+		        kv_fmt_size(o.memory, b, sizeof(b)));
+		return 2;
+	}
 	if (o.max_value > srv_value_space(&o)) {
 		char a[32], b[32], v[32];
 

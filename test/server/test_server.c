@@ -49,9 +49,14 @@ static void check_value(struct kvc *kvc, const char *key, size_t len, uint64_t s
 Test(server, bad_options_exit_2_naming_the_option)
 {
 	static const char *const cases[][2] = {
-	        {"--max-held 0", "--max-held"},    {"--max-held lots", "--max-held"},
-	        {"--memory 1K", "--memory"},       {"--max-frame 1K", "--max-frame"},
-	        {"--eviction fifo", "--eviction"}, {"stray-argument", "unexpected argument"},
+	        {"--max-held 0", "--max-held"},
+	        {"--max-held lots", "--max-held"},
+	        {"--memory 1K", "--memory"},
+	        {"--max-frame 1K", "--max-frame"},
+	        {"--eviction fifo", "--eviction"},
+	        {"stray-argument", "unexpected argument"},
+	        {"--max-held-total 0", "--max-held-total"},
+	        {"--memory 64M --max-meta 40M", "--max-meta"},
 	};
 	const char *bin = getenv("KV_SERVER");
 
