@@ -1566,15 +1566,17 @@ static struct {
 static int stage_room(struct kstage *s, size_t end)
 {
 	struct stats_acc a = {.lru = true}; /* an older server: no counter, it evicts */
-	uint64_t epoch = kvc_server_epoch(fs.kvc, NULL), now = kv_now_ms();
 	struct kvc_limits lim;
+	uint64_t epoch, now;
 	bool cached;
 
+	if (end <= s->room) /* s->room never passes the largest value */
+		return 0;
+	epoch = kvc_server_epoch(fs.kvc, NULL);
+	now = kv_now_ms();
 	kvc_limits(fs.kvc, &lim); /* no call: what the last HELLO said */
 	if (lim.max_value && end > lim.max_value)
 		return -EFBIG;
-	if (end <= s->room)
-		return 0;
 	pthread_mutex_lock(&room.lock);
 	/* a server that evicts has room for whatever fits it; one that does
 	 * not is asked each time (what this mount stored since counts) */
@@ -1600,8 +1602,10 @@ static int stage_room(struct kstage *s, size_t end)
 	}
 	if (!a.lru && end > a.free_b)
 		return -ENOSPC;
-	/* ask again sooner as the server fills */
+	/* ask again sooner as the server fills, and at the largest value */
 	s->room = end + (a.lru ? KVFS_ROOM_STEP : KV_MIN(KVFS_ROOM_STEP, (a.free_b - end) / 2));
+	if (lim.max_value)
+		s->room = KV_MIN(s->room, lim.max_value);
 	return 0;
 }
 
