@@ -63,13 +63,42 @@ struct item_ext {
 	uint8_t *xattrs; /* records: u8 name length, u32 value length, name, value */
 };
 
-#define ITEM_F_EXT 0x1u /* has an entry in the side table */
+#define ITEM_F_EXT   0x1u /* has an entry in the side table */
+#define ITEM_F_PARTS 0x2u /* its value is a list of parts (parts), not one range (off) */
+
+/*
+ * Values in parts: an upload (store_up_open()) builds its value as a list
+ * of parts, each a slice of an arena allocation (struct store_ext) that
+ * several values may share: an upload starts from the value it replaces,
+ * sharing its allocations, and only the ranges it writes get new ones
+ * (copy-on-write at part granularity).  Allocations are counted: parts
+ * referring to them, and transfers filling them (store_ext_put()).
+ */
+struct store_ext {
+	uint64_t off;  /* arena offset */
+	uint64_t size; /* as passed to arena_alloc() */
+	uint32_t refs;
+};
+
+struct part {
+	uint64_t off, len;   /* value bytes [off, off + len) */
+	struct store_ext *x; /* are x's bytes [xoff, xoff + len) */
+	uint64_t xoff;
+};
+
+struct parts {
+	uint32_t n, cap; /* parts in p[], sorted by off, adjacent, covering the value */
+	struct part p[];
+};
 
 struct store_item {
 	struct store_item *hnext; /* hash chain; for ITEM_MOVED the item that took over */
 	struct dlist link;        /* LRU, reservation or zombie list */
-	uint64_t off;             /* arena offset from the caller's base */
-	uint64_t size;            /* value bytes */
+	union {
+		uint64_t off;        /* arena offset from the caller's base */
+		struct parts *parts; /* ITEM_F_PARTS */
+	};
+	uint64_t size; /* value bytes */
 	uint64_t version;
 	uint64_t mtime_ns;
 	uint32_t hash;
@@ -190,10 +219,26 @@ uint64_t store_alloc_size(const struct store *s, uint64_t size)
 	return arena_alloc_size(size);
 }
 
-/* Give the item's arena range back. */
+static void ext_unref(struct store *s, struct store_ext *x)
+{
+	if (--x->refs)
+		return;
+	arena_free(&s->arena, x->off, x->size);
+	meta_free(s, x);
+}
+
+/* Give the item's arena range (or its parts) back. */
 static void item_release_range(struct store *s, struct store_item *it)
 {
-	arena_free(&s->arena, it->off, it->size);
+	if (!(it->flags & ITEM_F_PARTS)) {
+		arena_free(&s->arena, it->off, it->size);
+		return;
+	}
+	for (uint32_t i = 0; i < it->parts->n; i++)
+		ext_unref(s, it->parts->p[i].x);
+	meta_free(s, it->parts);
+	it->parts = NULL;
+	it->flags &= (uint8_t)~ITEM_F_PARTS;
 }
 
 /* ---- owners and extended attributes: the side table ---------------------- */
@@ -594,6 +639,40 @@ static void evict_lru(struct store *s, uint64_t put_size, bool meta)
 	item_retire(s, it);
 }
 
+/*
+ * Allocate @size bytes of arena for a PUT of @put_size, evicting (LRU)
+ * when the store may.  Evicts only when the evictable bytes could make
+ * room at all, so that an impossible request (everything pinned) changes
+ * nothing.  0, -ENOSPC or -ENOMEM.
+ */
+static int alloc_evicting(struct store *s, uint64_t size, uint64_t put_size, uint64_t *ret_off)
+{
+	uint64_t need = store_alloc_size(s, size);
+	int err = arena_alloc(&s->arena, size, ret_off);
+
+	if (err == -ENOSPC && s->evict == STORE_EVICT_LRU &&
+	    arena_free_bytes(&s->arena) + s->evictable >= need) {
+		while (err == -ENOSPC && !dl_empty(&s->lru)) {
+			evict_lru(s, put_size, false);
+			err = arena_alloc(&s->arena, size, ret_off);
+		}
+	}
+	return err;
+}
+
+/* Keys and items cost memory too: a flood of empty values with long keys
+ * takes no arena space, and would otherwise grow the heap without bound.
+ * Past max_meta, evict like for value bytes (for a PUT of @put_size), or
+ * refuse: 0 or -ENOSPC. */
+static int meta_room(struct store *s, uint64_t put_size)
+{
+	while (meta_over(s) && s->evict == STORE_EVICT_LRU && !dl_empty(&s->lru)) {
+		evict_lru(s, put_size, true);
+		s->meta_evictions++;
+	}
+	return meta_over(s) ? -ENOSPC : 0;
+}
+
 /* ---- public API -------------------------------------------------------- */
 
 int store_create(void *arena_base, size_t arena_len, const struct store_opts *opts,
@@ -674,13 +753,25 @@ out_free_store:
 	return -ENOMEM;
 }
 
+/* store_destroy(): the metadata of @it's parts (the arena goes whole). */
+static void free_item(struct store_item *it)
+{
+	if (it->flags & ITEM_F_PARTS) {
+		for (uint32_t i = 0; i < it->parts->n; i++)
+			if (!--it->parts->p[i].x->refs)
+				free(it->parts->p[i].x);
+		free(it->parts);
+	}
+	free(it);
+}
+
 static void free_list_items(struct dlist *h)
 {
 	while (!dl_empty(h)) {
 		struct dlist *n = h->next;
 
 		dl_del(n);
-		free(DL_ENTRY(n, struct store_item, link));
+		free_item(DL_ENTRY(n, struct store_item, link));
 	}
 }
 
@@ -695,7 +786,7 @@ void store_destroy(struct store *s)
 
 		for (; it; it = next) {
 			next = it->hnext;
-			free(it);
+			free_item(it);
 		}
 	}
 	free_list_items(&s->resv);
@@ -735,7 +826,7 @@ static const struct store_item *resv_citem(const struct store_resv *r)
 int store_put_begin(struct store *s, const char *key, size_t keylen, uint64_t size,
                     struct store_resv **ret)
 {
-	uint64_t need = store_alloc_size(s, size), off = 0;
+	uint64_t off = 0;
 	struct store_item *it;
 	int err;
 
@@ -762,28 +853,12 @@ int store_put_begin(struct store *s, const char *key, size_t keylen, uint64_t si
 		}
 	}
 
-	err = arena_alloc(&s->arena, size, &off);
-	/* Evict only when the evictable bytes could make room at all, so that
-	 * an impossible request (everything pinned) changes nothing. */
-	if (err == -ENOSPC && s->evict == STORE_EVICT_LRU &&
-	    arena_free_bytes(&s->arena) + s->evictable >= need) {
-		while (err == -ENOSPC && !dl_empty(&s->lru)) {
-			evict_lru(s, size, false);
-			err = arena_alloc(&s->arena, size, &off);
-		}
-	}
+	err = alloc_evicting(s, size, size, &off);
 	if (err)
 		goto out_free_item;
-	/* Keys and items cost memory too: a flood of empty values with long
-	 * keys takes no arena space, and would otherwise grow the heap without
-	 * bound.  Past max_meta, evict like for value bytes, or refuse. */
-	while (meta_over(s) && s->evict == STORE_EVICT_LRU && !dl_empty(&s->lru)) {
-		evict_lru(s, size, true);
-		s->meta_evictions++;
-	}
-	if (meta_over(s)) {
+	err = meta_room(s, size);
+	if (err) {
 		arena_free(&s->arena, off, size);
-		err = -ENOSPC;
 		goto out_free_item;
 	}
 
@@ -929,6 +1004,360 @@ void store_put_abort(struct store *s, struct store_resv *r)
 	ns_uncharge(s, it);
 	item_release_range(s, it);
 	item_free(s, it);
+}
+
+/* ---- uploads: values built in parts ------------------------------------ */
+
+/* Room for @extra more parts in @it's list. */
+static int parts_reserve(struct store *s, struct store_item *it, uint32_t extra)
+{
+	struct parts *ps = it->parts, *np;
+	uint32_t cap;
+
+	if (ps && ps->cap - ps->n >= extra)
+		return 0;
+	cap = ps ? ps->n + extra : extra;
+	if (cap > UINT32_MAX / 2)
+		return -ENOMEM;
+	cap = cap < 4 ? 4 : cap + cap / 2;
+	np = meta_alloc(s, sizeof(*np) + (size_t)cap * sizeof(np->p[0]));
+	if (!np)
+		return -ENOMEM;
+	np->n = ps ? ps->n : 0;
+	np->cap = cap;
+	if (ps) {
+		memcpy(np->p, ps->p, (size_t)ps->n * sizeof(ps->p[0]));
+		meta_free(s, ps);
+	}
+	it->parts = np;
+	return 0;
+}
+
+/* Make @it's value a list of parts (its one range becomes a shared
+ * allocation); its bytes do not move.  0 or -ENOMEM. */
+static int parts_make(struct store *s, struct store_item *it)
+{
+	struct store_ext *x = NULL;
+	uint64_t off = it->off;
+
+	if (it->flags & ITEM_F_PARTS)
+		return 0;
+	if (it->size) {
+		x = meta_alloc(s, sizeof(*x));
+		if (!x)
+			return -ENOMEM;
+		*x = (struct store_ext){.off = off, .size = it->size, .refs = 1};
+	}
+	it->parts = NULL;
+	if (parts_reserve(s, it, 1)) {
+		meta_free(s, x);
+		it->off = off;
+		return -ENOMEM;
+	}
+	if (x)
+		it->parts->p[it->parts->n++] = (struct part){.off = 0, .len = it->size, .x = x};
+	it->flags |= ITEM_F_PARTS;
+	return 0;
+}
+
+/* The first part of @ps that ends after @off (ps->n when none). */
+static uint32_t parts_find(const struct parts *ps, uint64_t off)
+{
+	uint32_t lo = 0, hi = ps->n;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (ps->p[mid].off + ps->p[mid].len <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * Take the value bytes [@from, @to) out of @ps, leaving a gap there that
+ * the caller fills: parts inside it go, parts across its ends are cut.
+ * Needs room for one more part (a part holding the whole range splits in
+ * two).  Returns the index where the gap is.
+ */
+static uint32_t parts_cut(struct store *s, struct parts *ps, uint64_t from, uint64_t to)
+{
+	uint32_t i = parts_find(ps, from), j;
+	struct part *p;
+
+	if (i == ps->n)
+		return i;
+	p = &ps->p[i];
+	if (p->off < from && p->off + p->len > to) { /* split */
+		memmove(&ps->p[i + 2], &ps->p[i + 1], (size_t)(ps->n - i - 1) * sizeof(*p));
+		ps->n++;
+		ps->p[i + 1] = (struct part){.off = to,
+		                             .len = p->off + p->len - to,
+		                             .x = p->x,
+		                             .xoff = p->xoff + (to - p->off)};
+		p->x->refs++;
+		p->len = from - p->off;
+		return i + 1;
+	}
+	if (p->off < from) { /* keep its head */
+		p->len = from - p->off;
+		i++;
+	}
+	for (j = i; j < ps->n && ps->p[j].off + ps->p[j].len <= to; j++)
+		ext_unref(s, ps->p[j].x);
+	if (j < ps->n && ps->p[j].off < to) { /* keep its tail */
+		uint64_t cut = to - ps->p[j].off;
+
+		ps->p[j].off += cut;
+		ps->p[j].xoff += cut;
+		ps->p[j].len -= cut;
+	}
+	memmove(&ps->p[i], &ps->p[j], (size_t)(ps->n - j) * sizeof(*p));
+	ps->n -= j - i;
+	return i;
+}
+
+/* Put @np at @i of @ps (room checked). */
+static void parts_insert(struct parts *ps, uint32_t i, const struct part *np)
+{
+	memmove(&ps->p[i + 1], &ps->p[i], (size_t)(ps->n - i) * sizeof(ps->p[0]));
+	ps->p[i] = *np;
+	ps->n++;
+}
+
+/*
+ * A new allocation of @len bytes for upload @it (evicting if the store
+ * may), one reference held for the caller.  @zero: fill it with zeros (a
+ * hole).  0, -ENOSPC or -ENOMEM.
+ */
+static int up_ext_new(struct store *s, struct store_item *it, uint64_t len, bool zero,
+                      struct store_ext **ret)
+{
+	struct store_ext *x = meta_alloc(s, sizeof(*x));
+	int err;
+
+	if (!x)
+		return -ENOMEM;
+	*x = (struct store_ext){.size = len, .refs = 1};
+	err = alloc_evicting(s, len, it->size, &x->off);
+	if (err) {
+		meta_free(s, x);
+		return err;
+	}
+	if (zero)
+		memset(s->base + x->off, 0, len);
+	*ret = x;
+	return 0;
+}
+
+/* Can upload @it grow to @size (max_value, its namespace's quota)?
+ * 0, -EFBIG or -EDQUOT. */
+static int up_size_check(const struct store *s, struct store_item *it, uint64_t size)
+{
+	uint64_t was = it->size, credit = ns_charge_of(s, it);
+	bool over;
+
+	if (size > s->max_value)
+		return -EFBIG;
+	if (size <= was || !it->ns)
+		return 0;
+	it->size = size;
+	over = ns_over(s, it, credit);
+	it->size = was;
+	return over ? -EDQUOT : 0;
+}
+
+/* Upload @it's value is now @size bytes long: the counts follow. */
+static void up_set_size(struct store *s, struct store_item *it, uint64_t size)
+{
+	ns_uncharge(s, it);
+	s->resv_bytes = s->resv_bytes - it->size + size;
+	it->size = size;
+	ns_charge(s, it);
+}
+
+/* Fill [it->size, @to) of upload @it with a zeroed part: 0 or an error of
+ * up_ext_new(). */
+static int up_hole(struct store *s, struct store_item *it, uint64_t to)
+{
+	struct store_ext *x;
+	int err;
+
+	if (to <= it->size)
+		return 0;
+	err = up_ext_new(s, it, to - it->size, true, &x);
+	if (err)
+		return err;
+	parts_insert(it->parts, it->parts->n,
+	             &(struct part){.off = it->size, .len = to - it->size, .x = x});
+	up_set_size(s, it, to);
+	return 0;
+}
+
+int store_up_open(struct store *s, const char *key, size_t keylen, uint64_t base_version,
+                  struct store_resv **ret)
+{
+	struct store_item *it, *base = NULL;
+	int err;
+
+	err = key_check(key, keylen);
+	if (err)
+		return err;
+	it = item_new(s, key, keylen, key_hash(s, key, keylen));
+	if (!it)
+		return -ENOMEM;
+	if (base_version) {
+		base = *hash_slot(s, key, keylen, it->hash);
+		err = !base                           ? -ENOENT
+		      : base->version != base_version ? -ESTALE
+		      : base->size > s->max_value     ? -EFBIG
+		                                      : 0;
+		if (err)
+			goto out_free_item;
+		it->size = base->size;
+		if (it->ns && ns_over(s, it, 0)) {
+			err = -EDQUOT;
+			goto out_free_item;
+		}
+		err = parts_make(s, base);
+		if (err)
+			goto out_free_item;
+	}
+	err = parts_reserve(s, it, base ? base->parts->n + 2 : 2);
+	if (err)
+		goto out_free_item;
+	it->flags |= ITEM_F_PARTS;
+	if (base) {
+		memcpy(it->parts->p, base->parts->p, (size_t)base->parts->n * sizeof(struct part));
+		it->parts->n = base->parts->n;
+		for (uint32_t i = 0; i < it->parts->n; i++)
+			it->parts->p[i].x->refs++;
+	}
+	err = meta_room(s, it->size);
+	if (err)
+		goto out_free_parts;
+	it->state = ITEM_RESV;
+	s->resv_count++;
+	s->resv_bytes += it->size;
+	ns_charge(s, it);
+	dl_add_after(&s->resv, &it->link);
+	*ret = (struct store_resv *)(void *)it;
+	return 0;
+
+out_free_parts:
+	item_release_range(s, it);
+out_free_item:
+	it->flags &= (uint8_t)~ITEM_F_PARTS;
+	it->parts = NULL;
+	item_free(s, it);
+	return err;
+}
+
+int store_up_write(struct store *s, struct store_resv *r, uint64_t off, uint64_t len,
+                   uint64_t *ret_off, struct store_ext **ret_ext)
+{
+	struct store_item *it = resv_item(r);
+	struct store_ext *x;
+	uint32_t i;
+	int err;
+
+	assert(it->state == ITEM_RESV && (it->flags & ITEM_F_PARTS));
+	if (!len || off + len < off)
+		return -EINVAL;
+	err = up_size_check(s, it, off + len);
+	if (err)
+		return err;
+	err = parts_reserve(s, it, 3);
+	if (!err)
+		err = meta_room(s, it->size);
+	if (!err)
+		err = up_ext_new(s, it, len, false, &x);
+	if (err)
+		return err;
+	err = up_hole(s, it, off); /* a write past the end: zeros between */
+	if (err) {
+		ext_unref(s, x);
+		return err;
+	}
+	x->refs++; /* the caller's, until its transfer is done */
+	i = parts_cut(s, it->parts, off, off + len);
+	parts_insert(it->parts, i, &(struct part){.off = off, .len = len, .x = x});
+	if (off + len > it->size)
+		up_set_size(s, it, off + len);
+	*ret_off = x->off;
+	*ret_ext = x;
+	return 0;
+}
+
+void store_ext_put(struct store *s, struct store_ext *x)
+{
+	if (x)
+		ext_unref(s, x);
+}
+
+int store_up_truncate(struct store *s, struct store_resv *r, uint64_t size)
+{
+	struct store_item *it = resv_item(r);
+	int err;
+
+	assert(it->state == ITEM_RESV && (it->flags & ITEM_F_PARTS));
+	if (size > it->size) {
+		err = up_size_check(s, it, size);
+		if (!err)
+			err = parts_reserve(s, it, 1);
+		return err ? err : up_hole(s, it, size);
+	}
+	if (size < it->size) {
+		err = parts_reserve(s, it, 1);
+		if (err)
+			return err;
+		parts_cut(s, it->parts, size, it->size);
+		up_set_size(s, it, size);
+	}
+	return 0;
+}
+
+uint64_t store_up_size(const struct store_resv *r)
+{
+	return resv_citem(r)->size;
+}
+
+size_t store_item_segs(const struct store_item *it, uint64_t off, uint64_t len,
+                       struct store_seg *segs, size_t max)
+{
+	const struct parts *ps;
+	size_t n = 0;
+	uint32_t i;
+
+	if (off >= it->size || !len)
+		return 0;
+	len = KV_MIN(len, it->size - off);
+	if (!(it->flags & ITEM_F_PARTS)) {
+		if (max)
+			segs[0] = (struct store_seg){.off = it->off + off, .len = len};
+		return 1;
+	}
+	ps = it->parts;
+	for (i = parts_find(ps, off); i < ps->n && len; i++, n++) {
+		const struct part *p = &ps->p[i];
+		uint64_t skip = off - p->off, take = KV_MIN(p->len - skip, len);
+
+		if (n < max)
+			segs[n] =
+			        (struct store_seg){.off = p->x->off + p->xoff + skip, .len = take};
+		off += take;
+		len -= take;
+	}
+	return n;
+}
+
+size_t store_item_nparts(const struct store_item *it)
+{
+	if (!(it->flags & ITEM_F_PARTS))
+		return it->size ? 1 : 0;
+	return it->parts->n;
 }
 
 static int find(struct store *s, const char *key, size_t keylen, struct store_item ***ret_pp)
@@ -1133,7 +1562,9 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 	kidx_erase(&s->order, sit);
 	nit->keep = sit->keep;
 	item_unlink_counts(s, sit);
-	nit->off = sit->off;
+	nit->off = sit->off; /* or parts: the union */
+	nit->flags |= sit->flags & ITEM_F_PARTS;
+	sit->flags &= (uint8_t)~ITEM_F_PARTS;
 	nit->mode = sit->mode;
 	nit->mtime_ns = sit->mtime_ns;
 	nit->type = sit->type;

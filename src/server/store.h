@@ -188,6 +188,59 @@ int store_put_commit(struct store *s, struct store_resv *r, const struct store_p
 void store_put_abort(struct store *s, struct store_resv *r);
 
 /*
+ * Uploads: a value built in parts while its bytes arrive.
+ *
+ * store_up_open() starts one for @key: empty, or with @base_version
+ * non-zero, as a copy of the key's current value, which must have that
+ * version (-ENOENT, -ESTALE otherwise).  The copy shares the value's arena
+ * ranges (copy-on-write at part granularity): only the ranges the upload
+ * writes take new memory.  The upload is a reservation (struct store_resv):
+ * store_put_commit_attrs() publishes it, store_put_abort() drops it, and
+ * store_stats counts it in resv_count and resv_bytes (its size, shared
+ * bytes too; a namespace is charged the same).  Returns 0, a key error,
+ * -EFBIG, -EDQUOT, -ENOSPC (past max_meta) or -ENOMEM.
+ *
+ * store_up_write() makes [@off, @off + @len) of the upload's value new
+ * memory: *ret_off (arena offset) is where the caller puts those @len
+ * bytes, typically by RDMA-READ.  Ranges before @off past the current end
+ * become zeros.  Memory is found like store_put_begin()'s (evicting with
+ * STORE_EVICT_LRU).  The caller holds *ret_ext, a reference on that
+ * memory, until its transfer is settled (store_ext_put()): the memory
+ * outlives an abort or a later write over the same range until then.
+ * Returns 0, -EINVAL (@len 0 or wrapping), -EFBIG (past max_value),
+ * -EDQUOT, -ENOSPC or -ENOMEM; nothing changes on failure.
+ *
+ * store_up_truncate() cuts the value to @size or extends it with zeros:
+ * 0, -EFBIG, -EDQUOT, -ENOSPC or -ENOMEM.
+ *
+ * Published, such a value is an item like any other; store_item_segs()
+ * gives the arena ranges of its bytes (store_item_offset() is meaningless
+ * for it: use store_item_segs() for every item).
+ */
+struct store_ext; /* arena memory an upload's transfer fills */
+
+struct store_seg {
+	uint64_t off; /* arena offset */
+	uint64_t len;
+};
+
+int store_up_open(struct store *s, const char *key, size_t keylen, uint64_t base_version,
+                  struct store_resv **ret);
+int store_up_write(struct store *s, struct store_resv *r, uint64_t off, uint64_t len,
+                   uint64_t *ret_off, struct store_ext **ret_ext);
+void store_ext_put(struct store *s, struct store_ext *x); /* accepts NULL */
+int store_up_truncate(struct store *s, struct store_resv *r, uint64_t size);
+uint64_t store_up_size(const struct store_resv *r);
+
+/* The arena ranges holding [@off, @off + @len) of @it's value (cut to its
+ * size), in order: the first @max of them go to @segs; returns how many
+ * there are. */
+size_t store_item_segs(const struct store_item *it, uint64_t off, uint64_t len,
+                       struct store_seg *segs, size_t max);
+/* How many ranges its whole value takes (0 for an empty value). */
+size_t store_item_nparts(const struct store_item *it);
+
+/*
  * What a key is to a file system, its owner and its extended attributes:
  * metadata kept beside mode and mtime (see "Owner and extended
  * attributes" below).  store_put_commit_attrs() is store_put_commit()

@@ -2007,3 +2007,259 @@ Test(store, nothing_kept_without_a_budget, .init = setup_lru)
 	cr_assert_eq(store_keep(st, "a", 1, true, 0, NULL), -EOVERFLOW);
 	cr_assert_eq(store_keep(st, "a", 1, false, 0, NULL), 0);
 }
+
+/* ---- uploads: values in parts ---------------------------------------- */
+
+/* The value of @key, read through its arena ranges into a new buffer. */
+static uint8_t *read_value(const char *key, uint64_t *ret_size)
+{
+	struct store_item *it;
+	struct store_seg segs[512];
+	uint8_t *buf;
+	uint64_t at = 0;
+	size_t n;
+
+	cr_assert_eq(store_get(st, key, strlen(key), &it), 0);
+	*ret_size = store_item_size(it);
+	buf = malloc(*ret_size + 1);
+	cr_assert_not_null(buf);
+	n = store_item_segs(it, 0, *ret_size, segs, 512);
+	cr_assert_leq(n, 512);
+	cr_assert_eq(n, store_item_nparts(it) ? n : 0);
+	for (size_t i = 0; i < n; i++) {
+		memcpy(buf + at, arena + segs[i].off, segs[i].len);
+		at += segs[i].len;
+	}
+	cr_assert_eq(at, *ret_size, "the ranges cover the value");
+	store_item_unpin(st, it);
+	return buf;
+}
+
+/* Write @len bytes of @src at @off of upload @r, as a transfer would. */
+static int up_write(struct store_resv *r, uint64_t off, const void *src, uint64_t len)
+{
+	struct store_ext *x;
+	uint64_t aoff;
+	int err = store_up_write(st, r, off, len, &aoff, &x);
+
+	if (err)
+		return err;
+	memcpy(arena + aoff, src, len);
+	store_ext_put(st, x);
+	return 0;
+}
+
+Test(store, upload_in_parts_out_of_order, .init = setup_none)
+{
+	uint64_t size, v, free0 = stats().arena_free;
+	uint8_t *want = malloc(3 * MIB), *got;
+	struct store_resv *r;
+
+	fill(want, 3 * MIB, 7);
+	cr_assert_eq(store_up_open(st, "up", 2, 0, &r), 0);
+	/* the third part first: the two before it are zeros until written */
+	cr_assert_eq(up_write(r, 2 * MIB, want + 2 * MIB, MIB), 0);
+	cr_assert_eq(store_up_size(r), 3 * MIB);
+	cr_assert_eq(stats().resv_bytes, 3 * MIB);
+	cr_assert_eq(up_write(r, 0, want, MIB), 0);
+	cr_assert_eq(up_write(r, MIB, want + MIB, MIB), 0);
+	cr_assert_not(exists("up"), "nothing is visible before the commit");
+	cr_assert_eq(store_put_commit(st, r, NULL, 0644, 1, &v), 0);
+	got = read_value("up", &size);
+	cr_assert_eq(size, 3 * MIB);
+	cr_assert_eq(memcmp(got, want, size), 0);
+	cr_assert_eq(stats().resv_bytes, 0);
+	cr_assert_eq(stats().arena_free, free0 - 3 * MIB,
+	             "the zeros under rewritten ranges were given back");
+	cr_assert_eq(store_delete(st, "up", 2, 0, NULL), 0);
+	cr_assert_eq(stats().arena_free, free0);
+	free(got);
+	free(want);
+}
+
+Test(store, upload_copies_on_write_from_its_base, .init = setup_none)
+{
+	uint64_t v1, v2, size, free0;
+	struct store_item *old;
+	struct store_resv *r;
+	uint8_t *want = malloc(4 * MIB), *got, *old_bytes, patch[100];
+
+	cr_assert_eq(put_v("f", 4 * MIB, NULL, &v1), 0);
+	got = read_value("f", &size);
+	memcpy(want, got, size);
+	old_bytes = got;
+	free0 = stats().arena_free;
+	cr_assert_eq(store_get(st, "f", 1, &old), 0); /* a reader of the old value */
+
+	cr_assert_eq(store_up_open(st, "f", 1, v1 + 100, &r), -ESTALE);
+	cr_assert_eq(store_up_open(st, "g", 1, v1, &r), -ENOENT);
+	cr_assert_eq(store_up_open(st, "f", 1, v1, &r), 0);
+	cr_assert_eq(store_up_size(r), 4 * MIB);
+	memset(patch, 0xab, sizeof(patch));
+	cr_assert_eq(up_write(r, MIB + 100, patch, sizeof(patch)), 0);
+	memcpy(want + MIB + 100, patch, sizeof(patch));
+	cr_assert_eq(up_write(r, 4 * MIB, patch, sizeof(patch)), 0); /* append */
+	cr_assert_eq(stats().arena_free, free0 - 2 * store_alloc_size(st, 100),
+	             "only the written bytes take new memory");
+	cr_assert_eq(
+	        store_put_commit(st, r, &(struct store_put_cond){.if_version = v1}, 0644, 1, &v2),
+	        0);
+	got = read_value("f", &size);
+	cr_assert_eq(size, 4 * MIB + 100);
+	cr_assert_eq(memcmp(got, want, 4 * MIB), 0);
+	cr_assert_eq(memcmp(got + 4 * MIB, patch, 100), 0);
+	free(got);
+	/* the old value is intact for its reader, and its memory is shared */
+	{
+		struct store_seg seg[8];
+		size_t n = store_item_segs(old, 0, 4 * MIB, seg, 8);
+		uint64_t at = 0;
+
+		cr_assert_eq(store_item_size(old), 4 * MIB);
+		cr_assert_eq(n, 1, "an old value keeps its one range");
+		cr_assert_eq(memcmp(arena + seg[0].off, old_bytes, 4 * MIB), 0);
+		at = seg[0].len;
+		cr_assert_eq(at, 4 * MIB);
+	}
+	store_item_unpin(st, old);
+	cr_assert_eq(stats().arena_free, free0 - 2 * store_alloc_size(st, 100));
+	cr_assert_eq(store_delete(st, "f", 1, 0, NULL), 0);
+	cr_assert_eq(stats().arena_free, free0 + 4 * MIB, "every range freed with the last user");
+	free(old_bytes);
+	free(want);
+}
+
+Test(store, upload_truncate_abort_and_held_memory, .init = setup_none)
+{
+	uint64_t size, v, aoff, free0 = stats().arena_free;
+	uint8_t *buf = malloc(2 * MIB), *got;
+	struct store_resv *r;
+	struct store_ext *x;
+
+	fill(buf, 2 * MIB, 3);
+	cr_assert_eq(store_up_open(st, "t", 1, 0, &r), 0);
+	cr_assert_eq(up_write(r, 0, buf, 2 * MIB), 0);
+	cr_assert_eq(store_up_truncate(st, r, MIB + 5), 0);
+	cr_assert_eq(store_up_truncate(st, r, 3 * MIB), 0); /* zeros past MIB + 5 */
+	cr_assert_eq(store_up_write(st, r, 0, 0, &aoff, &x), -EINVAL);
+	cr_assert_eq(store_put_commit(st, r, NULL, 0644, 1, &v), 0);
+	got = read_value("t", &size);
+	cr_assert_eq(size, 3 * MIB);
+	cr_assert_eq(memcmp(got, buf, MIB + 5), 0);
+	for (uint64_t i = MIB + 5; i < size; i++)
+		cr_assert_eq(got[i], 0, "byte %llu of the extension", (unsigned long long)i);
+	free(got);
+	cr_assert_eq(store_delete(st, "t", 1, 0, NULL), 0);
+	cr_assert_eq(stats().arena_free, free0);
+
+	/* an abort while a transfer still fills a range: that range stays
+	 * allocated until the transfer lets go of it */
+	cr_assert_eq(store_up_open(st, "t", 1, 0, &r), 0);
+	cr_assert_eq(store_up_write(st, r, 0, MIB, &aoff, &x), 0);
+	store_put_abort(st, r);
+	cr_assert_eq(stats().resv_bytes, 0);
+	cr_assert_eq(stats().arena_free, free0 - MIB);
+	store_ext_put(st, x);
+	cr_assert_eq(stats().arena_free, free0);
+	free(buf);
+}
+
+Test(store, upload_limits, .init = setup_none)
+{
+	uint64_t aoff;
+	struct store_resv *r;
+	struct store_ext *x;
+
+	cr_assert_eq(store_up_open(st, "big", 3, 0, &r), 0);
+	cr_assert_eq(store_up_write(st, r, ARENA_LEN, MIB, &aoff, &x), -EFBIG);
+	cr_assert_eq(store_up_write(st, r, UINT64_MAX - 10, 100, &aoff, &x), -EINVAL);
+	cr_assert_eq(store_up_truncate(st, r, ARENA_LEN + 1), -EFBIG);
+	/* a store that may not evict refuses what does not fit, and the upload
+	 * is unchanged by the refusal */
+	cr_assert_eq(put("other", ARENA_LEN - 8 * MIB), 0);
+	cr_assert_eq(up_write(r, 0, arena, 4 * MIB), 0);
+	cr_assert_eq(store_up_write(st, r, 4 * MIB, 8 * MIB, &aoff, &x), -ENOSPC);
+	cr_assert_eq(store_up_size(r), 4 * MIB);
+	store_put_abort(st, r);
+	cr_assert(exists("other"));
+}
+
+Test(store, upload_evicts_with_lru_and_survives_rename, .init = setup_lru)
+{
+	uint64_t size, v;
+	uint8_t *buf = malloc(8 * MIB), *got;
+	struct store_resv *r;
+
+	fill(buf, 8 * MIB, 11);
+	for (int i = 0; i < 7; i++) {
+		char k[8];
+
+		snprintf(k, sizeof(k), "k%d", i);
+		cr_assert_eq(put(k, 8 * MIB), 0);
+	}
+	cr_assert_eq(store_up_open(st, "u", 1, 0, &r), 0);
+	for (uint64_t off = 0; off < 32 * MIB; off += 8 * MIB)
+		cr_assert_eq(up_write(r, off, buf, 8 * MIB), 0);
+	cr_assert_gt(stats().evictions, 0, "the upload made room by eviction");
+	cr_assert_eq(store_put_commit(st, r, NULL, 0644, 1, &v), 0);
+	cr_assert_eq(store_rename(st, "u", 1, "w", 1, false, NULL), 0);
+	got = read_value("w", &size);
+	cr_assert_eq(size, 32 * MIB);
+	for (uint64_t off = 0; off < size; off += 8 * MIB)
+		cr_assert_eq(memcmp(got + off, buf, 8 * MIB), 0);
+	free(got);
+	free(buf);
+}
+
+/* Random writes and truncations against a byte model, each round over the
+ * value the last one committed. */
+Test(store, upload_matches_model, .init = setup_lru)
+{
+	uint64_t seed = 12345, v, size, msize;
+	const uint64_t cap = 6 * MIB;
+	uint8_t *model = calloc(1, cap), *src = malloc(cap), *got;
+
+	fill(src, cap, 99);
+	cr_assert_eq(put_v("m", 2 * MIB, NULL, &v), 0);
+	got = read_value("m", &size);
+	memcpy(model, got, size);
+	msize = size;
+	free(got);
+	for (int round = 0; round < 40; round++) {
+		struct store_resv *r;
+
+		cr_assert_eq(store_up_open(st, "m", 1, v, &r), 0);
+		for (int op = 0; op < 30; op++) {
+			uint64_t off = rnd(&seed) % (cap - 1), len = 1 + rnd(&seed) % (MIB / 2),
+			         soff;
+
+			if (off + len > cap)
+				len = cap - off;
+			if (rnd(&seed) % 8 == 0) {
+				cr_assert_eq(store_up_truncate(st, r, off), 0);
+				if (off > msize)
+					memset(model + msize, 0, off - msize);
+				msize = off;
+				continue;
+			}
+			soff = rnd(&seed) % (cap - len);
+			cr_assert_eq(up_write(r, off, src + soff, len), 0);
+			if (off > msize)
+				memset(model + msize, 0, off - msize);
+			memcpy(model + off, src + soff, len);
+			msize = KV_MAX(msize, off + len);
+			cr_assert_eq(store_up_size(r), msize);
+		}
+		cr_assert_eq(store_put_commit(st, r, &(struct store_put_cond){.if_version = v},
+		                              0644, 1, &v),
+		             0);
+		got = read_value("m", &size);
+		cr_assert_eq(size, msize, "round %d", round);
+		cr_assert_eq(memcmp(got, model, size), 0, "round %d", round);
+		free(got);
+	}
+	cr_assert_eq(store_delete(st, "m", 1, 0, NULL), 0);
+	cr_assert_eq(stats().arena_free, stats().arena_usable, "nothing leaked");
+	free(model);
+	free(src);
+}
