@@ -121,6 +121,9 @@ struct kvc_opts {
 	 * another thread).  NULL = none. */
 	void (*on_restart)(void *arg, uint64_t epoch);
 	void *on_restart_arg;
+	size_t upload_part;      /* bytes of one upload part buffer, 0 = 4 MiB */
+	unsigned upload_buffers; /* part buffers all uploads share, 0 = 32 (registered
+	                          * on first use): an upload's memory is bounded by them */
 };
 
 void kvc_opts_init(struct kvc_opts *opts);
@@ -343,6 +346,48 @@ int kvc_get_mr_async(struct kvc *kvc, const void *key, size_t keylen, uint64_t o
 int kvc_put_mr_async(struct kvc *kvc, const void *key, size_t keylen, struct xfer_mr *mr,
                      uint64_t off, uint64_t len, const struct kvc_put_opts *opts, kvc_done_t done,
                      void *arg);
+
+/*
+ * Uploads: a PUT streamed while its bytes are produced.
+ *
+ * kvc_upload_open() starts one for @key: empty, or with opts.base_version
+ * (and base_epoch, as for if_version) a copy of the key's value at that
+ * version, of which only what is written is sent (the server shares the
+ * rest: copy-on-write).  *ret_size is the upload's size to begin with.
+ * kvc_upload_write() copies @len bytes at @off into part buffers; a full
+ * buffer, or one the next write does not continue, goes to the server
+ * while the caller fills the next (the server RDMA-READs it; without RDMA
+ * the parts travel inline).  Writes past the end leave zeros between.
+ * kvc_upload_truncate() cuts or extends (zeros) the value.
+ * kvc_upload_commit() sends what is left, waits for every part, and
+ * publishes the value with @opts (as kvc_put(): if_version, mode, ...)
+ * in one step: readers see the old value or the new one.
+ * kvc_upload_abort() drops it; the server frees its memory.  Commit and
+ * abort free @u, whatever the outcome.
+ *
+ * Nothing is visible before the commit.  An upload lives on its
+ * connection: a reconnect in between fails it with -ECONNRESET, and a
+ * failed part fails every later call; either way nothing is stored.
+ * Memory: the client's part buffers (kvc_opts.upload_part x
+ * upload_buffers, shared by all uploads; one upload holds at most 4).
+ * Thread: one thread at a time per upload.
+ */
+struct kvc_upload;
+
+struct kvc_upload_opts {
+	uint64_t base_version; /* 0: start empty */
+	uint64_t base_epoch;   /* epoch of base_version (kvc_entry.epoch), 0 = any */
+	int timeout_ms;        /* per request, 0 = the client's */
+};
+
+int kvc_upload_open(struct kvc *kvc, const void *key, size_t keylen,
+                    const struct kvc_upload_opts *opts, struct kvc_upload **ret,
+                    uint64_t *ret_size);
+int kvc_upload_write(struct kvc_upload *u, uint64_t off, const void *buf, size_t len);
+int kvc_upload_truncate(struct kvc_upload *u, uint64_t size);
+uint64_t kvc_upload_size(const struct kvc_upload *u);
+int kvc_upload_commit(struct kvc_upload *u, const struct kvc_put_opts *opts, struct kvc_entry *ret);
+void kvc_upload_abort(struct kvc_upload *u);
 
 #ifdef __cplusplus
 }

@@ -124,6 +124,7 @@ int kvc_connect(const struct kvc_opts *opts, struct kvc **ret_kvc)
 	kvc->sock = kvc->handover_sock = kvc->epfd = kvc->efd = kvc->tfd = -1;
 	pthread_mutex_init(&kvc->lock, NULL);
 	kv_cond_init_monotonic(&kvc->cond);
+	kvc_up_pool_init(kvc, opts->upload_part, opts->upload_buffers);
 	kvc->state = KVC_DOWN;
 	kvc->backoff_ms = KVC_BACKOFF_MIN_MS;
 	atomic_init(&kvc->next_id, 1);
@@ -198,6 +199,7 @@ void kvc_close(struct kvc *kvc)
 	for (int i = 0; i < KVC_BOUNCE_SLOTS; i++)
 		xfer_mr_dereg(kvc->bounce[i].mr);
 	xfer_mr_dereg(kvc->stage_spare);
+	kvc_up_pool_fini(kvc);
 	xfer_mr_dereg(kvc->proof_mr);
 	if (kvc->has_peer)
 		xfer_peer_remove(kvc->engine, kvc->server_peer);

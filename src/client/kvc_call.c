@@ -245,6 +245,9 @@ static void async_complete(struct kvc_call *c)
 				kvc_sge_scatter(c->adst, c->nadst, 0, g->data.data,
 				                KV_MIN(g->data.len, (size_t)g->bytes));
 		}
+	} else if (res == 0 && c->kind == KVC_CALL_ASYNC_PART) {
+		if (resp->body_case != KVFS__RESPONSE__BODY_UPLOAD_PART || !resp->upload_part)
+			res = -EPROTO;
 	} else if (res == 0) {
 		if (resp->body_case != KVFS__RESPONSE__BODY_PUT || !resp->put) {
 			res = -EPROTO;

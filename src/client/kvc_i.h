@@ -97,6 +97,8 @@
 #define KVC_TAG              "kvc"
 #define KVC_DEFAULT_TIMEOUT  10000
 #define KVC_DEFAULT_BOUNCE   (8u << 20)
+#define KVC_DEFAULT_UP_PART  (4u << 20) /* kvc_opts.upload_part */
+#define KVC_DEFAULT_UP_BUFS  32         /* kvc_opts.upload_buffers */
 #define KVC_BOUNCE_SLOTS     4    /* bounce buffers at most; more callers use staging buffers */
 #define KVC_BACKOFF_MIN_MS   100  /* reconnect backoff: first pause */
 #define KVC_BACKOFF_MAX_MS   2000 /* and its ceiling */
@@ -138,9 +140,10 @@ struct kvc_bounce {
 };
 
 enum kvc_call_kind {
-	KVC_CALL_SYNC,      /* a thread waits on @done */
-	KVC_CALL_ASYNC_GET, /* kvc_get_mr_async: @cb gets bytes and the entry */
-	KVC_CALL_ASYNC_PUT, /* kvc_put_mr_async: @cb gets 0 and the entry */
+	KVC_CALL_SYNC,       /* a thread waits on @done */
+	KVC_CALL_ASYNC_GET,  /* kvc_get_mr_async: @cb gets bytes and the entry */
+	KVC_CALL_ASYNC_PUT,  /* kvc_put_mr_async: @cb gets 0 and the entry */
+	KVC_CALL_ASYNC_PART, /* an upload's part (kvc_upload.c): @cb gets 0, no entry */
 };
 
 struct kvc_call {
@@ -231,6 +234,12 @@ struct kvc {
 	/* buffers: a slot's busy flag is under lock; a busy slot's mr belongs to its call */
 	struct kvc_bounce bounce[KVC_BOUNCE_SLOTS];
 	struct xfer_mr *stage_spare; /* a free staging buffer kept for the next large value */
+	/* uploads' part buffers (kvc_upload.c): up to up_max of up_part bytes, registered on
+	 * first use; a free one is on up_free; up_cond is broadcast when one comes back */
+	struct xfer_mr **up_free;
+	unsigned up_nfree, up_live, up_max;
+	size_t up_part;
+	pthread_cond_t up_cond;
 
 	/* --- Shared by all threads: atomics, no lock --- */
 	atomic_uint_fast64_t next_id; /* next Request.id */
@@ -291,6 +300,15 @@ struct kvc_op {
 	void (*unprep)(struct kvc_op *op);
 	void *arg;
 };
+
+/* --- Uploads (kvc_upload.c, kvc_put.c) --- */
+
+/* The pool of uploads' part buffers: kvc_connect() and kvc_close(). */
+void kvc_up_pool_init(struct kvc *kvc, size_t part, unsigned max);
+void kvc_up_pool_fini(struct kvc *kvc);
+/* PUT committing upload @upload of connection generation @gen, @size bytes. */
+int kvc_put_upload(struct kvc *kvc, const void *key, size_t keylen, uint64_t upload, uint64_t gen,
+                   uint64_t size, const struct kvc_put_opts *opts, struct kvc_entry *ret);
 
 /* --- Errors (kvc.c) --- */
 

@@ -19,6 +19,7 @@ struct put_ctx {
 	Kvfs__Segment **segs;
 	bool zero_copy_only; /* _mr: no RDMA is -ENOTSUP rather than -EFBIG */
 	uint64_t if_epoch;   /* kvc_put_opts.if_epoch of the if_version */
+	uint64_t upload_gen; /* kvc_put_upload(): the connection the upload lives on */
 };
 
 /* Largest value that goes inline in a PUT with a key of @keylen bytes. */
@@ -41,6 +42,14 @@ static int put_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 	r = kvc_epoch_check(c, lim, p->put.if_version, p->if_epoch);
 	if (r)
 		return r;
+	if (p->put.has_upload) {
+		if (lim->gen != p->upload_gen)
+			return kvc_fail(-ECONNRESET,
+			                "kvc: %s: the connection to the server was lost during the "
+			                "upload; the server dropped it and nothing was stored",
+			                c->what);
+		return 0;
+	}
 	p->put.has_value = 0;
 	p->put.n_src = 0;
 	p->put.src = NULL;
@@ -196,6 +205,22 @@ int kvc_put(struct kvc *kvc, const void *key, size_t keylen, const void *val, si
 	put_init(&p, &op, kvc, key, keylen, opts);
 	p.val = val ? val : "";
 	p.len = len;
+	return put_run(kvc, &op, &p, opts, ret);
+}
+
+int kvc_put_upload(struct kvc *kvc, const void *key, size_t keylen, uint64_t upload, uint64_t gen,
+                   uint64_t size, const struct kvc_put_opts *opts, struct kvc_entry *ret)
+{
+	struct put_ctx p;
+	struct kvc_op op;
+
+	put_init(&p, &op, kvc, key, keylen, opts);
+	p.len = size;
+	p.upload_gen = gen;
+	p.put.has_upload = 1;
+	p.put.upload = upload;
+	p.put.has_length = 1;
+	p.put.length = size;
 	return put_run(kvc, &op, &p, opts, ret);
 }
 

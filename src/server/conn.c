@@ -121,6 +121,7 @@ static void conn_free(struct conn *c)
 	 * open connection from the same engine still uses it. */
 	if (c->rdma)
 		conn_peer_release(c);
+	req_uploads_drop(c); /* a client gone mid-upload: the memory comes back */
 	wire_reader_fini(&c->rd);
 	free(c->out);
 	free(c->stash);

@@ -127,7 +127,17 @@ void op_free(struct srv_op *op)
 
 static const char *op_name(const struct srv_op *op)
 {
-	return op->kind == OP_GET ? "GET" : op->kind == OP_PUT ? "PUT" : "engine proof";
+	switch (op->kind) {
+	case OP_GET:
+		return "GET";
+	case OP_PUT:
+		return "PUT";
+	case OP_PART:
+		return "upload part";
+	case OP_BIND:
+		break;
+	}
+	return "engine proof";
 }
 
 struct srv_op *op_new(size_t nseg)
@@ -154,12 +164,19 @@ const char *op_submit_error_msg(int err, const char *what)
 int op_submit(struct conn *c, struct srv_op *op, enum xfer_opcode opc, uint64_t arena_off,
               uint64_t len, size_t nrsge)
 {
+	struct store_seg seg = {.off = arena_off, .len = len};
+
+	return op_submit_segs(c, op, opc, &seg, 1, nrsge);
+}
+
+int op_submit_segs(struct conn *c, struct srv_op *op, enum xfer_opcode opc,
+                   const struct store_seg *segs, size_t nsegs, size_t nrsge)
+{
 	struct srv *s = c->srv;
-	struct xfer_sge l = {.mr = op->mr ? op->mr : s->arena_mr, .off = arena_off, .len = len};
+	struct xfer_sge lbuf[16], *l = lbuf;
 	struct xfer_op x = {.opcode = opc,
 	                    .peer = c->peer,
-	                    .local = &l,
-	                    .nlocal = 1,
+	                    .nlocal = nsegs,
 	                    .remote = op->rsge,
 	                    .nremote = nrsge,
 	                    .timeout_ms = s->o.timeout_ms,
@@ -168,8 +185,17 @@ int op_submit(struct conn *c, struct srv_op *op, enum xfer_opcode opc, uint64_t 
 	                    .cq = s->cq};
 	int r;
 
-	op->peer = c->peer; /* held_add() may outlive the connection */
-	r = xfer_submit(s->eng, &x);
+	if (nsegs > KV_ARRAY_SIZE(lbuf) && !(l = calloc(nsegs, sizeof(*l))))
+		return -ENOMEM;
+	for (size_t i = 0; i < nsegs; i++)
+		l[i] = (struct xfer_sge){.mr = op->mr ? op->mr : s->arena_mr,
+		                         .off = segs[i].off,
+		                         .len = segs[i].len};
+	x.local = l;
+	op->peer = c->peer;          /* held_add() may outlive the connection */
+	r = xfer_submit(s->eng, &x); /* copies the lists */
+	if (l != lbuf)
+		free(l);
 	if (r < 0)
 		return r;
 	c->ops++;
@@ -207,6 +233,8 @@ static void op_settled(struct srv *s, struct srv_op *op)
 		store_item_unpin(s->store, op->item);
 	else if (op->kind == OP_PUT)
 		store_put_abort(s->store, op->resv);
+	else if (op->kind == OP_PART)
+		store_ext_put(s->store, op->ext);
 	held_sub(s, op);
 	KV_DEBUG(TAG, "a failed %s's %llu bytes are back from the provider; %u still held",
 	         op_name(op), (unsigned long long)op->bytes, s->unsettled);
@@ -254,6 +282,7 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 	Kvfs__Response resp = KVFS__RESPONSE__INIT;
 	Kvfs__GetResponse gr = KVFS__GET_RESPONSE__INIT;
 	Kvfs__PutResponse pr = KVFS__PUT_RESPONSE__INIT;
+	Kvfs__UploadPartResponse up_pr = KVFS__UPLOAD_PART_RESPONSE__INIT;
 	const char *msg = NULL;
 	char why[160];
 	uint64_t ver;
@@ -263,8 +292,7 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 		s->c.rdma_failures++;
 		msg = status == -ETIMEDOUT ? "RDMA transfer timed out"
 		                           : "RDMA transfer failed (client memory not reachable)";
-		KV_INFO(TAG, "%s: %s %s: %s", c->name, op->kind == OP_GET ? "GET" : "PUT", msg,
-		        strerror(-status));
+		KV_INFO(TAG, "%s: %s %s: %s", c->name, op_name(op), msg, strerror(-status));
 		/* The client sees TIMEOUT, STALE or IO, whatever the provider said
 		 * (its codes mean nothing to a client).  STALE when the transfer
 		 * connection to the client failed and nothing was committed: the
@@ -292,6 +320,23 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 		}
 		if (!unsettled)
 			store_item_unpin(s->store, op->item);
+	} else if (op->kind == OP_PART) {
+		struct srv_upload *up = op->up;
+
+		up->pending--;
+		if (r < 0 && !up->err)
+			up->err = r == -ETIMEDOUT || r == -ECONNRESET ? r : -EIO;
+		if (r == 0) {
+			up_pr.size = store_up_size(up->resv);
+			resp.body_case = KVFS__RESPONSE__BODY_UPLOAD_PART;
+			resp.upload_part = &up_pr;
+			s->c.put_bytes += op->bytes;
+		}
+		op->up = NULL;
+		if (!unsettled) {
+			store_ext_put(s->store, op->ext);
+			op->ext = NULL;
+		}
 	} else {
 		if (r == 0) {
 			if (!op->attrs.mtime_ns)
@@ -317,8 +362,10 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 		KV_INFO(TAG,
 		        "%s: %s: the provider still holds part of it; its %s stays held until "
 		        "it gives it back",
-		        c->name, op->kind == OP_GET ? "GET" : "PUT",
-		        op->kind == OP_GET ? "value" : "reservation");
+		        c->name, op_name(op),
+		        op->kind == OP_GET   ? "value"
+		        : op->kind == OP_PUT ? "reservation"
+		                             : "memory");
 		op->conn = NULL;
 		held_add(s, op);
 	}

@@ -489,6 +489,49 @@ static size_t rsge_trim(struct xfer_rsge *rsge, size_t n, uint64_t len)
 	return i;
 }
 
+/* Submit GET @op: @n bytes from @off of pinned @it into @op's @nr remote
+ * segments, from however many arena ranges hold them. */
+static int get_submit(struct conn *c, struct srv_op *op, const struct store_item *it, uint64_t off,
+                      uint64_t n, size_t nr)
+{
+	struct store_seg sbuf[16], *segs = sbuf;
+	size_t ns = store_item_segs(it, off, n, sbuf, KV_ARRAY_SIZE(sbuf));
+	int r;
+
+	if (ns > KV_ARRAY_SIZE(sbuf)) {
+		segs = calloc(ns, sizeof(*segs));
+		if (!segs)
+			return -ENOMEM;
+		store_item_segs(it, off, n, segs, ns);
+	}
+	r = op_submit_segs(c, op, XFER_WRITE, segs, ns, nr);
+	if (segs != sbuf)
+		free(segs);
+	return r;
+}
+
+/* @n (> 0, at most max_inline) bytes from @off of pinned @it, contiguous:
+ * in the arena when one range holds them, else gathered into *@copy (the
+ * caller frees it after encoding the answer).  NULL: no memory. */
+static uint8_t *inline_bytes(struct srv *s, const struct store_item *it, uint64_t off, uint64_t n,
+                             uint8_t **copy)
+{
+	uint8_t *base = store_arena_base(s->store);
+	struct store_seg seg;
+	uint64_t at = 0;
+
+	if (store_item_segs(it, off, n, &seg, 1) == 1)
+		return base + seg.off;
+	*copy = malloc(n);
+	if (!*copy)
+		return NULL;
+	while (at < n && store_item_segs(it, off + at, n - at, &seg, 1)) {
+		memcpy(*copy + at, base + seg.off, seg.len);
+		at += seg.len;
+	}
+	return *copy;
+}
+
 static void req_get(struct conn *c, const Kvfs__Request *rq)
 {
 	struct srv *s = c->srv;
@@ -500,6 +543,7 @@ static void req_get(struct conn *c, const Kvfs__Request *rq)
 	uint64_t size, off = g->has_offset ? g->offset : 0, n, cap = 0;
 	char busy[REQ_BUSY_MSG], kb[KV_KEY_MAX];
 	const char *msg = NULL, *key;
+	uint8_t *inl = NULL;
 	size_t nr = 0, klen;
 	int r;
 
@@ -556,7 +600,7 @@ static void req_get(struct conn *c, const Kvfs__Request *rq)
 			op->id = rq->id;
 			op->item = it;
 			op->bytes = n;
-			r = op_submit(c, op, XFER_WRITE, store_item_offset(it) + off, n, nr);
+			r = get_submit(c, op, it, off, n, nr);
 			if (r == 0) {
 				s->c.rdma_gets++;
 				return; /* answered on completion */
@@ -569,11 +613,12 @@ static void req_get(struct conn *c, const Kvfs__Request *rq)
 	} else if (g->has_want_inline && g->want_inline) {
 		n = KV_MIN(n, s->o.max_inline);
 		gr.has_data = true;
-		/* An offset past the end gives no bytes; the pointer must still
-		 * stay inside the arena (the client picks @off). */
-		gr.data.data = (uint8_t *)store_arena_base(s->store) + store_item_offset(it) +
-		               KV_MIN(off, size);
 		gr.data.len = n;
+		gr.data.data = n ? inline_bytes(s, it, off, n, &inl) : NULL;
+		if (n && !gr.data.data) {
+			r = -ENOMEM;
+			goto out_unpin;
+		}
 		s->c.inline_gets++;
 	} else {
 		n = 0;
@@ -585,6 +630,295 @@ out_unpin:
 	 * before the unpin. */
 	conn_respond(c, rq->id, r, msg, r < 0 ? NULL : &resp);
 	store_item_unpin(s->store, it);
+	free(inl);
+}
+
+/* Answer a store refusal of a PUT or an upload's part for @key. */
+static void respond_store_err(struct conn *c, uint64_t id, int r, const char *key, size_t klen)
+{
+	char why[160];
+
+	if (r == -EDQUOT)
+		respond_quota(c, id, key, klen);
+	else if (r == -EOVERFLOW) /* a pinned key grows past --max-pinned */
+		conn_respond(c, id, -ENOSPC, srv_pin_limit_msg(c->srv, why, sizeof(why)), NULL);
+	else
+		conn_respond(c, id, r,
+		             r == -ENOSPC  ? srv_full_msg(c->srv, why, sizeof(why))
+		             : r == -EFBIG ? "value larger than the server's --max-value"
+		                           : NULL,
+		             NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Uploads: streaming PUT                                              */
+
+static struct srv_upload *upload_find(struct conn *c, uint64_t id, struct srv_upload ***ret_pp)
+{
+	struct srv_upload **pp;
+
+	for (pp = &c->uploads; *pp; pp = &(*pp)->next)
+		if ((*pp)->id == id) {
+			if (ret_pp)
+				*ret_pp = pp;
+			return *pp;
+		}
+	return NULL;
+}
+
+/* Unlink @up (found at @pp) and free it, aborting its value unless
+ * committed (resv NULL).  No part of it may be in flight. */
+static void upload_drop(struct conn *c, struct srv_upload **pp)
+{
+	struct srv_upload *up = *pp;
+
+	*pp = up->next;
+	c->nuploads--;
+	c->srv->uploads_open--;
+	store_put_abort(c->srv->store, up->resv);
+	free(up);
+}
+
+void req_uploads_drop(struct conn *c)
+{
+	while (c->uploads)
+		upload_drop(c, &c->uploads);
+}
+
+static void upload_missing(struct conn *c, uint64_t id)
+{
+	conn_respond(c, id, -ENOENT, "no such upload on this connection (ended, or never opened)",
+	             NULL);
+}
+
+static void req_upload_open(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	const Kvfs__UploadOpenRequest *u = rq->upload_open;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__UploadOpenResponse ur = KVFS__UPLOAD_OPEN_RESPONSE__INIT;
+	struct srv_upload *up;
+	char kb[KV_KEY_MAX];
+	const char *key;
+	size_t klen;
+	int r;
+
+	s->c.uploads++;
+	if (req_key(c, rq->id, &u->key, kb, &key, &klen))
+		return;
+	if (c->nuploads >= SRV_UPLOADS_MAX) {
+		conn_respond(c, rq->id, -EAGAIN,
+		             "too many uploads open on this connection: commit or abort some",
+		             NULL);
+		return;
+	}
+	up = calloc(1, sizeof(*up));
+	if (!up) {
+		conn_respond(c, rq->id, -ENOMEM, NULL, NULL);
+		return;
+	}
+	r = store_up_open(s->store, key, klen, u->has_base_version ? u->base_version : 0,
+	                  &up->resv);
+	if (r < 0) {
+		free(up);
+		if (r == -ESTALE || r == -ENOENT)
+			conn_respond(c, rq->id, r,
+			             r == -ENOENT ? "no such key to start from"
+			                          : "value changed (version mismatch)",
+			             NULL);
+		else
+			respond_store_err(c, rq->id, r, key, klen);
+		return;
+	}
+	up->id = ++c->next_upload;
+	up->next = c->uploads;
+	c->uploads = up;
+	c->nuploads++;
+	s->uploads_open++;
+	ur.upload = up->id;
+	ur.size = store_up_size(up->resv);
+	resp.body_case = KVFS__RESPONSE__BODY_UPLOAD_OPEN;
+	resp.upload_open = &ur;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+}
+
+static void req_upload_part(struct conn *c, const Kvfs__Request *rq)
+{
+	struct srv *s = c->srv;
+	const Kvfs__UploadPartRequest *u = rq->upload_part;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__UploadPartResponse ur = KVFS__UPLOAD_PART_RESPONSE__INIT;
+	struct srv_upload *up = upload_find(c, u->upload, NULL);
+	char busy[REQ_BUSY_MSG];
+	struct store_ext *x;
+	struct srv_op *op;
+	uint64_t aoff, len, tot = 0;
+	size_t nr = 0, klen;
+	const char *key;
+	int r;
+
+	if (!up) {
+		upload_missing(c, rq->id);
+		return;
+	}
+	key = store_resv_key(up->resv, &klen);
+	if (up->err) {
+		conn_respond(c, rq->id, up->err, "an earlier part of this upload failed", NULL);
+		return;
+	}
+	/* wire_check_upload_part(): one of data, src, truncate; lengths add up */
+	if (u->has_truncate) {
+		r = store_up_truncate(s->store, up->resv, u->truncate);
+		goto answer;
+	}
+	len = u->has_data ? u->data.len : u->length;
+	if (u->has_data && len > s->o.max_inline) {
+		conn_respond(c, rq->id, -EFBIG, "inline part above max_inline", NULL);
+		return;
+	}
+	if (!u->has_data) {
+		if (!c->rdma || !s->eng) {
+			conn_respond(c, rq->id, -ENOTSUP,
+			             "no RDMA on this connection: send the part inline", NULL);
+			return;
+		}
+		r = held_check(c, len, busy, sizeof(busy));
+		if (r < 0) {
+			conn_respond(c, rq->id, r, busy, NULL);
+			return;
+		}
+	}
+	r = store_up_write(s->store, up->resv, u->offset, len, &aoff, &x);
+	if (r < 0)
+		goto answer;
+	if (u->has_data) {
+		memcpy((uint8_t *)store_arena_base(s->store) + aoff, u->data.data, len);
+		store_ext_put(s->store, x);
+		s->c.put_bytes += len;
+		goto answer;
+	}
+	op = op_new(u->n_src);
+	if (!op) {
+		store_ext_put(s->store, x);
+		up->err = -ENOMEM; /* the range holds nothing now */
+		conn_respond(c, rq->id, -ENOMEM, NULL, NULL);
+		return;
+	}
+	(void)wire_segs_to_rsge(u->src, u->n_src, op->rsge, u->n_src, &nr, &tot);
+	op->kind = OP_PART;
+	op->conn = c;
+	op->id = rq->id;
+	op->up = up;
+	op->ext = x;
+	op->bytes = len;
+	r = op_submit(c, op, XFER_READ, aoff, len, nr);
+	if (r < 0) {
+		store_ext_put(s->store, x);
+		op_free(op);
+		up->err = -EIO;
+		conn_respond(c, rq->id, r,
+		             op_submit_error_msg(r, "cannot start the transfer from the client"),
+		             NULL);
+		return;
+	}
+	up->pending++;
+	s->c.rdma_puts++;
+	return; /* answered on completion (op_complete()) */
+
+answer:
+	if (r < 0) {
+		respond_store_err(c, rq->id, r, key, klen);
+		return;
+	}
+	ur.size = store_up_size(up->resv);
+	resp.body_case = KVFS__RESPONSE__BODY_UPLOAD_PART;
+	resp.upload_part = &ur;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+}
+
+static void req_upload_abort(struct conn *c, const Kvfs__Request *rq)
+{
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__UploadAbortResponse ur = KVFS__UPLOAD_ABORT_RESPONSE__INIT;
+	struct srv_upload **pp, *up = upload_find(c, rq->upload_abort->upload, &pp);
+
+	if (!up) {
+		upload_missing(c, rq->id);
+		return;
+	}
+	if (up->pending) {
+		conn_respond(c, rq->id, -EAGAIN, "parts of this upload are still in flight", NULL);
+		return;
+	}
+	upload_drop(c, pp);
+	resp.body_case = KVFS__RESPONSE__BODY_UPLOAD_ABORT;
+	resp.upload_abort = &ur;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+}
+
+/* PUT naming an upload: publish it under its key. */
+static void put_commit_upload(struct conn *c, const Kvfs__Request *rq, const char *key, size_t klen,
+                              const struct store_put_cond *cond, struct store_attrs *attrs)
+{
+	struct srv *s = c->srv;
+	const Kvfs__PutRequest *p = rq->put;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__PutResponse pr = KVFS__PUT_RESPONSE__INIT;
+	struct srv_upload **pp, *up = upload_find(c, p->upload, &pp);
+	const char *ukey;
+	size_t uklen;
+	uint64_t ver;
+	int r;
+
+	if (!up) {
+		upload_missing(c, rq->id);
+		return;
+	}
+	ukey = store_resv_key(up->resv, &uklen);
+	if (uklen != klen || memcmp(ukey, key, klen)) {
+		conn_respond(c, rq->id, -EINVAL, "PUT: the key is not the upload's", NULL);
+		return;
+	}
+	if (up->pending) {
+		conn_respond(c, rq->id, -EAGAIN,
+		             "parts of this upload are still in flight: wait for their answers",
+		             NULL);
+		return;
+	}
+	if (up->err) {
+		r = up->err;
+		upload_drop(c, pp);
+		conn_respond(c, rq->id, r, "a part of this upload failed; nothing was stored",
+		             NULL);
+		return;
+	}
+	if (p->has_length && p->length != store_up_size(up->resv)) {
+		upload_drop(c, pp);
+		conn_respond(c, rq->id, -EINVAL, "PUT: length is not the upload's size", NULL);
+		return;
+	}
+	if (!attrs->mtime_ns)
+		attrs->mtime_ns = srv_realtime_ns();
+	r = store_put_commit_attrs(s->store, up->resv, cond, attrs, &ver);
+	if (r == 0)
+		up->resv = NULL; /* published */
+	upload_drop(c, pp);
+	if (r < 0) {
+		if (r == -EOVERFLOW || r == -ENOSPC)
+			respond_store_err(c, rq->id, r, key, klen);
+		else
+			conn_respond(c, rq->id, r,
+			             r == -ESTALE ? "value changed (version mismatch)" : NULL,
+			             NULL);
+		return;
+	}
+	s->c.upload_commits++;
+	pr.version = ver;
+	pr.has_mtime_ns = true;
+	pr.mtime_ns = (int64_t)attrs->mtime_ns;
+	resp.body_case = KVFS__RESPONSE__BODY_PUT;
+	resp.put = &pr;
+	conn_respond(c, rq->id, 0, NULL, &resp);
 }
 
 static void req_put(struct conn *c, const Kvfs__Request *rq)
@@ -619,6 +953,10 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 	attrs.uid = p->uid;
 	attrs.gid = p->gid;
 	attrs.drop_xattrs = p->has_drop_xattrs && p->drop_xattrs;
+	if (p->has_upload) {
+		put_commit_upload(c, rq, key, klen, &cond, &attrs);
+		return;
+	}
 	if (p->has_value) {
 		len = p->value.len;
 		if (len > s->o.max_inline) {
@@ -639,20 +977,8 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 		}
 	}
 	r = store_put_begin(s->store, key, klen, len, &resv);
-	if (r == -EDQUOT) {
-		respond_quota(c, rq->id, key, klen);
-		return;
-	}
-	if (r == -EOVERFLOW) { /* a pinned key grows past --max-pinned */
-		conn_respond(c, rq->id, -ENOSPC, srv_pin_limit_msg(s, why, sizeof(why)), NULL);
-		return;
-	}
 	if (r < 0) {
-		conn_respond(c, rq->id, r,
-		             r == -ENOSPC  ? srv_full_msg(s, why, sizeof(why))
-		             : r == -EFBIG ? "value larger than the server's --max-value"
-		                           : NULL,
-		             NULL);
+		respond_store_err(c, rq->id, r, key, klen);
 		return;
 	}
 	if (p->has_value) {
@@ -1216,6 +1542,9 @@ static void stats_server(struct conn *c, struct stats_buf *b)
 	CNT("rdma_puts", s->c.rdma_puts);
 	CNT("inline_gets", s->c.inline_gets);
 	CNT("inline_puts", s->c.inline_puts);
+	CNT("uploads", s->c.uploads);               /* opened */
+	CNT("upload_commits", s->c.upload_commits); /* published */
+	CNT("uploads_open", s->uploads_open);
 	CNT("errors", s->c.errors);
 	CNT("rdma_failures", s->c.rdma_failures);
 	CNT("rdma_inflight", s->ops);
@@ -1299,6 +1628,9 @@ static const req_handler_fn req_handlers[] = {
         [KVFS__REQUEST__BODY_GETXATTR] = req_getxattr,   /* one extended attribute */
         [KVFS__REQUEST__BODY_SETXATTR] = req_setxattr,   /* set or remove one */
         [KVFS__REQUEST__BODY_LISTXATTR] = req_listxattr, /* their names */
+        [KVFS__REQUEST__BODY_UPLOAD_OPEN] = req_upload_open,   /* a streaming PUT begins */
+        [KVFS__REQUEST__BODY_UPLOAD_PART] = req_upload_part,   /* bytes of it, or a size */
+        [KVFS__REQUEST__BODY_UPLOAD_ABORT] = req_upload_abort, /* dropped */
 };
 
 void req_dispatch(struct conn *c, const Kvfs__Request *rq)

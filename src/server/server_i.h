@@ -93,7 +93,29 @@ struct conn {
 	uint64_t refuse_id;          /* the HELLO it answers */
 	uint8_t *stash;              /* received, not yet fed: reading paused mid-chunk */
 	size_t stash_len, stash_off;
+	struct srv_upload *uploads; /* open uploads (UPLOAD_OPEN), dropped with the connection */
+	unsigned nuploads;
+	uint64_t next_upload; /* the next upload's id */
 };
+
+/*
+ * An upload a connection opened (UPLOAD_OPEN): a value built in parts
+ * (store_up_*) as UPLOAD_PARTs arrive, published by a PUT naming it.
+ * Freed by that PUT, UPLOAD_ABORT, or with its connection (conn_free(),
+ * once no part is in flight).
+ */
+struct srv_upload {
+	struct srv_upload *next;
+	uint64_t id;
+	struct store_resv *resv;
+	unsigned pending; /* part transfers in flight */
+	int err;          /* a part's transfer failed: what its commit answers */
+};
+
+#define SRV_UPLOADS_MAX 256 /* open uploads per connection */
+
+/* Drop @c's uploads (conn_free(): none has a part in flight). */
+void req_uploads_drop(struct conn *c);
 
 /* The socket is gone (CONN_DRAINING or CONN_DEAD): nothing is read, queued
  * or sent any more. */
@@ -106,6 +128,7 @@ enum srv_op_kind {
 	OP_GET,  /* a value into client descriptors */
 	OP_PUT,  /* a value out of client descriptors into a reservation */
 	OP_BIND, /* HELLO: read the nonce the client's engine holds (req_hello) */
+	OP_PART, /* an upload's part out of client descriptors into new arena memory */
 };
 
 /* An RDMA GET, PUT or BIND between its submission and its completion (and,
@@ -116,6 +139,8 @@ struct srv_op {
 	uint64_t id;             /* request id, for the answer */
 	struct store_item *item; /* GET: pinned */
 	struct store_resv *resv; /* PUT: reserved */
+	struct srv_upload *up;   /* PART: its upload (NULL once only waiting to be settled) */
+	struct store_ext *ext;   /* PART: the memory it fills, held until settled */
 	struct store_put_cond cond;
 	struct store_attrs attrs; /* PUT: mtime_ns 0 = the clock at commit */
 	uint64_t bytes;           /* bytes being moved */
@@ -189,7 +214,9 @@ struct srv {
 		uint64_t errors, rdma_failures, conns_total, conns_refused, auth_failures;
 		uint64_t bad_frames, refused_keys, refused_held;
 		uint64_t closed_hello, closed_slow, closed_idle, refused_unauth;
+		uint64_t uploads, upload_commits;
 	} c;
+	uint64_t uploads_open; /* on all connections (struct srv_upload) */
 	struct srv_evlog evlog;
 	bool resume;       /* a connection with stashed bytes may read again */
 	struct conn *dead; /* CONN_DEAD: freed at the end of the loop turn */
@@ -251,6 +278,9 @@ void op_free(struct srv_op *op);
  * errno (nothing posted: the caller still owns @op). */
 int op_submit(struct conn *c, struct srv_op *op, enum xfer_opcode opc, uint64_t arena_off,
               uint64_t len, size_t nrsge);
+/* The same from the arena ranges @segs (store_item_segs()). */
+int op_submit_segs(struct conn *c, struct srv_op *op, enum xfer_opcode opc,
+                   const struct store_seg *segs, size_t nsegs, size_t nrsge);
 /* What a client is told when op_submit() fails with @err. */
 bool op_conn_failure(int err);
 const char *op_submit_error_msg(int err, const char *what);

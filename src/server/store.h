@@ -231,6 +231,8 @@ int store_up_write(struct store *s, struct store_resv *r, uint64_t off, uint64_t
 void store_ext_put(struct store *s, struct store_ext *x); /* accepts NULL */
 int store_up_truncate(struct store *s, struct store_resv *r, uint64_t size);
 uint64_t store_up_size(const struct store_resv *r);
+/* The key a reservation or upload is for (not NUL-terminated). */
+const char *store_resv_key(const struct store_resv *r, size_t *ret_len);
 
 /* The arena ranges holding [@off, @off + @len) of @it's value (cut to its
  * size), in order: the first @max of them go to @segs; returns how many

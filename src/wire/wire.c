@@ -680,8 +680,13 @@ static int wire_check_put(const Kvfs__PutRequest *put, const char **why)
 	rc = wire_field_check(&put->key, 0, WIRE_KF_PUT, why);
 	if (rc)
 		return rc;
-	if (put->has_value == (put->n_src > 0))
+	if (put->has_upload) {
+		if (put->has_value || put->n_src)
+			return wire_why(why, "PUT: an upload's commit carries no value nor src",
+			                -EINVAL);
+	} else if (put->has_value == (put->n_src > 0)) {
 		return wire_why(why, "PUT: exactly one of value and src must be given", -EINVAL);
+	}
 	if (put->has_if_version && put->has_if_absent && put->if_absent)
 		return wire_why(why, "PUT: if_absent and if_version exclude each other", -EINVAL);
 	if (put->has_uid != put->has_gid)
@@ -689,6 +694,8 @@ static int wire_check_put(const Kvfs__PutRequest *put, const char **why)
 	if (put->has_type && put->type != KVFS__KEY_TYPE__FILE &&
 	    put->type != KVFS__KEY_TYPE__SYMLINK)
 		return wire_why(why, "PUT: unknown type", -EINVAL);
+	if (put->has_upload && put->has_type && put->type != KVFS__KEY_TYPE__FILE)
+		return wire_why(why, "PUT: an upload commits a file", -EINVAL);
 	if (put->has_type && put->type == KVFS__KEY_TYPE__SYMLINK) {
 		uint64_t n = put->has_value ? put->value.len : put->has_length ? put->length : 0;
 
@@ -699,6 +706,8 @@ static int wire_check_put(const Kvfs__PutRequest *put, const char **why)
 			return wire_why(why, "PUT: a symbolic link's target holds a NUL byte",
 			                -EINVAL);
 	}
+	if (put->has_upload)
+		return 0;
 	if (put->has_value) {
 		if (put->has_length && put->length != put->value.len)
 			return wire_why(why, "PUT: length differs from the inline value's",
@@ -709,6 +718,35 @@ static int wire_check_put(const Kvfs__PutRequest *put, const char **why)
 		return wire_why(why, "PUT: bad src segment", -EINVAL);
 	if (!put->has_length || put->length != total)
 		return wire_why(why, "PUT: length must equal the sum of src lengths", -EINVAL);
+	return 0;
+}
+
+static int wire_check_upload_part(const Kvfs__UploadPartRequest *u, const char **why)
+{
+	uint64_t total;
+	int n = !!u->has_data + !!u->n_src + !!u->has_truncate;
+
+	if (n != 1)
+		return wire_why(why, "UPLOAD_PART: exactly one of data, src and truncate", -EINVAL);
+	if (u->has_truncate)
+		return u->has_offset || u->has_length
+		               ? wire_why(why, "UPLOAD_PART: truncate goes alone", -EINVAL)
+		               : 0;
+	if (u->has_data) {
+		if (!u->data.len || (u->has_length && u->length != u->data.len))
+			return wire_why(why, "UPLOAD_PART: data is 1 byte or more (length its own)",
+			                -EINVAL);
+		total = u->data.len;
+	} else {
+		if (wire_segs_total(u->src, u->n_src, &total))
+			return wire_why(why, "UPLOAD_PART: bad src segment", -EINVAL);
+		if (!u->has_length || u->length != total || !total)
+			return wire_why(why,
+			                "UPLOAD_PART: length must equal the sum of src lengths",
+			                -EINVAL);
+	}
+	if (u->offset + total < u->offset)
+		return wire_why(why, "UPLOAD_PART: offset + length wraps", -EINVAL);
 	return 0;
 }
 
@@ -831,6 +869,13 @@ int wire_request_check(const Kvfs__Request *req, const char **ret_reason)
 		rc = wire_field_check(&req->setattr->key, 0, WIRE_KF_SETATTR, &why);
 		break;
 	case KVFS__REQUEST__BODY_STATS:
+	case KVFS__REQUEST__BODY_UPLOAD_ABORT:
+		break;
+	case KVFS__REQUEST__BODY_UPLOAD_OPEN:
+		rc = wire_field_check(&req->upload_open->key, 0, WIRE_KF_PUT, &why);
+		break;
+	case KVFS__REQUEST__BODY_UPLOAD_PART:
+		rc = wire_check_upload_part(req->upload_part, &why);
 		break;
 	case KVFS__REQUEST__BODY_GETXATTR:
 		rc = wire_field_check(&req->getxattr->key, 0, WIRE_KF_XATTR, &why);
