@@ -359,6 +359,9 @@ int kvc_put_mr_async(struct kvc *kvc, const void *key, size_t keylen, struct xfe
  * while the caller fills the next (the server RDMA-READs it; without RDMA
  * the parts travel inline).  Writes past the end leave zeros between.
  * kvc_upload_truncate() cuts or extends (zeros) the value.
+ * kvc_upload_read() reads back what the upload holds (sends what is
+ * buffered first; inline pieces, for the rare reader of a file being
+ * written): bytes read, fewer at the end, or -errno.
  * kvc_upload_commit() sends what is left, waits for every part, and
  * publishes the value with @opts (as kvc_put(): if_version, mode, ...)
  * in one step: readers see the old value or the new one.
@@ -385,6 +388,7 @@ int kvc_upload_open(struct kvc *kvc, const void *key, size_t keylen,
                     uint64_t *ret_size);
 int kvc_upload_write(struct kvc_upload *u, uint64_t off, const void *buf, size_t len);
 int kvc_upload_truncate(struct kvc_upload *u, uint64_t size);
+ssize_t kvc_upload_read(struct kvc_upload *u, uint64_t off, void *buf, size_t len);
 uint64_t kvc_upload_size(const struct kvc_upload *u);
 int kvc_upload_commit(struct kvc_upload *u, const struct kvc_put_opts *opts, struct kvc_entry *ret);
 void kvc_upload_abort(struct kvc_upload *u);

@@ -451,6 +451,13 @@ int kvc_upload_write(struct kvc_upload *u, uint64_t off, const void *buf, size_t
 	return 0;
 }
 
+static int sync_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
+                     const struct kvc_lim *lim)
+{
+	(void)kvc;
+	return same_conn(op->arg, c, lim);
+}
+
 /* Send what is buffered and wait for every part's answer. */
 static int flush(struct kvc_upload *u)
 {
@@ -463,13 +470,6 @@ static int flush(struct kvc_upload *u)
 	else
 		(void)wait_inflight(u, 0);
 	return r ? r : up_err(u);
-}
-
-static int sync_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
-                     const struct kvc_lim *lim)
-{
-	(void)kvc;
-	return same_conn(op->arg, c, lim);
 }
 
 int kvc_upload_truncate(struct kvc_upload *u, uint64_t size)
@@ -496,6 +496,47 @@ int kvc_upload_truncate(struct kvc_upload *u, uint64_t size)
 	u->size = c->resp.resp->upload_part->size;
 	kvc_call_put(u->kvc, c);
 	return 0;
+}
+
+ssize_t kvc_upload_read(struct kvc_upload *u, uint64_t off, void *buf, size_t len)
+{
+	Kvfs__GetRequest g = KVFS__GET_REQUEST__INIT;
+	size_t got = 0;
+	int r = flush(u);
+
+	if (r)
+		return r;
+	g.key.data = u->key;
+	g.key.len = u->keylen;
+	g.has_upload = g.has_want_inline = 1;
+	g.upload = u->id;
+	g.want_inline = 1;
+	while (got < len) {
+		const Kvfs__GetResponse *gr;
+		struct kvc_call *c;
+		struct kvc_op op;
+		size_t n;
+
+		g.has_offset = 1;
+		g.offset = off + got;
+		g.has_length = 1;
+		g.length = len - got;
+		op_init(&op, u, "GET", KVFS__REQUEST__BODY_GET);
+		op.req.get = &g;
+		op.prep = sync_prep;
+		op.arg = u;
+		r = kvc_op_run(u->kvc, &op, &c);
+		if (r)
+			return r;
+		gr = c->resp.resp->get;
+		n = gr->has_data ? KV_MIN(gr->data.len, len - got) : 0;
+		memcpy((uint8_t *)buf + got, gr->data.data, n);
+		kvc_call_put(u->kvc, c);
+		if (!n)
+			break; /* the end */
+		got += n;
+	}
+	return (ssize_t)got;
 }
 
 uint64_t kvc_upload_size(const struct kvc_upload *u)

@@ -40,6 +40,9 @@ struct cli {
 	char *readahead_kb;
 	char *spill_threshold;
 	char *spill_dir;
+	char *stream_threshold;
+	char *upload_part;
+	char *upload_buffers;
 	int threads;
 };
 
@@ -57,6 +60,9 @@ static const struct fuse_opt kvfs_opts[] = {
         KVFS_OPT("readahead_kb=%s", readahead_kb),
         KVFS_OPT("spill_threshold=%s", spill_threshold),
         KVFS_OPT("spill_dir=%s", spill_dir),
+        KVFS_OPT("stream_threshold=%s", stream_threshold),
+        KVFS_OPT("upload_part=%s", upload_part),
+        KVFS_OPT("upload_buffers=%s", upload_buffers),
         KVFS_OPT("threads=%d", threads),
         FUSE_OPT_END,
 };
@@ -103,7 +109,14 @@ static void usage(const char *prog)
 	       "    buffers=N              registered 1 MiB read buffers (default 64)\n"
 	       "    readahead_kb=KB        read-ahead set on the mount (default 4096; 0 keeps\n"
 	       "                           the kernel's 128)\n"
-	       "    spill_threshold=SIZE   staged writes above this go to a temp file (64M)\n"
+	       "    stream_threshold=SIZE  a file written past this streams to the server while\n"
+	       "                           it is written, nothing staged locally (default 4M;\n"
+	       "                           0: stage whole files, published at close)\n"
+	       "    upload_part=SIZE       bytes per upload part (default 4M)\n"
+	       "    upload_buffers=N       upload part buffers the mount shares (default 32):\n"
+	       "                           bounds the memory of files being written\n"
+	       "    spill_threshold=SIZE   a file loaded for rewriting above this goes to a\n"
+	       "                           temp file (64M)\n"
 	       "    spill_dir=DIR          where (default $TMPDIR or /tmp)\n"
 	       "    threads=N              FUSE worker threads (default 16)\n"
 	       "\n"
@@ -376,6 +389,23 @@ static int kvfs_main(int argc, char **argv)
 	if (parse_u64("spill_threshold", c.spill_threshold, 64ULL << 20, &v))
 		return 2;
 	cfg.spill_threshold = v;
+	if (parse_u64("stream_threshold", c.stream_threshold, 4ULL << 20, &v))
+		return 2;
+	cfg.stream_threshold = v;
+	if (parse_u64("upload_part", c.upload_part, 4ULL << 20, &v))
+		return 2;
+	if (v < 64 * 1024 || v > 256ULL << 20) {
+		fprintf(stderr, "kvfs: upload_part=%s: use 64K to 256M\n", c.upload_part);
+		return 2;
+	}
+	cfg.upload_part = v;
+	if (parse_u64("upload_buffers", c.upload_buffers, 32, &v))
+		return 2;
+	if (v < 2 || v > 4096) {
+		fprintf(stderr, "kvfs: upload_buffers=%s: use 2 to 4096\n", c.upload_buffers);
+		return 2;
+	}
+	cfg.upload_buffers = (unsigned)v;
 	if (o.debug)
 		kv_log_level = KV_LOG_DEBUG;
 

@@ -104,13 +104,15 @@ struct kstage {
 	                   * storing it depends on nothing the server holds */
 	uint8_t *buf;
 	size_t len, cap;
-	int spill_fd;     /* >= 0 once spilled: bytes live in this file */
-	int err;          /* sticky error of a failed store, reported by flush */
-	size_t room;      /* the server was seen to have room for this many bytes */
-	int64_t dirty_ns; /* when its bytes first changed since stored: the mtime shown
-	                   * until stored (a stable one: a changing mtime makes the kernel
-	                   * drop the pages of processes that map the file,
-	                   * FUSE_CAP_AUTO_INVAL_DATA) */
+	int spill_fd;          /* >= 0 once spilled: bytes live in this file */
+	struct kvc_upload *up; /* streaming (stage_stream()): the bytes are on the server, in
+	                        * this upload, len its size; buf holds none */
+	int err;               /* sticky error of a failed store, reported by flush */
+	size_t room;           /* the server was seen to have room for this many bytes */
+	int64_t dirty_ns;      /* when its bytes first changed since stored: the mtime shown
+	                        * until stored (a stable one: a changing mtime makes the kernel
+	                        * drop the pages of processes that map the file,
+	                        * FUSE_CAP_AUTO_INVAL_DATA) */
 };
 
 /* One open descriptor. */
@@ -596,9 +598,11 @@ static void stage_touch(struct kstage *s)
 	s->dirty_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Drop the staged bytes (not the state). */
+/* Drop the staged bytes (not the state), streamed ones too. */
 static void stage_drop(struct kstage *s)
 {
+	kvc_upload_abort(s->up); /* the server frees what it held */
+	s->up = NULL;
 	if (s->spill_fd >= 0) {
 		if (s->buf)
 			munmap(s->buf, s->cap);
@@ -693,6 +697,68 @@ static int stage_load(struct kstage *s, const char *key)
 }
 
 /*
+ * Make @s stream: from here its bytes go to the server while they are
+ * written (an upload, kvc_upload_*), not to memory or a temp file; the
+ * close or fsync publishes them (stage_store()).  Bytes the stage holds go
+ * first; a stage holding none, of an existing value, starts from that
+ * value on the server (copy-on-write: only what is written travels, so an
+ * append to a large file sends the appended bytes).  Called with s->lock
+ * held.
+ */
+static int stage_stream(struct kstage *s, const char *key)
+{
+	struct kvc_upload_opts uo = {0};
+	bool from_buf = s->loaded || s->dirty, retried = false;
+	struct kvc_upload *up;
+	struct kvc_entry e;
+	size_t len = s->len;
+	uint64_t size;
+	int r;
+
+	for (;;) {
+		if (!from_buf && s->version) {
+			uo.base_version = s->version;
+			uo.base_epoch = s->epoch;
+		}
+		r = kvc_upload_open(fs.kvc, key, strlen(key), &uo, &up, &size);
+		if (!(r == -ESTALE || r == -ENOENT) || !uo.base_version || retried)
+			break;
+		/* Stored again since our open (as in stage_load()): build on
+		 * the newest, nothing here is ours yet. */
+		r = kvc_stat(fs.kvc, key, strlen(key), &e);
+		if (r < 0)
+			return r == -ENOENT ? -ESTALE : r;
+		retried = true;
+		s->version = e.version;
+		s->epoch = e.epoch;
+		s->size = e.size;
+	}
+	if (r < 0)
+		return r == -ENOENT && uo.base_version ? -ESTALE : r;
+	if (from_buf && len)
+		r = kvc_upload_write(up, 0, stage_ptr(s), len);
+	if (r < 0) {
+		kvc_upload_abort(up);
+		return r;
+	}
+	stage_drop(s);
+	s->up = up;
+	s->len = from_buf ? len : (size_t)size;
+	return 0;
+}
+
+/* Should a write (or a cut) to @end make @s stream? */
+static bool stream_now(const struct kstage *s, uint64_t end)
+{
+	if (!fs.cfg.stream_threshold || s->up)
+		return false;
+	if (s->loaded || s->dirty) /* bytes here: once they grow past the threshold */
+		return end > fs.cfg.stream_threshold;
+	/* none here: rather than load a large value, build on it on the server */
+	return s->version && (s->size > fs.cfg.stream_threshold || end > fs.cfg.stream_threshold);
+}
+
+/*
  * Store the staged bytes with one PUT.  Called with s->lock held.  Bytes
  * that build on a version read from the server are stored only over that
  * version (if_version): another mount's newer commit is never silently
@@ -700,12 +766,87 @@ static int stage_load(struct kstage *s, const char *key)
  * whole-content replacement (new file, O_TRUNC, cut to 0) is stored
  * unconditionally: the last close wins.
  */
+/* Store the upload side of the common work of stage_store(): its options. */
+static void stage_put_opts(struct kstage *s, struct kvc_put_opts *po)
+{
+	po->mode = s->mode;
+	po->mtime_ns = s->mtime_ns;
+	if (!s->replace) {
+		po->if_version = s->version;
+		po->if_epoch = s->epoch;
+	}
+	po->set_owner = s->owner_set;
+	po->uid = s->uid;
+	po->gid = s->gid;
+	po->drop_xattrs = s->drop_xattrs;
+}
+
+/* Stored: the stage now builds on @e. */
+static void stage_stored(struct kstage *s, const struct kvc_entry *e)
+{
+	struct node *n;
+
+	s->dirty = false;
+	s->replace = false;
+	s->owner_set = false; /* the server holds them now */
+	s->drop_xattrs = false;
+	s->err = 0;
+	s->version = e->version;
+	s->epoch = e->epoch;
+	s->size = s->len;
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(s->ino);
+	if (n) { /* our own bytes: the cache is current */
+		n->cache_version = e->version;
+		n->cache_epoch = e->epoch;
+	}
+	pthread_mutex_unlock(&fs.lock);
+}
+
+/* A refused conditional store: say why, once in a while; -ESTALE. */
+static int stage_conflict(struct kstage *s, const char *key)
+{
+	char q[80];
+
+	kv_quote_key(key, strlen(key), q, sizeof(q));
+	KV_WARN_RL(TAG,
+	           "%s: not stored: changed or removed on the server since this "
+	           "mount read version %llu (another mount wrote it); the close "
+	           "or fsync fails with ESTALE",
+	           q, (unsigned long long)s->version);
+	return -ESTALE;
+}
+
+/* stage_store() of a streaming stage: commit its upload.  Whatever the
+ * outcome the upload is gone; on failure the file is what the server
+ * held before (its bytes were on the server only). */
+static int stage_store_upload(struct kstage *s, const char *key)
+{
+	struct kvc_put_opts po = {0};
+	struct kvc_entry e;
+	int r;
+
+	stage_put_opts(s, &po);
+	r = kvc_upload_commit(s->up, &po, &e);
+	s->up = NULL;
+	if (r < 0) {
+		KV_INFO(TAG, "a written file was not stored: %s", kvc_strerror()); /* names it */
+		s->dirty = false;
+		s->len = 0;
+		s->loaded = false;
+		if (po.if_version && (r == -ESTALE || r == -ENOENT))
+			r = stage_conflict(s, key);
+		return r;
+	}
+	stage_stored(s, &e);
+	return 0;
+}
+
 static int stage_store(struct kstage *s)
 {
 	char key[KV_KEY_MAX + 1];
-	struct kvc_put_opts po = {.mode = s->mode, .mtime_ns = s->mtime_ns};
+	struct kvc_put_opts po = {0};
 	struct kvc_entry e;
-	struct node *n;
 	int r;
 
 	if (!s->dirty)
@@ -718,45 +859,17 @@ static int stage_store(struct kstage *s)
 		s->dirty = false;
 		return 0;
 	}
-	if (!s->replace) {
-		po.if_version = s->version;
-		po.if_epoch = s->epoch;
-	}
-	po.set_owner = s->owner_set;
-	po.uid = s->uid;
-	po.gid = s->gid;
-	po.drop_xattrs = s->drop_xattrs;
+	if (s->up) /* streamed: its bytes are read from the server after this */
+		return stage_store_upload(s, key);
+	stage_put_opts(s, &po);
 	r = kvc_put(fs.kvc, key, strlen(key), stage_ptr(s), s->len, &po, &e);
 	if (r < 0) {
 		KV_DEBUG(TAG, "PUT of %zu bytes: %s", s->len, kvc_strerror()); /* names the key */
-		if (po.if_version && (r == -ESTALE || r == -ENOENT)) {
-			char q[80];
-
-			kv_quote_key(key, strlen(key), q, sizeof(q));
-			KV_WARN_RL(TAG,
-			           "%s: not stored: changed or removed on the server since this "
-			           "mount read version %llu (another mount wrote it); the close "
-			           "or fsync fails with ESTALE",
-			           q, (unsigned long long)s->version);
-			r = -ESTALE;
-		}
+		if (po.if_version && (r == -ESTALE || r == -ENOENT))
+			r = stage_conflict(s, key);
 		return r;
 	}
-	s->dirty = false;
-	s->replace = false;
-	s->owner_set = false; /* the server holds them now */
-	s->drop_xattrs = false;
-	s->err = 0;
-	s->version = e.version;
-	s->epoch = e.epoch;
-	s->size = s->len;
-	pthread_mutex_lock(&fs.lock);
-	n = node_by_ino(s->ino);
-	if (n) { /* our own bytes: the cache is current */
-		n->cache_version = e.version;
-		n->cache_epoch = e.epoch;
-	}
-	pthread_mutex_unlock(&fs.lock);
+	stage_stored(s, &e);
 	return 0;
 }
 
@@ -1086,6 +1199,15 @@ static int stage_truncate(struct kstage *s, const char *key, uint64_t size)
 		s->loaded = true;
 		s->replace = true;
 		r = 0;
+	} else if (s->up || (stream_now(s, size) && !key_orphan(key))) {
+		r = s->up ? 0 : stage_stream(s, key);
+		if (r == 0)
+			r = kvc_upload_truncate(s->up, size);
+		if (r == 0) {
+			s->len = (size_t)size;
+			stage_touch(s);
+		}
+		goto out_unlock;
 	} else {
 		r = stage_load(s, key);
 	}
@@ -1097,6 +1219,7 @@ static int stage_truncate(struct kstage *s, const char *key, uint64_t size)
 		s->len = (size_t)size;
 		stage_touch(s);
 	}
+out_unlock:
 	pthread_mutex_unlock(&s->lock);
 	node_size_unknown(s->ino);
 	return r;
@@ -1389,6 +1512,26 @@ static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	}
 }
 
+/* Reply to a read of streaming stage @s (s->lock held) from its upload. */
+static void read_upload(fuse_req_t req, struct kstage *s, size_t size, off_t off)
+{
+	uint8_t *buf;
+	ssize_t n;
+
+	size = (uint64_t)off >= s->len ? 0 : KV_MIN(size, s->len - (size_t)off);
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = size ? kvc_upload_read(s->up, (uint64_t)off, buf, size) : 0;
+	if (n >= 0)
+		fuse_reply_buf(req, (const char *)buf, (size_t)n);
+	else
+		fuse_reply_err(req, n == -ENOSPC ? ENOSPC : fs_err((int)n));
+	free(buf);
+}
+
 static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                       struct fuse_file_info *fi)
 {
@@ -1405,6 +1548,11 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		struct kstage *s = f->st;
 
 		pthread_mutex_lock(&s->lock);
+		if (s->up) { /* streaming: the bytes written so far are on the server */
+			read_upload(req, s, size, off);
+			pthread_mutex_unlock(&s->lock);
+			return;
+		}
 		/* A file open for writing on this mount reads what the mount
 		 * holds, as a local file system does: load it whole (up to
 		 * spill_threshold) so that every descriptor reads the newest
@@ -1472,8 +1620,10 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			bool kept;
 
 			pthread_mutex_lock(&s->lock);
-			kept = s->loaded;
-			if (kept) {
+			kept = s->loaded || s->up;
+			if (s->up) {
+				read_upload(req, s, size, off);
+			} else if (kept) {
 				size_t o = (size_t)off < s->len ? (size_t)off : s->len;
 
 				fuse_reply_buf(req, (const char *)stage_ptr(s) + o,
@@ -1630,20 +1780,27 @@ static void kvfs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t 
 	}
 	pthread_mutex_lock(&s->lock);
 	r = ino_path(ino, key, sizeof(key), NULL);
-	if (r == 0 && !s->loaded)
+	if (r == 0 && stream_now(s, end) && !key_orphan(key))
+		r = stage_stream(s, key);
+	if (r == 0 && !s->loaded && !s->up)
 		r = stage_load(s, key);
 	if (r == 0 && end > s->len)
 		r = stage_room(s, end);
 	if (r == 0)
-		r = stage_reserve(s, end);
+		r = s->up ? kvc_upload_write(s->up, (uint64_t)off, data, size)
+		          : stage_reserve(s, end);
 	if (r < 0) {
 		pthread_mutex_unlock(&s->lock);
 		fuse_reply_err(req, r == -ESTALE || r == -EFBIG || r == -ENOSPC ? -r : fs_err(r));
 		return;
 	}
-	if ((size_t)off > s->len)
-		memset(stage_ptr(s) + s->len, 0, (size_t)off - s->len);
-	memcpy(stage_ptr(s) + off, data, size);
+	if (s->up) {
+		/* sent, or on its way while the next writes come */
+	} else {
+		if ((size_t)off > s->len)
+			memset(stage_ptr(s) + s->len, 0, (size_t)off - s->len);
+		memcpy(stage_ptr(s) + off, data, size);
+	}
 	if (end > s->len)
 		s->len = end;
 	stage_touch(s);
@@ -1804,8 +1961,12 @@ static int orphan_setattr(uint64_t ino, const struct stat *attr, int to_set)
 	if (!s)
 		return -ESTALE;
 	pthread_mutex_lock(&s->lock);
-	if (!s->loaded) {
+	if (!s->loaded && !s->up) {
 		r = -ESTALE;
+	} else if (s->up && (to_set & FUSE_SET_ATTR_SIZE)) {
+		r = kvc_upload_truncate(s->up, (uint64_t)attr->st_size);
+		if (r == 0)
+			s->len = (size_t)attr->st_size;
 	} else if (to_set & FUSE_SET_ATTR_SIZE) {
 		if ((uint64_t)attr->st_size > SIZE_MAX)
 			r = -EFBIG;
@@ -1998,17 +2159,19 @@ static void keep_for_open(const char *key)
 	s = stage_ref(ino, false, NULL);
 	if (!s) {
 		r = kvc_stat(fs.kvc, key, strlen(key), &e);
-		if (r < 0 || e.size > fs.cfg.spill_threshold)
+		if (r < 0 || (e.size > fs.cfg.spill_threshold && !fs.cfg.stream_threshold))
 			return;
 		s = stage_ref(ino, true, &e);
 		if (!s)
 			return;
 	}
 	pthread_mutex_lock(&s->lock);
-	if (s->loaded)
+	if (s->loaded || s->up)
 		r = 0;
-	else
-		r = s->size <= fs.cfg.spill_threshold ? stage_load(s, key) : -EFBIG;
+	else if (s->size <= fs.cfg.spill_threshold)
+		r = stage_load(s, key);
+	else /* a larger one stays on the server, as an upload built on it */
+		r = fs.cfg.stream_threshold ? stage_stream(s, key) : -EFBIG;
 	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_lock(&fs.lock);
 	n = node_by_ino(ino);
@@ -3105,6 +3268,8 @@ int kvfs_fs_init(const struct kvfs_config *cfg)
 	ko.timeout_ms = cfg->timeout_ms;
 	ko.client_id = "kvfs";
 	ko.on_restart = kvfs_restarted;
+	ko.upload_part = cfg->upload_part;
+	ko.upload_buffers = cfg->upload_buffers;
 	r = kvc_connect(&ko, &fs.kvc);
 	if (r < 0) {
 		fprintf(stderr, "kvfs: %s\n", kvc_strerror()); /* names the server */

@@ -41,13 +41,16 @@ struct kvfs_config {
 	const char *server;   /* HOST:PORT */
 	const char *provider; /* transfer provider for kvc */
 	const char *auth_token_file;
-	double attr_timeout;    /* seconds the kernel caches attributes */
-	double entry_timeout;   /* seconds it caches names */
-	int timeout_ms;         /* per-call deadline */
-	unsigned buffers;       /* registered read buffers */
-	size_t buf_size;        /* each one: max_read */
-	unsigned readahead_kb;  /* set on the mount's bdi (0 = kernel default) */
-	size_t spill_threshold; /* staged writes above this go to a temp file */
+	double attr_timeout;     /* seconds the kernel caches attributes */
+	double entry_timeout;    /* seconds it caches names */
+	int timeout_ms;          /* per-call deadline */
+	unsigned buffers;        /* registered read buffers */
+	size_t buf_size;         /* each one: max_read */
+	unsigned readahead_kb;   /* set on the mount's bdi (0 = kernel default) */
+	size_t spill_threshold;  /* staged writes above this go to a temp file */
+	size_t stream_threshold; /* a file written past this streams to the server (upload) */
+	size_t upload_part;      /* bytes per upload part buffer (kvc_opts.upload_part) */
+	unsigned upload_buffers; /* part buffers the mount's uploads share */
 	const char *spill_dir;
 	unsigned threads; /* FUSE worker threads (the loop's maximum) */
 };

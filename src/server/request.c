@@ -532,6 +532,59 @@ static uint8_t *inline_bytes(struct srv *s, const struct store_item *it, uint64_
 	return *copy;
 }
 
+static struct srv_upload *upload_find(struct conn *c, uint64_t id, struct srv_upload ***ret_pp);
+
+/* GET of an upload: what it holds so far, inline (wire_check_get()). */
+static void get_upload(struct conn *c, const Kvfs__Request *rq, const char *key, size_t klen)
+{
+	struct srv *s = c->srv;
+	const Kvfs__GetRequest *g = rq->get;
+	Kvfs__Response resp = KVFS__RESPONSE__INIT;
+	Kvfs__GetResponse gr = KVFS__GET_RESPONSE__INIT;
+	struct srv_upload *up = upload_find(c, g->upload, NULL);
+	const struct store_item *it;
+	uint64_t off = g->has_offset ? g->offset : 0, n;
+	const char *ukey;
+	uint8_t *inl = NULL;
+	size_t uklen;
+
+	if (!up) {
+		conn_respond(c, rq->id, -ENOENT,
+		             "no such upload on this connection (ended, or never opened)", NULL);
+		return;
+	}
+	ukey = store_resv_key(up->resv, &uklen);
+	if (uklen != klen || memcmp(ukey, key, klen)) {
+		conn_respond(c, rq->id, -EINVAL, "GET: the key is not the upload's", NULL);
+		return;
+	}
+	if (up->pending || up->err) {
+		conn_respond(c, rq->id, up->err ? up->err : -EAGAIN,
+		             up->err ? "a part of this upload failed"
+		                     : "parts of this upload are in flight: wait for their answers",
+		             NULL);
+		return;
+	}
+	it = store_resv_item(up->resv);
+	gr.size = store_item_size(it);
+	n = off >= gr.size ? 0 : gr.size - off;
+	if (g->has_length)
+		n = KV_MIN(n, g->length);
+	n = KV_MIN(n, s->o.max_inline);
+	gr.has_data = true;
+	gr.data.len = n;
+	gr.data.data = n ? inline_bytes(s, it, off, n, &inl) : NULL;
+	if (n && !gr.data.data) {
+		conn_respond(c, rq->id, -ENOMEM, NULL, NULL);
+		return;
+	}
+	gr.bytes = n;
+	resp.body_case = KVFS__RESPONSE__BODY_GET;
+	resp.get = &gr;
+	conn_respond(c, rq->id, 0, NULL, &resp);
+	free(inl);
+}
+
 static void req_get(struct conn *c, const Kvfs__Request *rq)
 {
 	struct srv *s = c->srv;
@@ -555,6 +608,10 @@ static void req_get(struct conn *c, const Kvfs__Request *rq)
 	}
 	if (req_key(c, rq->id, &g->key, kb, &key, &klen))
 		return;
+	if (g->has_upload) {
+		get_upload(c, rq, key, klen);
+		return;
+	}
 	r = store_get(s->store, key, klen, &it);
 	if (r < 0) {
 		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);

@@ -1319,6 +1319,11 @@ int store_up_truncate(struct store *s, struct store_resv *r, uint64_t size)
 	return 0;
 }
 
+const struct store_item *store_resv_item(const struct store_resv *r)
+{
+	return resv_citem(r);
+}
+
 const char *store_resv_key(const struct store_resv *r, size_t *ret_len)
 {
 	*ret_len = resv_citem(r)->keylen;

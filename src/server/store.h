@@ -231,6 +231,9 @@ int store_up_write(struct store *s, struct store_resv *r, uint64_t off, uint64_t
 void store_ext_put(struct store *s, struct store_ext *x); /* accepts NULL */
 int store_up_truncate(struct store *s, struct store_resv *r, uint64_t size);
 uint64_t store_up_size(const struct store_resv *r);
+/* An upload's value so far, to read with store_item_segs() and the item
+ * accessors (size; version 0) until its next change. */
+const struct store_item *store_resv_item(const struct store_resv *r);
 /* The key a reservation or upload is for (not NUL-terminated). */
 const char *store_resv_key(const struct store_resv *r, size_t *ret_len);
 

@@ -760,6 +760,8 @@ static int wire_check_get(const Kvfs__GetRequest *get, const char **why)
 		return rc;
 	if (get->n_dst && get->has_want_inline && get->want_inline)
 		return wire_why(why, "GET: dst and want_inline exclude each other", -EINVAL);
+	if (get->has_upload && !(get->has_want_inline && get->want_inline))
+		return wire_why(why, "GET: an upload is read inline", -EINVAL);
 	if (wire_segs_total(get->dst, get->n_dst, &total))
 		return wire_why(why, "GET: bad dst segment", -EINVAL);
 	return 0;

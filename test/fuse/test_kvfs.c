@@ -1615,3 +1615,181 @@ Test(kvfs, new_directory_and_link_show_their_times)
 	              (long)now);
 	cr_assert_eq(d.st_mode & 07777, 0750);
 }
+
+/* ---- issue 23: writes stream to the server ------------------------------ */
+
+/* Every way of writing a file past the stream threshold reads back byte for
+ * byte on a second mount; nothing goes to the client's disk, and the server
+ * holds no upload afterwards. */
+Test(kvfs, streamed_writes_every_way_read_back_on_a_second_mount, .timeout = 600)
+{
+	static const size_t sizes[] = {(4u << 20) - 1, (4u << 20) + 1, (64u << 20) + 3};
+	char opts[400], name[64];
+	long long sent0, sent;
+	int fd;
+
+	env_umount(0);
+	snprintf(opts, sizeof(opts), "spill_dir=%s", sp("spill"));
+	mkdir(sp("spill"), 0700);
+	E.nmounts = 0;
+	env_mount(opts);
+	env_mount(NULL);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		snprintf(name, sizeof(name), "dd%zu", i);
+		make_file(sp("src"), sizes[i], (unsigned)i + 1);
+		cr_assert_eq(sh("dd if=%s of=%s bs=1M status=none", sp("src"), mp(0, name)), 0);
+		cr_assert_eq(sh("cmp %s %s", sp("src"), mp(1, name)), 0, "dd of %zu bytes",
+		             sizes[i]);
+		snprintf(name, sizeof(name), "cp%zu", i);
+		cr_assert_eq(sh("cp %s %s", sp("src"), mp(0, name)), 0);
+		cr_assert_eq(sh("cmp %s %s", sp("src"), mp(1, name)), 0, "cp of %zu bytes",
+		             sizes[i]);
+		snprintf(name, sizeof(name), "direct%zu", i);
+		cr_assert_eq(
+		        sh("dd if=%s of=%s bs=1M oflag=direct status=none", sp("src"), mp(0, name)),
+		        0, "O_DIRECT write");
+		cr_assert_eq(sh("dd if=%s bs=1M iflag=direct status=none | cmp - %s", mp(1, name),
+		                sp("src")),
+		             0, "O_DIRECT write and read of %zu bytes", sizes[i]);
+	}
+	cr_assert_eq(sh("test -z \"$(ls -A %s)\"", sp("spill")), 0, "nothing spilled to disk");
+
+	/* append 1 MiB to the 64 MiB file: only the appended bytes travel */
+	sent0 = env_server_counter("put_bytes");
+	make_file(sp("more"), 1 << 20, 99);
+	cr_assert_eq(sh("cat %s >> %s", sp("more"), mp(0, "dd2")), 0);
+	sent = env_server_counter("put_bytes") - sent0;
+	cr_assert_leq(sent, 2 << 20, "an append sent %lld bytes", sent);
+	cr_assert_eq(sh("cat %s >> %s", sp("more"), sp("src")), 0);
+	cr_assert_eq(sh("cmp %s %s", sp("src"), mp(1, "dd2")), 0, "append");
+
+	/* pwrite across part boundaries (4 MiB) inside the file, then a cut */
+	fd = open(mp(0, "dd2"), O_WRONLY);
+	cr_assert_geq(fd, 0);
+	for (int k = 1; k <= 3; k++) {
+		char pat[300];
+
+		memset(pat, 'a' + k, sizeof(pat));
+		cr_assert_eq(pwrite(fd, pat, sizeof(pat), ((off_t)k << 22) - 150),
+		             (ssize_t)sizeof(pat));
+	}
+	cr_assert_eq(ftruncate(fd, (40 << 20) + 7), 0);
+	cr_assert_eq(close(fd), 0);
+	cr_assert_eq(
+	        sh("python3 -c \"import sys\nf=open('%s','r+b')\nfor k in (1,2,3):\n "
+	           "f.seek((k<<22)-150); f.write(bytes([97+k])*300)\nf.truncate((40<<20)+7)\" ",
+	           sp("src")),
+	        0);
+	cr_assert_eq(sh("cmp %s %s", sp("src"), mp(1, "dd2")), 0, "pwrites and a cut");
+	cr_assert_eq(env_server_counter("uploads_open"), 0);
+	cr_assert_eq(env_server_counter("reserved_bytes"), 0);
+	cr_assert_eq(sh("test -z \"$(ls -A %s)\"", sp("spill")), 0, "nothing spilled to disk");
+}
+
+/* A reader polling the file on another mount during a long write over it
+ * sees the whole old value or the whole new one, never a mix. */
+Test(kvfs, reader_sees_old_or_new_during_a_streamed_write, .timeout = 600)
+{
+	int mixed = 0, old = 0, neu = 0;
+	pid_t w;
+
+	env_mount(NULL);
+	make_file(sp("a"), 48 << 20, 1);
+	make_file(sp("b"), 48 << 20, 2);
+	cr_assert_eq(sh("cp %s %s", sp("a"), mp(0, "f")), 0);
+	w = fork();
+	cr_assert_geq(w, 0);
+	if (w == 0) /* slow writer over the old bytes: 48 x 1 MiB with pauses, no O_TRUNC
+	             * (which would empty the file at once, as on a local file system) */
+		_exit(sh("for i in $(seq 0 47); do dd if=%s bs=1M skip=$i count=1 status=none; "
+		         "sleep 0.02; done | dd of=%s bs=1M iflag=fullblock conv=notrunc "
+		         "status=none",
+		         sp("b"), mp(0, "f")) != 0);
+	for (int i = 0; i < 400; i++) {
+		int rc = sh("cp %s %s 2>/dev/null", mp(1, "f"), sp("r"));
+		int st;
+
+		if (rc == 0) {
+			if (sh("cmp -s %s %s", sp("r"), sp("a")) == 0)
+				old++;
+			else if (sh("cmp -s %s %s", sp("r"), sp("b")) == 0)
+				neu++;
+			else
+				mixed++;
+		}
+		if (waitpid(w, &st, WNOHANG) == w) {
+			cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the writer failed");
+			w = 0;
+			break;
+		}
+	}
+	if (w)
+		cr_assert_eq(waitpid(w, NULL, 0), w);
+	cr_assert_eq(mixed, 0, "%d reads saw a mix (%d old, %d new)", mixed, old, neu);
+	cr_assert_gt(old, 0, "the reader saw the old value while the write went on");
+	cr_assert_eq(sh("cmp %s %s", mp(1, "f"), sp("b")), 0, "the new value after the close");
+}
+
+/* kvfs killed mid-upload: the server frees what it held for it, and
+ * nothing of the upload is published (the file is what it was before:
+ * "old", or empty once dd's O_TRUNC open was flushed). */
+Test(kvfs, kvfs_killed_mid_upload_frees_the_server_parts, .timeout = 300)
+{
+	pid_t w;
+	int i;
+
+	cr_assert_eq(sh("echo old > %s", mp(0, "k")), 0);
+	w = fork();
+	cr_assert_geq(w, 0);
+	if (w == 0)
+		_exit(sh("dd if=/dev/zero of=%s bs=1M count=400 status=none 2>/dev/null",
+		         mp(0, "k")));
+	for (i = 0; i < 600 && env_server_counter("reserved_bytes") < (16 << 20); i++)
+		usleep(10000);
+	cr_assert_geq(env_server_counter("reserved_bytes"), 16 << 20, "the upload got going");
+	kill(E.kvfs_pid[0], SIGKILL);
+	waitpid(w, NULL, 0);
+	for (i = 0; i < 200 && env_server_counter("uploads_open") != 0; i++)
+		usleep(50000);
+	cr_assert_eq(env_server_counter("uploads_open"), 0, "the dead client's upload dropped");
+	cr_assert_eq(env_server_counter("reserved_bytes"), 0);
+	env_umount(0);
+	env_mount(NULL);
+	cr_assert(!strcmp(contents(mp(1, "k")), "old\n") || !strcmp(contents(mp(1, "k")), ""),
+	          "nothing of the upload is visible: '%.20s'", contents(mp(1, "k")));
+}
+
+static void env_setup_full(void)
+{
+	env_init();
+	env_server_start("--memory 64M --eviction none");
+	env_mount(NULL);
+}
+
+/* A full server mid-upload (--eviction none): the write that does not fit
+ * fails with ENOSPC; the file then holds the old value or what fitted
+ * before that write (as on a local file system), never a mix; the server
+ * holds nothing for it and keeps serving. */
+Test(kvfs, full_server_mid_upload_enospc, .init = env_setup_full)
+{
+	struct stat st;
+
+	make_file(sp("old"), 8 << 20, 7);
+	cr_assert_eq(sh("cp %s %s", sp("old"), mp(0, "k")), 0);
+	cr_assert_neq(sh("dd if=/dev/zero of=%s bs=1M count=100 conv=notrunc status=none 2>%s",
+	                 mp(0, "k"), sp("err")),
+	              0, "a write past the server's memory fails");
+	cr_assert_eq(sh("grep -q 'No space left' %s", sp("err")), 0, "with ENOSPC");
+	cr_assert_eq(stat(mp(0, "k"), &st), 0);
+	if (st.st_size == 8 << 20 && sh("cmp -s %s %s", sp("old"), mp(0, "k")) == 0)
+		; /* the old value */
+	else
+		cr_assert_eq(sh("cmp -n %lld %s /dev/zero", (long long)st.st_size, mp(0, "k")), 0,
+		             "what fitted (%lld bytes) is the new bytes only",
+		             (long long)st.st_size);
+	cr_assert_lt(st.st_size, 100 << 20);
+	cr_assert_eq(env_server_counter("uploads_open"), 0);
+	cr_assert_eq(env_server_counter("reserved_bytes"), 0);
+	cr_assert_eq(sh("rm %s && echo more > %s", mp(0, "k"), mp(0, "next")), 0);
+	cr_assert_str_eq(contents(mp(0, "next")), "more\n");
+}

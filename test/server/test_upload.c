@@ -62,6 +62,18 @@ static void t_stream(const char *prov)
 	write_steps(u, 0, want, len, MIB - 7); /* parts do not line up with writes */
 	cr_assert_eq(kvc_stat(kvc, "big", 3, &st), -ENOENT, "nothing visible before the commit");
 	cr_assert_eq(counter(kvc, "uploads_open"), 1);
+	{ /* the writer reads back what it wrote (across parts, and the end) */
+		uint8_t back[300 * 1024];
+		ssize_t r = kvc_upload_read(u, 4 * MIB - 1000, back, sizeof(back));
+
+		cr_assert_eq(r, (ssize_t)sizeof(back), "%zd: %s", r, kvc_strerror());
+		check_bytes(back, want + 4 * MIB - 1000, sizeof(back), "read back");
+		r = kvc_upload_read(u, len - 100, back, sizeof(back));
+		cr_assert_eq(r, 100);
+		check_bytes(back, want + len - 100, 100, "read back at the end");
+		cr_assert_eq(kvc_upload_write(u, len, "tail", 4), 0); /* writes go on after */
+		cr_assert_eq(kvc_upload_truncate(u, len), 0);
+	}
 	cr_assert_eq(kvc_upload_commit(u, NULL, &e), 0, "%s", kvc_strerror());
 	cr_assert_eq(e.size, len);
 	got = get_all(kvc, "big", len, &n);
