@@ -4,8 +4,9 @@
  * kv-server from the shell, and read its counters.  One struct kvc per run; every command is a
  * handful of synchronous client calls.
  *
- * Large values: put maps a regular file (or reads a pipe fully into memory)
- * and hands it to kvc_put() in one atomic PUT; get sizes its buffer with
+ * Large values: put streams an input above 8 MiB as an upload (kvc_upload_*:
+ * bounded memory, published in one step at the end) and sends a smaller
+ * one in one PUT; get sizes its buffer with
  * kvc_stat() and reads the value in pieces pinned to the version it saw
  * (if_version), so a value replaced mid-read fails cleanly instead of
  * producing a file that mixes two versions.
@@ -38,6 +39,8 @@
 #include "kvfs/xfer.h"
 #include "tool_opts.h"
 
+/* Inputs above this stream in reads of this size (put_stream()). */
+#define KVCTL_PUT_CHUNK (8 * KV_MIB)
 /* Inputs above this are PUT from where they lie (put_value()). */
 #define KVCTL_PUT_MR_MIN ((size_t)8 << 20)
 
@@ -57,6 +60,7 @@ enum {
 };
 
 struct ctl {
+	char why[256]; /* put_stream(): a failure of the input, not of the server */
 	struct topt_client cli; /* -s, -p, -a, -t */
 	struct kvc_opts o;      /* built from @cli */
 	struct kvc *kvc;        /* connected lazily by ctl_connect() */
@@ -128,8 +132,9 @@ struct cmd_help {
 static const struct cmd_help cmd_helps[] = {
         {"put", "Usage: " PROG " put [-n] [-m MODE] KEY [FILE|-]\n"
                 "Store the contents of FILE (default and '-': stdin) as the value of KEY,\n"
-                "atomically: readers see the old or the new value.  A regular file is\n"
-                "mapped; a pipe is read fully into memory first.\n"
+                "atomically: readers see the old or the new value.  An input above 8 MiB\n"
+                "streams to the server while it is read (memory stays bounded, any size);\n"
+                "if it fails midway nothing is stored.\n"
                 "  -n, --no-overwrite  fail with status 4 if KEY exists\n"
                 "  -m, --mode MODE     permission bits, octal (default 0644)\n"},
         {"get", "Usage: " PROG " get KEY [FILE|-]\n"
@@ -441,7 +446,7 @@ static void progress_stop(struct progress *p, bool ok)
 /* ------------------------------------------------------------------ */
 /* put                                                                 */
 
-/* Whole input, either mapped (@mapped) or malloc'd. */
+/* An input held in memory: malloc'd (small: cmd_put()). */
 struct input {
 	void *buf;
 	size_t len;
@@ -458,66 +463,6 @@ static void input_free(struct input *in)
 	else
 		free(in->buf);
 	in->buf = NULL;
-}
-
-static int read_all(int fd, struct input *in)
-{
-	size_t cap = 1 << 20, len = 0;
-	char *buf = malloc(cap);
-
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t n;
-
-		if (len == cap) {
-			char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
-
-			if (!nb) {
-				free(buf);
-				return -ENOMEM;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		n = read(fd, buf + len, cap - len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			n = -errno;
-			free(buf);
-			return (int)n;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	in->buf = buf;
-	in->len = len;
-	in->mapped = false;
-	return 0;
-}
-
-static int load_input(int fd, struct input *in)
-{
-	struct stat st;
-
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (S_ISDIR(st.st_mode))
-		return -EISDIR;
-	if (S_ISREG(st.st_mode) && st.st_size > 0) {
-		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-
-		if (p != MAP_FAILED) {
-			in->buf = p;
-			in->len = (size_t)st.st_size;
-			in->mapped = true;
-			return 0;
-		}
-		/* Some file systems cannot map: fall back to reading. */
-	}
-	return read_all(fd, in);
 }
 
 static int parse_mode(const char *s, uint32_t *ret)
@@ -560,6 +505,56 @@ static int put_value(struct ctl *c, const char *key, struct input *in,
 	} else {
 		xfer_mr_dereg(mr);
 	}
+	return r;
+}
+
+/*
+ * PUT what @fd holds beyond the @head bytes already read: streamed as an
+ * upload (kvc_upload_*) in KVCTL_PUT_CHUNK reads, so a file of any size
+ * takes bounded memory; published in one step at the end.  @total (0:
+ * unknown, a pipe) sizes the progress bar.
+ */
+static int put_stream(struct ctl *c, const char *key, int fd, struct input *head,
+                      uint64_t total, const struct kvc_put_opts *po)
+{
+	struct kvc_upload *u;
+	struct progress prog;
+	uint8_t *buf = head->buf;
+	uint64_t off = 0;
+	size_t len = head->len;
+	int r;
+
+	r = kvc_upload_open(c->kvc, key, strlen(key), NULL, &u, NULL);
+	if (r < 0)
+		return r;
+	progress_start(&prog, c, "put", total);
+	for (;;) {
+		ssize_t n;
+
+		r = kvc_upload_write(u, off, buf, len);
+		if (r < 0)
+			break;
+		off += len;
+		atomic_store(&prog.done, off);
+		n = read(fd, buf, KVCTL_PUT_CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			snprintf(c->why, sizeof(c->why), "cannot read the input: %s", strerror(-r));
+			break;
+		}
+		if (n == 0)
+			break;
+		len = (size_t)n;
+	}
+	if (r < 0) {
+		kvc_upload_abort(u);
+		progress_stop(&prog, false);
+		return r;
+	}
+	r = kvc_upload_commit(u, po, NULL);
+	progress_stop(&prog, r == 0);
 	return r;
 }
 
@@ -612,7 +607,44 @@ static int cmd_put(struct ctl *c, int argc, char **argv)
 			return fail(c, key, -EIO, msg, NULL);
 		}
 	}
-	r = load_input(fd, &in);
+	{ /* an input above KVCTL_PUT_CHUNK streams; a smaller one is one PUT */
+		struct stat st;
+		size_t got = 0;
+
+		in.buf = malloc(KVCTL_PUT_CHUNK);
+		r = in.buf ? 0 : -ENOMEM;
+		while (r == 0 && got < KVCTL_PUT_CHUNK) {
+			ssize_t n = read(fd, (char *)in.buf + got, KVCTL_PUT_CHUNK - got);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				r = n < 0 ? -errno : 0;
+				break;
+			}
+			got += (size_t)n;
+		}
+		in.len = got;
+		if (r == 0 && got == KVCTL_PUT_CHUNK) {
+			uint64_t total = fstat(fd, &st) == 0 && S_ISREG(st.st_mode)
+			                         ? (uint64_t)st.st_size
+			                         : 0;
+
+			c->why[0] = '\0';
+			if ((r = ctl_connect(c, key, true)))
+				goto out_close;
+			r = put_stream(c, key, fd, &in, total, &po);
+			if (r < 0 && c->why[0])
+				r = fail(c, key, -EIO, c->why, NULL);
+			else if (r == -EEXIST && po.if_absent)
+				r = fail(c, key, r, "key exists", "drop -n to replace it");
+			else if (r < 0)
+				r = fail_kvc(c, key, r);
+			else
+				r = EX_OK;
+			goto out_close;
+		}
+	}
 	if (fd != STDIN_FILENO)
 		close(fd);
 	if (r < 0) {
@@ -640,6 +672,11 @@ static int cmd_put(struct ctl *c, int argc, char **argv)
 	r = EX_OK;
 out_free:
 	input_free(&in);
+	return r;
+out_close:
+	if (fd != STDIN_FILENO)
+		close(fd);
+	free(in.buf);
 	return r;
 }
 

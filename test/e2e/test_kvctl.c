@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1153,4 +1154,30 @@ Test(kvctl, pin_unpin_exit_codes_and_messages)
 	expect_status(&r, 0, "unpin --help");
 	cr_assert_not_null(strstr(r.out, "Usage: kvctl unpin"), "%s", r.out);
 	run_free(&r);
+}
+
+/* Issue 23: put streams a large input.  A 192 MiB pipe goes up with the
+ * client's memory far below the value's size, and reads back whole. */
+Test(kvctl, put_streams_with_bounded_memory)
+{
+	char cmd[4 * PATH_MAX];
+	struct rusage ru;
+	int st;
+	pid_t pid;
+
+	make_file(tp("big"), 192u << 20, 23);
+	snprintf(cmd, sizeof(cmd), "cat '%s' | exec %s -q --server %s put big", tp("big"),
+	         env_path("KVCTL"), addr);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	cr_assert_eq(wait4(pid, &st, 0, &ru), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "kvctl put failed (%d)", st);
+	/* ru_maxrss (KiB) covers the largest of sh, cat and kvctl */
+	cr_assert_lt(ru.ru_maxrss, 96 * 1024, "kvctl put of 192 MiB held %ld KiB", ru.ru_maxrss);
+	kvctl_ok("get", "get", "big", tp("back"));
+	assert_same_file(tp("big"), tp("back"));
 }
