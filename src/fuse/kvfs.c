@@ -58,7 +58,8 @@ struct node {
 	bool dir;
 	uint64_t nlookup;        /* kernel references */
 	uint64_t cache_version;  /* version whose pages the kernel may keep, */
-	uint64_t cache_epoch;    /* of this server epoch */
+	uint64_t cache_epoch;    /* of this server epoch, */
+	uint64_t cache_size;     /* and its size */
 	uint64_t attr_version;   /* version whose size the kernel last got from us
 	                          * (0: unknown, e.g. while it writes the file), */
 	uint64_t attr_epoch;     /* of this server epoch */
@@ -799,6 +800,7 @@ static void stage_stored(struct kstage *s, const struct kvc_entry *e)
 	if (n) { /* our own bytes: the cache is current */
 		n->cache_version = e->version;
 		n->cache_epoch = e->epoch;
+		n->cache_size = s->len;
 	}
 	pthread_mutex_unlock(&fs.lock);
 }
@@ -917,12 +919,10 @@ static void stage_unref(struct kstage *s)
 
 /* Attributes of a file whose stage holds bytes not yet stored: then fills
  * @e (size, mode, mtime) and returns true. */
-static bool stage_attr_of(struct kstage *s, struct kvc_entry *e, bool loaded_too)
+static bool stage_attr_locked(struct kstage *s, struct kvc_entry *e, bool loaded_too)
 {
-	bool dirty;
+	bool dirty = s->dirty || (loaded_too && s->loaded);
 
-	pthread_mutex_lock(&s->lock);
-	dirty = s->dirty || (loaded_too && s->loaded);
 	if (dirty) {
 		memset(e, 0, sizeof(*e));
 		e->size = s->len;
@@ -932,6 +932,15 @@ static bool stage_attr_of(struct kstage *s, struct kvc_entry *e, bool loaded_too
 		e->uid = s->uid;
 		e->gid = s->gid;
 	}
+	return dirty;
+}
+
+static bool stage_attr_of(struct kstage *s, struct kvc_entry *e, bool loaded_too)
+{
+	bool dirty;
+
+	pthread_mutex_lock(&s->lock);
+	dirty = stage_attr_locked(s, e, loaded_too);
 	pthread_mutex_unlock(&s->lock);
 	return dirty;
 }
@@ -1001,6 +1010,28 @@ static int join_new(const char *parent, const char *name, char *out, size_t cap)
 	return r;
 }
 
+/*
+ * A lookup's STAT @e of a file whose stage @s this mount writes may be
+ * older than the stage: written and stored through a descriptor between
+ * the STAT and now.  The kernel takes the size of a lookup's reply as the
+ * file's (a smaller one cuts the pages of processes that map it, SIGBUS,
+ * and ends reads early), so STAT again under the stage's lock, which every
+ * store holds; or answer with the stage's attributes if it holds bytes not
+ * stored by then.  0 or a negative errno.
+ */
+static int lookup_catch_up(struct kstage *s, const char *key, struct kvc_entry *e)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (stage_attr_locked(s, e, false))
+		e->version = 0; /* written again meanwhile: the kernel sizes it */
+	else if (s->version && s->epoch == e->epoch && s->version > e->version)
+		r = kvc_stat(fs.kvc, key, strlen(key), e);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
 static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
@@ -1035,6 +1066,8 @@ static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 				se.version = 0; /* the kernel sizes it as it writes */
 				e = se;
 				r = 0;
+			} else if (r == 0) {
+				r = lookup_catch_up(s, key, &e);
 			}
 			stage_unref(s);
 		}
@@ -1295,6 +1328,38 @@ static bool open_staged(fuse_req_t req, fuse_ino_t ino, const char *key, struct 
 	return true;
 }
 
+/*
+ * The revalidation @e of an open that shares a stage may be older than
+ * the stage: another descriptor of this mount stored its bytes between
+ * the open's STAT (or GET) and now.  Everything the open tells the kernel
+ * (the size of the file above all: a smaller one cuts the pages of
+ * processes that map it, SIGBUS, and makes reads short) must then be the
+ * stage's version, so STAT again under the stage's lock, which every store
+ * holds.  0 or a negative errno.
+ */
+static int open_catch_up(struct kfile *f, const char *key, struct kvc_entry *e)
+{
+	struct kstage *s = f->st;
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->version && s->epoch == e->epoch && s->version > e->version) {
+		r = kvc_stat(fs.kvc, key, strlen(key), e);
+		if (r == 0) {
+			pthread_mutex_lock(&f->lock);
+			f->version = e->version;
+			f->epoch = e->epoch;
+			f->size = e->size;
+			free(f->head); /* bytes of the older version */
+			f->head = NULL;
+			f->head_len = 0;
+			pthread_mutex_unlock(&f->lock);
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
 static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	char key[KV_KEY_MAX + 1];
@@ -1361,6 +1426,14 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	if (f->st) {
+		r = open_catch_up(f, key, &e);
+		if (r < 0) {
+			kfile_free(f);
+			fuse_reply_err(req, fs_err(r));
+			return;
+		}
+	}
 	if (wr) {
 		struct kstage *s = f->st;
 
@@ -1420,14 +1493,18 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * are in that cache and must not be overwritten with older bytes.
 	 */
 	if (!wr && !fi->keep_cache && !writing && e.size > 0 && f->head_len == e.size && fs.se &&
-	    store_head(ino, head, f->head_len, stale_size) == 0)
+	    store_head(ino, f->head, f->head_len, stale_size) == 0)
 		fi->keep_cache = 1;
 	else if (stale_size && fs.se)
 		fuse_lowlevel_notify_inval_inode(fs.se, ino, -1, 0); /* attributes only */
 	pthread_mutex_lock(&fs.lock);
-	if (n) {
+	/* A descriptor of this mount stored a newer version since the
+	 * revalidation (under its stage's lock, which this open no longer
+	 * holds): what the node knows is newer than @e, keep it. */
+	if (n && !(n->cache_epoch == e.epoch && n->cache_version > e.version)) {
 		n->cache_version = e.version;
 		n->cache_epoch = e.epoch;
+		n->cache_size = e.size;
 		if (wr) {
 			node_learn(n, &e);
 		} else { /* a GET's entry has no owner: the last one learned */
@@ -1532,10 +1609,66 @@ static void read_upload(fuse_req_t req, struct kstage *s, size_t size, off_t off
 	free(buf);
 }
 
+/*
+ * What a descriptor reads goes into the page cache that every descriptor
+ * of the inode on this mount shares, so it must be what the mount holds
+ * now, not what it held when this one was opened: a read-only descriptor
+ * opened before a writer on this mount reads through the writer's stage
+ * (its bytes, or the version it stored), and one whose version this mount
+ * replaced since (stored through another descriptor, or revalidated by a
+ * later open) reads the new version.  (Before, such a read put the bytes
+ * of the open, e.g. those fetched with it, into the cache over what the
+ * writer had just written: sqlite, whose shell opens the database
+ * read-only first, lost committed rows.)  Returns the descriptor's stage,
+ * or NULL.
+ */
+static struct kstage *read_follow(struct kfile *f, uint64_t ino)
+{
+	struct kstage *s = NULL, *st;
+	uint64_t v = 0, size = 0;
+	struct node *n;
+
+	pthread_mutex_lock(&f->lock);
+	st = f->st;
+	pthread_mutex_unlock(&f->lock);
+	if (st)
+		return st;
+	s = stage_ref(ino, false, NULL);
+	pthread_mutex_lock(&f->lock);
+	if (s && !f->st) {
+		f->st = s; /* kfile_free() drops the reference */
+		s = NULL;
+	}
+	st = f->st;
+	pthread_mutex_unlock(&f->lock);
+	if (s)
+		stage_unref(s);
+	if (st)
+		return st;
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(ino);
+	if (n && n->cache_epoch == f->epoch && n->cache_version > f->version) {
+		v = n->cache_version;
+		size = n->cache_size;
+	}
+	pthread_mutex_unlock(&fs.lock);
+	pthread_mutex_lock(&f->lock);
+	if (v > f->version) {
+		f->version = v;
+		f->size = size;
+		free(f->head); /* the open's bytes are of the older version */
+		f->head = NULL;
+		f->head_len = 0;
+	}
+	pthread_mutex_unlock(&f->lock);
+	return NULL;
+}
+
 static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                       struct fuse_file_info *fi)
 {
 	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
+	struct kstage *st = read_follow(f, ino);
 	char key[KV_KEY_MAX + 1];
 	struct kvc_get_opts go = {0};
 	uint64_t sv, sepoch, ssize;
@@ -1544,8 +1677,8 @@ static void kvfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	ssize_t n;
 	int r;
 
-	if (f->st) {
-		struct kstage *s = f->st;
+	if (st) {
+		struct kstage *s = st;
 
 		pthread_mutex_lock(&s->lock);
 		if (s->up) { /* streaming: the bytes written so far are on the server */
