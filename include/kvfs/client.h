@@ -154,7 +154,8 @@ struct kvc_limits {
 	uint64_t max_value;
 	uint64_t max_inline; /* values up to this travel inline (0: never) */
 	uint64_t chunk_size;
-	bool rdma; /* RDMA descriptors are honoured */
+	bool rdma;    /* RDMA descriptors are honoured */
+	bool uploads; /* the server takes uploads (kvc_upload_*; an older one does not) */
 	char server_provider[64];
 	char provider[64]; /* ours ("none" when inline only) */
 };
@@ -250,6 +251,10 @@ ssize_t kvc_get_mr(struct kvc *kvc, const void *key, size_t keylen, uint64_t off
                    struct kvc_entry *ret);
 
 int kvc_stat(struct kvc *kvc, const void *key, size_t keylen, struct kvc_entry *ret);
+/* kvc_stat(), and for a missing key whether its name is a directory (some
+ * key starts with key + "/"): then 1, with *ret its marker's entry ("key/")
+ * or zeros.  One round trip; an older server gets a STAT and a LIST. */
+int kvc_stat_dir(struct kvc *kvc, const void *key, size_t keylen, struct kvc_entry *ret);
 int kvc_delete(struct kvc *kvc, const void *key, size_t keylen, uint64_t if_version);
 int kvc_rename(struct kvc *kvc, const void *src, size_t srclen, const void *dst, size_t dstlen,
                bool no_overwrite, uint64_t *ret_version);

@@ -235,6 +235,7 @@ void kvc_limits(struct kvc *kvc, struct kvc_limits *ret_limits)
 	l.max_inline = kvc->lim.max_inline;
 	l.chunk_size = kvc->lim.chunk_size;
 	l.rdma = kvc->lim.rdma;
+	l.uploads = kvc->lim.features & KVFS__FEATURE__FEATURE_UPLOADS;
 	snprintf(l.server_provider, sizeof(l.server_provider), "%s", kvc->lim.server_provider);
 	snprintf(l.provider, sizeof(l.provider), "%s", l.rdma ? provider_of(kvc) : "none");
 	pthread_mutex_unlock(&kvc->lock);

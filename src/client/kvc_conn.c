@@ -264,6 +264,7 @@ static void hello_limits(struct kvc *kvc, const Kvfs__HelloResponse *h, struct k
 	lim->chunk_size = h->chunk_size;
 	lim->instance = h->has_instance_id ? h->instance_id : 0;
 	lim->max_inflight = h->has_max_inflight ? h->max_inflight : 0;
+	lim->features = h->has_features ? h->features : 0;
 	snprintf(lim->server_provider, sizeof(lim->server_provider), "%s",
 	         h->provider ? h->provider : "none");
 	snprintf(lim->rdma_note, sizeof(lim->rdma_note), "%s", h->rdma_note ? h->rdma_note : "");

@@ -129,6 +129,7 @@ struct kvc_lim {
 	uint64_t chunk_size;   /* server's transfer chunk */
 	uint32_t max_inflight; /* requests the server works on at once, 0 = no limit given */
 	bool rdma;             /* descriptors are honoured */
+	uint64_t features;     /* HelloResponse.features (KVFS__FEATURE__*) */
 	char server_provider[64];
 	char rdma_note[160]; /* !rdma: the server's reason, "" when it gave none */
 };

@@ -59,6 +59,58 @@ int kvc_stat(struct kvc *kvc, const void *key, size_t keylen, struct kvc_entry *
 	return 0;
 }
 
+int kvc_stat_dir(struct kvc *kvc, const void *key, size_t keylen, struct kvc_entry *ret)
+{
+	Kvfs__StatRequest st = KVFS__STAT_REQUEST__INIT;
+	const Kvfs__StatResponse *sr;
+	struct kvc_call *c;
+	struct kvc_op op;
+	bool probe;
+	int r = kvc_key_check("STAT", key, keylen);
+
+	if (r)
+		return r;
+	pthread_mutex_lock(&kvc->lock);
+	probe = kvc->lim.features & KVFS__FEATURE__FEATURE_STAT_DIR;
+	pthread_mutex_unlock(&kvc->lock);
+	if (!probe || keylen >= KV_KEY_MAX) { /* an older server: STAT, then LIST */
+		char pfx[KV_KEY_MAX + 2];
+		struct kvc_list l;
+
+		r = kvc_stat(kvc, key, keylen, ret);
+		if (r != -ENOENT || keylen >= KV_KEY_MAX)
+			return r;
+		memcpy(pfx, key, keylen);
+		pfx[keylen] = '/';
+		pfx[keylen + 1] = '\0';
+		r = kvc_list(kvc, pfx, NULL, NULL, 1, &l);
+		if (r < 0)
+			return r;
+		memset(ret, 0, sizeof(*ret));
+		r = l.n_entries || l.n_prefixes ? 1 : -ENOENT;
+		if (r == 1 && l.n_entries && !strcmp(l.entries[0].key, pfx))
+			*ret = l.entries[0].e;
+		kvc_list_free(&l);
+		return r;
+	}
+	op_init(&op, kvc, "STAT", key, keylen, KVFS__RESPONSE__BODY_STAT);
+	st.key.data = (uint8_t *)(uintptr_t)key;
+	st.key.len = keylen;
+	st.has_dir = st.dir = 1;
+	op.req.stat = &st;
+	r = kvc_op_run(kvc, &op, &c);
+	if (r)
+		return r;
+	sr = c->resp.resp->stat;
+	memset(ret, 0, sizeof(*ret));
+	if (!sr->has_dir || !sr->dir || sr->entry->version)
+		entry_from_pb(sr->entry, c->epoch, ret);
+	r = sr->has_dir && sr->dir ? 1 : 0;
+	kvc_call_put(kvc, c);
+	kvc_errbuf[0] = '\0';
+	return r;
+}
+
 int kvc_delete(struct kvc *kvc, const void *key, size_t keylen, uint64_t if_version)
 {
 	Kvfs__DeleteRequest d = KVFS__DELETE_REQUEST__INIT;

@@ -397,32 +397,16 @@ static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry 
  */
 static int probe(const char *key, struct kvc_entry *e)
 {
-	char pfx[KV_KEY_MAX + 2];
-	struct kvc_list l;
 	int r;
 
 	if (!key[0]) {
 		memset(e, 0, sizeof(*e));
 		return 1;
 	}
-	r = kvc_stat(fs.kvc, key, strlen(key), e);
-	if (r == 0)
-		return 0;
+	/* one round trip: the key, or whether its name is a directory */
+	r = kvc_stat_dir(fs.kvc, key, strlen(key), e);
 	if (r == -EINVAL)
 		return -ENOENT; /* not a valid key (wire_key_check()): cannot exist */
-	if (r != -ENOENT)
-		return r;
-	r = kvfs_path_dir_marker(key, pfx, sizeof(pfx));
-	if (r < 0)
-		return -ENOENT; /* too long to be a directory */
-	r = kvc_list(fs.kvc, pfx, NULL, NULL, 1, &l);
-	if (r < 0)
-		return r;
-	memset(e, 0, sizeof(*e));
-	r = l.n_entries || l.n_prefixes ? 1 : -ENOENT;
-	if (r == 1 && l.n_entries && !strcmp(l.entries[0].key, pfx))
-		*e = l.entries[0].e;
-	kvc_list_free(&l);
 	return r;
 }
 
@@ -751,12 +735,20 @@ static int stage_stream(struct kstage *s, const char *key)
 /* Should a write (or a cut) to @end make @s stream? */
 static bool stream_now(const struct kstage *s, uint64_t end)
 {
+	struct kvc_limits lim;
+	bool want;
+
 	if (!fs.cfg.stream_threshold || s->up)
 		return false;
 	if (s->loaded || s->dirty) /* bytes here: once they grow past the threshold */
-		return end > fs.cfg.stream_threshold;
-	/* none here: rather than load a large value, build on it on the server */
-	return s->version && (s->size > fs.cfg.stream_threshold || end > fs.cfg.stream_threshold);
+		want = end > fs.cfg.stream_threshold;
+	else /* none here: rather than load a large value, build on it on the server */
+		want = s->version &&
+		       (s->size > fs.cfg.stream_threshold || end > fs.cfg.stream_threshold);
+	if (!want)
+		return false;
+	kvc_limits(fs.kvc, &lim); /* once per file: an older server takes no uploads */
+	return lim.uploads;
 }
 
 /*

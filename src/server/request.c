@@ -166,6 +166,8 @@ static void hello_answer(struct conn *c, uint64_t id, uint32_t version, const ui
 	hr.server_id = "kv-server " KVFS_VERSION;
 	hr.has_instance_id = true;
 	hr.instance_id = s->instance;
+	hr.has_features = true;
+	hr.features = KVFS__FEATURE__FEATURE_UPLOADS | KVFS__FEATURE__FEATURE_STAT_DIR;
 	hr.has_rdma = true;
 	hr.rdma = c->rdma;
 	if (!c->rdma && rdma_note)
@@ -1210,6 +1212,17 @@ out_free:
 /* ------------------------------------------------------------------ */
 /* STAT, DELETE, RENAME, SETATTR: one store call each                  */
 
+static int stat_dir_cb(void *arg, const char *name, size_t namelen, const struct store_item *it,
+                       bool prefix)
+{
+	(void)name;
+	(void)namelen;
+	(void)it;
+	(void)prefix;
+	*(bool *)arg = true;
+	return 0;
+}
+
 static void req_stat(struct conn *c, const Kvfs__Request *rq)
 {
 	struct srv *s = c->srv;
@@ -1226,11 +1239,33 @@ static void req_stat(struct conn *c, const Kvfs__Request *rq)
 	if (req_key(c, rq->id, &rq->stat->key, kb, &key, &klen))
 		return;
 	r = store_lookup(s->store, key, klen, &it);
+	if (r == -ENOENT && rq->stat->has_dir && rq->stat->dir && klen < KV_KEY_MAX) {
+		/* a directory: a key below it; its marker's entry when it has one */
+		char pfx[KV_KEY_MAX];
+		bool below = false;
+		struct store_list_req lr = {.prefix = pfx, .prefixlen = klen + 1, .limit = 1};
+
+		memcpy(pfx, key, klen);
+		pfx[klen] = '/';
+		store_list(s->store, &lr, stat_dir_cb, &below, NULL);
+		if (below) {
+			if (store_lookup(s->store, pfx, klen + 1, &it) == 0) {
+				fill_entry(s->store, &e, it, conn_strip(c));
+			} else {
+				e.key.data = (uint8_t *)pfx + conn_strip(c);
+				e.key.len = klen + 1 - conn_strip(c);
+			}
+			sr.has_dir = sr.dir = true;
+			r = 0;
+			goto answer;
+		}
+	}
 	if (r < 0) {
 		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
 		return;
 	}
 	fill_entry(s->store, &e, it, conn_strip(c));
+answer:
 	sr.entry = &e;
 	resp.body_case = KVFS__RESPONSE__BODY_STAT;
 	resp.stat = &sr;

@@ -1192,3 +1192,34 @@ Test(client_tcp, deadline_while_server_stopped, .timeout = 60)
 	kvc_close(kvc);
 	srv_done(&s);
 }
+
+/* kvc_stat_dir(): a file, a directory with a marker, one without, and a
+ * missing name, in one round trip each (issue 23: a new file's lookup). */
+Test(client, stat_dir_tells_files_and_directories)
+{
+	struct srv s = {0};
+	struct kvc_entry e;
+	struct kvc *kvc;
+	uint64_t stats0;
+
+	srv_start(&s, "none");
+	kvc = connect_to(&s, "none");
+	cr_assert_eq(kvc_put(kvc, "f", 1, "x", 1, NULL, NULL), 0);
+	cr_assert_eq(kvc_put(kvc, "d/", 2, "", 0, &(struct kvc_put_opts){.mode = 0700}, NULL), 0);
+	cr_assert_eq(kvc_put(kvc, "d/a", 3, "y", 1, NULL, NULL), 0);
+	cr_assert_eq(kvc_put(kvc, "implicit/b/c", 12, "z", 1, NULL, NULL), 0);
+	stats0 = counter(kvc, "stat_calls");
+	cr_assert_eq(kvc_stat_dir(kvc, "f", 1, &e), 0, "%s", kvc_strerror());
+	cr_assert_eq(e.size, 1);
+	cr_assert_eq(kvc_stat_dir(kvc, "d", 1, &e), 1, "%s", kvc_strerror());
+	cr_assert_eq(e.mode, 0700, "the marker's entry");
+	cr_assert_neq(e.version, 0);
+	cr_assert_eq(kvc_stat_dir(kvc, "implicit", 8, &e), 1);
+	cr_assert_eq(e.version, 0, "no marker: an empty entry");
+	cr_assert_eq(kvc_stat_dir(kvc, "implicit/b", 10, &e), 1);
+	cr_assert_eq(kvc_stat_dir(kvc, "nothing", 7, &e), -ENOENT);
+	cr_assert_eq(kvc_stat_dir(kvc, "d/a/x", 5, &e), -ENOENT);
+	cr_assert_eq(counter(kvc, "stat_calls") - stats0, 6, "one STAT each, no LIST");
+	kvc_close(kvc);
+	srv_done(&s);
+}
