@@ -73,6 +73,8 @@ struct cfg {
 	bool keys_given;   /* --keys on the command line */
 	unsigned read_pct; /* --op mixed: percentage of GETs */
 	bool zero_copy;    /* registered buffers, kvc_*_mr */
+	bool stream;       /* PUTs as uploads (kvc_upload_*) in --part pieces */
+	uint64_t part;     /* --stream: bytes per kvc_upload_write() */
 	bool json;
 };
 
@@ -158,6 +160,9 @@ static void usage(FILE *f)
 	        "  -p, --provider NAME      auto|tcp|shm|verbs|efa|none (default auto)\n"
 	        "  -Z, --zero-copy          move values straight into/out of registered buffers\n"
 	        "                           (kvc_get_mr/kvc_put_mr) instead of plain memory\n"
+	        "      --stream[=SIZE]      PUT as an upload (kvc_upload_*: streamed in parts,\n"
+	        "                           published at the end), written SIZE bytes at a\n"
+	        "                           time (default 1M)\n"
 	        "  -D, --depth D            requests in flight per connection, asynchronous\n"
 	        "                           (default 1 = synchronous; D > 1 needs --zero-copy)\n"
 	        "  -r, --read-pct P         --op mixed: percentage of GETs (default 90)\n"
@@ -336,6 +341,19 @@ static int do_put(struct worker *w, uint64_t k)
 	const struct bench *b = w->b;
 	const char *key = key_name(b, k);
 
+	if (b->c.stream) {
+		const uint8_t *val = b->pat + val_off(k);
+		struct kvc_upload *u;
+		int r = kvc_upload_open(w->kvc, key, strlen(key), NULL, &u, NULL);
+
+		for (uint64_t off = 0; r == 0 && off < b->c.size; off += b->c.part)
+			r = kvc_upload_write(u, off, val + off, KV_MIN(b->c.part, b->c.size - off));
+		if (r == 0)
+			return kvc_upload_commit(u, NULL, NULL);
+		if (u)
+			kvc_upload_abort(u);
+		return r;
+	}
 	if (b->c.zero_copy)
 		return kvc_put_mr(w->kvc, key, strlen(key), w->pat_mr, val_off(k), b->c.size, NULL,
 		                  NULL);
@@ -613,7 +631,7 @@ static const struct topt_tool tool = {.prog = PROG, .usage = usage};
 
 static int parse_args(int argc, char **argv, struct cfg *c)
 {
-	enum { O_PREFIX = 256 };
+	enum { O_PREFIX = 256, O_STREAM };
 	static const struct option lo[] = {
 	        TOPT_CLIENT_LONG,
 	        {"op", required_argument, NULL, 'o'},
@@ -625,6 +643,7 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 	        {"depth", required_argument, NULL, 'D'},
 	        {"read-pct", required_argument, NULL, 'r'},
 	        {"prefix", required_argument, NULL, O_PREFIX},
+	        {"stream", optional_argument, NULL, O_STREAM},
 	        {"json", no_argument, NULL, 'j'},
 	        {0},
 	};
@@ -706,6 +725,17 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 		case O_PREFIX:
 			c->prefix = optarg;
 			break;
+		case O_STREAM:
+			c->stream = true;
+			c->part = 1 << 20;
+			if (optarg && topt_parse_size(optarg, 1, KV_GIB, &c->part) < 0) {
+				fprintf(stderr,
+				        PROG ": --stream: '%s' is not a size from 1 byte to 1G "
+				             "(e.g. 1M)\n",
+				        optarg);
+				return -EINVAL;
+			}
+			break;
 		case 'j':
 			c->json = true;
 			break;
@@ -714,6 +744,10 @@ static int parse_args(int argc, char **argv, struct cfg *c)
 	if (optind < argc) {
 		fprintf(stderr, PROG ": unexpected argument '%s'. Try '" PROG " --help'.\n",
 		        argv[optind]);
+		return -EINVAL;
+	}
+	if (c->stream && (c->zero_copy || c->depth > 1)) {
+		fprintf(stderr, PROG ": --stream goes with neither --zero-copy nor --depth\n");
 		return -EINVAL;
 	}
 	if (c->depth > 1 && !c->zero_copy) {
@@ -781,14 +815,15 @@ static void report(const struct bench *b, const struct result *res)
 		printf(",\"provider\":");
 		kv_json_str(stdout, b->provider);
 		printf(",\"op\":\"%s\",\"size\":%" PRIu64 ",\"concurrency\":%u,\"depth\":%u,"
-		       "\"zero_copy\":%s,\"keys\":%" PRIu64 ",\"read_pct\":%u,\"load_s\":%.3f,"
+		       "\"zero_copy\":%s,\"stream\":%s,\"keys\":%" PRIu64
+		       ",\"read_pct\":%u,\"load_s\":%.3f,"
 		       "\"duration_s\":%.3f,\"ops\":%" PRIu64 ",\"gets\":%" PRIu64
 		       ",\"puts\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"ops_per_s\":%.1f,"
 		       "\"gb_per_s\":%.4f,\"lat_us\":{\"mean\":%.2f,\"p50\":%.2f,\"p99\":%.2f,"
 		       "\"p999\":%.2f,\"max\":%.2f},\"errors\":%" PRIu64 ",\"short_reads\":%" PRIu64
 		       ",\"verified\":%" PRIu64 ",\"mismatches\":%" PRIu64,
 		       op_name(c->op), c->size, c->conns, c->depth, c->zero_copy ? "true" : "false",
-		       c->keys,
+		       c->stream ? "true" : "false", c->keys,
 		       c->op == OP_MIXED ? c->read_pct
 		       : c->op == OP_GET ? 100u
 		                         : 0u,
@@ -809,8 +844,11 @@ static void report(const struct bench *b, const struct result *res)
 	printf(PROG ": %s %s x %u connection%s (depth %u%s), %" PRIu64
 	            " keys, provider %s, server %s\n",
 	       op_name(c->op), kv_fmt_size(c->size, sz, sizeof(sz)), c->conns,
-	       c->conns == 1 ? "" : "s", c->depth, c->zero_copy ? ", zero copy" : "", c->keys,
-	       b->provider, c->cli.server);
+	       c->conns == 1 ? "" : "s", c->depth,
+	       c->zero_copy ? ", zero copy"
+	       : c->stream  ? ", streamed"
+	                    : "",
+	       c->keys, b->provider, c->cli.server);
 	printf("  load       %.2f s\n", res->load_secs);
 	if (c->duration > 0) {
 		printf("  ops        %" PRIu64 " in %.2f s (%" PRIu64 " GET, %" PRIu64 " PUT)\n",

@@ -60,7 +60,7 @@ enum {
 };
 
 struct ctl {
-	char why[256]; /* put_stream(): a failure of the input, not of the server */
+	char why[256];          /* put_stream(): a failure of the input, not of the server */
 	struct topt_client cli; /* -s, -p, -a, -t */
 	struct kvc_opts o;      /* built from @cli */
 	struct kvc *kvc;        /* connected lazily by ctl_connect() */
@@ -514,8 +514,8 @@ static int put_value(struct ctl *c, const char *key, struct input *in,
  * takes bounded memory; published in one step at the end.  @total (0:
  * unknown, a pipe) sizes the progress bar.
  */
-static int put_stream(struct ctl *c, const char *key, int fd, struct input *head,
-                      uint64_t total, const struct kvc_put_opts *po)
+static int put_stream(struct ctl *c, const char *key, int fd, struct input *head, uint64_t total,
+                      const struct kvc_put_opts *po)
 {
 	struct kvc_upload *u;
 	struct progress prog;
