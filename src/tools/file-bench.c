@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * file-bench: read every regular file under a directory with N threads.
+ * file-bench: read every regular file under a directory with N threads, or
+ * (--write) create N new files of one size in it.
  *
  * The reader for scripts/bench's many-small-files measurement.  Unlike
  * `find | xargs -P16 cat`, which forks a process per batch and maps a fresh
@@ -18,7 +19,14 @@
  * plus system time (all its threads), in seconds ("-" for a process that
  * could not be read at the start or the end):
  *   cpu_busy_s=S cpu_idle_s=S cpu_pids_s=S[,S...]
- * Exit status: 0 if every file was read, 1 if any failed, 2 on bad usage.
+ * With --write --files N --size SIZE the threads instead take the names
+ * DIR/f0000000 .. DIR/f<N-1> in order and each one creates its file
+ * (O_CREAT | O_EXCL: the files must be new), writes SIZE bytes in writes of
+ * --buf bytes and closes it; a failed open, write or close (a network file
+ * system reports at close what it could not store) is counted as above.
+ * The line is the same, bytes counting the bytes written.
+ * Exit status: 0 if every file was read (written), 1 if any failed, 2 on
+ * bad usage.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -52,6 +60,10 @@ static atomic_uint_fast64_t total_bytes;
 static atomic_uint_fast64_t errors;
 static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
 static size_t buf_size = 128 * 1024;
+/* --write: make nwrite files of write_size bytes under write_dir */
+static const char *write_dir;
+static size_t nwrite;
+static uint64_t write_size = 4096;
 
 #define CPU_PIDS_MAX 8
 
@@ -100,17 +112,24 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 	        "Usage: %s [--threads N] [--buf BYTES] [--cpu PID[,PID...]] DIR\n"
+	        "       %s --write --files N [--size SIZE] [--threads N] [--buf BYTES]\n"
+	        "          [--cpu PID[,PID...]] DIR\n"
 	        "Read every regular file under DIR to its end with N threads (default 16),\n"
 	        "each thread with one buffer of BYTES (default 131072; or e.g. 64K), and print\n"
 	        "  files=N bytes=N seconds=S files_per_s=R errors=N\n"
-	        "The walk that lists the files is not timed.  With --cpu the line adds the\n"
+	        "The walk that lists the files is not timed.\n"
+	        "With --write, create N new files DIR/f0000000 .. (DIR must exist, the files\n"
+	        "must not: O_EXCL) with the threads, each file written with SIZE bytes\n"
+	        "(default 4096; e.g. 4K, 1M) in writes of BYTES and closed; the same line\n"
+	        "follows, bytes counting what was written.  With --cpu the line adds the\n"
 	        "CPU-seconds of the timed part: all CPUs busy and idle, and each PID's\n"
 	        "(up to %d; e.g. the file system daemon and its server; \"-\" when one\n"
 	        "could not be read):\n"
 	        "  cpu_busy_s=S cpu_idle_s=S cpu_pids_s=S[,S...]\n"
-	        "Exit 0 when every file was read, 1 when any open or read failed (the first\n"
-	        "failure is printed).  --help prints this, --version the version.\n",
-	        PROG, CPU_PIDS_MAX);
+	        "Exit 0 when every file was read (written), 1 when any open, read, write or\n"
+	        "close failed (the first failure is printed).  --help prints this, --version\n"
+	        "the version.\n",
+	        PROG, PROG, CPU_PIDS_MAX);
 }
 
 static int list_add(struct list *l, const char *path)
@@ -214,6 +233,50 @@ static void *reader(void *arg)
 	return NULL;
 }
 
+/* --write: create, fill and close files until none are left. */
+static void *writer(void *arg)
+{
+	char *buf = malloc(buf_size), path[4096];
+	uint64_t bytes = 0;
+
+	(void)arg;
+	if (!buf) {
+		note_error("allocate a buffer for", "a writer", ENOMEM);
+		return NULL;
+	}
+	for (size_t i = 0; i < buf_size; i++)
+		buf[i] = (char)(i * 131u + 7u);
+	for (;;) {
+		size_t i = atomic_fetch_add(&next_file, 1);
+		uint64_t left = write_size;
+		int fd;
+
+		if (i >= nwrite)
+			break;
+		snprintf(path, sizeof(path), "%s/f%07zu", write_dir, i);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd < 0) {
+			note_error("create", path, errno);
+			continue;
+		}
+		while (left) {
+			ssize_t n = write(fd, buf, left < buf_size ? (size_t)left : buf_size);
+
+			if (n <= 0) {
+				note_error("write", path, n < 0 ? errno : EIO);
+				break;
+			}
+			left -= (uint64_t)n;
+			bytes += (uint64_t)n;
+		}
+		if (close(fd) < 0 && !left)
+			note_error("close", path, errno);
+	}
+	atomic_fetch_add(&total_bytes, bytes);
+	free(buf);
+	return NULL;
+}
+
 static const struct topt_tool tool = {.prog = PROG, .usage = usage};
 
 /* Append --cpu PID[,PID...] to the *@n entries of @pids (CPU_PIDS_MAX at
@@ -237,11 +300,14 @@ static int add_pids(const char *arg, int *pids, size_t *n)
 
 int main(int argc, char **argv)
 {
-	enum { O_THREADS = 256, O_BUF, O_CPU };
+	enum { O_THREADS = 256, O_BUF, O_CPU, O_WRITE, O_FILES, O_SIZE };
 	static const struct option lo[] = {
 	        {"threads", required_argument, NULL, O_THREADS},
 	        {"buf", required_argument, NULL, O_BUF},
 	        {"cpu", required_argument, NULL, O_CPU},
+	        {"write", no_argument, NULL, O_WRITE},
+	        {"files", required_argument, NULL, O_FILES},
+	        {"size", required_argument, NULL, O_SIZE},
 	        {"help", no_argument, NULL, 'h'},
 	        {"version", no_argument, NULL, 'V'},
 	        {0},
@@ -255,7 +321,8 @@ int main(int argc, char **argv)
 	struct cpu_snap c0, c1;
 	int pids[CPU_PIDS_MAX];
 	size_t npids = 0;
-	bool cpu = false;
+	bool cpu = false, wr = false;
+	size_t nfiles = 0;
 	double secs;
 	size_t started = 0;
 
@@ -290,6 +357,25 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case O_WRITE:
+			wr = true;
+			break;
+		case O_FILES:
+			if (topt_parse_uint(optarg, 1, 100000000, &v)) {
+				fprintf(stderr, "%s: --files wants 1..100000000, not %s\n", PROG,
+				        optarg);
+				return 2;
+			}
+			nwrite = (size_t)v;
+			break;
+		case O_SIZE:
+			if (topt_parse_size(optarg, 0, (uint64_t)1 << 40, &v)) {
+				fprintf(stderr, "%s: --size wants 0..1T bytes, not %s\n", PROG,
+				        optarg);
+				return 2;
+			}
+			write_size = v;
+			break;
 		default:
 			fprintf(stderr, "%s: unexpected argument %s (see --help)\n", PROG,
 			        argv[optind - 1]);
@@ -306,11 +392,28 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	dir = argv[optind];
-	if (walk(dir))
-		return 1;
-	if (files.n == 0) {
-		fprintf(stderr, "%s: no regular files under %s\n", PROG, dir);
-		return 1;
+	if (wr != (nwrite > 0)) {
+		fprintf(stderr, "%s: --write and --files N go together (see --help)\n", PROG);
+		return 2;
+	}
+	if (wr) {
+		struct stat st;
+
+		if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+			fprintf(stderr, "%s: %s is not a directory to write in (make it first)\n",
+			        PROG, dir);
+			return 1;
+		}
+		write_dir = dir;
+		nfiles = nwrite;
+	} else {
+		if (walk(dir))
+			return 1;
+		if (files.n == 0) {
+			fprintf(stderr, "%s: no regular files under %s\n", PROG, dir);
+			return 1;
+		}
+		nfiles = files.n;
 	}
 	tids = calloc(nthreads, sizeof(*tids));
 	if (!tids) {
@@ -321,10 +424,10 @@ int main(int argc, char **argv)
 		cpu_snap(&c0, pids, npids);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (; started < nthreads; started++) {
-		int r = pthread_create(&tids[started], NULL, reader, NULL);
+		int r = pthread_create(&tids[started], NULL, wr ? writer : reader, NULL);
 
 		if (r) {
-			fprintf(stderr, "%s: cannot start reader %zu: %s\n", PROG, started,
+			fprintf(stderr, "%s: cannot start thread %zu: %s\n", PROG, started,
 			        strerror(r));
 			break;
 		}
@@ -335,8 +438,8 @@ int main(int argc, char **argv)
 	if (cpu)
 		cpu_snap(&c1, pids, npids);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	printf("files=%zu bytes=%llu seconds=%.3f files_per_s=%.0f errors=%llu", files.n,
-	       (unsigned long long)atomic_load(&total_bytes), secs, (double)files.n / secs,
+	printf("files=%zu bytes=%llu seconds=%.3f files_per_s=%.0f errors=%llu", nfiles,
+	       (unsigned long long)atomic_load(&total_bytes), secs, (double)nfiles / secs,
 	       (unsigned long long)atomic_load(&errors));
 	if (cpu) {
 		double hz = (double)sysconf(_SC_CLK_TCK);

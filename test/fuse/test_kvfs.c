@@ -861,6 +861,64 @@ Test(kvfs, file_bench_reads_the_mount)
 	cr_assert_eq(sh("%s %s 2>/dev/null", fb, mp(0, "fb-empty")), 1);
 }
 
+/* file-bench --write (the bench's small-file writer) on a mount: 100 new
+ * files of 4 KiB and 3 streamed ones of 5 MiB (past stream_threshold),
+ * every one read back on a second mount with its size and bytes; a second
+ * run over the same names fails (O_EXCL), and bad usage is 2. */
+Test(kvfs, file_bench_writes_the_mount)
+{
+	const char *fb = env_bin("FILE_BENCH");
+	unsigned long long files = 0, bytes = 0, errors = 1;
+	int m1 = env_mount(NULL);
+	char cmd[1024], out[512] = "";
+	FILE *p;
+
+	/* what every write of --buf 131072 holds: byte i is i * 131 + 7 */
+	p = fopen(sp("fbw-pat"), "w");
+	cr_assert_not_null(p);
+	for (unsigned i = 0; i < 131072; i++)
+		fputc((int)((i * 131u + 7u) & 0xff), p);
+	cr_assert_eq(fclose(p), 0);
+	cr_assert_eq(sh("mkdir %s %s", mp(0, "fbw"), mp(0, "fbw-big")), 0);
+	snprintf(cmd, sizeof(cmd), "%s --write --files 100 --size 4096 --threads 8 --cpu %d,%d %s",
+	         fb, (int)E.kvfs_pid[0], (int)E.srv_pid, mp(0, "fbw"));
+	p = popen(cmd, "r");
+	cr_assert_not_null(p);
+	cr_assert_not_null(fgets(out, sizeof(out), p), "file-bench printed nothing");
+	cr_assert_eq(pclose(p), 0, "file-bench --write failed: %s", out);
+	cr_assert_eq(sscanf(out, "files=%llu bytes=%llu seconds=%*f files_per_s=%*f errors=%llu",
+	                    &files, &bytes, &errors),
+	             3, "unexpected output: %s", out);
+	cr_assert_eq(files, 100, "%s", out);
+	cr_assert_eq(bytes, 100 * 4096, "%s", out);
+	cr_assert_eq(errors, 0, "%s", out);
+	cr_assert(strstr(out, " cpu_pids_s="), "%s", out);
+	cr_assert_eq(sh("%s --write --files 3 --size 5M --threads 3 %s >/dev/null", fb,
+	                mp(0, "fbw-big")),
+	             0);
+
+	/* on the other mount: the names, the sizes, the bytes */
+	cr_assert_eq(sh("test $(ls %s | wc -l) = 100 && test $(ls %s | wc -l) = 3", mp(m1, "fbw"),
+	                mp(m1, "fbw-big")),
+	             0);
+	cr_assert_eq(sh("head -c 4096 %s >%s", sp("fbw-pat"), sp("fbw-4k")), 0);
+	cr_assert_eq(sh("for i in $(seq 0 99); do cmp %s %s/$(printf f%%07d $i) || exit 1; done",
+	                sp("fbw-4k"), mp(m1, "fbw")),
+	             0, "a 4 KiB file differs");
+	cr_assert_eq(sh("for i in $(seq 1 40); do cat %s; done | head -c 5242880 >%s",
+	                sp("fbw-pat"), sp("fbw-5m")),
+	             0);
+	cr_assert_eq(sh("for i in 0 1 2; do cmp %s %s/f000000$i || exit 1; done", sp("fbw-5m"),
+	                mp(m1, "fbw-big")),
+	             0, "a 5 MiB file differs");
+
+	/* the files exist now: O_EXCL fails every create, exit 1 */
+	cr_assert_eq(sh("%s --write --files 100 %s >/dev/null 2>&1", fb, mp(0, "fbw")), 1);
+	cr_assert_eq(sh("%s --write %s 2>/dev/null", fb, mp(0, "fbw")), 2);
+	cr_assert_eq(sh("%s --files 3 %s 2>/dev/null", fb, mp(0, "fbw")), 2);
+	cr_assert_eq(sh("%s --write --files 3 %s 2>/dev/null", fb, mp(0, "no-such-dir")), 1);
+}
+
 /* ------------------------------------------------------------------ */
 /* One state per inode on a mount (issue 22)                           */
 
