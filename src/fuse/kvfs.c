@@ -93,6 +93,7 @@ struct kstage {
 	uint64_t size;    /* that version's size */
 	uint32_t mode;
 	int64_t mtime_ns; /* set by utimensat after the last write; 0 = the PUT's time */
+	int64_t atime_ns; /* the server's atime, or set by utimensat (0: unknown) */
 	bool has_owner;   /* uid, gid known (from the server, or set here) */
 	uint32_t uid, gid;
 	bool owner_set;   /* set on this mount (create, chown) and not yet stored: the
@@ -121,6 +122,7 @@ struct kfile {
 	uint64_t epoch;   /* server epoch of that version */
 	uint64_t size;    /* size at open */
 	bool writable;
+	bool reads;        /* opened for reading: its close is an access (relatime) */
 	struct kstage *st; /* the inode's write state: writable opens, and read-only
 	                    * ones made while it existed (they see its bytes) */
 	/* read-only opens: the value's first bytes, fetched by open's GET */
@@ -351,21 +353,33 @@ static int fs_err(int r)
 	}
 }
 
+static struct timespec ns_timespec(int64_t ns)
+{
+	struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+
+	return ts;
+}
+
 static void fill_file_attr(struct stat *st, uint64_t ino, const struct kvc_entry *e)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
 	/* a link's permissions are never checked: lrwxrwxrwx, as on Linux */
 	st->st_mode = e->type == KVC_TYPE_SYMLINK ? S_IFLNK | 0777 : S_IFREG | (e->mode & 07777);
+	if (e->type == KVC_TYPE_SPECIAL && (e->mode & S_IFMT)) {
+		/* a fifo, socket or device: the kernel gives it its semantics */
+		st->st_mode = e->mode & (S_IFMT | 07777);
+		st->st_rdev = (dev_t)e->rdev;
+	}
 	st->st_nlink = 1;
 	st->st_uid = e->has_owner ? e->uid : fs.uid;
 	st->st_gid = e->has_owner ? e->gid : fs.gid;
 	st->st_size = (off_t)e->size;
 	st->st_blksize = 1 << 20;
 	st->st_blocks = (blkcnt_t)((e->size + 511) / 512);
-	st->st_mtim.tv_sec = e->mtime_ns / 1000000000;
-	st->st_mtim.tv_nsec = e->mtime_ns % 1000000000;
-	st->st_atim = st->st_ctim = st->st_mtim;
+	st->st_mtim = ns_timespec(e->mtime_ns);
+	st->st_ctim = ns_timespec(e->ctime_ns ? e->ctime_ns : e->mtime_ns);
+	st->st_atim = ns_timespec(e->atime_ns ? e->atime_ns : e->mtime_ns);
 }
 
 static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry *marker)
@@ -378,12 +392,13 @@ static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry 
 	st->st_gid = marker && marker->has_owner ? marker->gid : fs.gid;
 	st->st_blksize = 4096;
 	if (marker && marker->mtime_ns) {
-		st->st_mtim.tv_sec = marker->mtime_ns / 1000000000;
-		st->st_mtim.tv_nsec = marker->mtime_ns % 1000000000;
+		st->st_mtim = ns_timespec(marker->mtime_ns);
+		st->st_ctim = ns_timespec(marker->ctime_ns ? marker->ctime_ns : marker->mtime_ns);
+		st->st_atim = ns_timespec(marker->atime_ns ? marker->atime_ns : marker->mtime_ns);
 	} else {
 		st->st_mtim.tv_sec = fs.mount_time;
+		st->st_atim = st->st_ctim = st->st_mtim;
 	}
-	st->st_atim = st->st_ctim = st->st_mtim;
 }
 
 /*
@@ -628,6 +643,7 @@ static struct kstage *stage_new(uint64_t ino, const struct kvc_entry *e)
 		s->epoch = e->epoch;
 		s->size = e->size;
 		s->mode = e->mode;
+		s->atime_ns = e->atime_ns;
 		s->has_owner = e->has_owner;
 		s->uid = e->uid;
 		s->gid = e->gid;
@@ -815,6 +831,9 @@ static bool stage_attr_of(struct kstage *s, struct kvc_entry *e, bool loaded_too
 		e->size = s->len;
 		e->mode = s->mode;
 		e->mtime_ns = s->mtime_ns ? s->mtime_ns : s->dirty_ns;
+		/* changed content: a new ctime (when it changed, at the latest) */
+		e->ctime_ns = KV_MAX(e->mtime_ns, s->dirty_ns);
+		e->atime_ns = s->atime_ns ? s->atime_ns : e->mtime_ns;
 		e->has_owner = s->has_owner;
 		e->uid = s->uid;
 		e->gid = s->gid;
@@ -1225,6 +1244,7 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	f->reads = (fi->flags & O_ACCMODE) != O_WRONLY;
 	f->version = e.version;
 	f->epoch = e.epoch;
 	f->size = e.size;
@@ -1677,12 +1697,52 @@ static void kvfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse
 	kvfs_flush(req, ino, fi);
 }
 
+/*
+ * Atimes, relatime-like and without a server call per read: the close of
+ * a descriptor opened for reading is the access (the kernel serves cached
+ * pages without asking kvfs, so reads cannot be counted), and it is told
+ * to the server only when the atime the open learned is not after the
+ * mtime or the ctime, or is a day old; the server moves the atime forward
+ * only.  Called after the RELEASE was answered.
+ */
+#define KVFS_RELATIME_NS (24LL * 3600 * 1000000000)
+
+static void access_push(uint64_t ino)
+{
+	char key[KV_KEY_MAX + 1];
+	struct kvc_setattr_opts so = {.set = KVC_ACCESSED};
+	struct timespec ts;
+	struct node *n;
+	bool push = true;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	so.atime_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(ino);
+	if (!n || n->dir || key_orphan(n->path) || strlen(n->path) >= sizeof(key)) {
+		pthread_mutex_unlock(&fs.lock);
+		return;
+	}
+	strcpy(key, n->path);
+	if (n->open_e.version) { /* what the last open learned */
+		const struct kvc_entry *e = &n->open_e;
+
+		push = e->atime_ns <= e->mtime_ns || e->atime_ns <= e->ctime_ns ||
+		       so.atime_ns - e->atime_ns >= KVFS_RELATIME_NS;
+		if (push)
+			n->open_e.atime_ns = so.atime_ns; /* told once */
+	}
+	pthread_mutex_unlock(&fs.lock);
+	if (push && kvc_setattr(fs.kvc, key, strlen(key), &so, NULL) < 0)
+		KV_DEBUG(TAG, "atime of %s not stored: %s", key, kvc_strerror());
+}
+
 static void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
 	struct kstage *s = f->st;
+	bool reads = f->reads;
 
-	(void)ino;
 	if (s && f->writable) { /* e.g. mmap'd pages written after the close */
 		pthread_mutex_lock(&s->lock);
 		if (s->dirty && stage_store(s) < 0)
@@ -1691,6 +1751,8 @@ static void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	}
 	kfile_free(f);
 	fuse_reply_err(req, 0);
+	if (reads)
+		access_push(ino);
 }
 
 /* Truncate the value of @key to @size with no open file: read, cut, PUT. */
@@ -1732,7 +1794,22 @@ static int64_t setattr_mtime(const struct stat *attr, int to_set)
 	return -1;
 }
 
-/* What a SETATTR asks to change of mode, mtime and owner, as kvc_setattr()
+/* The atime a SETATTR asks for (utimensat), in ns since the epoch; -1 if
+ * none. */
+static int64_t setattr_atime(const struct stat *attr, int to_set)
+{
+	struct timespec ts;
+
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	}
+	if (to_set & FUSE_SET_ATTR_ATIME)
+		return (int64_t)attr->st_atim.tv_sec * 1000000000 + attr->st_atim.tv_nsec;
+	return -1;
+}
+
+/* What a SETATTR asks to change of mode, times and owner, as kvc_setattr()
  * takes it.  The uid or gid left out of a chown is filled from @cur (the
  * key's entry: its owner, or the mount's when it has none), so the server
  * always gets both. */
@@ -1747,6 +1824,9 @@ static void setattr_opts(const struct stat *attr, int to_set, const struct kvc_e
 	o->mtime_ns = setattr_mtime(attr, to_set);
 	if (o->mtime_ns >= 0)
 		o->set |= KVC_SET_MTIME;
+	o->atime_ns = setattr_atime(attr, to_set);
+	if (o->atime_ns >= 0)
+		o->set |= KVC_SET_ATIME;
 	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		o->set |= KVC_SET_UID | KVC_SET_GID;
 		o->uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid
@@ -1788,7 +1868,9 @@ static int dir_setattr(const char *key, const struct stat *attr, int to_set)
 		po.uid = (so.set & KVC_SET_UID) ? so.uid : fs.uid;
 		po.gid = (so.set & KVC_SET_GID) ? so.gid : fs.gid;
 		r = kvc_put(fs.kvc, marker, strlen(marker), "", 0, &po, NULL);
-		if (r == -EEXIST) /* made meanwhile */
+		if (r == -EEXIST || (r == 0 && (so.set & KVC_SET_ATIME))) /* made meanwhile; or
+		                                                           * the atime, which a
+		                                                           * PUT does not set */
 			r = kvc_setattr(fs.kvc, marker, strlen(marker), &so, NULL);
 	}
 	return r;
@@ -1829,6 +1911,8 @@ static int orphan_setattr(uint64_t ino, const struct stat *attr, int to_set)
 	}
 	if (r == 0 && setattr_mtime(attr, to_set) >= 0)
 		s->mtime_ns = setattr_mtime(attr, to_set);
+	if (r == 0 && setattr_atime(attr, to_set) >= 0)
+		s->atime_ns = setattr_atime(attr, to_set);
 	pthread_mutex_unlock(&s->lock);
 	stage_unref(s);
 	return r;
@@ -1888,7 +1972,8 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 		}
 	}
 	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW |
-	              FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+	              FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_UID |
+	              FUSE_SET_ATTR_GID)) {
 		struct kstage *s = stage_ref(ino, false, NULL);
 		struct kvc_setattr_opts so;
 		struct kvc_entry cur = {0};
@@ -1912,6 +1997,8 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 				s->mode = so.mode;
 			if (so.set & KVC_SET_MTIME)
 				s->mtime_ns = so.mtime_ns;
+			if (so.set & KVC_SET_ATIME)
+				s->atime_ns = so.atime_ns;
 			if (so.set & KVC_SET_UID) {
 				s->has_owner = s->owner_set = true;
 				s->uid = so.uid;
@@ -2468,6 +2555,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				ep.attr.st_mode = s->dir                          ? S_IFDIR
 				                  : s->e.type == KVC_TYPE_SYMLINK ? S_IFLNK
 				                                                  : S_IFREG;
+				if (!s->dir && s->e.type == KVC_TYPE_SPECIAL &&
+				    (s->e.mode & S_IFMT))
+					ep.attr.st_mode = s->e.mode & S_IFMT;
 				need = fuse_add_direntry(req, p, rem, name, &ep.attr, (off_t)i + 1);
 			}
 			if (need > rem) {
@@ -2609,9 +2699,13 @@ static void kvfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, cons
 	fuse_reply_err(req, EPERM); /* link(2): "the file system does not support hard links" */
 }
 
-/* mknod of a regular file (tar --xattrs makes its files so, then sets
- * their attributes, then opens them): an empty key, stored at once.
- * Devices, fifos and sockets stay refused. */
+/*
+ * mknod of a regular file (tar --xattrs makes its files so, then sets
+ * their attributes, then opens them): an empty key, stored at once.  Of
+ * a fifo, socket or device: an empty key of type SPECIAL whose mode keeps
+ * the file-type bits (and rdev a device's number).  kvfs only stores and
+ * reports such a file: the kernel opens fifos and devices itself.
+ */
 static void kvfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
@@ -2625,9 +2719,12 @@ static void kvfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	struct kvc_entry e;
 	int r;
 
-	(void)rdev;
-	if (!S_ISREG(mode)) {
-		fuse_reply_err(req, ENOTSUP);
+	if (S_ISFIFO(mode) || S_ISSOCK(mode) || S_ISCHR(mode) || S_ISBLK(mode)) {
+		po.type = KVC_TYPE_SPECIAL;
+		po.mode = mode & (S_IFMT | 07777);
+		po.rdev = S_ISCHR(mode) || S_ISBLK(mode) ? (uint64_t)rdev : 0;
+	} else if (!S_ISREG(mode)) {
+		fuse_reply_err(req, EINVAL);
 		return;
 	}
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);

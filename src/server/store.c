@@ -59,6 +59,7 @@ struct item_ext {
 	const struct store_item *it; /* whose */
 	uint32_t uid, gid;
 	bool has_owner;
+	uint64_t rdev;   /* a special file's device number */
 	uint32_t xlen;   /* bytes of records in xattrs */
 	uint8_t *xattrs; /* records: u8 name length, u32 value length, name, value */
 };
@@ -72,9 +73,11 @@ struct store_item {
 	uint64_t size;            /* value bytes */
 	uint64_t version;
 	uint64_t mtime_ns;
+	uint64_t ctime_ns; /* last change of value or metadata (server clock) */
+	uint64_t atime_ns; /* last access, as clients report it (store_set_atime()) */
 	uint32_t hash;
 	uint32_t pins;
-	uint16_t mode; /* & 07777 */
+	uint16_t mode; /* & 07777; STORE_TYPE_SPECIAL: & 0177777 (its S_IFMT bits) */
 	uint16_t keylen;
 	uint8_t state : 7; /* enum item_state */
 	uint8_t keep : 1;  /* ITEM_LINKED: kept (store_keep()), counted in kept_* */
@@ -126,6 +129,14 @@ struct store {
 };
 
 /* ---- small helpers ---------------------------------------------------- */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
 
 static void dl_init(struct dlist *h)
 {
@@ -321,7 +332,7 @@ static void ext_settle(struct store *s, struct store_item *it, struct item_ext *
 {
 	if (!e)
 		return;
-	if (!e->has_owner && !e->xlen) {
+	if (!e->has_owner && !e->xlen && !e->rdev) {
 		ext_free(s, e);
 		return;
 	}
@@ -821,7 +832,6 @@ uint64_t store_resv_size(const struct store_resv *r)
 static void touch_parent(struct store *s, const char *key, size_t keylen)
 {
 	struct store_item *it;
-	struct timespec ts;
 	size_t plen = keylen;
 
 	if (plen && key[plen - 1] == '/')
@@ -833,8 +843,7 @@ static void touch_parent(struct store *s, const char *key, size_t keylen)
 	it = *hash_slot(s, key, plen, key_hash(s, key, plen));
 	if (!it)
 		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	it->mtime_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	it->mtime_ns = it->ctime_ns = now_ns();
 }
 
 int store_put_commit(struct store *s, struct store_resv *r, const struct store_put_cond *cond,
@@ -850,6 +859,7 @@ int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct s
 {
 	struct store_item *it = resv_item(r), **pp, *old;
 	struct item_ext *e = NULL, *fresh = NULL;
+	bool need_ext = a->has_owner || a->rdev;
 
 	assert(it->state == ITEM_RESV);
 	pp = hash_slot(s, it->key, it->keylen, it->hash);
@@ -868,9 +878,9 @@ int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct s
 		return -ENOMEM;
 	/* An owner or attributes to keep need an entry in the side table:
 	 * allocated before anything changes. */
-	if ((a->has_owner || (old && (old->flags & ITEM_F_EXT))) && ext_reserve(s))
+	if ((need_ext || (old && (old->flags & ITEM_F_EXT))) && ext_reserve(s))
 		return -ENOMEM;
-	if (a->has_owner && !(old && (old->flags & ITEM_F_EXT)) && !(fresh = ext_new(s)))
+	if (need_ext && !(old && (old->flags & ITEM_F_EXT)) && !(fresh = ext_new(s)))
 		return -ENOMEM;
 
 	dl_del(&it->link);
@@ -879,6 +889,9 @@ int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct s
 	e = old ? ext_detach(s, old) : NULL; /* the replaced key's, kept */
 	if (!e)
 		e = fresh;
+	it->ctime_ns = now_ns();
+	/* a rewrite is no access: the replaced key's atime stays */
+	it->atime_ns = old ? old->atime_ns : KV_MAX(a->mtime_ns, it->ctime_ns);
 	if (old) {
 		bool keep = old->keep; /* the mark belongs to the key */
 
@@ -890,9 +903,11 @@ int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct s
 		kidx_insert(&s->order, it);
 	}
 	it->version = s->next_version++;
-	it->mode = (uint16_t)(a->mode & 07777);
+	it->mode = (uint16_t)(a->mode & (a->type == STORE_TYPE_SPECIAL ? 0177777 : 07777));
 	it->mtime_ns = a->mtime_ns;
 	it->type = a->type;
+	if (e)
+		e->rdev = a->rdev; /* the replaced key's was its own */
 	if (e && a->drop_xattrs) {
 		meta_free(s, e->xattrs);
 		e->xattrs = NULL;
@@ -1046,6 +1061,23 @@ uint8_t store_item_type(const struct store_item *it)
 	return it->type;
 }
 
+uint64_t store_item_ctime(const struct store_item *it)
+{
+	return it->ctime_ns;
+}
+
+uint64_t store_item_atime(const struct store_item *it)
+{
+	return it->atime_ns;
+}
+
+uint64_t store_item_rdev(const struct store *s, const struct store_item *it)
+{
+	const struct item_ext *e = ext_of(s, it);
+
+	return e ? e->rdev : 0;
+}
+
 bool store_item_owner(const struct store *s, const struct store_item *it, uint32_t *ret_uid,
                       uint32_t *ret_gid)
 {
@@ -1136,6 +1168,8 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 	nit->off = sit->off;
 	nit->mode = sit->mode;
 	nit->mtime_ns = sit->mtime_ns;
+	nit->ctime_ns = now_ns(); /* a rename changes the inode, as on Linux */
+	nit->atime_ns = sit->atime_ns;
 	nit->type = sit->type;
 	ext_settle(s, nit, ext_detach(s, sit));
 	nit->pins = sit->pins;
@@ -1182,9 +1216,33 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
 	if (if_version && it->version != if_version)
 		return -ESTALE;
 	if (which & STORE_SET_MODE)
-		it->mode = (uint16_t)(mode & 07777);
+		it->mode = (uint16_t)((it->mode & ~07777u) | (mode & 07777));
 	if (which & STORE_SET_MTIME)
 		it->mtime_ns = mtime_ns;
+	if (which)
+		it->ctime_ns = now_ns();
+	if (ret_item)
+		*ret_item = it;
+	return 0;
+}
+
+int store_set_atime(struct store *s, const char *key, size_t keylen, uint64_t atime_ns, bool access,
+                    uint64_t if_version, const struct store_item **ret_item)
+{
+	struct store_item **pp, *it;
+	int err = find(s, key, keylen, &pp);
+
+	if (err)
+		return err;
+	it = *pp;
+	if (if_version && it->version != if_version)
+		return -ESTALE;
+	if (!access) {
+		it->atime_ns = atime_ns;
+		it->ctime_ns = now_ns();
+	} else if (atime_ns > it->atime_ns) {
+		it->atime_ns = atime_ns;
+	}
 	if (ret_item)
 		*ret_item = it;
 	return 0;
@@ -1267,6 +1325,7 @@ int store_chown(struct store *s, const char *key, size_t keylen, unsigned which,
 		e->uid = uid;
 	if (which & STORE_SET_GID)
 		e->gid = gid;
+	it->ctime_ns = now_ns();
 	return 0;
 }
 
@@ -1417,6 +1476,7 @@ int store_xattr_set(struct store *s, const char *key, size_t keylen, const char 
 	e->xattrs = nx;
 	e->xlen = (uint32_t)nlen;
 	ext_settle(s, it, ext_detach(s, it)); /* freed if nothing is left */
+	it->ctime_ns = now_ns();
 	return 0;
 }
 

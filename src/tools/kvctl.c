@@ -854,6 +854,29 @@ static void fmt_mtime(int64_t ns, char *buf, size_t len)
 		snprintf(buf, len, "-");
 }
 
+/* What kvfs makes of a key (KeyType, and a special file's mode). */
+static const char *type_name(const struct kvc_entry *e)
+{
+	static const char *const special[16] = {
+	        [S_IFIFO >> 12] = "fifo",
+	        [S_IFCHR >> 12] = "character-device",
+	        [S_IFBLK >> 12] = "block-device",
+	        [S_IFSOCK >> 12] = "socket",
+	};
+
+	switch (e->type) {
+	case KVC_TYPE_FILE:
+		return "file";
+	case KVC_TYPE_SYMLINK:
+		return "symlink";
+	case KVC_TYPE_SPECIAL:
+		return special[(e->mode & S_IFMT) >> 12] ? special[(e->mode & S_IFMT) >> 12]
+		                                         : "special";
+	default:
+		return "unknown";
+	}
+}
+
 static int cmd_stat(struct ctl *c, int argc, char **argv)
 {
 	struct kvc_entry e;
@@ -875,7 +898,9 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
 	printf("key %s\nsize %" PRIu64 "\nversion %" PRIu64 "\nmtime_ns %" PRId64
 	       "\nmtime %s\nmode %04o\npinned %d\n",
 	       key, e.size, e.version, e.mtime_ns, ts, e.mode & 07777, e.pinned);
-	printf("type %s\n", e.type == KVC_TYPE_SYMLINK ? "symlink" : "file");
+	printf("type %s\n", type_name(&e));
+	if (e.rdev)
+		printf("rdev %" PRIu64 "\n", e.rdev);
 	if (e.has_owner)
 		printf("uid %" PRIu32 "\ngid %" PRIu32 "\n", e.uid, e.gid);
 	return EX_OK;
