@@ -382,12 +382,14 @@ static void fill_file_attr(struct stat *st, uint64_t ino, const struct kvc_entry
 	st->st_atim = ns_timespec(e->atime_ns ? e->atime_ns : e->mtime_ns);
 }
 
-static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry *marker)
+/* @nlink: 2 + its subdirectories when known (probe_links()), else 2 */
+static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry *marker,
+                          nlink_t nlink)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
 	st->st_mode = S_IFDIR | (marker && marker->mode ? marker->mode & 07777 : 0755);
-	st->st_nlink = 2;
+	st->st_nlink = nlink ? nlink : 2;
 	st->st_uid = marker && marker->has_owner ? marker->uid : fs.uid;
 	st->st_gid = marker && marker->has_owner ? marker->gid : fs.gid;
 	st->st_blksize = 4096;
@@ -402,12 +404,28 @@ static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry 
 }
 
 /*
+ * A directory's link count, as a local file system keeps it: 2 + its
+ * subdirectories, counted in the page of its listing that probe_links()
+ * fetches anyway (one LIST of up to KVFS_NLINK_PAGE names, rolled up at
+ * '/', instead of one name).  A directory with more names than that shows
+ * 1, the Linux convention for "not counted" (find and fts then do not
+ * infer anything from it).
+ */
+#define KVFS_NLINK_PAGE 256
+
+static nlink_t dir_links(const struct kvc_list *l)
+{
+	return l->truncated ? 1 : 2 + (nlink_t)l->n_prefixes;
+}
+
+/*
  * What is @key: a file (0, *e filled), a directory (1, *e the marker's
  * metadata or zeroes), or nothing (-ENOENT, also for a name the key policy
  * refuses, so lookups of such names are plain misses).  Other negative errno on
- * server errors.
+ * server errors.  With @ret_nlink a directory's link count (dir_links()) is
+ * set too, else it costs a LIST of one name.
  */
-static int probe(const char *key, struct kvc_entry *e)
+static int probe_links(const char *key, struct kvc_entry *e, nlink_t *ret_nlink)
 {
 	char pfx[KV_KEY_MAX + 2];
 	struct kvc_list l;
@@ -415,6 +433,10 @@ static int probe(const char *key, struct kvc_entry *e)
 
 	if (!key[0]) {
 		memset(e, 0, sizeof(*e));
+		if (ret_nlink && kvc_list(fs.kvc, "", "/", NULL, KVFS_NLINK_PAGE, &l) == 0) {
+			*ret_nlink = dir_links(&l);
+			kvc_list_free(&l);
+		}
 		return 1;
 	}
 	r = kvc_stat(fs.kvc, key, strlen(key), e);
@@ -427,15 +449,23 @@ static int probe(const char *key, struct kvc_entry *e)
 	r = kvfs_path_dir_marker(key, pfx, sizeof(pfx));
 	if (r < 0)
 		return -ENOENT; /* too long to be a directory */
-	r = kvc_list(fs.kvc, pfx, NULL, NULL, 1, &l);
+	r = kvc_list(fs.kvc, pfx, ret_nlink ? "/" : NULL, NULL, ret_nlink ? KVFS_NLINK_PAGE : 1,
+	             &l);
 	if (r < 0)
 		return r;
 	memset(e, 0, sizeof(*e));
 	r = l.n_entries || l.n_prefixes ? 1 : -ENOENT;
 	if (r == 1 && l.n_entries && !strcmp(l.entries[0].key, pfx))
 		*e = l.entries[0].e;
+	if (r == 1 && ret_nlink)
+		*ret_nlink = dir_links(&l);
 	kvc_list_free(&l);
 	return r;
+}
+
+static int probe(const char *key, struct kvc_entry *e)
+{
+	return probe_links(key, e, NULL);
 }
 
 /* What the server said of @n's owner.  Called with fs.lock held. */
@@ -446,7 +476,8 @@ static void node_learn(struct node *n, const struct kvc_entry *e)
 	n->gid = e->gid;
 }
 
-static void reply_entry(fuse_req_t req, const char *key, bool dir, const struct kvc_entry *e)
+static void reply_entry_links(fuse_req_t req, const char *key, bool dir, const struct kvc_entry *e,
+                              nlink_t nlink)
 {
 	struct fuse_entry_param ep = {0};
 	struct node *n;
@@ -466,11 +497,17 @@ static void reply_entry(fuse_req_t req, const char *key, bool dir, const struct 
 	ep.attr_timeout = fs.cfg.attr_timeout;
 	ep.entry_timeout = fs.cfg.entry_timeout;
 	if (dir)
-		fill_dir_attr(&ep.attr, n->ino, e);
+		fill_dir_attr(&ep.attr, n->ino, e, nlink);
 	else
 		fill_file_attr(&ep.attr, n->ino, e);
 	if (fuse_reply_entry(req, &ep))
 		node_forget(n->ino, 1);
+}
+
+/* A file's entry, or a new directory's (no subdirectory yet). */
+static void reply_entry(fuse_req_t req, const char *key, bool dir, const struct kvc_entry *e)
+{
+	reply_entry_links(req, key, dir, e, 2);
 }
 
 /* ------------------------------------------------------------------ */
@@ -911,6 +948,7 @@ static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
 	struct kvc_entry e;
+	nlink_t nlink = 2;
 	int r;
 
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);
@@ -920,7 +958,7 @@ static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, r == -EINVAL ? ENOENT : -r);
 		return;
 	}
-	r = probe(key, &e);
+	r = probe_links(key, &e, &nlink);
 	if (r == 0 || r == -ENOENT) {
 		/* A file open for writing on this mount is what its stage holds:
 		 * created and not stored yet, or grown past the server's size. */
@@ -962,7 +1000,7 @@ static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, fs_err(r));
 		return;
 	}
-	reply_entry(req, key, r == 1, &e);
+	reply_entry_links(req, key, r == 1, &e, nlink);
 }
 
 static void kvfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -982,6 +1020,7 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 {
 	char key[KV_KEY_MAX + 1];
 	struct kvc_entry e;
+	nlink_t nlink = 2;
 	struct stat st;
 	struct node *n;
 	bool dir;
@@ -1029,13 +1068,13 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		return;
 	}
 	pthread_mutex_unlock(&fs.lock);
-	r = probe(key, &e);
+	r = probe_links(key, &e, &nlink);
 	if (r < 0) {
 		fuse_reply_err(req, r == -ENOENT ? ENOENT : fs_err(r));
 		return;
 	}
 	if (r == 1) {
-		fill_dir_attr(&st, ino, &e);
+		fill_dir_attr(&st, ino, &e, nlink);
 	} else {
 		fill_file_attr(&st, ino, &e);
 		pthread_mutex_lock(&fs.lock);
@@ -2546,7 +2585,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				ep.attr_timeout = fs.cfg.attr_timeout;
 				ep.entry_timeout = fs.cfg.entry_timeout;
 				if (s->dir)
-					fill_dir_attr(&ep.attr, n->ino, &s->e);
+					fill_dir_attr(&ep.attr, n->ino, &s->e, 2);
 				else
 					fill_file_attr(&ep.attr, n->ino, &s->e);
 				need = fuse_add_direntry_plus(req, p, rem, name, &ep, (off_t)i + 1);

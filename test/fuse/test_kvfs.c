@@ -1830,3 +1830,28 @@ Test(kvfs, atime_stored_and_relatime)
 	n1 = env_server_counter("setattrs");
 	cr_assert_eq(n1, n0, "%lld SETATTRs for three reads", n1 - n0);
 }
+
+/* A directory's link count is 2 + its subdirectories, as on a local file
+ * system, and follows mkdir, rmdir and rename (before: always 2;
+ * pjdfstest rename/24). */
+Test(kvfs, directory_link_count_counts_subdirectories)
+{
+	cr_assert_eq(sh("mkdir %s %s %s %s", mp(0, "p"), mp(0, "q"), mp(0, "p/a"), mp(0, "p/b")),
+	             0);
+	cr_assert_eq(sh("touch %s", mp(0, "p/file")), 0);
+	/* implicit directories: a key under them, no marker */
+	cr_assert_eq(sh("echo k | %s -q -s %s put imp/x/y/k -", env_bin("KVCTL"), E.server), 0);
+	cr_assert_eq(lstat_of(mp(0, "p")).st_nlink, 4, "p: 2 + a, b (a file does not count)");
+	cr_assert_eq(lstat_of(mp(0, "q")).st_nlink, 2);
+	cr_assert_eq(rename(mp(0, "p/a"), mp(0, "q/a")), 0);
+	cr_assert_eq(lstat_of(mp(0, "p")).st_nlink, 3);
+	cr_assert_eq(lstat_of(mp(0, "q")).st_nlink, 3);
+	cr_assert_eq(rmdir(mp(0, "p/b")), 0);
+	cr_assert_eq(lstat_of(mp(0, "p")).st_nlink, 2);
+	cr_assert_eq(lstat_of(mp(0, "imp")).st_nlink, 3, "an implicit directory's too");
+	cr_assert_eq(lstat_of(E.mnt[0]).st_nlink, 5, "the root: p, q, imp");
+	/* another mount, which learns them by lookup */
+	int m = env_mount(NULL);
+	cr_assert_eq(lstat_of(mp(m, "q")).st_nlink, 3);
+	cr_assert_eq(lstat_of(mp(m, "imp/x")).st_nlink, 3);
+}
