@@ -70,6 +70,7 @@ struct node {
 	uint64_t open_ms;        /* and when: answers the kernel's GETATTR after it */
 	bool has_owner;          /* the owner last learned from the server (a GET, */
 	uint32_t uid, gid;       /* which open's revalidation is, does not carry it) */
+	uint32_t mode;           /* and the mode (a directory's: its marker's) */
 	struct node *next_ino, *next_path;
 };
 
@@ -474,6 +475,31 @@ static void node_learn(struct node *n, const struct kvc_entry *e)
 	n->has_owner = e->has_owner;
 	n->uid = e->uid;
 	n->gid = e->gid;
+	n->mode = e->mode;
+}
+
+/*
+ * The group a new entry of directory @parent gets, made by @ctx: a
+ * set-group-ID directory's own (and *ret_sgid true: a subdirectory keeps
+ * the bit), as Linux's local file systems do; else the caller's.  From
+ * what kvfs last learned of the directory's marker (the kernel refreshes
+ * it before a create when its attributes have expired: it checks the
+ * permission to write there).
+ */
+static gid_t new_gid(fuse_ino_t parent, const struct fuse_ctx *ctx, bool *ret_sgid)
+{
+	struct node *n;
+	gid_t gid = ctx->gid;
+
+	*ret_sgid = false;
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(parent);
+	if (n && n->dir && n->has_owner && (n->mode & S_ISGID)) {
+		gid = n->gid;
+		*ret_sgid = true;
+	}
+	pthread_mutex_unlock(&fs.lock);
+	return gid;
 }
 
 static void reply_entry_links(fuse_req_t req, const char *key, bool dir, const struct kvc_entry *e,
@@ -1075,6 +1101,11 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	}
 	if (r == 1) {
 		fill_dir_attr(&st, ino, &e, nlink);
+		pthread_mutex_lock(&fs.lock);
+		n = node_by_ino(ino);
+		if (n && e.version)
+			node_learn(n, &e); /* its marker's owner and mode */
+		pthread_mutex_unlock(&fs.lock);
 	} else {
 		fill_file_attr(&st, ino, &e);
 		pthread_mutex_lock(&fs.lock);
@@ -1390,6 +1421,8 @@ static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	struct kvc_entry e = {0};
 	struct kfile *f;
 	struct node *n;
+	bool sgid;
+	gid_t gid = new_gid(parent, fuse_req_ctx(req), &sgid);
 	int r;
 
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);
@@ -1423,7 +1456,7 @@ static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		stage_touch(f->st); /* an empty file is stored at close even without writes */
 		f->st->has_owner = f->st->owner_set = true; /* its creator's */
 		f->st->uid = ctx->uid;
-		f->st->gid = ctx->gid;
+		f->st->gid = gid;
 		f->st->drop_xattrs = true;
 	}
 	pthread_mutex_unlock(&f->st->lock);
@@ -1435,7 +1468,7 @@ static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		e.mtime_ns = (int64_t)time(NULL) * 1000000000;
 		e.has_owner = true;
 		e.uid = ctx->uid;
-		e.gid = ctx->gid;
+		e.gid = gid;
 	}
 	ep.ino = n->ino;
 	ep.attr_timeout = fs.cfg.attr_timeout;
@@ -2063,6 +2096,7 @@ static void kvfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2], marker[KV_KEY_MAX + 3];
 	struct kvc_put_opts po = {.mode = mode & 07777, .if_absent = true};
 	struct kvc_entry e;
+	bool sgid;
 	int r;
 
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);
@@ -2081,7 +2115,9 @@ static void kvfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	}
 	po.set_owner = true; /* its creator's */
 	po.uid = fuse_req_ctx(req)->uid;
-	po.gid = fuse_req_ctx(req)->gid;
+	po.gid = new_gid(parent, fuse_req_ctx(req), &sgid);
+	if (sgid)
+		po.mode |= S_ISGID;
 	po.drop_xattrs = true;
 	r = kvc_put(fs.kvc, marker, strlen(marker), "", 0, &po, &e);
 	if (r == -EEXIST) { /* made meanwhile: it is what it is */
@@ -2663,11 +2699,12 @@ static void kvfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, co
 {
 	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	bool sgid;
 	struct kvc_put_opts po = {.mode = 0777,
 	                          .if_absent = true,
 	                          .set_owner = true,
 	                          .uid = ctx->uid,
-	                          .gid = ctx->gid,
+	                          .gid = new_gid(parent, ctx, &sgid),
 	                          .type = KVC_TYPE_SYMLINK,
 	                          .drop_xattrs = true};
 	struct kvc_entry e;
@@ -2749,11 +2786,12 @@ static void kvfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 {
 	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	bool sgid;
 	struct kvc_put_opts po = {.mode = mode & 07777,
 	                          .if_absent = true,
 	                          .set_owner = true,
 	                          .uid = ctx->uid,
-	                          .gid = ctx->gid,
+	                          .gid = new_gid(parent, ctx, &sgid),
 	                          .drop_xattrs = true};
 	struct kvc_entry e;
 	int r;

@@ -1855,3 +1855,36 @@ Test(kvfs, directory_link_count_counts_subdirectories)
 	cr_assert_eq(lstat_of(mp(m, "q")).st_nlink, 3);
 	cr_assert_eq(lstat_of(mp(m, "imp/x")).st_nlink, 3);
 }
+
+/* A set-group-ID directory hands its group to what is made in it, and its
+ * bit to a subdirectory, as Linux's local file systems do (before: the
+ * creator's group). */
+Test(kvfs, setgid_directory_hands_on_its_group)
+{
+	struct stat st;
+
+	cr_assert_eq(mkdir(mp(0, "g"), 0755), 0);
+	cr_assert_eq(chown(mp(0, "g"), 0, 4242), 0);
+	cr_assert_eq(chmod(mp(0, "g"), 02775), 0);
+	cr_assert_eq(sh("touch %s && mkdir %s && ln -s t %s && mkfifo %s", mp(0, "g/f"),
+	                mp(0, "g/sub"), mp(0, "g/l"), mp(0, "g/fifo")),
+	             0);
+	owner_is(mp(0, "g/f"), getuid(), 4242);
+	owner_is(mp(0, "g/l"), getuid(), 4242);
+	owner_is(mp(0, "g/fifo"), getuid(), 4242);
+	owner_is(mp(0, "g/sub"), getuid(), 4242);
+	st = lstat_of(mp(0, "g/sub"));
+	cr_assert(st.st_mode & S_ISGID, "a subdirectory keeps the bit: %o", st.st_mode);
+	st = lstat_of(mp(0, "g/f"));
+	cr_assert_eq(st.st_mode & S_ISGID, 0, "a file does not get it");
+	cr_assert_eq(sh("mkdir %s && touch %s", mp(0, "g/sub/deeper"), mp(0, "g/sub/deeper/f")), 0);
+	owner_is(mp(0, "g/sub/deeper/f"), getuid(), 4242);
+	/* without the bit: the creator's group */
+	cr_assert_eq(mkdir(mp(0, "plain"), 0755), 0);
+	cr_assert_eq(chown(mp(0, "plain"), 0, 4242), 0);
+	cr_assert_eq(sh("touch %s", mp(0, "plain/f")), 0);
+	owner_is(mp(0, "plain/f"), getuid(), getgid());
+	/* and another mount sees what was stored */
+	int m = env_mount(NULL);
+	owner_is(mp(m, "g/sub/deeper/f"), getuid(), 4242);
+}
