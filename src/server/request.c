@@ -103,8 +103,8 @@ static void fill_entry(const struct store *st, Kvfs__Entry *e, const struct stor
 	e->has_type = store_item_type(it) != STORE_TYPE_FILE;
 	e->type = store_item_type(it);
 	e->has_ctime_ns = e->has_atime_ns = true;
-	e->ctime_ns = (int64_t)store_item_ctime(it);
-	e->atime_ns = (int64_t)store_item_atime(it);
+	e->ctime_ns = (int64_t)store_item_ctime(st, it);
+	e->atime_ns = (int64_t)store_item_atime(st, it);
 	e->rdev = store_item_rdev(st, it);
 	e->has_rdev = e->rdev != 0;
 }
@@ -538,8 +538,8 @@ static void req_get(struct conn *c, const Kvfs__Request *rq)
 	gr.mtime_ns = (int64_t)store_item_mtime(it);
 	gr.mode = store_item_mode(it);
 	gr.has_ctime_ns = gr.has_atime_ns = true;
-	gr.ctime_ns = (int64_t)store_item_ctime(it);
-	gr.atime_ns = (int64_t)store_item_atime(it);
+	gr.ctime_ns = (int64_t)store_item_ctime(s->store, it);
+	gr.atime_ns = (int64_t)store_item_atime(s->store, it);
 	resp.body_case = KVFS__RESPONSE__BODY_GET;
 	resp.get = &gr;
 
@@ -626,6 +626,7 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 	             (attrs.type == STORE_TYPE_SPECIAL ? 0177777 : 07777);
 	attrs.rdev = p->has_rdev ? p->rdev : 0;
 	attrs.mtime_ns = p->has_mtime_ns ? (uint64_t)p->mtime_ns : 0;
+	attrs.mtime_given = p->has_mtime_ns && p->mtime_ns;
 	attrs.has_owner = p->has_uid;
 	attrs.uid = p->uid;
 	attrs.gid = p->gid;

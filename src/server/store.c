@@ -59,7 +59,9 @@ struct item_ext {
 	const struct store_item *it; /* whose */
 	uint32_t uid, gid;
 	bool has_owner;
-	uint64_t rdev;   /* a special file's device number */
+	uint64_t rdev;               /* a special file's device number */
+	uint64_t ctime_ns, atime_ns; /* when has_ctime / has_atime: see item_ctime() */
+	bool has_ctime, has_atime;
 	uint32_t xlen;   /* bytes of records in xattrs */
 	uint8_t *xattrs; /* records: u8 name length, u32 value length, name, value */
 };
@@ -73,8 +75,6 @@ struct store_item {
 	uint64_t size;            /* value bytes */
 	uint64_t version;
 	uint64_t mtime_ns;
-	uint64_t ctime_ns; /* last change of value or metadata (server clock) */
-	uint64_t atime_ns; /* last access, as clients report it (store_set_atime()) */
 	uint32_t hash;
 	uint32_t pins;
 	uint16_t mode; /* & 07777; STORE_TYPE_SPECIAL: & 0177777 (its S_IFMT bits) */
@@ -327,12 +327,47 @@ static struct item_ext *ext_new(struct store *s)
 	return e;
 }
 
+/*
+ * Times beside the mtime.  A key costs nothing more for them while they
+ * equal its mtime, which they do after a commit that took the server's
+ * clock as the mtime (the key was just changed and made or read then);
+ * they move into the side table when they part from it.
+ */
+static uint64_t item_ctime(const struct item_ext *e, const struct store_item *it)
+{
+	return e && e->has_ctime ? e->ctime_ns : it->mtime_ns;
+}
+
+static uint64_t item_atime(const struct item_ext *e, const struct store_item *it)
+{
+	return e && e->has_atime ? e->atime_ns : it->mtime_ns;
+}
+
+static void ext_settle(struct store *s, struct store_item *it, struct item_ext *e);
+
+/* @it's entry with its times in it (made if it has none), ready for a change
+ * of the mtime or the ctime; NULL on ENOMEM (nothing changed). */
+static struct item_ext *ext_times(struct store *s, struct store_item *it)
+{
+	struct item_ext *e = ext_of(s, it);
+
+	if (!e) {
+		if (ext_reserve(s) || !(e = ext_new(s)))
+			return NULL;
+		ext_attach(s, it, e); /* reserved */
+	}
+	e->ctime_ns = item_ctime(e, it);
+	e->atime_ns = item_atime(e, it);
+	e->has_ctime = e->has_atime = true;
+	return e;
+}
+
 /* Put @e back on @it, or free it when it holds nothing. */
 static void ext_settle(struct store *s, struct store_item *it, struct item_ext *e)
 {
 	if (!e)
 		return;
-	if (!e->has_owner && !e->xlen && !e->rdev) {
+	if (!e->has_owner && !e->xlen && !e->rdev && !e->has_ctime && !e->has_atime) {
 		ext_free(s, e);
 		return;
 	}
@@ -843,7 +878,14 @@ static void touch_parent(struct store *s, const char *key, size_t keylen)
 	it = *hash_slot(s, key, plen, key_hash(s, key, plen));
 	if (!it)
 		return;
-	it->mtime_ns = it->ctime_ns = now_ns();
+	{
+		struct item_ext *e = ext_of(s, it);
+
+		/* an atime and a ctime kept apart stay apart; else they follow */
+		it->mtime_ns = now_ns();
+		if (e && e->has_ctime)
+			e->ctime_ns = it->mtime_ns;
+	}
 }
 
 int store_put_commit(struct store *s, struct store_resv *r, const struct store_put_cond *cond,
@@ -859,7 +901,7 @@ int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct s
 {
 	struct store_item *it = resv_item(r), **pp, *old;
 	struct item_ext *e = NULL, *fresh = NULL;
-	bool need_ext = a->has_owner || a->rdev;
+	bool need_ext = a->has_owner || a->rdev || a->mtime_given;
 
 	assert(it->state == ITEM_RESV);
 	pp = hash_slot(s, it->key, it->keylen, it->hash);
@@ -889,9 +931,6 @@ int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct s
 	e = old ? ext_detach(s, old) : NULL; /* the replaced key's, kept */
 	if (!e)
 		e = fresh;
-	it->ctime_ns = now_ns();
-	/* a rewrite is no access: the replaced key's atime stays */
-	it->atime_ns = old ? old->atime_ns : KV_MAX(a->mtime_ns, it->ctime_ns);
 	if (old) {
 		bool keep = old->keep; /* the mark belongs to the key */
 
@@ -906,8 +945,18 @@ int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct s
 	it->mode = (uint16_t)(a->mode & (a->type == STORE_TYPE_SPECIAL ? 0177777 : 07777));
 	it->mtime_ns = a->mtime_ns;
 	it->type = a->type;
-	if (e)
+	if (e) {
 		e->rdev = a->rdev; /* the replaced key's was its own */
+		/* the ctime is now: the mtime unless the client gave one */
+		e->has_ctime = a->mtime_given;
+		e->ctime_ns = now_ns();
+		/* a rewrite is no access: an atime set or reported stays; a new
+		 * key's is its creation */
+		if (!old && a->mtime_given) {
+			e->has_atime = true;
+			e->atime_ns = e->ctime_ns;
+		}
+	}
 	if (e && a->drop_xattrs) {
 		meta_free(s, e->xattrs);
 		e->xattrs = NULL;
@@ -1061,14 +1110,14 @@ uint8_t store_item_type(const struct store_item *it)
 	return it->type;
 }
 
-uint64_t store_item_ctime(const struct store_item *it)
+uint64_t store_item_ctime(const struct store *s, const struct store_item *it)
 {
-	return it->ctime_ns;
+	return item_ctime(ext_of(s, it), it);
 }
 
-uint64_t store_item_atime(const struct store_item *it)
+uint64_t store_item_atime(const struct store *s, const struct store_item *it)
 {
-	return it->atime_ns;
+	return item_atime(ext_of(s, it), it);
 }
 
 uint64_t store_item_rdev(const struct store *s, const struct store_item *it)
@@ -1123,6 +1172,7 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
                  bool no_overwrite, const struct store_item **ret_item)
 {
 	struct store_item **ps, **pd, *sit, *nit;
+	struct item_ext *e, *fresh = NULL;
 	uint32_t hd;
 	int err;
 
@@ -1153,7 +1203,8 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 		item_free(s, nit);
 		return -EDQUOT;
 	}
-	if (kidx_reserve(&s->order) || ((sit->flags & ITEM_F_EXT) && ext_reserve(s))) {
+	if (kidx_reserve(&s->order) || ext_reserve(s) ||
+	    (!(sit->flags & ITEM_F_EXT) && !(fresh = ext_new(s)))) {
 		item_free(s, nit);
 		return -ENOMEM;
 	}
@@ -1168,10 +1219,15 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 	nit->off = sit->off;
 	nit->mode = sit->mode;
 	nit->mtime_ns = sit->mtime_ns;
-	nit->ctime_ns = now_ns(); /* a rename changes the inode, as on Linux */
-	nit->atime_ns = sit->atime_ns;
 	nit->type = sit->type;
-	ext_settle(s, nit, ext_detach(s, sit));
+	e = ext_detach(s, sit);
+	if (!e)
+		e = fresh;
+	e->atime_ns = item_atime(e, sit);
+	e->has_atime = true;
+	e->ctime_ns = now_ns(); /* a rename changes the inode, as on Linux */
+	e->has_ctime = true;
+	ext_settle(s, nit, e);
 	nit->pins = sit->pins;
 	nit->version = s->next_version++;
 	if (sit->pins) {
@@ -1208,6 +1264,7 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
                   uint64_t mtime_ns, uint64_t if_version, const struct store_item **ret_item)
 {
 	struct store_item **pp, *it;
+	struct item_ext *e = NULL;
 	int err = find(s, key, keylen, &pp);
 
 	if (err)
@@ -1215,12 +1272,14 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
 	it = *pp;
 	if (if_version && it->version != if_version)
 		return -ESTALE;
+	if (which && !(e = ext_times(s, it)))
+		return -ENOMEM;
 	if (which & STORE_SET_MODE)
 		it->mode = (uint16_t)((it->mode & ~07777u) | (mode & 07777));
 	if (which & STORE_SET_MTIME)
 		it->mtime_ns = mtime_ns;
 	if (which)
-		it->ctime_ns = now_ns();
+		e->ctime_ns = now_ns();
 	if (ret_item)
 		*ret_item = it;
 	return 0;
@@ -1230,6 +1289,7 @@ int store_set_atime(struct store *s, const char *key, size_t keylen, uint64_t at
                     uint64_t if_version, const struct store_item **ret_item)
 {
 	struct store_item **pp, *it;
+	struct item_ext *e = NULL;
 	int err = find(s, key, keylen, &pp);
 
 	if (err)
@@ -1237,12 +1297,14 @@ int store_set_atime(struct store *s, const char *key, size_t keylen, uint64_t at
 	it = *pp;
 	if (if_version && it->version != if_version)
 		return -ESTALE;
-	if (!access) {
-		it->atime_ns = atime_ns;
-		it->ctime_ns = now_ns();
-	} else if (atime_ns > it->atime_ns) {
-		it->atime_ns = atime_ns;
-	}
+	if (access && atime_ns <= item_atime(ext_of(s, it), it))
+		goto out; /* nothing to change, nothing to allocate */
+	if (!(e = ext_times(s, it)))
+		return -ENOMEM;
+	e->atime_ns = atime_ns;
+	if (!access)
+		e->ctime_ns = now_ns();
+out:
 	if (ret_item)
 		*ret_item = it;
 	return 0;
@@ -1325,7 +1387,8 @@ int store_chown(struct store *s, const char *key, size_t keylen, unsigned which,
 		e->uid = uid;
 	if (which & STORE_SET_GID)
 		e->gid = gid;
-	it->ctime_ns = now_ns();
+	ext_times(s, it); /* has one: cannot fail */
+	e->ctime_ns = now_ns();
 	return 0;
 }
 
@@ -1475,8 +1538,9 @@ int store_xattr_set(struct store *s, const char *key, size_t keylen, const char 
 	meta_free(s, e->xattrs);
 	e->xattrs = nx;
 	e->xlen = (uint32_t)nlen;
-	ext_settle(s, it, ext_detach(s, it)); /* freed if nothing is left */
-	it->ctime_ns = now_ns();
+	ext_times(s, it); /* has one: cannot fail */
+	e->ctime_ns = now_ns();
+	ext_settle(s, it, ext_detach(s, it)); /* kept: it holds the times */
 	return 0;
 }
 

@@ -79,7 +79,7 @@ static void usage(FILE *f)
 	        "  rm KEY...             delete keys\n"
 	        "  ls [-l] [-d] [PREFIX] list keys (-l: size, version, mtime, mode; -d: group at\n"
 	        "                        '/' and show common prefixes as directories)\n"
-	        "  stat KEY              print size, version, mtime and mode of KEY\n"
+	        "  stat KEY              print size, version, times, mode and type of KEY\n"
 	        "  mv [-n] SRC DST       rename SRC to DST (-n: fail if DST exists)\n"
 	        "  pin [-r] KEY...       never evict KEY (-r: every key starting with KEY)\n"
 	        "  unpin [-r] KEY...     let KEY be evicted again when the server is full\n"
@@ -148,8 +148,10 @@ static const struct cmd_help cmd_helps[] = {
         {"stat", "Usage: " PROG " stat KEY\n"
                  "Print the metadata of KEY as 'name value' lines: key, size, version,\n"
                  "mtime_ns, mtime (UTC), mode, pinned (1: never evicted, see pin), type\n"
-                 "(file or symlink), and uid and gid when an owner is stored (kvfs stores\n"
-                 "its files' owners).\n"},
+                 "(file, symlink, or what kvfs's mknod made: fifo, socket,\n"
+                 "character-device, block-device; then rdev for a device), ctime_ns and\n"
+                 "atime_ns, and uid and gid when an owner is stored (kvfs stores its files'\n"
+                 "owners).\n"},
         {"mv", "Usage: " PROG " mv [-n] SRC DST\n"
                "Rename SRC to DST atomically; DST gets a new version.  An existing DST is\n"
                "replaced unless -n is given, then the command fails with status 4.\n"
@@ -901,6 +903,7 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
 	printf("type %s\n", type_name(&e));
 	if (e.rdev)
 		printf("rdev %" PRIu64 "\n", e.rdev);
+	printf("ctime_ns %" PRId64 "\natime_ns %" PRId64 "\n", e.ctime_ns, e.atime_ns);
 	if (e.has_owner)
 		printf("uid %" PRIu32 "\ngid %" PRIu32 "\n", e.uid, e.gid);
 	return EX_OK;
