@@ -171,19 +171,23 @@ uint64_t kvc_server_epoch(struct kvc *kvc, uint64_t *ret_instance);
 /* What a key is to a file system (kvc_entry.type, kvc_put_opts.type). */
 #define KVC_TYPE_FILE    0 /* the value is a file's content */
 #define KVC_TYPE_SYMLINK 1 /* the value is a symbolic link's target (1..4095 bytes, no NUL) */
+#define KVC_TYPE_SPECIAL 2 /* a fifo, socket or device: empty; mode has its S_IFMT bits */
 
 /* Metadata of one key. */
 struct kvc_entry {
 	uint64_t size;
 	uint64_t version; /* never 0 for an existing key */
 	int64_t mtime_ns;
+	int64_t ctime_ns; /* last change of value or metadata (an older server: mtime_ns) */
+	int64_t atime_ns; /* last access reported (kvc_setattr()); older server: mtime_ns */
 	uint32_t mode;
 	uint64_t epoch; /* server epoch the answer came from (kvc_server_epoch()): the
 	                 * version names a value only within its epoch */
 	bool pinned;    /* never evicted (kvc_pin()) */
 	bool has_owner; /* an owner was stored (uid, gid); false: none, e.g. kvctl put */
 	uint32_t uid, gid;
-	uint8_t type; /* KVC_TYPE_* */
+	uint8_t type;  /* KVC_TYPE_* */
+	uint64_t rdev; /* KVC_TYPE_SPECIAL: a device's number */
 };
 
 struct kvc_put_opts {
@@ -199,6 +203,8 @@ struct kvc_put_opts {
 	uint8_t type;     /* KVC_TYPE_*; 0 = a file */
 	bool drop_xattrs; /* the stored key has no extended attributes; false: it keeps
 	                   * the replaced key's */
+	uint64_t rdev;    /* KVC_TYPE_SPECIAL (mode then has its S_IFMT bits): a device's
+	                   * number */
 };
 
 struct kvc_get_opts {
@@ -265,10 +271,14 @@ int kvc_rename(struct kvc *kvc, const void *src, size_t srclen, const void *dst,
 #define KVC_SET_MTIME 0x2u
 #define KVC_SET_UID   0x4u
 #define KVC_SET_GID   0x8u
+#define KVC_SET_ATIME 0x10u /* atime_ns is the atime (utimensat): the ctime becomes now */
+/* atime_ns is an access: the atime moves forward to it, if later; the ctime stays */
+#define KVC_ACCESSED 0x20u
 struct kvc_setattr_opts {
 	unsigned set; /* KVC_SET_*; 0: only fetch the entry */
 	uint32_t mode;
 	int64_t mtime_ns;
+	int64_t atime_ns;
 	uint32_t uid, gid;
 	uint64_t if_version;
 };

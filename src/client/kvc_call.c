@@ -187,11 +187,14 @@ void kvc_entry_from_get(const Kvfs__GetResponse *g, uint64_t epoch, struct kvc_e
 	e->size = g->size;
 	e->version = g->version;
 	e->mtime_ns = g->has_mtime_ns ? g->mtime_ns : 0;
+	e->ctime_ns = g->has_ctime_ns ? g->ctime_ns : e->mtime_ns;
+	e->atime_ns = g->has_atime_ns ? g->atime_ns : e->mtime_ns;
 	e->mode = g->has_mode ? g->mode : 0;
 	/* a GET does not carry owner or type: STAT does */
 	e->has_owner = false;
 	e->uid = e->gid = 0;
 	e->type = KVC_TYPE_FILE;
+	e->rdev = 0;
 }
 
 int kvc_epoch_check(const struct kvc_call *c, const struct kvc_lim *lim, uint64_t if_version,
@@ -256,6 +259,7 @@ static void async_complete(struct kvc_call *c)
 			e.epoch = c->epoch;
 			e.version = resp->put->version;
 			e.mtime_ns = resp->put->has_mtime_ns ? resp->put->mtime_ns : 0;
+			e.ctime_ns = e.atime_ns = e.mtime_ns;
 		}
 	}
 	if (res == -EPROTO && c->status == 0)

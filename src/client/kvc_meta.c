@@ -15,12 +15,15 @@ static void entry_from_pb(const Kvfs__Entry *m, uint64_t epoch, struct kvc_entry
 	e->size = m->size;
 	e->version = m->version;
 	e->mtime_ns = m->has_mtime_ns ? m->mtime_ns : 0;
+	e->ctime_ns = m->has_ctime_ns ? m->ctime_ns : e->mtime_ns;
+	e->atime_ns = m->has_atime_ns ? m->atime_ns : e->mtime_ns;
 	e->mode = m->has_mode ? m->mode : 0;
 	e->pinned = m->has_pinned && m->pinned;
 	e->has_owner = m->has_uid && m->has_gid;
 	e->uid = e->has_owner ? m->uid : 0;
 	e->gid = e->has_owner ? m->gid : 0;
 	e->type = m->has_type ? (uint8_t)m->type : KVC_TYPE_FILE;
+	e->rdev = m->has_rdev ? m->rdev : 0;
 }
 
 static void op_init(struct kvc_op *op, struct kvc *kvc, const char *name, const void *key,
@@ -184,6 +187,10 @@ int kvc_setattr(struct kvc *kvc, const void *key, size_t keylen, const struct kv
 	sa.uid = sa.has_uid ? o->uid : 0;
 	sa.has_gid = !!(set & KVC_SET_GID);
 	sa.gid = sa.has_gid ? o->gid : 0;
+	sa.has_atime_ns = !!(set & KVC_SET_ATIME);
+	sa.atime_ns = sa.has_atime_ns ? o->atime_ns : 0;
+	sa.has_accessed_ns = !!(set & KVC_ACCESSED);
+	sa.accessed_ns = sa.has_accessed_ns ? o->atime_ns : 0;
 	sa.has_if_version = o && o->if_version;
 	sa.if_version = o ? o->if_version : 0;
 	op.req.setattr = &sa;

@@ -145,6 +145,10 @@ static void put_init(struct put_ctx *p, struct kvc_op *op, struct kvc *kvc, cons
 		p->put.has_type = 1;
 		p->put.type = o->type;
 	}
+	if (o && o->rdev) {
+		p->put.has_rdev = 1;
+		p->put.rdev = o->rdev;
+	}
 	if (o && o->drop_xattrs) {
 		p->put.has_drop_xattrs = 1;
 		p->put.drop_xattrs = 1;
@@ -178,8 +182,12 @@ static int put_run(struct kvc *kvc, struct kvc_op *op, struct put_ctx *p,
 		ret->epoch = c->epoch;
 		ret->version = c->resp.resp->put->version;
 		ret->mtime_ns = c->resp.resp->put->has_mtime_ns ? c->resp.resp->put->mtime_ns : 0;
+		/* a commit changes the ctime (to the server's clock: about now) and
+		 * keeps a replaced key's atime, which only a STAT tells */
+		ret->ctime_ns = ret->atime_ns = ret->mtime_ns;
 		ret->mode = o && o->mode ? o->mode : 0644;
 		ret->type = o ? o->type : KVC_TYPE_FILE;
+		ret->rdev = o ? o->rdev : 0;
 		/* with no owner given the server kept the replaced key's, which
 		 * only a STAT tells */
 		ret->has_owner = o && o->set_owner;

@@ -71,6 +71,7 @@ struct node {
 	uint64_t open_ms;        /* and when: answers the kernel's GETATTR after it */
 	bool has_owner;          /* the owner last learned from the server (a GET, */
 	uint32_t uid, gid;       /* which open's revalidation is, does not carry it) */
+	uint32_t mode;           /* and the mode (a directory's: its marker's) */
 	struct node *next_ino, *next_path;
 };
 
@@ -94,6 +95,7 @@ struct kstage {
 	uint64_t size;    /* that version's size */
 	uint32_t mode;
 	int64_t mtime_ns; /* set by utimensat after the last write; 0 = the PUT's time */
+	int64_t atime_ns; /* the server's atime, or set by utimensat (0: unknown) */
 	bool has_owner;   /* uid, gid known (from the server, or set here) */
 	uint32_t uid, gid;
 	bool owner_set;   /* set on this mount (create, chown) and not yet stored: the
@@ -124,6 +126,7 @@ struct kfile {
 	uint64_t epoch;   /* server epoch of that version */
 	uint64_t size;    /* size at open */
 	bool writable;
+	bool reads;        /* opened for reading: its close is an access (relatime) */
 	struct kstage *st; /* the inode's write state: writable opens, and read-only
 	                    * ones made while it existed (they see its bytes) */
 	/* read-only opens: the value's first bytes, fetched by open's GET */
@@ -354,60 +357,112 @@ static int fs_err(int r)
 	}
 }
 
+static struct timespec ns_timespec(int64_t ns)
+{
+	struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+
+	return ts;
+}
+
 static void fill_file_attr(struct stat *st, uint64_t ino, const struct kvc_entry *e)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
 	/* a link's permissions are never checked: lrwxrwxrwx, as on Linux */
 	st->st_mode = e->type == KVC_TYPE_SYMLINK ? S_IFLNK | 0777 : S_IFREG | (e->mode & 07777);
+	if (e->type == KVC_TYPE_SPECIAL && (e->mode & S_IFMT)) {
+		/* a fifo, socket or device: the kernel gives it its semantics */
+		st->st_mode = e->mode & (S_IFMT | 07777);
+		st->st_rdev = (dev_t)e->rdev;
+	}
 	st->st_nlink = 1;
 	st->st_uid = e->has_owner ? e->uid : fs.uid;
 	st->st_gid = e->has_owner ? e->gid : fs.gid;
 	st->st_size = (off_t)e->size;
 	st->st_blksize = 1 << 20;
 	st->st_blocks = (blkcnt_t)((e->size + 511) / 512);
-	st->st_mtim.tv_sec = e->mtime_ns / 1000000000;
-	st->st_mtim.tv_nsec = e->mtime_ns % 1000000000;
-	st->st_atim = st->st_ctim = st->st_mtim;
+	st->st_mtim = ns_timespec(e->mtime_ns);
+	st->st_ctim = ns_timespec(e->ctime_ns ? e->ctime_ns : e->mtime_ns);
+	st->st_atim = ns_timespec(e->atime_ns ? e->atime_ns : e->mtime_ns);
 }
 
-static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry *marker)
+/* @nlink: 2 + its subdirectories when known (probe_links()), else 2 */
+static void fill_dir_attr(struct stat *st, uint64_t ino, const struct kvc_entry *marker,
+                          nlink_t nlink)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
 	st->st_mode = S_IFDIR | (marker && marker->mode ? marker->mode & 07777 : 0755);
-	st->st_nlink = 2;
+	st->st_nlink = nlink ? nlink : 2;
 	st->st_uid = marker && marker->has_owner ? marker->uid : fs.uid;
 	st->st_gid = marker && marker->has_owner ? marker->gid : fs.gid;
 	st->st_blksize = 4096;
 	if (marker && marker->mtime_ns) {
-		st->st_mtim.tv_sec = marker->mtime_ns / 1000000000;
-		st->st_mtim.tv_nsec = marker->mtime_ns % 1000000000;
+		st->st_mtim = ns_timespec(marker->mtime_ns);
+		st->st_ctim = ns_timespec(marker->ctime_ns ? marker->ctime_ns : marker->mtime_ns);
+		st->st_atim = ns_timespec(marker->atime_ns ? marker->atime_ns : marker->mtime_ns);
 	} else {
 		st->st_mtim.tv_sec = fs.mount_time;
+		st->st_atim = st->st_ctim = st->st_mtim;
 	}
-	st->st_atim = st->st_ctim = st->st_mtim;
+}
+
+/*
+ * A directory's link count, as a local file system keeps it: 2 + its
+ * subdirectories, counted in the page of its listing that probe_links()
+ * fetches anyway (one LIST of up to KVFS_NLINK_PAGE names, rolled up at
+ * '/', instead of one name).  A directory with more names than that shows
+ * 1, the Linux convention for "not counted" (find and fts then do not
+ * infer anything from it).
+ */
+#define KVFS_NLINK_PAGE 256
+
+static nlink_t dir_links(const struct kvc_list *l)
+{
+	return l->truncated ? 1 : 2 + (nlink_t)l->n_prefixes;
 }
 
 /*
  * What is @key: a file (0, *e filled), a directory (1, *e the marker's
  * metadata or zeroes), or nothing (-ENOENT, also for a name the key policy
  * refuses, so lookups of such names are plain misses).  Other negative errno on
- * server errors.
+ * server errors.  With @ret_nlink a directory's link count (dir_links()) is
+ * set too, else it costs a LIST of one name.
  */
-static int probe(const char *key, struct kvc_entry *e)
+static int probe_links(const char *key, struct kvc_entry *e, nlink_t *ret_nlink)
 {
+	char pfx[KV_KEY_MAX + 2];
+	struct kvc_list l;
 	int r;
 
 	if (!key[0]) {
 		memset(e, 0, sizeof(*e));
+		if (ret_nlink && kvc_list(fs.kvc, "", "/", NULL, KVFS_NLINK_PAGE, &l) == 0) {
+			*ret_nlink = dir_links(&l);
+			kvc_list_free(&l);
+		}
 		return 1;
 	}
 	/* one round trip: the key, or whether its name is a directory */
 	r = kvc_stat_dir(fs.kvc, key, strlen(key), e);
 	if (r == -EINVAL)
 		return -ENOENT; /* not a valid key (wire_key_check()): cannot exist */
-	return r;
+	if (r != 1 || !ret_nlink)
+		return r;
+	/* a directory, whose link count counts its subdirectories: one LIST */
+	r = kvfs_path_dir_marker(key, pfx, sizeof(pfx));
+	if (r < 0)
+		return 1;
+	if (kvc_list(fs.kvc, pfx, "/", NULL, KVFS_NLINK_PAGE, &l) == 0) {
+		*ret_nlink = dir_links(&l);
+		kvc_list_free(&l);
+	}
+	return 1;
+}
+
+static int probe(const char *key, struct kvc_entry *e)
+{
+	return probe_links(key, e, NULL);
 }
 
 /* What the server said of @n's owner.  Called with fs.lock held. */
@@ -416,9 +471,35 @@ static void node_learn(struct node *n, const struct kvc_entry *e)
 	n->has_owner = e->has_owner;
 	n->uid = e->uid;
 	n->gid = e->gid;
+	n->mode = e->mode;
 }
 
-static void reply_entry(fuse_req_t req, const char *key, bool dir, const struct kvc_entry *e)
+/*
+ * The group a new entry of directory @parent gets, made by @ctx: a
+ * set-group-ID directory's own (and *ret_sgid true: a subdirectory keeps
+ * the bit), as Linux's local file systems do; else the caller's.  From
+ * what kvfs last learned of the directory's marker (the kernel refreshes
+ * it before a create when its attributes have expired: it checks the
+ * permission to write there).
+ */
+static gid_t new_gid(fuse_ino_t parent, const struct fuse_ctx *ctx, bool *ret_sgid)
+{
+	struct node *n;
+	gid_t gid = ctx->gid;
+
+	*ret_sgid = false;
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(parent);
+	if (n && n->dir && n->has_owner && (n->mode & S_ISGID)) {
+		gid = n->gid;
+		*ret_sgid = true;
+	}
+	pthread_mutex_unlock(&fs.lock);
+	return gid;
+}
+
+static void reply_entry_links(fuse_req_t req, const char *key, bool dir, const struct kvc_entry *e,
+                              nlink_t nlink)
 {
 	struct fuse_entry_param ep = {0};
 	struct node *n;
@@ -438,11 +519,17 @@ static void reply_entry(fuse_req_t req, const char *key, bool dir, const struct 
 	ep.attr_timeout = fs.cfg.attr_timeout;
 	ep.entry_timeout = fs.cfg.entry_timeout;
 	if (dir)
-		fill_dir_attr(&ep.attr, n->ino, e);
+		fill_dir_attr(&ep.attr, n->ino, e, nlink);
 	else
 		fill_file_attr(&ep.attr, n->ino, e);
 	if (fuse_reply_entry(req, &ep))
 		node_forget(n->ino, 1);
+}
+
+/* A file's entry, or a new directory's (no subdirectory yet). */
+static void reply_entry(fuse_req_t req, const char *key, bool dir, const struct kvc_entry *e)
+{
+	reply_entry_links(req, key, dir, e, 2);
 }
 
 /* ------------------------------------------------------------------ */
@@ -617,6 +704,7 @@ static struct kstage *stage_new(uint64_t ino, const struct kvc_entry *e)
 		s->epoch = e->epoch;
 		s->size = e->size;
 		s->mode = e->mode;
+		s->atime_ns = e->atime_ns;
 		s->has_owner = e->has_owner;
 		s->uid = e->uid;
 		s->gid = e->gid;
@@ -920,6 +1008,9 @@ static bool stage_attr_locked(struct kstage *s, struct kvc_entry *e, bool loaded
 		e->size = s->len;
 		e->mode = s->mode;
 		e->mtime_ns = s->mtime_ns ? s->mtime_ns : s->dirty_ns;
+		/* changed content: a new ctime (when it changed, at the latest) */
+		e->ctime_ns = KV_MAX(e->mtime_ns, s->dirty_ns);
+		e->atime_ns = s->atime_ns ? s->atime_ns : e->mtime_ns;
 		e->has_owner = s->has_owner;
 		e->uid = s->uid;
 		e->gid = s->gid;
@@ -1028,6 +1119,7 @@ static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
 	struct kvc_entry e;
+	nlink_t nlink = 2;
 	int r;
 
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);
@@ -1037,7 +1129,7 @@ static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, r == -EINVAL ? ENOENT : -r);
 		return;
 	}
-	r = probe(key, &e);
+	r = probe_links(key, &e, &nlink);
 	if (r == 0 || r == -ENOENT) {
 		/* A file open for writing on this mount is what its stage holds:
 		 * created and not stored yet, or grown past the server's size. */
@@ -1081,7 +1173,7 @@ static void kvfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, fs_err(r));
 		return;
 	}
-	reply_entry(req, key, r == 1, &e);
+	reply_entry_links(req, key, r == 1, &e, nlink);
 }
 
 static void kvfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -1101,6 +1193,7 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 {
 	char key[KV_KEY_MAX + 1];
 	struct kvc_entry e;
+	nlink_t nlink = 2;
 	struct stat st;
 	struct node *n;
 	bool dir;
@@ -1148,13 +1241,18 @@ static void kvfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		return;
 	}
 	pthread_mutex_unlock(&fs.lock);
-	r = probe(key, &e);
+	r = probe_links(key, &e, &nlink);
 	if (r < 0) {
 		fuse_reply_err(req, r == -ENOENT ? ENOENT : fs_err(r));
 		return;
 	}
 	if (r == 1) {
-		fill_dir_attr(&st, ino, &e);
+		fill_dir_attr(&st, ino, &e, nlink);
+		pthread_mutex_lock(&fs.lock);
+		n = node_by_ino(ino);
+		if (n && e.version)
+			node_learn(n, &e); /* its marker's owner and mode */
+		pthread_mutex_unlock(&fs.lock);
 	} else {
 		fill_file_attr(&st, ino, &e);
 		pthread_mutex_lock(&fs.lock);
@@ -1405,6 +1503,7 @@ static void kvfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	f->reads = (fi->flags & O_ACCMODE) != O_WRONLY;
 	f->version = e.version;
 	f->epoch = e.epoch;
 	f->size = e.size;
@@ -1523,6 +1622,8 @@ static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	struct kvc_entry e = {0};
 	struct kfile *f;
 	struct node *n;
+	bool sgid;
+	gid_t gid = new_gid(parent, fuse_req_ctx(req), &sgid);
 	int r;
 
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);
@@ -1556,7 +1657,7 @@ static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		stage_touch(f->st); /* an empty file is stored at close even without writes */
 		f->st->has_owner = f->st->owner_set = true; /* its creator's */
 		f->st->uid = ctx->uid;
-		f->st->gid = ctx->gid;
+		f->st->gid = gid;
 		f->st->drop_xattrs = true;
 	}
 	pthread_mutex_unlock(&f->st->lock);
@@ -1568,7 +1669,7 @@ static void kvfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		e.mtime_ns = (int64_t)time(NULL) * 1000000000;
 		e.has_owner = true;
 		e.uid = ctx->uid;
-		e.gid = ctx->gid;
+		e.gid = gid;
 	}
 	ep.ino = n->ino;
 	ep.attr_timeout = fs.cfg.attr_timeout;
@@ -1959,12 +2060,52 @@ static void kvfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse
 	kvfs_flush(req, ino, fi);
 }
 
+/*
+ * Atimes, relatime-like and without a server call per read: the close of
+ * a descriptor opened for reading is the access (the kernel serves cached
+ * pages without asking kvfs, so reads cannot be counted), and it is told
+ * to the server only when the atime the open learned is not after the
+ * mtime or the ctime, or is a day old; the server moves the atime forward
+ * only.  Called after the RELEASE was answered.
+ */
+#define KVFS_RELATIME_NS (24LL * 3600 * 1000000000)
+
+static void access_push(uint64_t ino)
+{
+	char key[KV_KEY_MAX + 1];
+	struct kvc_setattr_opts so = {.set = KVC_ACCESSED};
+	struct timespec ts;
+	struct node *n;
+	bool push = true;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	so.atime_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	pthread_mutex_lock(&fs.lock);
+	n = node_by_ino(ino);
+	if (!n || n->dir || key_orphan(n->path) || strlen(n->path) >= sizeof(key)) {
+		pthread_mutex_unlock(&fs.lock);
+		return;
+	}
+	strcpy(key, n->path);
+	if (n->open_e.version) { /* what the last open learned */
+		const struct kvc_entry *e = &n->open_e;
+
+		push = e->atime_ns <= e->mtime_ns || e->atime_ns <= e->ctime_ns ||
+		       so.atime_ns - e->atime_ns >= KVFS_RELATIME_NS;
+		if (push)
+			n->open_e.atime_ns = so.atime_ns; /* told once */
+	}
+	pthread_mutex_unlock(&fs.lock);
+	if (push && kvc_setattr(fs.kvc, key, strlen(key), &so, NULL) < 0)
+		KV_DEBUG(TAG, "atime of %s not stored: %s", key, kvc_strerror());
+}
+
 static void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct kfile *f = (struct kfile *)(uintptr_t)fi->fh;
 	struct kstage *s = f->st;
+	bool reads = f->reads;
 
-	(void)ino;
 	if (s && f->writable) { /* e.g. mmap'd pages written after the close */
 		pthread_mutex_lock(&s->lock);
 		if (s->dirty && stage_store(s) < 0)
@@ -1973,6 +2114,8 @@ static void kvfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	}
 	kfile_free(f);
 	fuse_reply_err(req, 0);
+	if (reads)
+		access_push(ino);
 }
 
 /* Truncate the value of @key to @size with no open file: read, cut, PUT. */
@@ -2014,7 +2157,22 @@ static int64_t setattr_mtime(const struct stat *attr, int to_set)
 	return -1;
 }
 
-/* What a SETATTR asks to change of mode, mtime and owner, as kvc_setattr()
+/* The atime a SETATTR asks for (utimensat), in ns since the epoch; -1 if
+ * none. */
+static int64_t setattr_atime(const struct stat *attr, int to_set)
+{
+	struct timespec ts;
+
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	}
+	if (to_set & FUSE_SET_ATTR_ATIME)
+		return (int64_t)attr->st_atim.tv_sec * 1000000000 + attr->st_atim.tv_nsec;
+	return -1;
+}
+
+/* What a SETATTR asks to change of mode, times and owner, as kvc_setattr()
  * takes it.  The uid or gid left out of a chown is filled from @cur (the
  * key's entry: its owner, or the mount's when it has none), so the server
  * always gets both. */
@@ -2029,6 +2187,9 @@ static void setattr_opts(const struct stat *attr, int to_set, const struct kvc_e
 	o->mtime_ns = setattr_mtime(attr, to_set);
 	if (o->mtime_ns >= 0)
 		o->set |= KVC_SET_MTIME;
+	o->atime_ns = setattr_atime(attr, to_set);
+	if (o->atime_ns >= 0)
+		o->set |= KVC_SET_ATIME;
 	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		o->set |= KVC_SET_UID | KVC_SET_GID;
 		o->uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid
@@ -2070,7 +2231,9 @@ static int dir_setattr(const char *key, const struct stat *attr, int to_set)
 		po.uid = (so.set & KVC_SET_UID) ? so.uid : fs.uid;
 		po.gid = (so.set & KVC_SET_GID) ? so.gid : fs.gid;
 		r = kvc_put(fs.kvc, marker, strlen(marker), "", 0, &po, NULL);
-		if (r == -EEXIST) /* made meanwhile */
+		if (r == -EEXIST || (r == 0 && (so.set & KVC_SET_ATIME))) /* made meanwhile; or
+		                                                           * the atime, which a
+		                                                           * PUT does not set */
 			r = kvc_setattr(fs.kvc, marker, strlen(marker), &so, NULL);
 	}
 	return r;
@@ -2115,6 +2278,8 @@ static int orphan_setattr(uint64_t ino, const struct stat *attr, int to_set)
 	}
 	if (r == 0 && setattr_mtime(attr, to_set) >= 0)
 		s->mtime_ns = setattr_mtime(attr, to_set);
+	if (r == 0 && setattr_atime(attr, to_set) >= 0)
+		s->atime_ns = setattr_atime(attr, to_set);
 	pthread_mutex_unlock(&s->lock);
 	stage_unref(s);
 	return r;
@@ -2174,7 +2339,8 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 		}
 	}
 	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW |
-	              FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+	              FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_UID |
+	              FUSE_SET_ATTR_GID)) {
 		struct kstage *s = stage_ref(ino, false, NULL);
 		struct kvc_setattr_opts so;
 		struct kvc_entry cur = {0};
@@ -2198,6 +2364,8 @@ static void kvfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 				s->mode = so.mode;
 			if (so.set & KVC_SET_MTIME)
 				s->mtime_ns = so.mtime_ns;
+			if (so.set & KVC_SET_ATIME)
+				s->atime_ns = so.atime_ns;
 			if (so.set & KVC_SET_UID) {
 				s->has_owner = s->owner_set = true;
 				s->uid = so.uid;
@@ -2223,6 +2391,7 @@ static void kvfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2], marker[KV_KEY_MAX + 3];
 	struct kvc_put_opts po = {.mode = mode & 07777, .if_absent = true};
 	struct kvc_entry e;
+	bool sgid;
 	int r;
 
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);
@@ -2241,7 +2410,9 @@ static void kvfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	}
 	po.set_owner = true; /* its creator's */
 	po.uid = fuse_req_ctx(req)->uid;
-	po.gid = fuse_req_ctx(req)->gid;
+	po.gid = new_gid(parent, fuse_req_ctx(req), &sgid);
+	if (sgid)
+		po.mode |= S_ISGID;
 	po.drop_xattrs = true;
 	r = kvc_put(fs.kvc, marker, strlen(marker), "", 0, &po, &e);
 	if (r == -EEXIST) { /* made meanwhile: it is what it is */
@@ -2747,7 +2918,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				ep.attr_timeout = fs.cfg.attr_timeout;
 				ep.entry_timeout = fs.cfg.entry_timeout;
 				if (s->dir)
-					fill_dir_attr(&ep.attr, n->ino, &s->e);
+					fill_dir_attr(&ep.attr, n->ino, &s->e, 2);
 				else
 					fill_file_attr(&ep.attr, n->ino, &s->e);
 				need = fuse_add_direntry_plus(req, p, rem, name, &ep, (off_t)i + 1);
@@ -2756,6 +2927,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				ep.attr.st_mode = s->dir                          ? S_IFDIR
 				                  : s->e.type == KVC_TYPE_SYMLINK ? S_IFLNK
 				                                                  : S_IFREG;
+				if (!s->dir && s->e.type == KVC_TYPE_SPECIAL &&
+				    (s->e.mode & S_IFMT))
+					ep.attr.st_mode = s->e.mode & S_IFMT;
 				need = fuse_add_direntry(req, p, rem, name, &ep.attr, (off_t)i + 1);
 			}
 			if (need > rem) {
@@ -2822,11 +2996,12 @@ static void kvfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, co
 {
 	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	bool sgid;
 	struct kvc_put_opts po = {.mode = 0777,
 	                          .if_absent = true,
 	                          .set_owner = true,
 	                          .uid = ctx->uid,
-	                          .gid = ctx->gid,
+	                          .gid = new_gid(parent, ctx, &sgid),
 	                          .type = KVC_TYPE_SYMLINK,
 	                          .drop_xattrs = true};
 	struct kvc_entry e;
@@ -2897,25 +3072,33 @@ static void kvfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, cons
 	fuse_reply_err(req, EPERM); /* link(2): "the file system does not support hard links" */
 }
 
-/* mknod of a regular file (tar --xattrs makes its files so, then sets
- * their attributes, then opens them): an empty key, stored at once.
- * Devices, fifos and sockets stay refused. */
+/*
+ * mknod of a regular file (tar --xattrs makes its files so, then sets
+ * their attributes, then opens them): an empty key, stored at once.  Of
+ * a fifo, socket or device: an empty key of type SPECIAL whose mode keeps
+ * the file-type bits (and rdev a device's number).  kvfs only stores and
+ * reports such a file: the kernel opens fifos and devices itself.
+ */
 static void kvfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	char ppath[KV_KEY_MAX + 1], key[KV_KEY_MAX + 2];
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	bool sgid;
 	struct kvc_put_opts po = {.mode = mode & 07777,
 	                          .if_absent = true,
 	                          .set_owner = true,
 	                          .uid = ctx->uid,
-	                          .gid = ctx->gid,
+	                          .gid = new_gid(parent, ctx, &sgid),
 	                          .drop_xattrs = true};
 	struct kvc_entry e;
 	int r;
 
-	(void)rdev;
-	if (!S_ISREG(mode)) {
-		fuse_reply_err(req, ENOTSUP);
+	if (S_ISFIFO(mode) || S_ISSOCK(mode) || S_ISCHR(mode) || S_ISBLK(mode)) {
+		po.type = KVC_TYPE_SPECIAL;
+		po.mode = mode & (S_IFMT | 07777);
+		po.rdev = S_ISCHR(mode) || S_ISBLK(mode) ? (uint64_t)rdev : 0;
+	} else if (!S_ISREG(mode)) {
+		fuse_reply_err(req, EINVAL);
 		return;
 	}
 	r = ino_path(parent, ppath, sizeof(ppath), NULL);

@@ -314,6 +314,9 @@ static void op_complete(struct srv *s, struct srv_op *op, int status, bool unset
 			gr.has_mtime_ns = gr.has_mode = true;
 			gr.mtime_ns = (int64_t)store_item_mtime(op->item);
 			gr.mode = store_item_mode(op->item);
+			gr.has_ctime_ns = gr.has_atime_ns = true;
+			gr.ctime_ns = (int64_t)store_item_ctime(s->store, op->item);
+			gr.atime_ns = (int64_t)store_item_atime(s->store, op->item);
 			resp.body_case = KVFS__RESPONSE__BODY_GET;
 			resp.get = &gr;
 			s->c.get_bytes += op->bytes;

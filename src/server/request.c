@@ -102,6 +102,11 @@ static void fill_entry(const struct store *st, Kvfs__Entry *e, const struct stor
 	e->has_uid = e->has_gid = store_item_owner(st, it, &e->uid, &e->gid);
 	e->has_type = store_item_type(it) != STORE_TYPE_FILE;
 	e->type = store_item_type(it);
+	e->has_ctime_ns = e->has_atime_ns = true;
+	e->ctime_ns = (int64_t)store_item_ctime(st, it);
+	e->atime_ns = (int64_t)store_item_atime(st, it);
+	e->rdev = store_item_rdev(st, it);
+	e->has_rdev = e->rdev != 0;
 }
 
 static uint64_t srv_max_value(struct srv *s)
@@ -635,6 +640,9 @@ static void req_get(struct conn *c, const Kvfs__Request *rq)
 	gr.has_mtime_ns = gr.has_mode = true;
 	gr.mtime_ns = (int64_t)store_item_mtime(it);
 	gr.mode = store_item_mode(it);
+	gr.has_ctime_ns = gr.has_atime_ns = true;
+	gr.ctime_ns = (int64_t)store_item_ctime(s->store, it);
+	gr.atime_ns = (int64_t)store_item_atime(s->store, it);
 	resp.body_case = KVFS__RESPONSE__BODY_GET;
 	resp.get = &gr;
 
@@ -1005,9 +1013,13 @@ static void req_put(struct conn *c, const Kvfs__Request *rq)
 	cond.if_absent = p->has_if_absent && p->if_absent;
 	cond.if_version = p->has_if_version ? p->if_version : 0;
 	/* wire_check_put(): uid and gid together, a known type */
-	attrs.mode = (p->has_mode ? p->mode : 0644) & 07777;
-	attrs.mtime_ns = p->has_mtime_ns ? (uint64_t)p->mtime_ns : 0;
 	attrs.type = p->has_type ? (uint8_t)p->type : STORE_TYPE_FILE;
+	/* a special file's mode keeps its file-type bits (wire_check_put()) */
+	attrs.mode = (p->has_mode ? p->mode : 0644) &
+	             (attrs.type == STORE_TYPE_SPECIAL ? 0177777 : 07777);
+	attrs.rdev = p->has_rdev ? p->rdev : 0;
+	attrs.mtime_ns = p->has_mtime_ns ? (uint64_t)p->mtime_ns : 0;
+	attrs.mtime_given = p->has_mtime_ns && p->mtime_ns;
 	attrs.has_owner = p->has_uid;
 	attrs.uid = p->uid;
 	attrs.gid = p->gid;
@@ -1382,6 +1394,12 @@ static void req_setattr(struct conn *c, const Kvfs__Request *rq)
 		r = store_setattr(s->store, key, klen, which, a->mode & 07777,
 		                  (uint64_t)a->mtime_ns, a->has_if_version ? a->if_version : 0,
 		                  &it);
+	if (r == 0 && a->has_atime_ns)
+		r = store_set_atime(s->store, key, klen, (uint64_t)a->atime_ns, false,
+		                    a->has_if_version ? a->if_version : 0, &it);
+	if (r == 0 && a->has_accessed_ns)
+		r = store_set_atime(s->store, key, klen, (uint64_t)a->accessed_ns, true,
+		                    a->has_if_version ? a->if_version : 0, &it);
 	if (r < 0) {
 		conn_respond(c, rq->id, r, r == -ENOENT ? "no such key" : NULL, NULL);
 		return;

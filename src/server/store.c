@@ -59,6 +59,9 @@ struct item_ext {
 	const struct store_item *it; /* whose */
 	uint32_t uid, gid;
 	bool has_owner;
+	uint64_t rdev;               /* a special file's device number */
+	uint64_t ctime_ns, atime_ns; /* when has_ctime / has_atime: see item_ctime() */
+	bool has_ctime, has_atime;
 	uint32_t xlen;   /* bytes of records in xattrs */
 	uint8_t *xattrs; /* records: u8 name length, u32 value length, name, value */
 };
@@ -103,7 +106,7 @@ struct store_item {
 	uint64_t mtime_ns;
 	uint32_t hash;
 	uint32_t pins;
-	uint16_t mode; /* & 07777 */
+	uint16_t mode; /* & 07777; STORE_TYPE_SPECIAL: & 0177777 (its S_IFMT bits) */
 	uint16_t keylen;
 	uint8_t state : 7; /* enum item_state */
 	uint8_t keep : 1;  /* ITEM_LINKED: kept (store_keep()), counted in kept_* */
@@ -155,6 +158,14 @@ struct store {
 };
 
 /* ---- small helpers ---------------------------------------------------- */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
 
 static void dl_init(struct dlist *h)
 {
@@ -361,12 +372,47 @@ static struct item_ext *ext_new(struct store *s)
 	return e;
 }
 
+/*
+ * Times beside the mtime.  A key costs nothing more for them while they
+ * equal its mtime, which they do after a commit that took the server's
+ * clock as the mtime (the key was just changed and made or read then);
+ * they move into the side table when they part from it.
+ */
+static uint64_t item_ctime(const struct item_ext *e, const struct store_item *it)
+{
+	return e && e->has_ctime ? e->ctime_ns : it->mtime_ns;
+}
+
+static uint64_t item_atime(const struct item_ext *e, const struct store_item *it)
+{
+	return e && e->has_atime ? e->atime_ns : it->mtime_ns;
+}
+
+static void ext_settle(struct store *s, struct store_item *it, struct item_ext *e);
+
+/* @it's entry with its times in it (made if it has none), ready for a change
+ * of the mtime or the ctime; NULL on ENOMEM (nothing changed). */
+static struct item_ext *ext_times(struct store *s, struct store_item *it)
+{
+	struct item_ext *e = ext_of(s, it);
+
+	if (!e) {
+		if (ext_reserve(s) || !(e = ext_new(s)))
+			return NULL;
+		ext_attach(s, it, e); /* reserved */
+	}
+	e->ctime_ns = item_ctime(e, it);
+	e->atime_ns = item_atime(e, it);
+	e->has_ctime = e->has_atime = true;
+	return e;
+}
+
 /* Put @e back on @it, or free it when it holds nothing. */
 static void ext_settle(struct store *s, struct store_item *it, struct item_ext *e)
 {
 	if (!e)
 		return;
-	if (!e->has_owner && !e->xlen) {
+	if (!e->has_owner && !e->xlen && !e->rdev && !e->has_ctime && !e->has_atime) {
 		ext_free(s, e);
 		return;
 	}
@@ -896,7 +942,6 @@ uint64_t store_resv_size(const struct store_resv *r)
 static void touch_parent(struct store *s, const char *key, size_t keylen)
 {
 	struct store_item *it;
-	struct timespec ts;
 	size_t plen = keylen;
 
 	if (plen && key[plen - 1] == '/')
@@ -908,8 +953,14 @@ static void touch_parent(struct store *s, const char *key, size_t keylen)
 	it = *hash_slot(s, key, plen, key_hash(s, key, plen));
 	if (!it)
 		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	it->mtime_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	{
+		struct item_ext *e = ext_of(s, it);
+
+		/* an atime and a ctime kept apart stay apart; else they follow */
+		it->mtime_ns = now_ns();
+		if (e && e->has_ctime)
+			e->ctime_ns = it->mtime_ns;
+	}
 }
 
 int store_put_commit(struct store *s, struct store_resv *r, const struct store_put_cond *cond,
@@ -925,6 +976,7 @@ int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct s
 {
 	struct store_item *it = resv_item(r), **pp, *old;
 	struct item_ext *e = NULL, *fresh = NULL;
+	bool need_ext = a->has_owner || a->rdev || a->mtime_given;
 
 	assert(it->state == ITEM_RESV);
 	pp = hash_slot(s, it->key, it->keylen, it->hash);
@@ -943,9 +995,9 @@ int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct s
 		return -ENOMEM;
 	/* An owner or attributes to keep need an entry in the side table:
 	 * allocated before anything changes. */
-	if ((a->has_owner || (old && (old->flags & ITEM_F_EXT))) && ext_reserve(s))
+	if ((need_ext || (old && (old->flags & ITEM_F_EXT))) && ext_reserve(s))
 		return -ENOMEM;
-	if (a->has_owner && !(old && (old->flags & ITEM_F_EXT)) && !(fresh = ext_new(s)))
+	if (need_ext && !(old && (old->flags & ITEM_F_EXT)) && !(fresh = ext_new(s)))
 		return -ENOMEM;
 
 	dl_del(&it->link);
@@ -965,9 +1017,21 @@ int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct s
 		kidx_insert(&s->order, it);
 	}
 	it->version = s->next_version++;
-	it->mode = (uint16_t)(a->mode & 07777);
+	it->mode = (uint16_t)(a->mode & (a->type == STORE_TYPE_SPECIAL ? 0177777 : 07777));
 	it->mtime_ns = a->mtime_ns;
 	it->type = a->type;
+	if (e) {
+		e->rdev = a->rdev; /* the replaced key's was its own */
+		/* the ctime is now: the mtime unless the client gave one */
+		e->has_ctime = a->mtime_given;
+		e->ctime_ns = now_ns();
+		/* a rewrite is no access: an atime set or reported stays; a new
+		 * key's is its creation */
+		if (!old && a->mtime_given) {
+			e->has_atime = true;
+			e->atime_ns = e->ctime_ns;
+		}
+	}
 	if (e && a->drop_xattrs) {
 		meta_free(s, e->xattrs);
 		e->xattrs = NULL;
@@ -1486,6 +1550,23 @@ uint8_t store_item_type(const struct store_item *it)
 	return it->type;
 }
 
+uint64_t store_item_ctime(const struct store *s, const struct store_item *it)
+{
+	return item_ctime(ext_of(s, it), it);
+}
+
+uint64_t store_item_atime(const struct store *s, const struct store_item *it)
+{
+	return item_atime(ext_of(s, it), it);
+}
+
+uint64_t store_item_rdev(const struct store *s, const struct store_item *it)
+{
+	const struct item_ext *e = ext_of(s, it);
+
+	return e ? e->rdev : 0;
+}
+
 bool store_item_owner(const struct store *s, const struct store_item *it, uint32_t *ret_uid,
                       uint32_t *ret_gid)
 {
@@ -1531,6 +1612,7 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
                  bool no_overwrite, const struct store_item **ret_item)
 {
 	struct store_item **ps, **pd, *sit, *nit;
+	struct item_ext *e, *fresh = NULL;
 	uint32_t hd;
 	int err;
 
@@ -1561,7 +1643,8 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 		item_free(s, nit);
 		return -EDQUOT;
 	}
-	if (kidx_reserve(&s->order) || ((sit->flags & ITEM_F_EXT) && ext_reserve(s))) {
+	if (kidx_reserve(&s->order) || ext_reserve(s) ||
+	    (!(sit->flags & ITEM_F_EXT) && !(fresh = ext_new(s)))) {
 		item_free(s, nit);
 		return -ENOMEM;
 	}
@@ -1579,7 +1662,14 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 	nit->mode = sit->mode;
 	nit->mtime_ns = sit->mtime_ns;
 	nit->type = sit->type;
-	ext_settle(s, nit, ext_detach(s, sit));
+	e = ext_detach(s, sit);
+	if (!e)
+		e = fresh;
+	e->atime_ns = item_atime(e, sit);
+	e->has_atime = true;
+	e->ctime_ns = now_ns(); /* a rename changes the inode, as on Linux */
+	e->has_ctime = true;
+	ext_settle(s, nit, e);
 	nit->pins = sit->pins;
 	nit->version = s->next_version++;
 	if (sit->pins) {
@@ -1616,6 +1706,7 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
                   uint64_t mtime_ns, uint64_t if_version, const struct store_item **ret_item)
 {
 	struct store_item **pp, *it;
+	struct item_ext *e = NULL;
 	int err = find(s, key, keylen, &pp);
 
 	if (err)
@@ -1623,10 +1714,39 @@ int store_setattr(struct store *s, const char *key, size_t keylen, unsigned whic
 	it = *pp;
 	if (if_version && it->version != if_version)
 		return -ESTALE;
+	if (which && !(e = ext_times(s, it)))
+		return -ENOMEM;
 	if (which & STORE_SET_MODE)
-		it->mode = (uint16_t)(mode & 07777);
+		it->mode = (uint16_t)((it->mode & ~07777u) | (mode & 07777));
 	if (which & STORE_SET_MTIME)
 		it->mtime_ns = mtime_ns;
+	if (which)
+		e->ctime_ns = now_ns();
+	if (ret_item)
+		*ret_item = it;
+	return 0;
+}
+
+int store_set_atime(struct store *s, const char *key, size_t keylen, uint64_t atime_ns, bool access,
+                    uint64_t if_version, const struct store_item **ret_item)
+{
+	struct store_item **pp, *it;
+	struct item_ext *e = NULL;
+	int err = find(s, key, keylen, &pp);
+
+	if (err)
+		return err;
+	it = *pp;
+	if (if_version && it->version != if_version)
+		return -ESTALE;
+	if (access && atime_ns <= item_atime(ext_of(s, it), it))
+		goto out; /* nothing to change, nothing to allocate */
+	if (!(e = ext_times(s, it)))
+		return -ENOMEM;
+	e->atime_ns = atime_ns;
+	if (!access)
+		e->ctime_ns = now_ns();
+out:
 	if (ret_item)
 		*ret_item = it;
 	return 0;
@@ -1709,6 +1829,8 @@ int store_chown(struct store *s, const char *key, size_t keylen, unsigned which,
 		e->uid = uid;
 	if (which & STORE_SET_GID)
 		e->gid = gid;
+	ext_times(s, it); /* has one: cannot fail */
+	e->ctime_ns = now_ns();
 	return 0;
 }
 
@@ -1858,7 +1980,9 @@ int store_xattr_set(struct store *s, const char *key, size_t keylen, const char 
 	meta_free(s, e->xattrs);
 	e->xattrs = nx;
 	e->xlen = (uint32_t)nlen;
-	ext_settle(s, it, ext_detach(s, it)); /* freed if nothing is left */
+	ext_times(s, it); /* has one: cannot fail */
+	e->ctime_ns = now_ns();
+	ext_settle(s, it, ext_detach(s, it)); /* kept: it holds the times */
 	return 0;
 }
 

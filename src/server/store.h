@@ -257,15 +257,19 @@ size_t store_item_nparts(const struct store_item *it);
 enum store_type {
 	STORE_TYPE_FILE = 0,    /* the value is a file's content */
 	STORE_TYPE_SYMLINK = 1, /* the value is a symbolic link's target */
+	STORE_TYPE_SPECIAL = 2, /* a fifo, socket or device: no value; mode holds its
+	                         * S_IFMT bits, rdev a device's number */
 };
 
 struct store_attrs {
-	uint32_t mode; /* permission bits, & 07777 */
+	uint32_t mode; /* permission bits, & 07777; with STORE_TYPE_SPECIAL & 0177777 */
 	uint64_t mtime_ns;
 	uint8_t type;   /* enum store_type */
 	bool has_owner; /* false: keep the replaced key's owner (a new key: none) */
 	uint32_t uid, gid;
 	bool drop_xattrs; /* false: keep the replaced key's extended attributes */
+	uint64_t rdev;    /* a device's number (STORE_TYPE_SPECIAL), else 0 */
+	bool mtime_given; /* mtime_ns is the client's: the ctime (now) differs from it */
 };
 
 int store_put_commit_attrs(struct store *s, struct store_resv *r, const struct store_put_cond *cond,
@@ -293,9 +297,21 @@ uint64_t store_item_offset(const struct store_item *it); /* relative to arena ba
 uint64_t store_item_size(const struct store_item *it);
 uint64_t store_item_version(const struct store_item *it);
 uint64_t store_item_mtime(const struct store_item *it); /* ns, as given at commit */
-uint32_t store_item_mode(const struct store_item *it);
+/* ns, the server's clock at the last change of the value or of any metadata
+ * (commit, rename, setattr, chown, xattr set or remove, an entry added to or
+ * removed from a directory marker's directory).  Kept in the side table
+ * only while it differs from the mtime (a commit with the client's mtime,
+ * or a change after the commit). */
+uint64_t store_item_ctime(const struct store *s, const struct store_item *it);
+/* ns: a new key's creation, then what store_set_atime() set; a rewrite keeps
+ * one set there, else it follows the mtime (likewise kept apart only while
+ * it differs from it) */
+uint64_t store_item_atime(const struct store *s, const struct store_item *it);
+uint32_t store_item_mode(const struct store_item *it); /* & 07777, a special's & 0177777 */
 bool store_item_kept(const struct store_item *it);
 uint8_t store_item_type(const struct store_item *it); /* enum store_type */
+/* A special file's device number (0: none, or not a device). */
+uint64_t store_item_rdev(const struct store *s, const struct store_item *it);
 /* The owner of @it: true and *ret_uid, *ret_gid (may be NULL), or false
  * when none was ever stored (nothing written). */
 bool store_item_owner(const struct store *s, const struct store_item *it, uint32_t *ret_uid,
@@ -329,12 +345,24 @@ int store_rename(struct store *s, const char *src, size_t srclen, const char *ds
 #define STORE_SET_MTIME 0x2u
 /*
  * Set the fields named in @which (none: only look @key up); with
- * @if_version non-zero only if @key has that version.  Does not bump the
- * version.  Returns 0 and *ret_item (may be NULL: the item, as
- * store_lookup() gives it), -ENOENT, -ESTALE or a key error.  One look-up.
+ * @if_version non-zero only if @key has that version.  A mode sets the
+ * permission bits (& 07777): a special file keeps its S_IFMT bits.  Does not bump the
+ * version; any field set makes the ctime now.  Returns 0 and *ret_item
+ * (may be NULL: the item, as store_lookup() gives it), -ENOENT, -ESTALE,
+ * -ENOMEM (the times' side-table entry) or a key error.  One look-up.
  */
 int store_setattr(struct store *s, const char *key, size_t keylen, unsigned which, uint32_t mode,
                   uint64_t mtime_ns, uint64_t if_version, const struct store_item **ret_item);
+
+/*
+ * Set @key's atime: with @access false to @atime_ns (utimensat: the ctime
+ * becomes now), with @access true to @atime_ns only if that is later than
+ * the stored one (an access a client reports: the ctime stays).  With
+ * @if_version non-zero only if @key has that version.  Returns 0 and
+ * *ret_item (may be NULL), -ENOENT, -ESTALE, -ENOMEM or a key error.
+ */
+int store_set_atime(struct store *s, const char *key, size_t keylen, uint64_t atime_ns, bool access,
+                    uint64_t if_version, const struct store_item **ret_item);
 
 /*
  * Keep @key (never evict it) or, @keep false, let it be evicted again; with

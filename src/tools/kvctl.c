@@ -83,7 +83,7 @@ static void usage(FILE *f)
 	        "  rm KEY...             delete keys\n"
 	        "  ls [-l] [-d] [PREFIX] list keys (-l: size, version, mtime, mode; -d: group at\n"
 	        "                        '/' and show common prefixes as directories)\n"
-	        "  stat KEY              print size, version, mtime and mode of KEY\n"
+	        "  stat KEY              print size, version, times, mode and type of KEY\n"
 	        "  mv [-n] SRC DST       rename SRC to DST (-n: fail if DST exists)\n"
 	        "  pin [-r] KEY...       never evict KEY (-r: every key starting with KEY)\n"
 	        "  unpin [-r] KEY...     let KEY be evicted again when the server is full\n"
@@ -153,8 +153,10 @@ static const struct cmd_help cmd_helps[] = {
         {"stat", "Usage: " PROG " stat KEY\n"
                  "Print the metadata of KEY as 'name value' lines: key, size, version,\n"
                  "mtime_ns, mtime (UTC), mode, pinned (1: never evicted, see pin), type\n"
-                 "(file or symlink), and uid and gid when an owner is stored (kvfs stores\n"
-                 "its files' owners).\n"},
+                 "(file, symlink, or what kvfs's mknod made: fifo, socket,\n"
+                 "character-device, block-device; then rdev for a device), ctime_ns and\n"
+                 "atime_ns, and uid and gid when an owner is stored (kvfs stores its files'\n"
+                 "owners).\n"},
         {"mv", "Usage: " PROG " mv [-n] SRC DST\n"
                "Rename SRC to DST atomically; DST gets a new version.  An existing DST is\n"
                "replaced unless -n is given, then the command fails with status 4.\n"
@@ -891,6 +893,29 @@ static void fmt_mtime(int64_t ns, char *buf, size_t len)
 		snprintf(buf, len, "-");
 }
 
+/* What kvfs makes of a key (KeyType, and a special file's mode). */
+static const char *type_name(const struct kvc_entry *e)
+{
+	static const char *const special[16] = {
+	        [S_IFIFO >> 12] = "fifo",
+	        [S_IFCHR >> 12] = "character-device",
+	        [S_IFBLK >> 12] = "block-device",
+	        [S_IFSOCK >> 12] = "socket",
+	};
+
+	switch (e->type) {
+	case KVC_TYPE_FILE:
+		return "file";
+	case KVC_TYPE_SYMLINK:
+		return "symlink";
+	case KVC_TYPE_SPECIAL:
+		return special[(e->mode & S_IFMT) >> 12] ? special[(e->mode & S_IFMT) >> 12]
+		                                         : "special";
+	default:
+		return "unknown";
+	}
+}
+
 static int cmd_stat(struct ctl *c, int argc, char **argv)
 {
 	struct kvc_entry e;
@@ -912,7 +937,10 @@ static int cmd_stat(struct ctl *c, int argc, char **argv)
 	printf("key %s\nsize %" PRIu64 "\nversion %" PRIu64 "\nmtime_ns %" PRId64
 	       "\nmtime %s\nmode %04o\npinned %d\n",
 	       key, e.size, e.version, e.mtime_ns, ts, e.mode & 07777, e.pinned);
-	printf("type %s\n", e.type == KVC_TYPE_SYMLINK ? "symlink" : "file");
+	printf("type %s\n", type_name(&e));
+	if (e.rdev)
+		printf("rdev %" PRIu64 "\n", e.rdev);
+	printf("ctime_ns %" PRId64 "\natime_ns %" PRId64 "\n", e.ctime_ns, e.atime_ns);
 	if (e.has_owner)
 		printf("uid %" PRIu32 "\ngid %" PRIu32 "\n", e.uid, e.gid);
 	return EX_OK;

@@ -692,10 +692,25 @@ static int wire_check_put(const Kvfs__PutRequest *put, const char **why)
 	if (put->has_uid != put->has_gid)
 		return wire_why(why, "PUT: uid and gid go together", -EINVAL);
 	if (put->has_type && put->type != KVFS__KEY_TYPE__FILE &&
-	    put->type != KVFS__KEY_TYPE__SYMLINK)
+	    put->type != KVFS__KEY_TYPE__SYMLINK && put->type != KVFS__KEY_TYPE__SPECIAL)
 		return wire_why(why, "PUT: unknown type", -EINVAL);
 	if (put->has_upload && put->has_type && put->type != KVFS__KEY_TYPE__FILE)
 		return wire_why(why, "PUT: an upload commits a file", -EINVAL);
+	if (put->has_type && put->type == KVFS__KEY_TYPE__SPECIAL) {
+		uint32_t fmt = put->has_mode ? put->mode & 0170000 : 0;
+		uint64_t n = put->has_value ? put->value.len : put->has_length ? put->length : 0;
+
+		if (fmt != 0010000 && fmt != 0020000 && fmt != 0060000 && fmt != 0140000)
+			return wire_why(why,
+			                "PUT: a special file's mode names a fifo, socket or device",
+			                -EINVAL);
+		if (n)
+			return wire_why(why, "PUT: a special file has an empty value", -EINVAL);
+		if (put->has_rdev && put->rdev && fmt != 0020000 && fmt != 0060000)
+			return wire_why(why, "PUT: only a device has an rdev", -EINVAL);
+	} else if (put->has_rdev && put->rdev) {
+		return wire_why(why, "PUT: only a special file has an rdev", -EINVAL);
+	}
 	if (put->has_type && put->type == KVFS__KEY_TYPE__SYMLINK) {
 		uint64_t n = put->has_value ? put->value.len : put->has_length ? put->length : 0;
 

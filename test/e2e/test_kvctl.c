@@ -556,6 +556,8 @@ Test(kvctl, stat_fields)
 	cr_assert_gt(v1, 0);
 	cr_assert_not_null(strstr(r.out, "\nmtime_ns "));
 	cr_assert_not_null(strstr(r.out, "\nmode 0644\n"));
+	cr_assert_not_null(strstr(r.out, "\ntype file\nctime_ns "), "stat: %s", r.out);
+	cr_assert_not_null(strstr(r.out, "\natime_ns "));
 	run_free(&r);
 	/* a new PUT gives a new version */
 	kvctl(&r, "put", "s", tp("in"));

@@ -2263,3 +2263,84 @@ Test(store, upload_matches_model, .init = setup_lru)
 	free(model);
 	free(src);
 }
+
+/* A special file keeps its file-type bits through a chmod and its device
+ * number through a rename; a replacing PUT of another type drops both. */
+Test(store, special_files_keep_type_bits_and_rdev, .init = setup_lru)
+{
+	struct store_attrs a = {
+	        .mode = 020640, .mtime_ns = 5, .type = STORE_TYPE_SPECIAL, .rdev = 0x103};
+	const struct store_item *it;
+
+	cr_assert_eq(put_attrs("dev", 0, &a), 0);
+	it = look("dev");
+	cr_assert_eq(store_item_mode(it), 020640);
+	cr_assert_eq(store_item_rdev(st, it), 0x103);
+	cr_assert_eq(store_setattr(st, "dev", 3, STORE_SET_MODE, 0600, 0, 0, &it), 0);
+	cr_assert_eq(store_item_mode(it), 020600, "chmod keeps the type: %o", store_item_mode(it));
+	cr_assert_eq(store_rename(st, "dev", 3, "dev2", 4, false, &it), 0);
+	cr_assert_eq(store_item_type(it), STORE_TYPE_SPECIAL);
+	cr_assert_eq(store_item_rdev(st, it), 0x103);
+	a = (struct store_attrs){.mode = 020644, .mtime_ns = 5};
+	cr_assert_eq(put_attrs("dev2", 0, &a), 0);
+	it = look("dev2");
+	cr_assert_eq(store_item_mode(it), 0644, "a FILE keeps permission bits only");
+	cr_assert_eq(store_item_rdev(st, it), 0);
+}
+
+/* The ctime is the store's clock at every change; the atime is set, or
+ * moved forward by an access without touching the ctime.  A key whose
+ * times equal its mtime keeps nothing more for them. */
+Test(store, ctime_and_atime, .init = setup_lru)
+{
+	struct store_attrs a = {.mode = 0644, .mtime_ns = 1000, .mtime_given = true};
+	const struct store_item *it;
+	uint64_t c0, c1;
+
+	cr_assert_eq(put_attrs("plain", 10, &(struct store_attrs){.mode = 0644, .mtime_ns = 77}),
+	             0);
+	it = look("plain");
+	cr_assert_eq(store_item_ctime(st, it), 77, "the server's clock was the mtime");
+	cr_assert_eq(store_item_atime(st, it), 77);
+	cr_assert_eq(put_attrs("k", 10, &a), 0);
+	it = look("k");
+	c0 = store_item_ctime(st, it);
+	cr_assert_gt(c0, 1000, "the clock, not the client's mtime");
+	cr_assert_eq(store_item_atime(st, it), c0, "a new key's atime is its creation");
+	cr_assert_eq(store_item_mtime(it), 1000);
+#define BUMPED(call)                                                                               \
+	do {                                                                                       \
+		cr_assert_eq(call, 0);                                                             \
+		c1 = store_item_ctime(st, look("k"));                                              \
+		cr_assert_gt(c1, c0, "%s", #call);                                                 \
+		c0 = c1;                                                                           \
+	} while (0)
+	BUMPED(store_setattr(st, "k", 1, STORE_SET_MODE, 0600, 0, 0, NULL));
+	BUMPED(store_setattr(st, "k", 1, STORE_SET_MTIME, 0, 2000, 0, NULL));
+	cr_assert_neq(store_item_atime(st, look("k")), 2000, "the atime does not follow");
+	BUMPED(store_chown(st, "k", 1, STORE_SET_UID, 5, 0, 0));
+	BUMPED(xset("k", "user.a", "1", 0));
+	BUMPED(xset("k", "user.a", NULL, STORE_XATTR_REMOVE));
+	BUMPED(store_set_atime(st, "k", 1, 500, false, 0, NULL));
+	cr_assert_eq(store_item_atime(st, look("k")), 500);
+	BUMPED(put_attrs("k", 10, &a));
+	cr_assert_eq(store_item_atime(st, look("k")), 500, "a rewrite keeps the atime set");
+	cr_assert_eq(store_rename(st, "k", 1, "k2", 2, false, NULL), 0);
+	BUMPED(store_rename(st, "k2", 2, "k", 1, false, NULL));
+	cr_assert_eq(store_item_atime(st, look("k")), 500, "a rename keeps it");
+#undef BUMPED
+	cr_assert_eq(store_rename(st, "plain", 5, "p2", 2, false, NULL), 0);
+	cr_assert_gt(store_item_ctime(st, look("p2")), 77);
+	cr_assert_eq(store_item_atime(st, look("p2")), 77, "a renamed key keeps its atime");
+	/* an access: forward only, the ctime stays */
+	cr_assert_eq(store_set_atime(st, "k", 1, 400, true, 0, &it), 0);
+	cr_assert_eq(store_item_atime(st, it), 500);
+	cr_assert_eq(store_set_atime(st, "k", 1, c0 + 7, true, 0, &it), 0);
+	cr_assert_eq(store_item_atime(st, it), c0 + 7);
+	cr_assert_eq(store_item_ctime(st, it), c0);
+	/* a new key in a marker's directory changes the marker's ctime */
+	cr_assert_eq(put_attrs("d/", 0, &(struct store_attrs){.mode = 0755, .mtime_ns = 5}), 0);
+	cr_assert_eq(put_attrs("d/f", 1, &a), 0);
+	cr_assert_gt(store_item_ctime(st, look("d/")), 5);
+	cr_assert_eq(store_item_mtime(look("d/")), store_item_ctime(st, look("d/")));
+}
