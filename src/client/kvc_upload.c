@@ -458,6 +458,11 @@ static int sync_prep(struct kvc *kvc, struct kvc_op *op, struct kvc_call *c,
 	return same_conn(op->arg, c, lim);
 }
 
+static void abort_unprep(struct kvc_op *op)
+{
+	(void)op;
+}
+
 /* Send what is buffered and wait for every part's answer. */
 static int flush(struct kvc_upload *u)
 {
@@ -581,25 +586,40 @@ int kvc_upload_commit(struct kvc_upload *u, const struct kvc_put_opts *opts, str
 	return 0;
 }
 
+/* UPLOAD_ABORT answered (I/O thread): nothing to do, the upload is freed. */
+static void abort_done(void *arg, ssize_t res, const struct kvc_entry *e)
+{
+	(void)arg;
+	(void)res;
+	(void)e;
+}
+
 void kvc_upload_abort(struct kvc_upload *u)
 {
 	Kvfs__UploadAbortRequest a = KVFS__UPLOAD_ABORT_REQUEST__INIT;
 	char saved[KVC_MSG_LEN];
-	struct kvc_call *c;
 	struct kvc_op op;
+	bool live;
 
 	if (!u)
 		return;
 	snprintf(saved, sizeof(saved), "%s", kvc_errbuf);
 	(void)wait_inflight(u, 0);
-	if (u->id) { /* best effort: a closed connection dropped it already */
+	/* Tell the server, without waiting: on its connection, if that is
+	 * still up (a closed connection dropped the upload already, and a
+	 * close must not wait out a dead link's deadline once more). */
+	pthread_mutex_lock(&u->kvc->lock);
+	live = u->id && u->kvc->state == KVC_UP && u->kvc->gen == u->gen;
+	pthread_mutex_unlock(&u->kvc->lock);
+	if (live) {
 		a.upload = u->id;
 		op_init(&op, u, "UPLOAD_ABORT", KVFS__REQUEST__BODY_UPLOAD_ABORT);
 		op.req.upload_abort = &a;
 		op.prep = sync_prep;
+		op.unprep = abort_unprep;
 		op.arg = u;
-		if (kvc_op_run(u->kvc, &op, &c) == 0)
-			kvc_call_put(u->kvc, c);
+		(void)kvc_op_submit_async(u->kvc, &op, KVC_CALL_ASYNC_PART, abort_done, NULL, NULL,
+		                          0, 0);
 	}
 	up_free(u);
 	snprintf(kvc_errbuf, sizeof(kvc_errbuf), "%s", saved);
