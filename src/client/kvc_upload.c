@@ -535,7 +535,8 @@ ssize_t kvc_upload_read(struct kvc_upload *u, uint64_t off, void *buf, size_t le
 			return r;
 		gr = c->resp.resp->get;
 		n = gr->has_data ? KV_MIN(gr->data.len, len - got) : 0;
-		memcpy((uint8_t *)buf + got, gr->data.data, n);
+		if (n)
+			memcpy((uint8_t *)buf + got, gr->data.data, n);
 		kvc_call_put(u->kvc, c);
 		if (!n)
 			break; /* the end */

@@ -1242,7 +1242,7 @@ static void req_stat(struct conn *c, const Kvfs__Request *rq)
 	Kvfs__StatResponse sr = KVFS__STAT_RESPONSE__INIT;
 	Kvfs__Entry e = KVFS__ENTRY__INIT;
 	const struct store_item *it;
-	char kb[KV_KEY_MAX];
+	char kb[KV_KEY_MAX], pfx[KV_KEY_MAX]; /* pfx: the answer's key may point into it */
 	const char *key;
 	size_t klen;
 	int r;
@@ -1253,7 +1253,6 @@ static void req_stat(struct conn *c, const Kvfs__Request *rq)
 	r = store_lookup(s->store, key, klen, &it);
 	if (r == -ENOENT && rq->stat->has_dir && rq->stat->dir && klen < KV_KEY_MAX) {
 		/* a directory: a key below it; its marker's entry when it has one */
-		char pfx[KV_KEY_MAX];
 		bool below = false;
 		struct store_list_req lr = {.prefix = pfx, .prefixlen = klen + 1, .limit = 1};
 
