@@ -1218,15 +1218,26 @@ static int up_ext_new(struct store *s, struct store_item *it, uint64_t len, bool
 
 /* Can upload @it grow to @size (max_value, its namespace's quota)?
  * 0, -EFBIG or -EDQUOT. */
-static int up_size_check(const struct store *s, struct store_item *it, uint64_t size)
+/* What the key of upload @it holds now is charged: a commit replaces it,
+ * so a quota is checked as for a PUT (store_put_begin()), against what the
+ * namespace will hold after the commit. */
+static uint64_t up_key_credit(struct store *s, const struct store_item *it)
 {
-	uint64_t was = it->size, credit = ns_charge_of(s, it);
+	const struct store_item *cur = *hash_slot(s, it->key, it->keylen, it->hash);
+
+	return cur ? ns_charge_of(s, cur) : 0;
+}
+
+static int up_size_check(struct store *s, struct store_item *it, uint64_t size)
+{
+	uint64_t was = it->size, credit;
 	bool over;
 
 	if (size > s->max_value)
 		return -EFBIG;
 	if (size <= was || !it->ns)
 		return 0;
+	credit = ns_charge_of(s, it) + up_key_credit(s, it);
 	it->size = size;
 	over = ns_over(s, it, credit);
 	it->size = was;
@@ -1281,7 +1292,7 @@ int store_up_open(struct store *s, const char *key, size_t keylen, uint64_t base
 		if (err)
 			goto out_free_item;
 		it->size = base->size;
-		if (it->ns && ns_over(s, it, 0)) {
+		if (it->ns && ns_over(s, it, ns_charge_of(s, base))) {
 			err = -EDQUOT;
 			goto out_free_item;
 		}

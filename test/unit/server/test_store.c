@@ -2344,3 +2344,30 @@ Test(store, ctime_and_atime, .init = setup_lru)
 	cr_assert_gt(store_item_ctime(st, look("d/")), 5);
 	cr_assert_eq(store_item_mtime(look("d/")), store_item_ctime(st, look("d/")));
 }
+
+/* An upload is checked against a tenant's quota like a PUT: against what
+ * the namespace holds once it replaces the key's value, so appending to a
+ * value that takes most of the quota fits while the result does. */
+Test(store, upload_quota_counts_the_replaced_value_once, .fini = teardown)
+{
+	uint64_t q = charge(3, 6 * MIB), v, aoff;
+	struct store_resv *r;
+	struct store_ext *x;
+
+	make_ns_store(STORE_EVICT_LRU, ARENA_LEN, q);
+	cr_assert_eq(put_v("a/1", 4 * MIB, NULL, &v), 0);
+	cr_assert_eq(store_up_open(st, "a/1", 3, v, &r), 0, "a base of 4 MiB in a 6 MiB quota");
+	cr_assert_eq(store_up_write(st, r, 4 * MIB, MIB, &aoff, &x), 0, "an append to 5 MiB fits");
+	store_ext_put(st, x);
+	cr_assert_eq(store_up_write(st, r, 5 * MIB, 2 * MIB, &aoff, &x), -EDQUOT,
+	             "7 MiB would not");
+	cr_assert_eq(store_up_size(r), 5 * MIB);
+	cr_assert_eq(
+	        store_put_commit(st, r, &(struct store_put_cond){.if_version = v}, 0644, 1, &v), 0);
+	cr_assert_eq(ns_use(0).charged, charge(3, 5 * MIB), "charged once after the commit");
+	/* an upload of a new key is charged on top of what is there */
+	cr_assert_eq(store_up_open(st, "a/2", 3, 0, &r), 0);
+	cr_assert_eq(store_up_write(st, r, 0, 2 * MIB, &aoff, &x), -EDQUOT);
+	store_put_abort(st, r);
+	cr_assert_eq(ns_use(0).charged, charge(3, 5 * MIB));
+}
