@@ -354,6 +354,78 @@ static void rq_listxattr(struct blob *b, const char *key)
 	put_frame(b, WIRE_FRAME_REQUEST, &rq.base);
 }
 
+static void rq_upload_open(struct blob *b, const char *key, uint64_t base)
+{
+	Kvfs__Request rq = req_init();
+	Kvfs__UploadOpenRequest o = KVFS__UPLOAD_OPEN_REQUEST__INIT;
+
+	o.key = bin(key);
+	o.has_base_version = base != 0;
+	o.base_version = base;
+	rq.body_case = KVFS__REQUEST__BODY_UPLOAD_OPEN;
+	rq.upload_open = &o;
+	put_frame(b, WIRE_FRAME_REQUEST, &rq.base);
+}
+
+/* A part of upload 1: inline @val at @off, or with @val NULL a cut to @off. */
+static void rq_upload_part(struct blob *b, uint64_t off, const char *val)
+{
+	Kvfs__Request rq = req_init();
+	Kvfs__UploadPartRequest u = KVFS__UPLOAD_PART_REQUEST__INIT;
+
+	u.upload = 1;
+	if (val) {
+		u.has_offset = true;
+		u.offset = off;
+		u.has_data = true;
+		u.data = bin(val);
+	} else {
+		u.has_truncate = true;
+		u.truncate = off;
+	}
+	rq.body_case = KVFS__REQUEST__BODY_UPLOAD_PART;
+	rq.upload_part = &u;
+	put_frame(b, WIRE_FRAME_REQUEST, &rq.base);
+}
+
+static void rq_upload_read(struct blob *b, const char *key)
+{
+	Kvfs__Request rq = req_init();
+	Kvfs__GetRequest g = KVFS__GET_REQUEST__INIT;
+
+	g.key = bin(key);
+	g.has_upload = g.has_want_inline = true;
+	g.upload = 1;
+	g.want_inline = true;
+	rq.body_case = KVFS__REQUEST__BODY_GET;
+	rq.get = &g;
+	put_frame(b, WIRE_FRAME_REQUEST, &rq.base);
+}
+
+static void rq_upload_commit(struct blob *b, const char *key)
+{
+	Kvfs__Request rq = req_init();
+	Kvfs__PutRequest p = KVFS__PUT_REQUEST__INIT;
+
+	p.key = bin(key);
+	p.has_upload = true;
+	p.upload = 1;
+	rq.body_case = KVFS__REQUEST__BODY_PUT;
+	rq.put = &p;
+	put_frame(b, WIRE_FRAME_REQUEST, &rq.base);
+}
+
+static void rq_upload_abort(struct blob *b)
+{
+	Kvfs__Request rq = req_init();
+	Kvfs__UploadAbortRequest a = KVFS__UPLOAD_ABORT_REQUEST__INIT;
+
+	a.upload = 1;
+	rq.body_case = KVFS__REQUEST__BODY_UPLOAD_ABORT;
+	rq.upload_abort = &a;
+	put_frame(b, WIRE_FRAME_REQUEST, &rq.base);
+}
+
 /* Every request type after HELLO, as one session. */
 static void rq_all(struct blob *b)
 {
@@ -374,6 +446,12 @@ static void rq_all(struct blob *b)
 	rq_listxattr(b, "dir/c");
 	rq_setxattr(b, "dir/c", "user.a", NULL);
 	rq_delete(b, "dir/sub/b");
+	rq_upload_open(b, "dir/up", 0);
+	rq_upload_part(b, 5, "hello");
+	rq_upload_part(b, 0, "w");
+	rq_upload_read(b, "dir/up");
+	rq_upload_part(b, 3, NULL);
+	rq_upload_commit(b, "dir/up");
 	rq_stats(b);
 }
 
@@ -454,6 +532,25 @@ static void one_xattr(struct blob *b)
 	rq_setxattr(b, "k2", "user.a", NULL);
 }
 
+static void one_upload(struct blob *b)
+{
+	rq_put(b, "k", "value");
+	rq_upload_open(b, "k", 2); /* a base version, perhaps the right one */
+	rq_upload_part(b, 2, "XY");
+	rq_upload_part(b, 9, "end");
+	rq_upload_read(b, "k");
+	rq_upload_part(b, 4, NULL);
+	rq_upload_commit(b, "k");
+	rq_get(b, "k", false);
+}
+static void one_upload_abort(struct blob *b)
+{
+	rq_upload_open(b, "k", 0);
+	rq_upload_part(b, 0, "abc");
+	rq_upload_abort(b);
+	rq_upload_commit(b, "k");
+}
+
 static const struct {
 	const char *name;
 	one_fn fn;
@@ -472,6 +569,8 @@ static const struct {
         {"stats", one_stats},
         {"symlink_chown", one_symlink_chown},
         {"xattr", one_xattr},
+        {"upload", one_upload},
+        {"upload_abort", one_upload_abort},
 };
 
 static void gen_dispatch(void)
