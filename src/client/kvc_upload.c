@@ -233,6 +233,27 @@ static void op_init(struct kvc_op *op, struct kvc_upload *u, const char *name,
 	op->body = (int)body; /* the answer has the same body case */
 }
 
+/* Can the server still be reading a part's buffer after answer @res?  Not
+ * after a success, nor after a refusal, which comes before any transfer
+ * (a full server, a quota, a value too large, a busy server, an unknown
+ * upload); after a failed or timed-out transfer or a lost connection it
+ * can, so that buffer is fenced off rather than reused. */
+static bool part_may_be_read(ssize_t res)
+{
+	switch (-res) {
+	case 0:
+	case ENOSPC:
+	case EFBIG:
+	case EAGAIN:
+	case ENOENT:
+	case EINVAL:
+	case ENOMEM:
+		return false;
+	default:
+		return true;
+	}
+}
+
 /* An UPLOAD_PART answered (I/O thread, or the caller on a failed submit). */
 static void part_done(void *arg, ssize_t res, const struct kvc_entry *e)
 {
@@ -240,7 +261,7 @@ static void part_done(void *arg, ssize_t res, const struct kvc_entry *e)
 	struct kvc_upload *u = p->u;
 
 	(void)e;
-	pool_put(u->kvc, p->mr, res < 0);
+	pool_put(u->kvc, p->mr, part_may_be_read(res));
 	pthread_mutex_lock(&u->lock);
 	if (res < 0 && !u->err) {
 		u->err = (int)res;
