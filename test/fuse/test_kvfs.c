@@ -1909,6 +1909,7 @@ Test(kvfs, kvfs_killed_mid_upload_frees_the_server_parts, .timeout = 300)
 
 static void env_setup_full(void)
 {
+	env_stop(); /* the suite's own server and mount (see env_setup_small()) */
 	env_init();
 	env_server_start("--memory 64M --eviction none");
 	env_mount(NULL);
