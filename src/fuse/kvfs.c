@@ -443,21 +443,37 @@ static int probe_links(const char *key, struct kvc_entry *e, nlink_t *ret_nlink)
 		}
 		return 1;
 	}
-	/* one round trip: the key, or whether its name is a directory */
-	r = kvc_stat_dir(fs.kvc, key, strlen(key), e);
+	/*
+	 * A STAT, then for a missing key a LIST (is its name a directory?).
+	 * kvc_stat_dir() answers both in one round trip, but a lookup that fast
+	 * made two races of open() with a rename or unlink on this mount much
+	 * more frequent (an open of the replaced inode is ESTALE, the kernel
+	 * retries once: kvfs::rename_over_an_open_name_never_einval and sqlite
+	 * in WAL mode failed under load); it waits until an open of a replaced
+	 * inode can get its old bytes.
+	 */
+	r = kvc_stat(fs.kvc, key, strlen(key), e);
+	if (r == 0)
+		return 0;
 	if (r == -EINVAL)
 		return -ENOENT; /* not a valid key (wire_key_check()): cannot exist */
-	if (r != 1 || !ret_nlink)
+	if (r != -ENOENT)
 		return r;
-	/* a directory, whose link count counts its subdirectories: one LIST */
 	r = kvfs_path_dir_marker(key, pfx, sizeof(pfx));
 	if (r < 0)
-		return 1;
-	if (kvc_list(fs.kvc, pfx, "/", NULL, KVFS_NLINK_PAGE, &l) == 0) {
+		return -ENOENT; /* too long to be a directory */
+	r = kvc_list(fs.kvc, pfx, ret_nlink ? "/" : NULL, NULL, ret_nlink ? KVFS_NLINK_PAGE : 1,
+	             &l);
+	if (r < 0)
+		return r;
+	memset(e, 0, sizeof(*e));
+	r = l.n_entries || l.n_prefixes ? 1 : -ENOENT;
+	if (r == 1 && l.n_entries && !strcmp(l.entries[0].key, pfx))
+		*e = l.entries[0].e;
+	if (r == 1 && ret_nlink)
 		*ret_nlink = dir_links(&l);
-		kvc_list_free(&l);
-	}
-	return 1;
+	kvc_list_free(&l);
+	return r;
 }
 
 static int probe(const char *key, struct kvc_entry *e)
