@@ -164,7 +164,7 @@ static void t_cow(const char *prov)
 	 * the newer value stays */
 	uo.base_version = e2.version;
 	cr_assert_eq(kvc_upload_open(kvc, "f", 1, &uo, &u, NULL), 0, "%s", kvc_strerror());
-	cr_assert_eq(kvc_upload_write(u, 0, "XXXX", 4), 0);
+	cr_assert_eq(kvc_upload_write(u, 0, "abcd", 4), 0);
 	cr_assert_eq(kvc_put(kvc, "f", 1, "newer", 5, NULL, &e), 0);
 	po.if_version = e2.version;
 	cr_assert_eq(kvc_upload_commit(u, &po, NULL), -ESTALE, "%s", kvc_strerror());
